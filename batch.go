@@ -1,0 +1,382 @@
+package cronguard
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"runtime/debug"
+	"sync"
+
+	"golang.org/x/time/rate"
+)
+
+// Defaults of Batch.
+const (
+	DefaultBatchSize  = 100
+	DefaultMaxBatches = 100
+)
+
+// Page tells Fetch which batch to return.
+type Page struct {
+	// Number counts the batches of this run, from 0.
+	Number int
+	// Size is the most items to return (LIMIT Size).
+	Size int
+	// After is, with Keyset, the key of the last item of the previous batch
+	// (or the saved checkpoint, or "" at the start): return the items whose
+	// key sorts after it. Without Keyset it is always "".
+	After string
+}
+
+// Batch is a Job that works through items a batch at a time, so no run
+// loads a whole table, with the kill switch re-read before every batch and a
+// runaway guard.
+//
+// Drain mode (the default) fits "select the rows still to do": each batch is
+// a fresh query, and processing an item must take it out of that query (mark
+// the user as e-mailed). Keyset mode fits "walk the table in key order":
+// Page.After carries the last key and Fetch returns the rows after it.
+//
+// A run ends at an empty batch, a batch shorter than Size (the query had no
+// more), MaxBatches (the rest waits for the next run), the kill switch, the
+// error budget or a canceled context.
+//
+// The runaway guard: if Fetch returns an item whose Key was already
+// processed in this run (or twice in one batch), the query is not making
+// progress — the "same 100 users every minute" bug. The run stops with
+// ErrRunaway before processing any of that batch, and the job's kill switch
+// is turned off where it can be flipped, so the next tick does not repeat
+// the harm. An item that failed earlier in the run and comes back is not
+// retried in the same run, and does not trip the guard.
+type Batch[T any] struct {
+	// Fetch returns the next batch, at most p.Size items. Required.
+	Fetch func(ctx context.Context, p Page) ([]T, error)
+	// Process handles one item. An error counts the item as failed and the
+	// run goes on (see MaxFailures). Required.
+	Process func(ctx context.Context, item T) error
+	// Key identifies an item, for the runaway guard, events and keyset
+	// paging. Required.
+	Key func(item T) string
+
+	// Size is the batch size (default 100).
+	Size int
+	// MaxBatches bounds the batches of one run (default 100).
+	MaxBatches int
+	// Keyset makes Page.After carry the last key of the previous batch.
+	Keyset bool
+	// Checkpoint saves the keyset cursor after each batch in the scheduler's
+	// CheckpointStore and starts the next run from it. It implies Keyset.
+	// The cursor is never reset: it suits tables that grow at the end.
+	Checkpoint bool
+	// PerSecond limits items processed per second (0: no limit).
+	PerSecond float64
+	// Concurrency is how many items of a batch are processed at once
+	// (default 1). Process must then be safe for concurrent use.
+	Concurrency int
+	// MaxFailures is the item error budget of one run: the run stops with
+	// ErrErrorBudget when more items fail (0: no budget).
+	MaxFailures int
+}
+
+// batchJob is what the Scheduler needs of a Batch beyond Job, whatever T.
+type batchJob interface {
+	Job
+	validate(job string) error
+	checkItems(job string, items []any) ([]any, error)
+	runItems(ctx context.Context, items []any) error
+}
+
+func (b Batch[T]) validate(job string) error {
+	missing := func(field string) error {
+		return fmt.Errorf("%w: job %q: Batch[%s].%s is nil", ErrInvalidBatch, job, typeName[T](), field)
+	}
+	switch {
+	case b.Fetch == nil:
+		return missing("Fetch")
+	case b.Process == nil:
+		return missing("Process")
+	case b.Key == nil:
+		return missing("Key")
+	}
+	for field, v := range map[string]float64{"Size": float64(b.Size), "MaxBatches": float64(b.MaxBatches),
+		"PerSecond": b.PerSecond, "Concurrency": float64(b.Concurrency), "MaxFailures": float64(b.MaxFailures)} {
+		if v < 0 {
+			return fmt.Errorf("%w: job %q: Batch.%s is %v, must not be negative", ErrInvalidBatch, job, field, v)
+		}
+	}
+	return nil
+}
+
+func typeName[T any]() string { return reflect.TypeFor[T]().String() }
+
+func (b Batch[T]) size() int       { return cmpOr(b.Size, DefaultBatchSize) }
+func (b Batch[T]) maxBatches() int { return cmpOr(b.MaxBatches, DefaultMaxBatches) }
+
+func cmpOr(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// Run implements Job: one run over the batches.
+func (b Batch[T]) Run(ctx context.Context) error {
+	st := runFrom(ctx)
+	if err := b.validate(st.job); err != nil {
+		return err
+	}
+	w := b.newWorker(st)
+	keyset := b.Keyset || b.Checkpoint
+	after, err := w.loadCheckpoint(ctx)
+	if err != nil {
+		return err
+	}
+	handled := map[string]bool{} // key → processed without error
+	for n := 0; n < b.maxBatches(); n++ {
+		if n > 0 {
+			if err := w.checkKill(ctx, n); err != nil {
+				return err
+			}
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		p := Page{Number: n, Size: b.size()}
+		if keyset {
+			p.After = after
+		}
+		items, err := b.Fetch(ctx, p)
+		if err != nil {
+			return fmt.Errorf("cronguard: job %q: fetch batch %d: %w", st.job, n, err)
+		}
+		if len(items) == 0 {
+			return nil
+		}
+		fresh, err := w.runawayGuard(ctx, n, items, handled)
+		if err != nil {
+			return err
+		}
+		st.batches.Add(1)
+		if err := w.processAll(ctx, fresh, handled); err != nil {
+			return err
+		}
+		s := st.s
+		ev := st.event(EventBatchDone, nil)
+		ev.Batch, ev.Items = n, len(items)
+		s.emit(ev)
+		after = b.Key(items[len(items)-1])
+		if err := w.saveCheckpoint(ctx, after); err != nil {
+			return err
+		}
+		if len(items) < b.size() || len(fresh) == 0 {
+			return nil // the query ran dry, or only returned items that failed earlier
+		}
+	}
+	st.setStop(StopMaxBatches)
+	return nil
+}
+
+// worker holds what one run of a Batch needs beyond the Batch itself.
+type worker[T any] struct {
+	b       Batch[T]
+	st      *run
+	limiter *rate.Limiter
+	mu      sync.Mutex // guards the error budget count against concurrent items
+}
+
+func (b Batch[T]) newWorker(st *run) *worker[T] {
+	w := &worker[T]{b: b, st: st}
+	if b.PerSecond > 0 {
+		w.limiter = rate.NewLimiter(rate.Limit(b.PerSecond), 1)
+	}
+	return w
+}
+
+// checkKill re-reads the kill switch before batch n of a scheduled run.
+// Manual runs bypass the kill switch, here too.
+func (w *worker[T]) checkKill(ctx context.Context, n int) error {
+	st := w.st
+	if st.s == nil || st.trigger != TriggerSchedule {
+		return nil
+	}
+	on, err := st.s.enabled(ctx, st.e.cfg.flag)
+	if err != nil {
+		return fmt.Errorf("cronguard: job %q: before batch %d: %w", st.job, n, err)
+	}
+	if !on {
+		return fmt.Errorf("%w: job %q: flag %q went off before batch %d", ErrKilled, st.job, st.e.cfg.flag, n)
+	}
+	return nil
+}
+
+// runawayGuard returns the items of batch n to process, or ErrRunaway when
+// one was already processed in this run.
+func (w *worker[T]) runawayGuard(ctx context.Context, n int, items []T, handled map[string]bool) ([]T, error) {
+	fresh := make([]T, 0, len(items))
+	inBatch := make(map[string]struct{}, len(items))
+	for _, it := range items {
+		k := w.b.Key(it)
+		_, dup := inBatch[k]
+		ok, seen := handled[k]
+		if dup || (seen && ok) {
+			return nil, w.runaway(ctx, n, k)
+		}
+		inBatch[k] = struct{}{}
+		if !seen {
+			fresh = append(fresh, it)
+		}
+	}
+	return fresh, nil
+}
+
+// runaway stops the run and switches the job off where the switch flips.
+func (w *worker[T]) runaway(ctx context.Context, n int, key string) error {
+	st := w.st
+	err := fmt.Errorf("%w: job %q: batch %d returned item %q again", ErrRunaway, st.job, n, key)
+	if s := st.s; s != nil {
+		if fks, ok := s.cfg.killSwitch.(FlippableKillSwitch); ok {
+			actx, cancel := context.WithTimeout(WithActor(context.WithoutCancel(ctx), "runaway-guard"), s.cfg.budget)
+			ferr := fks.SetEnabled(actx, st.e.cfg.flag, false, err.Error())
+			cancel()
+			if ferr == nil {
+				s.flags.remember(st.e.cfg.flag, false)
+				st.mu.Lock()
+				st.tripped = true
+				st.mu.Unlock()
+				err = fmt.Errorf("%w; flag %q switched off", err, st.e.cfg.flag)
+			} else {
+				err = fmt.Errorf("%w; switching flag %q off failed: %v", err, st.e.cfg.flag, ferr)
+			}
+		}
+		ev := st.event(EventRunaway, err)
+		ev.Batch, ev.Item = n, key
+		s.emit(ev)
+	}
+	return err
+}
+
+// processAll processes items, Concurrency at a time, recording each key's
+// outcome in handled. It returns the run's cancellation cause or
+// ErrErrorBudget.
+func (w *worker[T]) processAll(ctx context.Context, items []T, handled map[string]bool) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	ok := make([]bool, len(items))
+	sem := make(chan struct{}, max(w.b.Concurrency, 1))
+	var wg sync.WaitGroup
+	for i, it := range items {
+		if ctx.Err() != nil {
+			break
+		}
+		if w.limiter != nil && w.limiter.Wait(ctx) != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			ok[i] = w.processOne(ctx, it, cancel)
+		})
+	}
+	wg.Wait()
+	for i, it := range items {
+		handled[w.b.Key(it)] = ok[i]
+	}
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return nil
+}
+
+// processOne processes one item and reports whether it succeeded. A failure
+// past the error budget cancels the batch.
+func (w *worker[T]) processOne(ctx context.Context, it T, cancel context.CancelCauseFunc) bool {
+	st := w.st
+	err, stack := w.safeProcess(ctx, it)
+	if err == nil {
+		st.processed.Add(1)
+		return true
+	}
+	if ctx.Err() != nil && err == ctx.Err() {
+		return false // cut short by the run's end, not a failure of the item
+	}
+	failed := st.failed.Add(1)
+	ev := st.event(EventItemFailed, err)
+	ev.Item, ev.Stack = w.b.Key(it), stack
+	st.s.emit(ev)
+	if w.b.MaxFailures > 0 && failed > int64(w.b.MaxFailures) {
+		cancel(fmt.Errorf("%w: job %q: %d items failed, budget %d", ErrErrorBudget, st.job, failed, w.b.MaxFailures))
+	}
+	return false
+}
+
+// safeProcess calls Process, turning a panic into an item failure: with
+// Concurrency it runs on its own goroutine, where a panic would end the
+// process.
+func (w *worker[T]) safeProcess(ctx context.Context, it T) (err error, stack string) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: job %q: item %q: %v", ErrPanic, w.st.job, w.b.Key(it), r)
+			stack = string(debug.Stack())
+		}
+	}()
+	return w.b.Process(ctx, it), ""
+}
+
+func (w *worker[T]) loadCheckpoint(ctx context.Context) (string, error) {
+	st := w.st
+	if !w.b.Checkpoint || st.s == nil {
+		return "", nil
+	}
+	after, err := st.s.cfg.checkpoints.Load(ctx, st.job)
+	if err != nil {
+		return "", fmt.Errorf("cronguard: job %q: load checkpoint: %w", st.job, err)
+	}
+	return after, nil
+}
+
+func (w *worker[T]) saveCheckpoint(ctx context.Context, after string) error {
+	st := w.st
+	if !w.b.Checkpoint || st.s == nil {
+		return nil
+	}
+	if err := st.s.cfg.checkpoints.Save(ctx, st.job, after); err != nil {
+		return fmt.Errorf("cronguard: job %q: save checkpoint %q: %w", st.job, after, err)
+	}
+	return nil
+}
+
+// checkItems checks that every item is a T (or a []T, which is spread) and
+// returns them as one flat list.
+func (b Batch[T]) checkItems(job string, items []any) ([]any, error) {
+	flat := make([]any, 0, len(items))
+	for i, it := range items {
+		switch v := it.(type) {
+		case T:
+			flat = append(flat, v)
+		case []T:
+			for _, x := range v {
+				flat = append(flat, x)
+			}
+		default:
+			return nil, fmt.Errorf("%w: job %q: item %d is %T, want %s (or []%s)",
+				ErrItemType, job, i, it, typeName[T](), typeName[T]())
+		}
+	}
+	return flat, nil
+}
+
+// runItems processes exactly the given items, as one batch, in order.
+func (b Batch[T]) runItems(ctx context.Context, items []any) error {
+	st := runFrom(ctx)
+	w := b.newWorker(st)
+	typed := make([]T, len(items))
+	for i, it := range items {
+		typed[i] = it.(T) // checked by checkItems before the run
+	}
+	st.batches.Add(1)
+	err := w.processAll(ctx, typed, map[string]bool{})
+	ev := st.event(EventBatchDone, nil)
+	ev.Items = len(items)
+	st.s.emit(ev)
+	return err
+}

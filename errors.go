@@ -1,0 +1,65 @@
+package cronguard
+
+import "errors"
+
+// Sentinel errors. Every error that cronguard returns or reports wraps one of
+// these, so callers can branch with errors.Is; the message around it names the
+// job and the offending value.
+var (
+	// ErrInvalidSpec: a schedule spec that cannot be parsed, including an
+	// unknown CRON_TZ= or TZ= location.
+	ErrInvalidSpec = errors.New("cronguard: invalid spec")
+	// ErrDuplicateJob: Register was called twice with one name.
+	ErrDuplicateJob = errors.New("cronguard: duplicate job")
+	// ErrEmptyName: Register was called with an empty job name.
+	ErrEmptyName = errors.New("cronguard: empty job name")
+	// ErrNilJob: Register was called with a nil Job.
+	ErrNilJob = errors.New("cronguard: nil job")
+	// ErrInvalidBatch: a Batch misses Fetch, Process or Key, or has a
+	// negative Size, MaxBatches, Concurrency, PerSecond or MaxFailures.
+	ErrInvalidBatch = errors.New("cronguard: invalid batch")
+	// ErrInvalidOption: an option with a value out of range, such as a
+	// non-positive LockTTL.
+	ErrInvalidOption = errors.New("cronguard: invalid option")
+	// ErrUnknownJob: a name that was never registered.
+	ErrUnknownJob = errors.New("cronguard: unknown job")
+	// ErrLocked: the job's run lock is held by another run, here or on
+	// another instance.
+	ErrLocked = errors.New("cronguard: job is locked")
+	// ErrTickTaken: another run (usually another instance) already claimed
+	// this scheduled tick.
+	ErrTickTaken = errors.New("cronguard: tick already claimed")
+	// ErrOverlap: a scheduled run was skipped because the previous run of the
+	// job is still going in this process.
+	ErrOverlap = errors.New("cronguard: previous run still going")
+	// ErrLockLost: the run lock could not be extended; the run's context is
+	// canceled with this cause.
+	ErrLockLost = errors.New("cronguard: lock lost")
+	// ErrKilled: the job's kill switch is off.
+	ErrKilled = errors.New("cronguard: job is switched off")
+	// ErrRunaway: a batch returned an item already handled in this run.
+	ErrRunaway = errors.New("cronguard: runaway batch")
+	// ErrErrorBudget: more items failed in one run than Batch.MaxFailures allows.
+	ErrErrorBudget = errors.New("cronguard: item error budget exhausted")
+	// ErrItemType: RunManually got an item of the wrong type for the job.
+	ErrItemType = errors.New("cronguard: wrong item type")
+	// ErrNotBatch: RunManually got items for a job that is not a Batch.
+	ErrNotBatch = errors.New("cronguard: job does not take items")
+	// ErrPanic: the job panicked; the run failed and the scheduler goes on.
+	ErrPanic = errors.New("cronguard: job panicked")
+	// ErrTimeout: the run exceeded its Timeout; the run's context is
+	// canceled with this cause.
+	ErrTimeout = errors.New("cronguard: run timed out")
+	// ErrStopped: the scheduler was stopped.
+	ErrStopped = errors.New("cronguard: scheduler stopped")
+	// ErrStarted: Start was called on a scheduler that is already running.
+	ErrStarted = errors.New("cronguard: scheduler already started")
+	// ErrNotFlippable: the kill switch cannot be flipped from here (for
+	// example Unleash, where toggles are flipped in Unleash itself).
+	ErrNotFlippable = errors.New("cronguard: kill switch cannot be flipped here")
+	// ErrFlagUnavailable: the kill switch store could not answer and no
+	// earlier answer was known, so the job does not run.
+	ErrFlagUnavailable = errors.New("cronguard: kill switch unavailable")
+	// ErrBackend: the lock store could not be reached; the tick is skipped.
+	ErrBackend = errors.New("cronguard: lock store unavailable")
+)

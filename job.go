@@ -1,0 +1,244 @@
+package cronguard
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Job is the unit of work the Scheduler runs. Run must return when ctx is
+// done: the context is canceled when the run lock is lost, the run times out,
+// the job is hard-killed or the scheduler stops, and context.Cause(ctx) says
+// which.
+type Job interface {
+	Run(ctx context.Context) error
+}
+
+// JobFunc adapts a plain function to Job.
+type JobFunc func(ctx context.Context) error
+
+// Run calls f(ctx).
+func (f JobFunc) Run(ctx context.Context) error { return f(ctx) }
+
+// Middleware wraps a Job. Middleware given with WithMiddleware wraps every
+// job outermost, before the guards (kill switch, tick claim, lock), so it sees
+// every attempt, including those the guards then skip.
+type Middleware func(next Job) Job
+
+// Trigger says what started a run.
+type Trigger string
+
+// Triggers.
+const (
+	TriggerSchedule Trigger = "schedule" // a cron tick
+	TriggerManual   Trigger = "manual"   // RunManually
+)
+
+// StopReason says why a run ended.
+type StopReason string
+
+// Stop reasons, in Report.Stop.
+const (
+	StopDone        StopReason = "done"         // ran to the end
+	StopKilled      StopReason = "killed"       // the kill switch went off during the run
+	StopMaxBatches  StopReason = "max_batches"  // Batch.MaxBatches reached; the rest waits for the next run
+	StopRunaway     StopReason = "runaway"      // a batch returned an item already handled
+	StopLockLost    StopReason = "lock_lost"    // the run lock could not be kept
+	StopErrorBudget StopReason = "error_budget" // more item failures than Batch.MaxFailures
+	StopCanceled    StopReason = "canceled"     // the caller's context or Scheduler.Stop ended it
+	StopTimeout     StopReason = "timeout"      // the job's Timeout passed
+	StopError       StopReason = "error"        // the job returned an error or panicked
+)
+
+// SkipReason says why a run did not start.
+type SkipReason string
+
+// Skip reasons, in Event.Skip and Report.Skipped.
+const (
+	SkipKilled    SkipReason = "killed"     // the kill switch is off
+	SkipTickTaken SkipReason = "tick_taken" // another instance claimed this tick
+	SkipOverlap   SkipReason = "overlap"    // the previous run is still going (OverlapSkip, or a second queued run)
+	SkipLocked    SkipReason = "locked"     // the run lock is held elsewhere
+	SkipBackend   SkipReason = "backend"    // the lock or flag store could not answer
+	SkipStopped   SkipReason = "stopped"    // the scheduler is stopping
+)
+
+// Report tells what one run did.
+type Report struct {
+	Job      string        `json:"job"`
+	Trigger  Trigger       `json:"trigger"`
+	Tick     time.Time     `json:"tick"` // scheduled time; zero for manual runs
+	Instance string        `json:"instance"`
+	Start    time.Time     `json:"start"`
+	Duration time.Duration `json:"duration"`
+
+	// Skipped is set when the run did not start; Err then says why.
+	Skipped SkipReason `json:"skipped,omitempty"`
+
+	Batches   int        `json:"batches"`   // batches fetched (Batch jobs)
+	Processed int        `json:"processed"` // items processed without error
+	Failed    int        `json:"failed"`    // items whose Process failed
+	Stop      StopReason `json:"stop,omitempty"`
+	Err       error      `json:"-"`
+}
+
+// String renders the report in one line, for logs and examples.
+func (r Report) String() string {
+	if r.Skipped != "" {
+		return fmt.Sprintf("%s (%s): skipped (%s): %v", r.Job, r.Trigger, r.Skipped, r.Err)
+	}
+	s := fmt.Sprintf("%s (%s): %s after %s, %d batches, %d processed, %d failed",
+		r.Job, r.Trigger, r.Stop, r.Duration.Round(time.Millisecond), r.Batches, r.Processed, r.Failed)
+	if r.Err != nil {
+		s += ": " + r.Err.Error()
+	}
+	return s
+}
+
+// EventKind names an Event.
+type EventKind string
+
+// Event kinds.
+const (
+	EventStarted    EventKind = "started"     // the guards passed and the job starts
+	EventSkipped    EventKind = "skipped"     // a tick or manual run did not start; see Skip and Err
+	EventBatchDone  EventKind = "batch_done"  // a Batch finished one batch; see Batch and Items
+	EventItemFailed EventKind = "item_failed" // one item's Process failed; see Item and Err
+	EventFinished   EventKind = "finished"    // the run ended; see Report
+	EventLockLost   EventKind = "lock_lost"   // the lease could not be extended; the run is canceled
+	EventRunaway    EventKind = "runaway"     // a batch repeated an item; the run stops, the switch goes off
+	EventFlag       EventKind = "flag"        // the kill switch store failed; see Err and Enabled for the decision taken
+)
+
+// Event is one thing that happened to a job. Events go to the observer given
+// with WithObserver and to the logger.
+type Event struct {
+	Kind     EventKind  `json:"kind"`
+	Job      string     `json:"job"`
+	Trigger  Trigger    `json:"trigger"`
+	Tick     time.Time  `json:"tick"`
+	Instance string     `json:"instance"`
+	Time     time.Time  `json:"time"`
+	Skip     SkipReason `json:"skip,omitempty"`
+	Batch    int        `json:"batch,omitempty"` // batch number, from 0
+	Items    int        `json:"items,omitempty"` // items in the batch
+	Item     string     `json:"item,omitempty"`  // item key (item_failed, runaway)
+	Enabled  bool       `json:"enabled,omitempty"`
+	Err      error      `json:"-"`
+	Stack    string     `json:"stack,omitempty"` // for panics
+	Report   *Report    `json:"report,omitempty"`
+}
+
+type tickKey struct{}
+
+// TickFrom returns the scheduled time of the tick being run: the instant the
+// cron spec named, not the moment the job happened to start. It is zero for
+// manual runs and outside a run.
+func TickFrom(ctx context.Context) time.Time {
+	t, _ := ctx.Value(tickKey{}).(time.Time)
+	return t
+}
+
+// OverlapPolicy says what a scheduled tick does while the previous run of the
+// same job is still going in this process.
+type OverlapPolicy int
+
+// Overlap policies.
+const (
+	// OverlapSkip skips the tick and reports it (SkipOverlap). The default.
+	OverlapSkip OverlapPolicy = iota
+	// OverlapQueue runs the tick once the current run ends. At most one run
+	// waits: further ticks while one waits are skipped (coalesced).
+	OverlapQueue
+	// OverlapAllow lets runs of the job overlap, here and across instances:
+	// scheduled runs take no run lock (the tick claim still makes each tick
+	// run once). Manual runs still take the lock, so they exclude each other.
+	OverlapAllow
+)
+
+// String names the policy.
+func (p OverlapPolicy) String() string {
+	switch p {
+	case OverlapSkip:
+		return "skip"
+	case OverlapQueue:
+		return "queue"
+	case OverlapAllow:
+		return "allow"
+	}
+	return fmt.Sprintf("OverlapPolicy(%d)", int(p))
+}
+
+// DefaultLockTTL is the run lock's time to live when LockTTL is not given.
+// The lease is extended every third of it while the job runs.
+const DefaultLockTTL = 30 * time.Second
+
+// JobOption configures one job at Register.
+type JobOption func(*jobConfig) error
+
+type jobConfig struct {
+	lockTTL  time.Duration
+	timeout  time.Duration
+	flag     string
+	overlap  OverlapPolicy
+	hardKill bool
+}
+
+// LockTTL sets the run lock's time to live (default 30s). The lease is
+// extended every ttl/3 while the job runs, so ttl bounds how long a crashed
+// instance keeps the job locked, not how long the job may run.
+func LockTTL(ttl time.Duration) JobOption {
+	return func(c *jobConfig) error {
+		if ttl <= 0 {
+			return fmt.Errorf("%w: LockTTL %s: must be positive", ErrInvalidOption, ttl)
+		}
+		c.lockTTL = ttl
+		return nil
+	}
+}
+
+// Timeout bounds one run; the run's context is canceled with cause
+// ErrTimeout when it passes. Zero (the default) means no bound.
+func Timeout(d time.Duration) JobOption {
+	return func(c *jobConfig) error {
+		if d < 0 {
+			return fmt.Errorf("%w: Timeout %s: must not be negative", ErrInvalidOption, d)
+		}
+		c.timeout = d
+		return nil
+	}
+}
+
+// Flag names the kill switch flag of the job. By default it is the job name.
+func Flag(name string) JobOption {
+	return func(c *jobConfig) error {
+		if name == "" {
+			return fmt.Errorf("%w: Flag: empty flag name", ErrInvalidOption)
+		}
+		c.flag = name
+		return nil
+	}
+}
+
+// Overlap sets what happens when a tick comes while the previous run still
+// goes. The default is OverlapSkip.
+func Overlap(p OverlapPolicy) JobOption {
+	return func(c *jobConfig) error {
+		if p < OverlapSkip || p > OverlapAllow {
+			return fmt.Errorf("%w: Overlap %d: unknown policy", ErrInvalidOption, int(p))
+		}
+		c.overlap = p
+		return nil
+	}
+}
+
+// HardKill makes a kill switch flip cancel the job's runs in flight, with
+// cause ErrKilled, instead of only stopping them before their next batch.
+// The switch is polled while such a run goes (see WithKillPoll); use it for
+// jobs whose single step can do harm for long.
+func HardKill() JobOption {
+	return func(c *jobConfig) error {
+		c.hardKill = true
+		return nil
+	}
+}

@@ -1,0 +1,35 @@
+package cronguard
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// RunManually runs the job now, outside its schedule: with no items, one
+// whole run; with items, exactly those items of a Batch job (an item may
+// also be a []T, which is spread). It skips cron, the tick claim and the kill
+// switch — an operator may run a job that is switched off — but never the
+// run lock: when a run of the job is going, here or on another instance, it
+// fails at once with ErrLocked.
+//
+// The returned error is Report.Err: nil when the run did its work. A run
+// ended by MaxBatches is not an error; Report.Stop says so.
+func (s *Scheduler) RunManually(ctx context.Context, name string, items ...any) (Report, error) {
+	e, err := s.lookup(name)
+	if err != nil {
+		return Report{Job: name, Trigger: TriggerManual, Err: err}, err
+	}
+	var flat []any
+	if len(items) > 0 {
+		if e.batch == nil {
+			err := fmt.Errorf("%w: job %q is a %T, not a Batch; got %d items", ErrNotBatch, name, e.job, len(items))
+			return Report{Job: name, Trigger: TriggerManual, Err: err}, err
+		}
+		if flat, err = e.batch.checkItems(name, items); err != nil {
+			return Report{Job: name, Trigger: TriggerManual, Err: err}, err
+		}
+	}
+	rep := s.execute(ctx, e, TriggerManual, time.Time{}, flat)
+	return rep, rep.Err
+}

@@ -1,0 +1,234 @@
+package cronguard
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// run is the state of one run, carried in its context from the outermost
+// guard to the batch loop.
+type run struct {
+	s       *Scheduler // nil when a Batch runs outside a Scheduler
+	e       *entry
+	job     string
+	trigger Trigger
+	tick    time.Time
+	items   []any // RunManually's items; nil for a whole run
+
+	start     time.Time
+	batches   atomic.Int64
+	processed atomic.Int64
+	failed    atomic.Int64
+
+	mu      sync.Mutex
+	stop    StopReason // set by the batch loop when it ends early without error
+	tripped bool       // the runaway guard switched the job off
+	cause   error      // context.Cause of the run's context when it ended canceled
+	stack   string     // of a panic
+}
+
+type runKey struct{}
+
+// runFrom returns the run of ctx, or a detached one when a Job runs outside
+// a Scheduler (a Batch called directly in a test, say).
+func runFrom(ctx context.Context) *run {
+	if st, ok := ctx.Value(runKey{}).(*run); ok {
+		return st
+	}
+	return &run{job: "(unscheduled)", trigger: TriggerManual}
+}
+
+func (st *run) begin() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.start = time.Now()
+}
+
+func (st *run) setStop(r StopReason) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.stop = r
+}
+
+func (st *run) event(kind EventKind, err error) Event {
+	ev := Event{Kind: kind, Job: st.job, Trigger: st.trigger, Tick: st.tick, Err: err}
+	if kind == EventFinished && errors.Is(err, ErrPanic) {
+		ev.Stack = st.stack
+	}
+	return ev
+}
+
+// execute runs e once through the chain of trig and reports the outcome.
+func (s *Scheduler) execute(ctx context.Context, e *entry, trig Trigger, tick time.Time, items []any) Report {
+	st := &run{s: s, e: e, job: e.name, trigger: trig, tick: tick, items: items}
+	if !s.track(e.name) {
+		err := skip(SkipStopped, ErrStopped)
+		s.emit(Event{Kind: EventSkipped, Job: e.name, Trigger: trig, Tick: tick, Skip: SkipStopped, Err: err})
+		return st.report(err)
+	}
+	defer s.untrack(e.name)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stopWithScheduler := context.AfterFunc(s.base, func() { cancel(context.Cause(s.base)) })
+	defer stopWithScheduler()
+
+	ctx = context.WithValue(ctx, runKey{}, st)
+	ctx = context.WithValue(ctx, tickKey{}, tick)
+	chain := e.scheduled
+	if trig == TriggerManual {
+		chain = e.manual
+	}
+	rep := st.report(chain.Run(ctx))
+	if rep.Skipped != "" {
+		ev := st.event(EventSkipped, rep.Err)
+		ev.Skip = rep.Skipped
+		s.emit(ev)
+		return rep
+	}
+	e.setLast(rep)
+	ev := st.event(EventFinished, rep.Err)
+	ev.Report = &rep
+	s.emit(ev)
+	return rep
+}
+
+// report turns the run's state and the chain's error into a Report.
+func (st *run) report(err error) Report {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	r := Report{Job: st.job, Trigger: st.trigger, Tick: st.tick, Start: st.start, Err: err}
+	if st.s != nil {
+		r.Instance = st.s.cfg.instance
+	}
+	var se *skipError
+	if errors.As(err, &se) {
+		r.Skipped = se.reason
+		return r
+	}
+	r.Duration = time.Since(st.start)
+	r.Batches = int(st.batches.Load())
+	r.Processed = int(st.processed.Load())
+	r.Failed = int(st.failed.Load())
+	r.Stop, r.Err = stopReason(err, st.cause, st.stop)
+	return r
+}
+
+// stopReason says why a run ended. A canceled context explains the end
+// better than the error the job returned for it (usually context.Canceled),
+// so its cause leads, and is in the error for errors.Is.
+func stopReason(err, cause error, early StopReason) (StopReason, error) {
+	if cause != nil {
+		if err == nil || !errors.Is(err, cause) {
+			err = errors.Join(cause, err)
+		}
+		switch {
+		case errors.Is(cause, ErrLockLost):
+			return StopLockLost, err
+		case errors.Is(cause, ErrTimeout):
+			return StopTimeout, err
+		case errors.Is(cause, ErrKilled):
+			return StopKilled, err
+		}
+		return StopCanceled, err
+	}
+	switch {
+	case err == nil && early != "":
+		return early, nil
+	case err == nil:
+		return StopDone, nil
+	case errors.Is(err, ErrKilled):
+		return StopKilled, err
+	case errors.Is(err, ErrRunaway):
+		return StopRunaway, err
+	case errors.Is(err, ErrErrorBudget):
+		return StopErrorBudget, err
+	case errors.Is(err, context.Canceled):
+		return StopCanceled, err
+	case errors.Is(err, context.DeadlineExceeded):
+		return StopTimeout, err
+	}
+	return StopError, err
+}
+
+// track counts a run as going; it refuses once the scheduler is stopped, so
+// Stop's wait sees every run.
+func (s *Scheduler) track(job string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == stopped {
+		return false
+	}
+	s.active[job]++
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Scheduler) untrack(job string) {
+	s.mu.Lock()
+	s.active[job]--
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// emit sends ev to the observer and the logger.
+func (s *Scheduler) emit(ev Event) {
+	if s == nil {
+		return
+	}
+	ev.Instance = s.cfg.instance
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	if s.cfg.observer != nil {
+		s.cfg.observer(ev)
+	}
+	s.log(ev)
+}
+
+func (s *Scheduler) log(ev Event) {
+	level := slog.LevelInfo
+	switch ev.Kind {
+	case EventStarted, EventBatchDone:
+		level = slog.LevelDebug
+	case EventItemFailed, EventFlag:
+		level = slog.LevelWarn
+	case EventLockLost, EventRunaway:
+		level = slog.LevelError
+	case EventFinished:
+		if ev.Err != nil {
+			level = slog.LevelError
+		}
+	}
+	l := s.cfg.logger
+	if !l.Enabled(context.Background(), level) {
+		return
+	}
+	attrs := []slog.Attr{slog.String("job", ev.Job), slog.String("trigger", string(ev.Trigger))}
+	if !ev.Tick.IsZero() {
+		attrs = append(attrs, slog.Time("tick", ev.Tick))
+	}
+	if ev.Skip != "" {
+		attrs = append(attrs, slog.String("skip", string(ev.Skip)))
+	}
+	if ev.Kind == EventBatchDone {
+		attrs = append(attrs, slog.Int("batch", ev.Batch), slog.Int("items", ev.Items))
+	}
+	if ev.Item != "" {
+		attrs = append(attrs, slog.String("item", ev.Item))
+	}
+	if r := ev.Report; r != nil {
+		attrs = append(attrs, slog.String("stop", string(r.Stop)), slog.Duration("duration", r.Duration),
+			slog.Int("batches", r.Batches), slog.Int("processed", r.Processed), slog.Int("failed", r.Failed))
+	}
+	if ev.Err != nil {
+		attrs = append(attrs, slog.String("err", ev.Err.Error()))
+	}
+	if ev.Stack != "" {
+		attrs = append(attrs, slog.String("stack", ev.Stack))
+	}
+	l.LogAttrs(context.Background(), level, "cronguard: "+string(ev.Kind), attrs...)
+}

@@ -1,0 +1,457 @@
+package cronguard
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// Scheduler runs registered jobs on their cron specs through the guard chain
+// (see the package documentation). Create it with New, add jobs with
+// Register, then Start; Stop ends it. All methods are safe for concurrent use.
+type Scheduler struct {
+	cfg  config
+	cron *cron.Cron
+
+	mu     sync.Mutex
+	jobs   map[string]*entry
+	state  lifecycle
+	active map[string]int // runs going now, by job
+	wg     sync.WaitGroup // one per run going now
+
+	base       context.Context // parent of every run; canceled by Stop
+	cancelBase context.CancelCauseFunc
+
+	flags flagMemory // last known kill switch answers
+}
+
+type lifecycle int
+
+const (
+	created lifecycle = iota
+	started
+	stopped
+)
+
+// Option configures a Scheduler in New.
+type Option func(*config) error
+
+type config struct {
+	locker      Locker
+	killSwitch  KillSwitch
+	checkpoints CheckpointStore
+	loc         *time.Location
+	logger      *slog.Logger
+	observer    func(Event)
+	middleware  []Middleware
+	instance    string
+	prefix      string
+	failOpen    bool
+	killPoll    time.Duration
+	budget      time.Duration
+	stopGrace   time.Duration
+}
+
+// WithLocker sets the store of tick claims and run locks. The default is a
+// MemoryLocker, which coordinates this process only.
+func WithLocker(l Locker) Option {
+	return func(c *config) error {
+		if l == nil {
+			return fmt.Errorf("%w: WithLocker(nil)", ErrInvalidOption)
+		}
+		c.locker = l
+		return nil
+	}
+}
+
+// WithKillSwitch sets the kill switch. The default is a MemoryKillSwitch with
+// every job on.
+func WithKillSwitch(ks KillSwitch) Option {
+	return func(c *config) error {
+		if ks == nil {
+			return fmt.Errorf("%w: WithKillSwitch(nil)", ErrInvalidOption)
+		}
+		c.killSwitch = ks
+		return nil
+	}
+}
+
+// WithCheckpointStore sets where Batch keyset cursors are kept between runs
+// (Batch.Checkpoint). The default keeps them in memory.
+func WithCheckpointStore(cs CheckpointStore) Option {
+	return func(c *config) error {
+		if cs == nil {
+			return fmt.Errorf("%w: WithCheckpointStore(nil)", ErrInvalidOption)
+		}
+		c.checkpoints = cs
+		return nil
+	}
+}
+
+// WithLocation sets the time zone of specs that have no CRON_TZ= prefix.
+// The default is time.Local.
+func WithLocation(loc *time.Location) Option {
+	return func(c *config) error {
+		if loc == nil {
+			return fmt.Errorf("%w: WithLocation(nil)", ErrInvalidOption)
+		}
+		c.loc = loc
+		return nil
+	}
+}
+
+// WithLogger sets the logger events go to. The default is slog.Default();
+// slog.New(slog.DiscardHandler) makes the scheduler quiet.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return fmt.Errorf("%w: WithLogger(nil)", ErrInvalidOption)
+		}
+		c.logger = l
+		return nil
+	}
+}
+
+// WithObserver sets a function that receives every Event. It is called
+// synchronously from the run that raised the event, possibly from several
+// runs at once: keep it quick and safe for concurrent use.
+func WithObserver(fn func(Event)) Option {
+	return func(c *config) error {
+		c.observer = fn
+		return nil
+	}
+}
+
+// WithMiddleware adds middleware that wraps every job outermost, before the
+// guards. The first given is the outermost.
+func WithMiddleware(mw ...Middleware) Option {
+	return func(c *config) error {
+		for i, m := range mw {
+			if m == nil {
+				return fmt.Errorf("%w: WithMiddleware: middleware %d is nil", ErrInvalidOption, i)
+			}
+		}
+		c.middleware = append(c.middleware, mw...)
+		return nil
+	}
+}
+
+// WithInstanceID names this instance in claims, reports and events. The
+// default is hostname-pid.
+func WithInstanceID(id string) Option {
+	return func(c *config) error {
+		if id == "" {
+			return fmt.Errorf("%w: WithInstanceID(\"\")", ErrInvalidOption)
+		}
+		c.instance = id
+		return nil
+	}
+}
+
+// WithKeyPrefix sets the prefix of every key the Redis backends made by
+// WithRedis write (default "cronguard:"). Services that share a Redis but not
+// their jobs need different prefixes.
+func WithKeyPrefix(p string) Option {
+	return func(c *config) error {
+		c.prefix = p
+		return nil
+	}
+}
+
+// WithFailOpen makes a job run when its kill switch store cannot answer and
+// no earlier answer is known. By default such a job does not run.
+func WithFailOpen() Option {
+	return func(c *config) error {
+		c.failOpen = true
+		return nil
+	}
+}
+
+// WithKillPoll sets how often a HardKill job's switch is re-read while the
+// job runs (default 100ms).
+func WithKillPoll(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: WithKillPoll %s: must be positive", ErrInvalidOption, d)
+		}
+		c.killPoll = d
+		return nil
+	}
+}
+
+// WithCallBudget bounds every call to the lock and flag stores (default 2s),
+// so an unreachable store costs a tick at most this long.
+func WithCallBudget(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: WithCallBudget %s: must be positive", ErrInvalidOption, d)
+		}
+		c.budget = d
+		return nil
+	}
+}
+
+// New returns a Scheduler. Without options it runs on embedded in-memory
+// backends: good for one process, with no Redis needed.
+func New(opts ...Option) (*Scheduler, error) {
+	cfg := config{
+		loc:       time.Local,
+		logger:    slog.Default(),
+		prefix:    "cronguard:",
+		killPoll:  100 * time.Millisecond,
+		budget:    2 * time.Second,
+		stopGrace: 5 * time.Second,
+	}
+	for _, opt := range opts {
+		if opt == nil {
+			return nil, fmt.Errorf("%w: nil Option", ErrInvalidOption)
+		}
+		if err := opt(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.instance == "" {
+		host, _ := os.Hostname()
+		cfg.instance = host + "-" + strconv.Itoa(os.Getpid())
+	}
+	if cfg.locker == nil {
+		cfg.locker = NewMemoryLocker()
+	}
+	if cfg.killSwitch == nil {
+		cfg.killSwitch = NewMemoryKillSwitch()
+	}
+	if cfg.checkpoints == nil {
+		cfg.checkpoints = NewMemoryCheckpoints()
+	}
+	base, cancel := context.WithCancelCause(context.Background())
+	return &Scheduler{
+		cfg:        cfg,
+		cron:       cron.New(cron.WithLocation(cfg.loc)),
+		jobs:       map[string]*entry{},
+		active:     map[string]int{},
+		base:       base,
+		cancelBase: cancel,
+	}, nil
+}
+
+// Register adds a job under a unique name, to run on spec. It may be called
+// before or after Start. spec has 5 fields (minute hour dom month dow), an
+// optional leading seconds field, or a descriptor (@hourly, @every 90s), and
+// may start with CRON_TZ=Zone or TZ=Zone.
+func (s *Scheduler) Register(name, spec string, job Job, opts ...JobOption) error {
+	e, err := s.newEntry(name, spec, job, opts)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == stopped {
+		return fmt.Errorf("%w: cannot register job %q", ErrStopped, name)
+	}
+	if _, dup := s.jobs[name]; dup {
+		return fmt.Errorf("%w: %q is already registered", ErrDuplicateJob, name)
+	}
+	s.jobs[name] = e
+	e.id = s.cron.Schedule(e.ticks, cron.FuncJob(func() { s.fire(e) }))
+	return nil
+}
+
+func (s *Scheduler) newEntry(name, spec string, job Job, opts []JobOption) (*entry, error) {
+	if strings.TrimSpace(name) == "" {
+		return nil, fmt.Errorf("%w: got %q", ErrEmptyName, name)
+	}
+	if isNil(job) {
+		return nil, fmt.Errorf("%w: job %q", ErrNilJob, name)
+	}
+	sched, err := parseSpec(spec, s.cfg.loc)
+	if err != nil {
+		return nil, fmt.Errorf("job %q: %w", name, err)
+	}
+	cfg := jobConfig{lockTTL: DefaultLockTTL, flag: name}
+	for _, opt := range opts {
+		if opt == nil {
+			return nil, fmt.Errorf("%w: job %q: nil JobOption", ErrInvalidOption, name)
+		}
+		if err := opt(&cfg); err != nil {
+			return nil, fmt.Errorf("job %q: %w", name, err)
+		}
+	}
+	e := &entry{name: name, spec: spec, sched: sched, job: job, cfg: cfg}
+	if b, ok := job.(batchJob); ok {
+		if err := b.validate(name); err != nil {
+			return nil, err
+		}
+		e.batch = b
+	}
+	e.ticks = &tickSchedule{inner: sched}
+	e.scheduled = s.chain(e, TriggerSchedule)
+	e.manual = s.chain(e, TriggerManual)
+	return e, nil
+}
+
+// Start starts firing the registered jobs. It does not block and does not
+// wait for any store: a store that cannot be reached shows as skipped ticks.
+func (s *Scheduler) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.state {
+	case started:
+		return ErrStarted
+	case stopped:
+		return fmt.Errorf("%w: cannot start again", ErrStopped)
+	}
+	s.state = started
+	s.cron.Start()
+	return nil
+}
+
+// Stop stops firing, then waits for the runs going now (scheduled and
+// manual) to end. When ctx ends first it cancels their contexts (cause
+// ErrStopped), waits a short grace for them to return, and reports the jobs
+// that were still running. A stopped scheduler leaves no goroutine behind and
+// cannot be started again. Stop may be called more than once.
+func (s *Scheduler) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	wasStarted := s.state == started
+	s.state = stopped
+	s.mu.Unlock()
+	if wasStarted {
+		<-s.cron.Stop().Done() // robfig's own job goroutines: they only call fire
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.cancelBase(ErrStopped)
+		return nil
+	case <-ctx.Done():
+	}
+	running := s.runningJobs()
+	s.cancelBase(fmt.Errorf("%w: %w", ErrStopped, context.Cause(ctx)))
+	grace := time.NewTimer(s.cfg.stopGrace)
+	defer grace.Stop()
+	select {
+	case <-done:
+	case <-grace.C:
+	}
+	return fmt.Errorf("cronguard: stop: %w; canceled jobs still running: %s", context.Cause(ctx), strings.Join(running, ", "))
+}
+
+func (s *Scheduler) runningJobs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var names []string
+	for n, c := range s.active {
+		if c > 0 {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// JobInfo describes a registered job, for dashboards and the admin API.
+type JobInfo struct {
+	Name    string    `json:"name"`
+	Spec    string    `json:"spec"`
+	Flag    string    `json:"flag"`
+	Prev    time.Time `json:"prev,omitzero"` // last tick fired here
+	Next    time.Time `json:"next"`          // next tick by the spec
+	Enabled bool      `json:"enabled"`
+	// EnabledErr is set when the kill switch could not answer; Enabled then
+	// holds the value the next run would act on.
+	EnabledErr error   `json:"-"`
+	Running    int     `json:"running"` // runs going in this process
+	Last       *Report `json:"last,omitempty"`
+}
+
+// Jobs returns every registered job, sorted by name.
+func (s *Scheduler) Jobs() []JobInfo {
+	s.mu.Lock()
+	names := make([]string, 0, len(s.jobs))
+	for n := range s.jobs {
+		names = append(names, n)
+	}
+	s.mu.Unlock()
+	slices.Sort(names)
+	infos := make([]JobInfo, 0, len(names))
+	for _, n := range names {
+		if info, err := s.Job(n); err == nil {
+			infos = append(infos, info)
+		}
+	}
+	return infos
+}
+
+// Job describes one registered job, or returns ErrUnknownJob.
+func (s *Scheduler) Job(name string) (JobInfo, error) {
+	e, err := s.lookup(name)
+	if err != nil {
+		return JobInfo{}, err
+	}
+	s.mu.Lock()
+	running := s.active[name]
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(s.base, s.cfg.budget)
+	defer cancel()
+	on, flagErr := s.enabled(ctx, e.cfg.flag)
+	now := time.Now().In(s.cfg.loc)
+	return JobInfo{
+		Name: name, Spec: e.spec, Flag: e.cfg.flag,
+		Prev: e.ticks.last(), Next: e.sched.Next(now),
+		Enabled: on, EnabledErr: flagErr,
+		Running: running, Last: e.lastReport(),
+	}, nil
+}
+
+// SetEnabled flips the job's kill switch flag: off stops the job before its
+// next run or batch, on every instance the switch reaches. It returns
+// ErrNotFlippable when the switch is flipped elsewhere (Unleash).
+func (s *Scheduler) SetEnabled(ctx context.Context, name string, on bool, reason string) error {
+	e, err := s.lookup(name)
+	if err != nil {
+		return err
+	}
+	fks, ok := s.cfg.killSwitch.(FlippableKillSwitch)
+	if !ok {
+		return fmt.Errorf("%w: job %q: %T is read-only; flip flag %q in its own store (for Unleash, in Unleash)",
+			ErrNotFlippable, name, s.cfg.killSwitch, e.cfg.flag)
+	}
+	if err := fks.SetEnabled(ctx, e.cfg.flag, on, reason); err != nil {
+		return fmt.Errorf("cronguard: job %q: set flag %q to %t: %w", name, e.cfg.flag, on, err)
+	}
+	s.flags.remember(e.cfg.flag, on)
+	return nil
+}
+
+func (s *Scheduler) lookup(name string) (*entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.jobs[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownJob, name)
+	}
+	return e, nil
+}
+
+// isNil reports whether job is nil or a nil pointer, map or func inside an
+// interface, all of which would panic when run.
+func isNil(job Job) bool {
+	if job == nil {
+		return true
+	}
+	switch v := reflect.ValueOf(job); v.Kind() {
+	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Chan, reflect.Interface, reflect.Slice:
+		return v.IsNil()
+	}
+	return false
+}
