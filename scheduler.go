@@ -3,6 +3,7 @@ package cronguard
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"reflect"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/robfig/cron/v3"
 )
 
@@ -59,6 +61,8 @@ type config struct {
 	killPoll    time.Duration
 	budget      time.Duration
 	stopGrace   time.Duration
+	redis       []redis.UniversalClient // set by WithRedis; turned into backends in New
+	owned       []io.Closer             // backends New made; closed by Stop
 }
 
 // WithLocker sets the store of tick claims and run locks. The default is a
@@ -223,6 +227,9 @@ func New(opts ...Option) (*Scheduler, error) {
 		host, _ := os.Hostname()
 		cfg.instance = host + "-" + strconv.Itoa(os.Getpid())
 	}
+	if err := cfg.useRedis(); err != nil {
+		return nil, err
+	}
 	if cfg.locker == nil {
 		cfg.locker = NewMemoryLocker()
 	}
@@ -329,6 +336,7 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	defer s.closeOwned()
 	select {
 	case <-done:
 		s.cancelBase(ErrStopped)
@@ -344,6 +352,17 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	case <-grace.C:
 	}
 	return fmt.Errorf("cronguard: stop: %w; canceled jobs still running: %s", context.Cause(ctx), strings.Join(running, ", "))
+}
+
+// closeOwned closes the backends New made (WithRedis), once.
+func (s *Scheduler) closeOwned() {
+	s.mu.Lock()
+	owned := s.cfg.owned
+	s.cfg.owned = nil
+	s.mu.Unlock()
+	for _, c := range owned {
+		_ = c.Close()
+	}
 }
 
 func (s *Scheduler) runningJobs() []string {

@@ -1,0 +1,38 @@
+package cronguard
+
+import (
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// WithRedis is the one-line setup for several instances: run locks, tick
+// claims and the kill switch live in Redis, under the WithKeyPrefix prefix.
+// One client may be a single Redis, Sentinel or Cluster client; several
+// independent clients make a Redlock quorum for the locks (the kill switch
+// uses the first). Options WithLocker and WithKillSwitch, given too, win.
+// The scheduler closes what WithRedis made when it stops, not the clients.
+func WithRedis(clients ...redis.UniversalClient) Option {
+	return func(c *config) error {
+		if len(clients) == 0 {
+			return fmt.Errorf("%w: WithRedis: no client", ErrInvalidOption)
+		}
+		for i, cl := range clients {
+			if cl == nil {
+				return fmt.Errorf("%w: WithRedis: client %d is nil", ErrInvalidOption, i)
+			}
+		}
+		c.redis = clients
+		return nil
+	}
+}
+
+// useRedis makes the Redis backends WithRedis asked for, after every option
+// is known (so WithKeyPrefix may come in any order).
+func (c *config) useRedis() error {
+	if len(c.redis) == 0 {
+		return nil
+	}
+	// Backends are added here, one line each, as they are built.
+	return nil
+}
