@@ -1,0 +1,7 @@
+run:
+	go run ./examples/quickstart
+
+test:
+	bash scripts/test
+
+.PHONY: run test
