@@ -265,13 +265,16 @@ func (w *worker[T]) processAll(ctx context.Context, items []T, handled map[strin
 	sem := make(chan struct{}, max(w.b.Concurrency, 1))
 	var wg sync.WaitGroup
 	for i, it := range items {
-		if ctx.Err() != nil {
-			break
-		}
 		if w.limiter != nil && w.limiter.Wait(ctx) != nil {
 			break
 		}
-		sem <- struct{}{}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil { // checked after the slot frees: the last item may have spent the budget
+			break
+		}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			ok[i] = w.processOne(ctx, it, cancel)

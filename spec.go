@@ -19,9 +19,11 @@ var specParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour |
 // whenever it started.
 //
 // Daylight saving: robfig/cron computes wall-clock specs in their zone. A
-// time that does not exist (02:30 on a spring-forward night) is skipped for
-// that day; a time that exists twice (01:30 on a fall-back night) fires once,
-// at its first occurrence. @every counts real time and is unaffected.
+// time that does not exist (02:30 on a spring-forward night) is skipped that
+// day; a time that exists twice (01:30 on a fall-back night) fires twice, once
+// per instant, and each is its own tick. A job that must run once a day
+// should use CRON_TZ=UTC or an hour outside the change. @every counts real
+// time and is unaffected.
 func parseSpec(spec string, loc *time.Location) (s cron.Schedule, err error) {
 	defer func() { // robfig/cron has panicked on odd input before; never pass that on
 		if r := recover(); r != nil {

@@ -1,0 +1,358 @@
+package cronguard
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestGuardOrderKillSwitchBeforeClaim(t *testing.T) {
+	spy := &spyLocker{Locker: NewMemoryLocker()}
+	ks := NewMemoryKillSwitch()
+	s, _ := newTest(t, WithLocker(spy), WithKillSwitch(ks))
+	ran := 0
+	if err := s.Register("j", "@every 1m", JobFunc(func(context.Context) error { ran++; return nil })); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_ = ks.SetEnabled(ctx, "j", false, "test")
+
+	rep := tickAt(t, s, "j", t0)
+	if rep.Skipped != SkipKilled || !errors.Is(rep.Err, ErrKilled) {
+		t.Fatalf("report = %+v, want skipped killed", rep)
+	}
+	if n := spy.claims.Load(); n != 0 {
+		t.Fatalf("a killed job claimed its tick %d times: the kill switch must come first", n)
+	}
+	if ran != 0 {
+		t.Fatal("killed job ran")
+	}
+
+	// Manual runs bypass the kill switch, but not the lock.
+	rep, err := s.RunManually(ctx, "j")
+	if err != nil || ran != 1 || rep.Trigger != TriggerManual {
+		t.Fatalf("manual run of a killed job: ran=%d err=%v report=%+v", ran, err, rep)
+	}
+	if spy.claims.Load() != 0 || spy.acquires.Load() != 1 {
+		t.Fatalf("manual run: claims=%d acquires=%d, want 0 claims and the lock taken", spy.claims.Load(), spy.acquires.Load())
+	}
+}
+
+func TestGuardOrderClaimBeforeLock(t *testing.T) {
+	spy := &spyLocker{Locker: NewMemoryLocker()}
+	s, _ := newTest(t, WithLocker(spy))
+	_ = s.Register("j", "@every 1m", JobFunc(func(context.Context) error { return nil }))
+	if rep := tickAt(t, s, "j", t0); rep.Stop != StopDone {
+		t.Fatalf("first tick: %+v", rep)
+	}
+	rep := tickAt(t, s, "j", t0) // the same tick again, as a second instance would
+	if rep.Skipped != SkipTickTaken || !errors.Is(rep.Err, ErrTickTaken) || !strings.Contains(rep.Err.Error(), `"test"`) {
+		t.Fatalf("second run of one tick: %+v, want skipped tick_taken naming the holder", rep)
+	}
+	if spy.acquires.Load() != 1 {
+		t.Fatalf("acquires = %d: a taken tick must not reach the lock", spy.acquires.Load())
+	}
+	if rep := tickAt(t, s, "j", t0.Add(time.Minute)); rep.Stop != StopDone {
+		t.Fatalf("next tick: %+v; a skipped tick must not block the next", rep)
+	}
+}
+
+func TestMiddlewareOutermost(t *testing.T) {
+	var seen []SkipReason
+	mw := func(next Job) Job {
+		return JobFunc(func(ctx context.Context) error {
+			err := next.Run(ctx)
+			var se *skipError
+			if errors.As(err, &se) {
+				seen = append(seen, se.reason)
+			} else {
+				seen = append(seen, "ran")
+			}
+			return err
+		})
+	}
+	ks := NewMemoryKillSwitch()
+	s, _ := newTest(t, WithMiddleware(mw), WithKillSwitch(ks))
+	_ = s.Register("j", "@every 1m", JobFunc(func(context.Context) error { return nil }))
+	tickAt(t, s, "j", t0)
+	_ = ks.SetEnabled(context.Background(), "j", false, "")
+	tickAt(t, s, "j", t0.Add(time.Minute))
+	if want := []SkipReason{"ran", SkipKilled}; !slices.Equal(seen, want) {
+		t.Fatalf("middleware saw %v, want %v: it must wrap the guards", seen, want)
+	}
+}
+
+func TestOverlapSkip(t *testing.T) {
+	s, rec := newTest(t)
+	b := newBlocker()
+	_ = s.Register("j", "@every 1m", b)
+	first := goAsync(func() Report { return tickAt(t, s, "j", t0) })
+	b.waitStarted(t)
+	rep := tickAt(t, s, "j", t0.Add(time.Minute))
+	if rep.Skipped != SkipOverlap || !errors.Is(rep.Err, ErrOverlap) {
+		t.Fatalf("tick during a run: %+v, want skipped overlap", rep)
+	}
+	if ev, ok := rec.find(EventSkipped); !ok || ev.Skip != SkipOverlap {
+		t.Fatalf("no skipped event with reason overlap: %+v", ev)
+	}
+	close(b.release)
+	if r := recv(t, first); r.Stop != StopDone {
+		t.Fatalf("first run: %+v", r)
+	}
+}
+
+func TestOverlapQueueCoalesces(t *testing.T) {
+	s, _ := newTest(t)
+	b := newBlocker()
+	_ = s.Register("j", "@every 1m", b, Overlap(OverlapQueue))
+	first := goAsync(func() Report { return tickAt(t, s, "j", t0) })
+	b.waitStarted(t)
+	queued := goAsync(func() Report { return tickAt(t, s, "j", t0.Add(time.Minute)) })
+	// Wait until the second run is queued, then a third tick is coalesced.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		e, _ := s.lookup("j")
+		e.overlap.mu.Lock()
+		waiting := e.overlap.waiting
+		e.overlap.mu.Unlock()
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("second tick never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if rep := tickAt(t, s, "j", t0.Add(2*time.Minute)); rep.Skipped != SkipOverlap {
+		t.Fatalf("third tick while one waits: %+v, want skipped (coalesced)", rep)
+	}
+	b.release <- struct{}{} // ends the first run
+	if tick := b.waitStarted(t); !tick.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("queued run has tick %v, want %v", tick, t0.Add(time.Minute))
+	}
+	close(b.release)
+	if r := recv(t, first); r.Stop != StopDone {
+		t.Fatalf("first: %+v", r)
+	}
+	if r := recv(t, queued); r.Stop != StopDone || !r.Tick.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("queued: %+v", r)
+	}
+	if n := b.runs.Load(); n != 2 {
+		t.Fatalf("runs = %d, want 2 (first + one queued)", n)
+	}
+}
+
+func TestOverlapAllow(t *testing.T) {
+	s, _ := newTest(t)
+	b := newBlocker()
+	var leases []Lease
+	_ = s.Register("j", "@every 1m", JobFunc(func(ctx context.Context) error {
+		leases = append(leases, LeaseFrom(ctx))
+		return b.Run(ctx)
+	}), Overlap(OverlapAllow))
+	first := goAsync(func() Report { return tickAt(t, s, "j", t0) })
+	b.waitStarted(t)
+	second := goAsync(func() Report { return tickAt(t, s, "j", t0.Add(time.Minute)) })
+	b.waitStarted(t) // both run at once
+	close(b.release)
+	for _, ch := range []<-chan Report{first, second} {
+		if r := recv(t, ch); r.Stop != StopDone {
+			t.Fatalf("run: %+v", r)
+		}
+	}
+	if leases[0] != nil || leases[1] != nil {
+		t.Fatal("OverlapAllow runs took the run lock")
+	}
+	// Each tick still runs once.
+	if r := tickAt(t, s, "j", t0); r.Skipped != SkipTickTaken {
+		t.Fatalf("repeat tick under OverlapAllow: %+v", r)
+	}
+}
+
+func TestManualVsScheduledContention(t *testing.T) {
+	s, _ := newTest(t)
+	b := newBlocker()
+	_ = s.Register("j", "@every 1m", b)
+	ctx := context.Background()
+
+	scheduled := goAsync(func() Report { return tickAt(t, s, "j", t0) })
+	b.waitStarted(t)
+	rep, err := s.RunManually(ctx, "j")
+	if !errors.Is(err, ErrLocked) || rep.Skipped != SkipLocked || !strings.Contains(err.Error(), `"j"`) {
+		t.Fatalf("manual run during a scheduled one: err=%v report=%+v, want ErrLocked naming the job", err, rep)
+	}
+	b.release <- struct{}{}
+	recv(t, scheduled)
+
+	manual := goAsync(func() error { _, err := s.RunManually(ctx, "j"); return err })
+	b.waitStarted(t)
+	if r := tickAt(t, s, "j", t0.Add(time.Minute)); r.Skipped != SkipLocked || !errors.Is(r.Err, ErrLocked) {
+		t.Fatalf("tick during a manual run: %+v, want skipped locked", r)
+	}
+	close(b.release)
+	if err := recv(t, manual); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLockLostCancelsRun(t *testing.T) {
+	locker := NewMemoryLocker()
+	s, rec := newTest(t, WithLocker(locker))
+	b := newBlocker()
+	var token int64
+	_ = s.Register("j", "@every 1m", JobFunc(func(ctx context.Context) error {
+		token = LeaseFrom(ctx).Token()
+		return b.Run(ctx)
+	}), LockTTL(150*time.Millisecond))
+	run := goAsync(func() Report { return tickAt(t, s, "j", t0) })
+	b.waitStarted(t)
+	locker.forget("j") // as if the key expired or was deleted
+	rep := recv(t, run)
+	if rep.Stop != StopLockLost || !errors.Is(rep.Err, ErrLockLost) {
+		t.Fatalf("report = %+v, want lock_lost", rep)
+	}
+	if _, ok := rec.find(EventLockLost); !ok {
+		t.Fatal("no lock_lost event")
+	}
+	if token != 1 {
+		t.Fatalf("first lease token = %d, want 1", token)
+	}
+	// The lock is free again and the fencing token grows.
+	_ = s.Register("k", "@every 1m", JobFunc(func(context.Context) error { return nil }))
+	l, err := locker.Acquire(context.Background(), "j", time.Second)
+	if err != nil || l.Token() != 2 {
+		t.Fatalf("re-acquire: %v, token %v", err, l)
+	}
+}
+
+func TestLeaseExtendedWhileJobRuns(t *testing.T) {
+	locker := NewMemoryLocker()
+	s, _ := newTest(t, WithLocker(locker))
+	_ = s.Register("j", "@every 1m", JobFunc(func(ctx context.Context) error {
+		select { // runs for 4 TTLs: only the watchdog keeps the lock
+		case <-time.After(1200 * time.Millisecond):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}), LockTTL(300*time.Millisecond))
+	run := goAsync(func() Report { return tickAt(t, s, "j", t0) })
+	time.Sleep(750 * time.Millisecond)
+	if _, err := locker.Acquire(context.Background(), "j", time.Second); !errors.Is(err, ErrLocked) {
+		t.Fatalf("lock not held 2.5 TTLs into the run: %v", err)
+	}
+	if rep := recv(t, run); rep.Stop != StopDone {
+		t.Fatalf("report = %+v", rep)
+	}
+	if _, err := locker.Acquire(context.Background(), "j", time.Second); err != nil {
+		t.Fatalf("lock not released after the run: %v", err)
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	s, _ := newTest(t)
+	b := newBlocker()
+	_ = s.Register("j", "@every 1m", b, Timeout(30*time.Millisecond))
+	rep := tickAt(t, s, "j", t0)
+	if rep.Stop != StopTimeout || !errors.Is(rep.Err, ErrTimeout) {
+		t.Fatalf("report = %+v, want timeout", rep)
+	}
+}
+
+func TestHardKill(t *testing.T) {
+	ks := NewMemoryKillSwitch()
+	s, _ := newTest(t, WithKillSwitch(ks), WithKillPoll(5*time.Millisecond))
+	b := newBlocker()
+	_ = s.Register("j", "@every 1m", b, HardKill())
+	run := goAsync(func() Report { return tickAt(t, s, "j", t0) })
+	b.waitStarted(t)
+	_ = ks.SetEnabled(context.Background(), "j", false, "stop now")
+	rep := recv(t, run)
+	if rep.Stop != StopKilled || !errors.Is(rep.Err, ErrKilled) {
+		t.Fatalf("report = %+v, want killed", rep)
+	}
+}
+
+func TestPanicBecomesFailedReport(t *testing.T) {
+	s, rec := newTest(t)
+	calls := 0
+	_ = s.Register("j", "@every 1m", JobFunc(func(context.Context) error {
+		calls++
+		if calls == 1 {
+			panic("boom")
+		}
+		return nil
+	}))
+	rep := tickAt(t, s, "j", t0)
+	if rep.Stop != StopError || !errors.Is(rep.Err, ErrPanic) || !strings.Contains(rep.Err.Error(), "boom") {
+		t.Fatalf("report = %+v, want ErrPanic", rep)
+	}
+	ev, _ := rec.find(EventFinished)
+	if !strings.Contains(ev.Stack, "chain_test.go") {
+		t.Fatalf("finished event has no stack of the panic: %q", ev.Stack)
+	}
+	if r := tickAt(t, s, "j", t0.Add(time.Minute)); r.Stop != StopDone {
+		t.Fatalf("the run after a panic: %+v", r)
+	}
+	// The lock was released despite the panic.
+	if _, err := s.RunManually(context.Background(), "j"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTickFrom(t *testing.T) {
+	s, _ := newTest(t)
+	var got []time.Time
+	_ = s.Register("j", "@every 1m", JobFunc(func(ctx context.Context) error {
+		got = append(got, TickFrom(ctx))
+		return nil
+	}))
+	tickAt(t, s, "j", t0)
+	if _, err := s.RunManually(context.Background(), "j"); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || !got[0].Equal(t0) || !got[1].IsZero() {
+		t.Fatalf("ticks = %v, want [%v, zero]", got, t0)
+	}
+}
+
+func TestEventsAndLogging(t *testing.T) {
+	var buf bytes.Buffer
+	rec := &recorder{}
+	s, err := New(WithObserver(rec.observe), WithInstanceID("i1"),
+		WithLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	_ = s.Register("mail", "@every 1m", Batch[int]{
+		Fetch: pages(3, 2),
+		Process: func(_ context.Context, i int) error {
+			if i == 3 {
+				return errors.New("bounced")
+			}
+			return nil
+		},
+		Key:  itoa,
+		Size: 2,
+	})
+	tickAt(t, s, "mail", t0)
+	want := []EventKind{EventStarted, EventBatchDone, EventItemFailed, EventBatchDone, EventBatchDone, EventFinished}
+	if got := rec.kinds("mail"); !slices.Equal(got, want) {
+		t.Fatalf("events = %v, want %v", got, want)
+	}
+	ev, _ := rec.find(EventItemFailed)
+	if ev.Item != "3" || ev.Instance != "i1" || !ev.Tick.Equal(t0) {
+		t.Fatalf("item_failed event = %+v", ev)
+	}
+	for _, s := range []string{"cronguard: started", "cronguard: item_failed", `item=3`, "bounced", "cronguard: finished", "processed=5", "failed=1"} {
+		if !strings.Contains(buf.String(), s) {
+			t.Errorf("log lacks %q:\n%s", s, buf.String())
+		}
+	}
+}

@@ -1,0 +1,143 @@
+package cronguard
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+type nilPtrJob struct{}
+
+func (*nilPtrJob) Run(context.Context) error { return nil }
+
+// Every error a caller can get: errors.Is works, the message names the job
+// and the offending value, and nothing panics.
+func TestErrors(t *testing.T) {
+	okJob := JobFunc(func(context.Context) error { return nil })
+	okBatch := Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa}
+	register := func(name, spec string, job Job, opts ...JobOption) func(*Scheduler) error {
+		return func(s *Scheduler) error { return s.Register(name, spec, job, opts...) }
+	}
+	ctx := context.Background()
+	cases := []struct {
+		name  string
+		call  func(*Scheduler) error
+		want  error
+		names []string // substrings the message must contain
+	}{
+		{"invalid spec", register("mail", "61 * * * *", okJob), ErrInvalidSpec, []string{`"mail"`, `"61 * * * *"`}},
+		{"bad time zone", register("mail", "CRON_TZ=Mars/Olympus * * * * *", okJob), ErrInvalidSpec, []string{`"mail"`, "Mars/Olympus"}},
+		{"duplicate job", func(s *Scheduler) error {
+			_ = s.Register("mail", "@hourly", okJob)
+			return s.Register("mail", "@daily", okJob)
+		}, ErrDuplicateJob, []string{`"mail"`}},
+		{"empty name", register("", "@hourly", okJob), ErrEmptyName, []string{`""`}},
+		{"blank name", register("  ", "@hourly", okJob), ErrEmptyName, []string{`"  "`}},
+		{"nil job", register("mail", "@hourly", nil), ErrNilJob, []string{`"mail"`}},
+		{"nil JobFunc", register("mail", "@hourly", JobFunc(nil)), ErrNilJob, []string{`"mail"`}},
+		{"nil pointer job", register("mail", "@hourly", (*nilPtrJob)(nil)), ErrNilJob, []string{`"mail"`}},
+		{"batch without Fetch", register("mail", "@hourly", Batch[int]{Process: noop, Key: itoa}), ErrInvalidBatch, []string{`"mail"`, "Fetch"}},
+		{"batch without Process", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Key: itoa}), ErrInvalidBatch, []string{`"mail"`, "Process"}},
+		{"batch without Key", register("mail", "@hourly", &Batch[int]{Fetch: pages(1, 1), Process: noop}), ErrInvalidBatch, []string{`"mail"`, "Key", "Batch[int]"}},
+		{"negative Size", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, Size: -1}), ErrInvalidBatch, []string{`"mail"`, "Size", "-1"}},
+		{"negative MaxBatches", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, MaxBatches: -3}), ErrInvalidBatch, []string{`"mail"`, "MaxBatches", "-3"}},
+		{"negative Concurrency", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, Concurrency: -2}), ErrInvalidBatch, []string{"Concurrency", "-2"}},
+		{"zero LockTTL", register("mail", "@hourly", okJob, LockTTL(0)), ErrInvalidOption, []string{`"mail"`, "LockTTL", "0s"}},
+		{"negative Timeout", register("mail", "@hourly", okJob, Timeout(-time.Second)), ErrInvalidOption, []string{`"mail"`, "-1s"}},
+		{"empty Flag", register("mail", "@hourly", okJob, Flag("")), ErrInvalidOption, []string{`"mail"`, "Flag"}},
+		{"unknown Overlap", register("mail", "@hourly", okJob, Overlap(7)), ErrInvalidOption, []string{`"mail"`, "7"}},
+		{"nil JobOption", register("mail", "@hourly", okJob, nil), ErrInvalidOption, []string{`"mail"`}},
+		{"unknown job (manual)", func(s *Scheduler) error { _, err := s.RunManually(ctx, "nope"); return err }, ErrUnknownJob, []string{`"nope"`}},
+		{"unknown job (info)", func(s *Scheduler) error { _, err := s.Job("nope"); return err }, ErrUnknownJob, []string{`"nope"`}},
+		{"unknown job (flip)", func(s *Scheduler) error { return s.SetEnabled(ctx, "nope", false, "") }, ErrUnknownJob, []string{`"nope"`}},
+		{"locked", func(s *Scheduler) error {
+			_ = s.Register("mail", "@hourly", okJob)
+			if _, err := s.cfg.locker.Acquire(ctx, "mail", time.Minute); err != nil {
+				return err
+			}
+			_, err := s.RunManually(ctx, "mail")
+			return err
+		}, ErrLocked, []string{`"mail"`}},
+		{"killed", func(s *Scheduler) error {
+			_ = s.Register("mail", "@hourly", okJob)
+			_ = s.SetEnabled(ctx, "mail", false, "test")
+			return tickAt(t, s, "mail", t0).Err
+		}, ErrKilled, []string{`"mail"`}},
+		{"item type", func(s *Scheduler) error {
+			_ = s.Register("mail", "@hourly", okBatch)
+			_, err := s.RunManually(ctx, "mail", 1, "two")
+			return err
+		}, ErrItemType, []string{`"mail"`, "item 1", "string", "int"}},
+		{"items for a plain job", func(s *Scheduler) error {
+			_ = s.Register("mail", "@hourly", okJob)
+			_, err := s.RunManually(ctx, "mail", 1)
+			return err
+		}, ErrNotBatch, []string{`"mail"`, "JobFunc"}},
+		{"panic", func(s *Scheduler) error {
+			_ = s.Register("mail", "@hourly", JobFunc(func(context.Context) error { panic("nil map") }))
+			_, err := s.RunManually(ctx, "mail")
+			return err
+		}, ErrPanic, []string{`"mail"`, "nil map"}},
+		{"stopped (register)", func(s *Scheduler) error {
+			_ = s.Stop(ctx)
+			return s.Register("mail", "@hourly", okJob)
+		}, ErrStopped, []string{`"mail"`}},
+		{"stopped (manual)", func(s *Scheduler) error {
+			_ = s.Register("mail", "@hourly", okJob)
+			_ = s.Stop(ctx)
+			_, err := s.RunManually(ctx, "mail")
+			return err
+		}, ErrStopped, nil},
+		{"stopped (start)", func(s *Scheduler) error { _ = s.Stop(ctx); return s.Start() }, ErrStopped, nil},
+		{"started twice", func(s *Scheduler) error { _ = s.Start(); return s.Start() }, ErrStarted, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s, _ := newTest(t)
+			err := c.call(s)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("err = %v, want errors.Is %v", err, c.want)
+			}
+			for _, n := range c.names {
+				if !strings.Contains(err.Error(), n) {
+					t.Errorf("message %q does not name %s", err, n)
+				}
+			}
+		})
+	}
+}
+
+func TestNewOptionErrors(t *testing.T) {
+	for name, opt := range map[string]Option{
+		"nil option":       nil,
+		"nil locker":       WithLocker(nil),
+		"nil kill switch":  WithKillSwitch(nil),
+		"nil location":     WithLocation(nil),
+		"nil logger":       WithLogger(nil),
+		"nil middleware":   WithMiddleware(nil),
+		"empty instance":   WithInstanceID(""),
+		"zero kill poll":   WithKillPoll(0),
+		"zero budget":      WithCallBudget(0),
+		"nil checkpoints":  WithCheckpointStore(nil),
+		"no redis clients": WithRedis(),
+	} {
+		if _, err := New(opt); !errors.Is(err, ErrInvalidOption) {
+			t.Errorf("%s: err = %v, want ErrInvalidOption", name, err)
+		}
+	}
+}
+
+func TestSetEnabledOnReadOnlySwitch(t *testing.T) {
+	s, _ := newTest(t, WithKillSwitch(readOnlySwitch{}))
+	_ = s.Register("mail", "@hourly", JobFunc(func(context.Context) error { return nil }), Flag("mail-flag"))
+	err := s.SetEnabled(context.Background(), "mail", false, "")
+	if !errors.Is(err, ErrNotFlippable) || !strings.Contains(err.Error(), `"mail-flag"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+type readOnlySwitch struct{}
+
+func (readOnlySwitch) Enabled(context.Context, string) (bool, error) { return true, nil }

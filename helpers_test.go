@@ -1,0 +1,158 @@
+package cronguard
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// recorder collects events.
+type recorder struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (r *recorder) observe(e Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, e)
+}
+
+func (r *recorder) kinds(job string) []EventKind {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ks []EventKind
+	for _, e := range r.events {
+		if e.Job == job {
+			ks = append(ks, e.Kind)
+		}
+	}
+	return ks
+}
+
+func (r *recorder) find(kind EventKind) (Event, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.events {
+		if e.Kind == kind {
+			return e, true
+		}
+	}
+	return Event{}, false
+}
+
+// newTest returns a quiet scheduler on memory backends with an event
+// recorder, stopped at the end of the test.
+func newTest(t *testing.T, opts ...Option) (*Scheduler, *recorder) {
+	t.Helper()
+	rec := &recorder{}
+	opts = append([]Option{
+		WithLogger(slog.New(slog.DiscardHandler)),
+		WithObserver(rec.observe),
+		WithInstanceID("test"),
+		WithLocation(time.UTC),
+	}, opts...)
+	s, err := New(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Stop(ctx); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
+	return s, rec
+}
+
+// tickAt runs job name through the scheduled guard chain as if cron fired it
+// at tick: the suite never waits for real cron minutes.
+func tickAt(t *testing.T, s *Scheduler, name string, tick time.Time) Report {
+	t.Helper()
+	e, err := s.lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.execute(s.base, e, TriggerSchedule, tick, nil)
+}
+
+// t0 is a fixed tick for tests.
+var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+// blocker is a job that signals when it starts and runs until released or
+// its context ends.
+type blocker struct {
+	started chan time.Time // receives TickFrom of each run
+	release chan struct{}
+	runs    atomic.Int32
+}
+
+func newBlocker() *blocker {
+	return &blocker{started: make(chan time.Time, 16), release: make(chan struct{})}
+}
+
+func (b *blocker) Run(ctx context.Context) error {
+	b.runs.Add(1)
+	b.started <- TickFrom(ctx)
+	select {
+	case <-b.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (b *blocker) waitStarted(t *testing.T) time.Time {
+	t.Helper()
+	select {
+	case tick := <-b.started:
+		return tick
+	case <-time.After(5 * time.Second):
+		t.Fatal("job did not start within 5s")
+		return time.Time{}
+	}
+}
+
+// goAsync runs fn in a goroutine and returns a channel with its result.
+func goAsync[T any](fn func() T) <-chan T {
+	ch := make(chan T, 1)
+	go func() { ch <- fn() }()
+	return ch
+}
+
+func recv[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(5 * time.Second):
+		t.Fatal("no result within 5s")
+		var zero T
+		return zero
+	}
+}
+
+func hasKind(ks []EventKind, k EventKind) bool { return slices.Contains(ks, k) }
+
+// spyLocker counts calls to the Locker it wraps.
+type spyLocker struct {
+	Locker
+	claims   atomic.Int32
+	acquires atomic.Int32
+}
+
+func (s *spyLocker) Claim(ctx context.Context, job string, tick time.Time, ttl time.Duration, inst string) (bool, string, error) {
+	s.claims.Add(1)
+	return s.Locker.Claim(ctx, job, tick, ttl, inst)
+}
+
+func (s *spyLocker) Acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error) {
+	s.acquires.Add(1)
+	return s.Locker.Acquire(ctx, job, ttl)
+}
+

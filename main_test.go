@@ -1,0 +1,13 @@
+package cronguard
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the package's tests when any goroutine outlives them: a
+// stopped scheduler, a finished run and a closed backend leave none behind.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
