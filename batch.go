@@ -181,7 +181,6 @@ type worker[T any] struct {
 	b       Batch[T]
 	st      *run
 	limiter *rate.Limiter
-	mu      sync.Mutex // guards the error budget count against concurrent items
 }
 
 func (b Batch[T]) newWorker(st *run) *worker[T] {
@@ -294,7 +293,7 @@ func (w *worker[T]) processAll(ctx context.Context, items []T, handled map[strin
 // past the error budget cancels the batch.
 func (w *worker[T]) processOne(ctx context.Context, it T, cancel context.CancelCauseFunc) bool {
 	st := w.st
-	err, stack := w.safeProcess(ctx, it)
+	stack, err := w.safeProcess(ctx, it)
 	if err == nil {
 		st.processed.Add(1)
 		return true
@@ -315,14 +314,14 @@ func (w *worker[T]) processOne(ctx context.Context, it T, cancel context.CancelC
 // safeProcess calls Process, turning a panic into an item failure: with
 // Concurrency it runs on its own goroutine, where a panic would end the
 // process.
-func (w *worker[T]) safeProcess(ctx context.Context, it T) (err error, stack string) {
+func (w *worker[T]) safeProcess(ctx context.Context, it T) (stack string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: job %q: item %q: %v", ErrPanic, w.st.job, w.b.Key(it), r)
 			stack = string(debug.Stack())
 		}
 	}()
-	return w.b.Process(ctx, it), ""
+	return "", w.b.Process(ctx, it)
 }
 
 func (w *worker[T]) loadCheckpoint(ctx context.Context) (string, error) {

@@ -3,7 +3,6 @@ package cronguard
 import (
 	"context"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -137,8 +136,6 @@ func recv[T any](t *testing.T, ch <-chan T) T {
 	}
 }
 
-func hasKind(ks []EventKind, k EventKind) bool { return slices.Contains(ks, k) }
-
 // spyLocker counts calls to the Locker it wraps.
 type spyLocker struct {
 	Locker
@@ -155,4 +152,3 @@ func (s *spyLocker) Acquire(ctx context.Context, job string, ttl time.Duration) 
 	s.acquires.Add(1)
 	return s.Locker.Acquire(ctx, job, ttl)
 }
-

@@ -18,7 +18,7 @@ func TestParseSpec(t *testing.T) {
 		{"@hourly", time.Date(2026, 11, 27, 11, 0, 0, 0, time.UTC)},
 		{"@every 90s", time.Unix(from.Unix()/90*90+90, 0).UTC()},
 		{"CRON_TZ=America/New_York 0 9 * * *", time.Date(2026, 11, 27, 14, 0, 0, 0, time.UTC)}, // EST = UTC-5
-		{"TZ=Europe/Berlin 0 12 * * *", time.Date(2026, 11, 27, 11, 0, 0, 0, time.UTC)},      // CET = UTC+1
+		{"TZ=Europe/Berlin 0 12 * * *", time.Date(2026, 11, 27, 11, 0, 0, 0, time.UTC)},        // CET = UTC+1
 		{"  0 0 1 1 *  ", time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)},
 	}
 	for _, c := range cases {

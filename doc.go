@@ -1,0 +1,56 @@
+// Package cronguard runs periodic background jobs that are safe by default:
+// a job registered in main() runs once per scheduled tick across all the
+// instances of a service, never overlaps itself, works in bounded batches,
+// and can be stopped by an operator within a second, without a release.
+//
+// A Scheduler wraps github.com/robfig/cron/v3 and runs every job through a
+// fixed chain of guards, each a small Middleware around the next:
+//
+//		scheduled: recover → your middleware → kill switch → tick claim → no-overlap → run lock → timeout → job
+//		manual:    recover → your middleware → run lock → timeout → job
+//
+//	  - recover: a panic becomes a failed Report wrapping ErrPanic, with the
+//	    stack in the finished Event; the scheduler goes on.
+//	  - kill switch: KillSwitch.Enabled is asked before every scheduled run and
+//	    again before every batch of a Batch job. The flag is the job name
+//	    unless Flag says otherwise. When the store cannot answer, the last
+//	    answer holds; with none the job does not run (WithFailOpen to invert).
+//	  - tick claim: Locker.Claim lets one run per job and tick through, across
+//	    every instance that shares the Locker. The claim is keyed by the tick's
+//	    scheduled time (TickFrom), not by the moment an instance woke up, and
+//	    is never released early, so a late or clock-skewed instance skips.
+//	  - no-overlap: Overlap(OverlapSkip) (default), OverlapQueue or
+//	    OverlapAllow, within this process; the run lock covers other instances.
+//	  - run lock: Locker.Acquire with a TTL (LockTTL, default 30s), extended
+//	    every TTL/3 by a watchdog while the job runs. A failed extension
+//	    cancels the run's context with cause ErrLockLost.
+//	  - timeout: Timeout cancels the run with cause ErrTimeout.
+//
+// RunManually runs a job, or chosen items of a Batch job, now. It skips cron,
+// the tick claim and the kill switch, never the lock: a manual run and a
+// scheduled run of one job never overlap.
+//
+// # Backends
+//
+// New without options uses embedded in-memory backends (NewMemoryLocker,
+// NewMemoryKillSwitch): right for one process and for tests. For several
+// instances, WithRedis(rdb) puts locks, tick claims and the kill switch in
+// Redis; NewUnleashKillSwitch reads the kill switch from Unleash.
+//
+// # What a run reports
+//
+// Every run ends in a Report (trigger, tick, batches, items processed and
+// failed, why it stopped, its error), and raises Events (started, skipped
+// with a SkipReason, batch done, item failed, lock lost, runaway, finished)
+// that go to the WithObserver function and to log/slog. Every error a caller
+// can act on wraps a sentinel (ErrInvalidSpec, ErrLocked, ErrRunaway, ...)
+// for errors.Is, in a message that names the job and the offending value.
+//
+// # Guarantees and their limits
+//
+// A job's context is canceled when its lock is lost, but code that ignores
+// its context keeps running: a lock can only ask. Redis locks are leases, not
+// consensus: after a long GC pause or a network partition two holders can
+// overlap briefly; use the fencing token (LeaseFrom(ctx).Token()) where a
+// downstream store can check it.
+package cronguard
