@@ -6,25 +6,27 @@
 // A Scheduler wraps github.com/robfig/cron/v3 and runs every job through a
 // fixed chain of guards, each a small Middleware around the next:
 //
-//		scheduled: recover → your middleware → kill switch → tick claim → no-overlap → run lock → timeout → job
-//		manual:    recover → your middleware → run lock → timeout → job
+//	scheduled: recover → your middleware → kill switch → tick claim → no-overlap → run lock → timeout → job
+//	manual:    recover → your middleware → run lock → timeout → job
 //
-//	  - recover: a panic becomes a failed Report wrapping ErrPanic, with the
-//	    stack in the finished Event; the scheduler goes on.
-//	  - kill switch: KillSwitch.Enabled is asked before every scheduled run and
-//	    again before every batch of a Batch job. The flag is the job name
-//	    unless Flag says otherwise. When the store cannot answer, the last
-//	    answer holds; with none the job does not run (WithFailOpen to invert).
-//	  - tick claim: Locker.Claim lets one run per job and tick through, across
-//	    every instance that shares the Locker. The claim is keyed by the tick's
-//	    scheduled time (TickFrom), not by the moment an instance woke up, and
-//	    is never released early, so a late or clock-skewed instance skips.
-//	  - no-overlap: Overlap(OverlapSkip) (default), OverlapQueue or
-//	    OverlapAllow, within this process; the run lock covers other instances.
-//	  - run lock: Locker.Acquire with a TTL (LockTTL, default 30s), extended
-//	    every TTL/3 by a watchdog while the job runs. A failed extension
-//	    cancels the run's context with cause ErrLockLost.
-//	  - timeout: Timeout cancels the run with cause ErrTimeout.
+// The guards, outermost first:
+//
+//   - recover: a panic becomes a failed Report wrapping ErrPanic, with the
+//     stack in the finished Event; the scheduler goes on.
+//   - kill switch: KillSwitch.Enabled is asked before every scheduled run and
+//     again before every batch of a Batch job. The flag is the job name
+//     unless Flag says otherwise. When the store cannot answer, the last
+//     answer holds; with none the job does not run (WithFailOpen to invert).
+//   - tick claim: Locker.Claim lets one run per job and tick through, across
+//     every instance that shares the Locker. The claim is keyed by the tick's
+//     scheduled time (TickFrom), not by the moment an instance woke up, and
+//     is never released early, so a late or clock-skewed instance skips.
+//   - no-overlap: Overlap(OverlapSkip) (default), OverlapQueue or
+//     OverlapAllow, within this process; the run lock covers other instances.
+//   - run lock: Locker.Acquire with a TTL (LockTTL, default 30s), extended
+//     every TTL/3 by a watchdog while the job runs. A failed extension
+//     cancels the run's context with cause ErrLockLost.
+//   - timeout: Timeout cancels the run with cause ErrTimeout.
 //
 // RunManually runs a job, or chosen items of a Batch job, now. It skips cron,
 // the tick claim and the kill switch, never the lock: a manual run and a
