@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cronguard/cronguard"
+	"go.uber.org/goleak"
+)
+
+// shortOptions is the scenario sped up: a tick every second, 300 users at
+// 300 e-mails/s (one full run takes 1 s), the switch off 400 ms into the
+// first run and on again 1.5 s later, so the tick after the killed run is
+// skipped and the next one finishes.
+func shortOptions() options {
+	return options{
+		Users:       300,
+		Spec:        "@every 1s",
+		Duration:    5 * time.Second,
+		PerSecond:   300,
+		FlipAfter:   400 * time.Millisecond,
+		OffFor:      1500 * time.Millisecond,
+		StopTimeout: 10 * time.Second,
+	}
+}
+
+func TestScenario(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	var out bytes.Buffer
+	sum, err := run(t.Context(), &out, shortOptions())
+	t.Logf("output:\n%s", out.String())
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+
+	if sum.Manual.Trigger != cronguard.TriggerManual || sum.Manual.Processed != 1 || sum.Manual.Stop != cronguard.StopDone {
+		t.Errorf("manual run = %v; want trigger manual, 1 processed, done", sum.Manual)
+	}
+	if sum.Confirmed != sum.Users || sum.Outbox != sum.Users || sum.Doubles != 0 {
+		t.Errorf("end state: %d/%d confirmed, %d outbox rows, %d users e-mailed twice; want every user e-mailed exactly once",
+			sum.Confirmed, sum.Users, sum.Outbox, sum.Doubles)
+	}
+
+	var killed, processed int
+	for _, r := range sum.Runs {
+		processed += r.Processed
+		if r.Stop == cronguard.StopKilled {
+			killed++
+			if r.Processed == 0 || r.Processed >= sum.Users-1 || r.Processed%100 != 0 {
+				t.Errorf("killed run %v: want it stopped between batches, part way", r)
+			}
+		}
+	}
+	if killed == 0 {
+		t.Errorf("no scheduled run stopped with %q; runs: %v", cronguard.StopKilled, sum.Runs)
+	}
+	if got := sum.Manual.Processed + processed; got != sum.Users {
+		t.Errorf("runs processed %d users in all, want %d", got, sum.Users)
+	}
+	if sum.Skipped[cronguard.SkipKilled] == 0 {
+		t.Errorf("no tick was skipped while the switch was off; skipped: %v", sum.Skipped)
+	}
+	if !strings.Contains(out.String(), "no user got two e-mails") {
+		t.Errorf("summary line missing from the output")
+	}
+}
+
+// TestInterrupt cancels the scenario's context in the middle of a run, as
+// Ctrl-C does: run stops the scheduler, waits for the run in flight, and
+// still leaves every e-mailed user confirmed and e-mailed once.
+func TestInterrupt(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	o := shortOptions()
+	o.Duration = time.Hour
+	o.FlipAfter = time.Hour // no flip: only the interrupt ends things
+	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	var out bytes.Buffer
+	sum, err := run(ctx, &out, o)
+	t.Logf("output:\n%s", out.String())
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("run returned %s after start; want soon after the interrupt at 1.5s", took)
+	}
+	if !strings.Contains(out.String(), "interrupted; stopping") {
+		t.Errorf("output does not mention the interrupt")
+	}
+	if sum.Doubles != 0 || sum.Outbox != sum.Confirmed {
+		t.Errorf("%d outbox rows, %d confirmed, %d users e-mailed twice; want one e-mail per confirmed user",
+			sum.Outbox, sum.Confirmed, sum.Doubles)
+	}
+}
+
+func TestRejectsNoUsers(t *testing.T) {
+	o := shortOptions()
+	o.Users = 0
+	if _, err := run(t.Context(), &bytes.Buffer{}, o); err == nil {
+		t.Fatal("run with 0 users: want an error")
+	}
+}
