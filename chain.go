@@ -243,7 +243,12 @@ func (s *Scheduler) pollKill(ctx context.Context, e *entry, cancel context.Cance
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if on, err := s.enabled(ctx, e.cfg.flag); err == nil && !on {
+			// The switch itself, not s.enabled: a store outage must not
+			// raise an event ten times a second, nor kill the run.
+			cctx, ccancel := context.WithTimeout(ctx, s.cfg.budget)
+			on, err := s.cfg.killSwitch.Enabled(cctx, e.cfg.flag)
+			ccancel()
+			if err == nil && !on {
 				cancel(fmt.Errorf("%w: job %q: hard kill (flag %q)", ErrKilled, e.name, e.cfg.flag))
 				return
 			}

@@ -331,15 +331,19 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	wasStarted := s.state == started
 	s.state = stopped
 	s.mu.Unlock()
+	defer s.closeOwned()
+	var cronDone <-chan struct{} // nil unless started
 	if wasStarted {
-		<-s.cron.Stop().Done() // robfig's own job goroutines: they only call fire
+		// robfig's Done waits for its job goroutines, which are our runs:
+		// wait on it only once our own runs have ended.
+		cronDone = s.cron.Stop().Done()
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
-	defer s.closeOwned()
 	select {
 	case <-done:
 		s.cancelBase(ErrStopped)
+		waitClosed(cronDone)
 		return nil
 	case <-ctx.Done():
 	}
@@ -349,9 +353,17 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	defer grace.Stop()
 	select {
 	case <-done:
+		waitClosed(cronDone)
 	case <-grace.C:
 	}
 	return fmt.Errorf("cronguard: stop: %w; canceled jobs still running: %s", context.Cause(ctx), strings.Join(running, ", "))
+}
+
+// waitClosed waits for ch unless it is nil.
+func waitClosed(ch <-chan struct{}) {
+	if ch != nil {
+		<-ch
+	}
 }
 
 // closeOwned closes the backends New made (WithRedis), once.

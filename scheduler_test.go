@@ -180,3 +180,26 @@ func TestRunManuallyItems(t *testing.T) {
 		t.Fatalf("report = %+v", rep)
 	}
 }
+
+// Stop's deadline holds for runs robfig/cron started, too.
+func TestStopDeadlineWithCronFiredJob(t *testing.T) {
+	s, _ := newTest(t)
+	started := make(chan struct{}, 1)
+	_ = s.Register("stuck", "* * * * * *", JobFunc(func(ctx context.Context) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	}))
+	_ = s.Start()
+	select {
+	case <-started:
+	case <-time.After(3 * time.Second):
+		t.Fatal("did not fire")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	stopped := goAsync(func() error { return s.Stop(ctx) })
+	if err := recv(t, stopped); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "stuck") {
+		t.Fatalf("Stop = %v", err)
+	}
+}
