@@ -34,5 +34,6 @@ func (c *config) useRedis() error {
 		return nil
 	}
 	// Backends are added here, one line each, as they are built.
+	c.useRedisKillSwitch()
 	return nil
 }
