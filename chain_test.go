@@ -356,3 +356,25 @@ func TestEventsAndLogging(t *testing.T) {
 		}
 	}
 }
+
+func TestFinishedLogLevel(t *testing.T) {
+	for stop, want := range map[StopReason]slog.Level{
+		StopDone: slog.LevelInfo, StopMaxBatches: slog.LevelInfo, StopKilled: slog.LevelWarn,
+		StopCanceled: slog.LevelWarn, StopRunaway: slog.LevelError, StopLockLost: slog.LevelError, StopError: slog.LevelError,
+	} {
+		if got := finishedLevel(&Report{Stop: stop}); got != want {
+			t.Errorf("%s: level %v, want %v", stop, got, want)
+		}
+	}
+}
+
+func TestReportString(t *testing.T) {
+	r := Report{Job: "mail", Trigger: TriggerManual, Stop: StopDone, Duration: 161 * time.Microsecond, Batches: 1, Processed: 1}
+	if got, want := r.String(), "mail (manual): done after 161µs, 1 batch(es), 1 processed, 0 failed"; got != want {
+		t.Fatalf("String = %q, want %q", got, want)
+	}
+	r = Report{Job: "mail", Trigger: TriggerSchedule, Skipped: SkipKilled, Err: ErrKilled}
+	if got := r.String(); !strings.Contains(got, "skipped (killed)") {
+		t.Fatalf("String = %q", got)
+	}
+}

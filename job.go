@@ -87,8 +87,12 @@ func (r Report) String() string {
 	if r.Skipped != "" {
 		return fmt.Sprintf("%s (%s): skipped (%s): %v", r.Job, r.Trigger, r.Skipped, r.Err)
 	}
-	s := fmt.Sprintf("%s (%s): %s after %s, %d batches, %d processed, %d failed",
-		r.Job, r.Trigger, r.Stop, r.Duration.Round(time.Millisecond), r.Batches, r.Processed, r.Failed)
+	d := r.Duration.Round(time.Millisecond)
+	if r.Duration < time.Millisecond {
+		d = r.Duration.Round(time.Microsecond)
+	}
+	s := fmt.Sprintf("%s (%s): %s after %s, %d batch(es), %d processed, %d failed",
+		r.Job, r.Trigger, r.Stop, d, r.Batches, r.Processed, r.Failed)
 	if r.Err != nil {
 		s += ": " + r.Err.Error()
 	}

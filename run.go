@@ -174,6 +174,20 @@ func (s *Scheduler) untrack(job string) {
 	s.wg.Done()
 }
 
+// finishedLevel: an operator's stop (kill switch, Stop) is no failure.
+func finishedLevel(r *Report) slog.Level {
+	if r == nil {
+		return slog.LevelInfo
+	}
+	switch r.Stop {
+	case StopDone, StopMaxBatches:
+		return slog.LevelInfo
+	case StopKilled, StopCanceled:
+		return slog.LevelWarn
+	}
+	return slog.LevelError
+}
+
 // emit sends ev to the observer and the logger.
 func (s *Scheduler) emit(ev Event) {
 	if s == nil {
@@ -199,9 +213,7 @@ func (s *Scheduler) log(ev Event) {
 	case EventLockLost, EventRunaway:
 		level = slog.LevelError
 	case EventFinished:
-		if ev.Err != nil {
-			level = slog.LevelError
-		}
+		level = finishedLevel(ev.Report)
 	}
 	l := s.cfg.logger
 	if !l.Enabled(context.Background(), level) {
