@@ -164,7 +164,7 @@ func (b Batch[T]) Run(ctx context.Context) error {
 		ev := st.event(EventBatchDone, nil)
 		ev.Batch, ev.Items = n, len(items)
 		s.emit(ev)
-		after = b.Key(items[len(items)-1])
+		after = b.Key(items[len(items)-1]) // Key panics were caught above, for this same item
 		if err := w.saveCheckpoint(ctx, after); err != nil {
 			return err
 		}
@@ -210,8 +210,8 @@ func (w *worker[T]) checkKill(ctx context.Context, n int) error {
 
 // runawayGuard returns the items of batch n to process, or ErrRunaway when
 // one was already processed in this run.
-func (w *worker[T]) runawayGuard(ctx context.Context, n int, items []T, handled map[string]bool) ([]T, error) {
-	fresh := make([]T, 0, len(items))
+func (w *worker[T]) runawayGuard(ctx context.Context, n int, items []T, handled map[string]bool) ([]keyed[T], error) {
+	fresh := make([]keyed[T], 0, len(items))
 	inBatch := make(map[string]struct{}, len(items))
 	for _, it := range items {
 		k := w.b.Key(it)
@@ -222,10 +222,17 @@ func (w *worker[T]) runawayGuard(ctx context.Context, n int, items []T, handled 
 		}
 		inBatch[k] = struct{}{}
 		if !seen {
-			fresh = append(fresh, it)
+			fresh = append(fresh, keyed[T]{it, k})
 		}
 	}
 	return fresh, nil
+}
+
+// keyed is an item with its key, computed once on the run's goroutine, where
+// a panicking Key is caught like any panic of the job.
+type keyed[T any] struct {
+	item T
+	key  string
 }
 
 // runaway stops the run and switches the job off where the switch flips.
@@ -257,7 +264,7 @@ func (w *worker[T]) runaway(ctx context.Context, n int, key string) error {
 // processAll processes items, Concurrency at a time, recording each key's
 // outcome in handled. It returns the run's cancellation cause or
 // ErrErrorBudget.
-func (w *worker[T]) processAll(ctx context.Context, items []T, handled map[string]bool) error {
+func (w *worker[T]) processAll(ctx context.Context, items []keyed[T], handled map[string]bool) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	ok := make([]bool, len(items))
@@ -281,7 +288,7 @@ func (w *worker[T]) processAll(ctx context.Context, items []T, handled map[strin
 	}
 	wg.Wait()
 	for i, it := range items {
-		handled[w.b.Key(it)] = ok[i]
+		handled[it.key] = ok[i]
 	}
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
@@ -291,7 +298,7 @@ func (w *worker[T]) processAll(ctx context.Context, items []T, handled map[strin
 
 // processOne processes one item and reports whether it succeeded. A failure
 // past the error budget cancels the batch.
-func (w *worker[T]) processOne(ctx context.Context, it T, cancel context.CancelCauseFunc) bool {
+func (w *worker[T]) processOne(ctx context.Context, it keyed[T], cancel context.CancelCauseFunc) bool {
 	st := w.st
 	stack, err := w.safeProcess(ctx, it)
 	if err == nil {
@@ -303,7 +310,7 @@ func (w *worker[T]) processOne(ctx context.Context, it T, cancel context.CancelC
 	}
 	failed := st.failed.Add(1)
 	ev := st.event(EventItemFailed, err)
-	ev.Item, ev.Stack = w.b.Key(it), stack
+	ev.Item, ev.Stack = it.key, stack
 	st.s.emit(ev)
 	if w.b.MaxFailures > 0 && failed > int64(w.b.MaxFailures) {
 		cancel(fmt.Errorf("%w: job %q: %d items failed, budget %d", ErrErrorBudget, st.job, failed, w.b.MaxFailures))
@@ -314,14 +321,14 @@ func (w *worker[T]) processOne(ctx context.Context, it T, cancel context.CancelC
 // safeProcess calls Process, turning a panic into an item failure: with
 // Concurrency it runs on its own goroutine, where a panic would end the
 // process.
-func (w *worker[T]) safeProcess(ctx context.Context, it T) (stack string, err error) {
+func (w *worker[T]) safeProcess(ctx context.Context, it keyed[T]) (stack string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: job %q: item %q: %v", ErrPanic, w.st.job, w.b.Key(it), r)
+			err = fmt.Errorf("%w: job %q: item %q: %v", ErrPanic, w.st.job, it.key, r)
 			stack = string(debug.Stack())
 		}
 	}()
-	return "", w.b.Process(ctx, it)
+	return "", w.b.Process(ctx, it.item)
 }
 
 func (w *worker[T]) loadCheckpoint(ctx context.Context) (string, error) {
@@ -371,9 +378,10 @@ func (b Batch[T]) checkItems(job string, items []any) ([]any, error) {
 func (b Batch[T]) runItems(ctx context.Context, items []any) error {
 	st := runFrom(ctx)
 	w := b.newWorker(st)
-	typed := make([]T, len(items))
+	typed := make([]keyed[T], len(items))
 	for i, it := range items {
-		typed[i] = it.(T) // checked by checkItems before the run
+		t := it.(T) // checked by checkItems before the run
+		typed[i] = keyed[T]{t, b.Key(t)}
 	}
 	st.batches.Add(1)
 	err := w.processAll(ctx, typed, map[string]bool{})

@@ -16,7 +16,7 @@ import (
 //	manual:    recover → middleware → run lock → timeout → job
 //
 // Each guard is a Middleware: it runs next or returns a skip.
-func (s *Scheduler) chain(e *entry, trig Trigger) Job {
+func (s *Scheduler) chain(e *entry, trig Trigger) (Job, error) {
 	j := s.startGuard(e)
 	if e.cfg.hardKill && trig == TriggerSchedule {
 		j = s.hardKillGuard(e)(j)
@@ -32,10 +32,12 @@ func (s *Scheduler) chain(e *entry, trig Trigger) Job {
 		j = s.claimGuard(e)(j)
 		j = s.killGuard(e)(j)
 	}
-	for _, mw := range slices.Backward(s.cfg.middleware) {
-		j = mw(j)
+	for i, mw := range slices.Backward(s.cfg.middleware) {
+		if j = mw(j); isNil(j) {
+			return nil, fmt.Errorf("%w: job %q: middleware %d returned a nil Job", ErrInvalidOption, e.name, i)
+		}
 	}
-	return s.recoverGuard(e)(j)
+	return s.recoverGuard(e)(j), nil
 }
 
 // skipError is returned by a guard that did not let the run start.

@@ -141,3 +141,41 @@ func TestSetEnabledOnReadOnlySwitch(t *testing.T) {
 type readOnlySwitch struct{}
 
 func (readOnlySwitch) Enabled(context.Context, string) (bool, error) { return true, nil }
+
+// User code that panics where the library calls it never takes the process
+// down: Key and Process on worker goroutines, the observer, middleware.
+func TestUserPanicsAreContained(t *testing.T) {
+	ctx := context.Background()
+	t.Run("Key", func(t *testing.T) {
+		s, _ := newTest(t)
+		_ = s.Register("j", "@hourly", Batch[int]{Fetch: pages(1, 4), Process: noop, Concurrency: 4,
+			Key: func(i int) string {
+				if i == 3 {
+					panic("bad key")
+				}
+				return itoa(i)
+			}})
+		if _, err := s.RunManually(ctx, "j"); !errors.Is(err, ErrPanic) {
+			t.Fatalf("err = %v, want ErrPanic", err)
+		}
+		if _, err := s.RunManually(ctx, "j", 1, 3); !errors.Is(err, ErrPanic) {
+			t.Fatalf("manual items: err = %v, want ErrPanic", err)
+		}
+	})
+	t.Run("observer", func(t *testing.T) {
+		s, _ := newTest(t, WithObserver(func(Event) { panic("observer") }))
+		_ = s.Register("j", "@hourly", Batch[int]{Fetch: pages(1, 4), Key: itoa, Concurrency: 4,
+			Process: func(context.Context, int) error { return errors.New("fail") }})
+		rep, _ := s.RunManually(ctx, "j")
+		if rep.Failed != 4 {
+			t.Fatalf("report = %+v", rep)
+		}
+	})
+	t.Run("nil from middleware", func(t *testing.T) {
+		s, _ := newTest(t, WithMiddleware(func(Job) Job { return nil }))
+		err := s.Register("j", "@hourly", JobFunc(func(context.Context) error { return nil }))
+		if !errors.Is(err, ErrInvalidOption) || !strings.Contains(err.Error(), `"j"`) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}

@@ -3,6 +3,7 @@ package cronguard
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -197,10 +198,22 @@ func (s *Scheduler) emit(ev Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
-	if s.cfg.observer != nil {
-		s.cfg.observer(ev)
-	}
+	s.observe(ev)
 	s.log(ev)
+}
+
+// observe calls the observer. A panic in it is logged, not passed on: it may
+// run on a worker goroutine of a Batch, where a panic would end the process.
+func (s *Scheduler) observe(ev Event) {
+	if s.cfg.observer == nil {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.cfg.logger.Error("cronguard: observer panicked", "job", ev.Job, "event", string(ev.Kind), "panic", fmt.Sprint(r))
+		}
+	}()
+	s.cfg.observer(ev)
 }
 
 func (s *Scheduler) log(ev Event) {

@@ -300,8 +300,12 @@ func (s *Scheduler) newEntry(name, spec string, job Job, opts []JobOption) (*ent
 		e.batch = b
 	}
 	e.ticks = &tickSchedule{inner: sched}
-	e.scheduled = s.chain(e, TriggerSchedule)
-	e.manual = s.chain(e, TriggerManual)
+	if e.scheduled, err = s.chain(e, TriggerSchedule); err != nil {
+		return nil, err
+	}
+	if e.manual, err = s.chain(e, TriggerManual); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 
