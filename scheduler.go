@@ -458,8 +458,11 @@ func (s *Scheduler) SetEnabled(ctx context.Context, name string, on bool, reason
 	}
 	fks, ok := s.cfg.killSwitch.(FlippableKillSwitch)
 	if !ok {
-		return fmt.Errorf("%w: job %q: %T is read-only; flip flag %q in its own store (for Unleash, in Unleash)",
-			ErrNotFlippable, name, s.cfg.killSwitch, e.cfg.flag)
+		where := fmt.Sprintf("flip flag %q in its own store (for Unleash, in Unleash)", e.cfg.flag)
+		if h, ok := s.cfg.killSwitch.(interface{ flipHint(flag string) string }); ok {
+			where = h.flipHint(e.cfg.flag) // the Unleash switch names the toggle
+		}
+		return fmt.Errorf("%w: job %q: %T is read-only; %s", ErrNotFlippable, name, s.cfg.killSwitch, where)
 	}
 	if err := fks.SetEnabled(ctx, e.cfg.flag, on, reason); err != nil {
 		return fmt.Errorf("cronguard: job %q: set flag %q to %t: %w", name, e.cfg.flag, on, err)

@@ -1,0 +1,340 @@
+package cronguard
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/Unleash/unleash-client-go/v4"
+)
+
+// These tests run against a real Unleash server (scripts/unleash-up):
+//
+//	scripts/unleash-up && set -a && . /tmp/cronguard-unleash/env && set +a
+//	go test -race -count=1 -run 'TestUnleash' .
+//
+// Without UNLEASH_URL they skip, unless CI=true, where they fail.
+
+// unleashServer is the Unleash server under test.
+type unleashServer struct {
+	url, adminToken, apiToken string
+}
+
+func unleashFromEnv(t *testing.T) unleashServer {
+	t.Helper()
+	u := unleashServer{
+		url:        strings.TrimSuffix(os.Getenv("UNLEASH_URL"), "/"),
+		adminToken: os.Getenv("UNLEASH_ADMIN_TOKEN"),
+		apiToken:   os.Getenv("UNLEASH_API_TOKEN"),
+	}
+	if u.url == "" || u.adminToken == "" || u.apiToken == "" {
+		msg := "Unleash integration test: UNLEASH_URL, UNLEASH_ADMIN_TOKEN and UNLEASH_API_TOKEN are not all set; " +
+			"start a server with scripts/unleash-up and load /tmp/cronguard-unleash/env (scripts/test does both)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip("SKIPPING: " + msg)
+	}
+	return u
+}
+
+// admin calls the Admin API.
+func (u unleashServer) admin(t *testing.T, method, path, body string) {
+	t.Helper()
+	req, err := http.NewRequest(method, u.url+"/admin/projects/default/features"+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", u.adminToken)
+	req.Header.Set("Content-Type", "application/json")
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("Unleash Admin API %s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		t.Fatalf("Unleash Admin API %s %s: %s: %s", method, path, resp.Status, b.String())
+	}
+}
+
+// createToggle creates a toggle, off in every environment, archived when
+// the test ends.
+func (u unleashServer) createToggle(t *testing.T, name string) {
+	t.Helper()
+	u.admin(t, http.MethodPost, "", fmt.Sprintf(`{"name":%q}`, name))
+	t.Cleanup(func() {
+		req, _ := http.NewRequest(http.MethodDelete, u.url+"/admin/projects/default/features/"+name, nil)
+		req.Header.Set("Authorization", u.adminToken)
+		c := &http.Client{Timeout: 5 * time.Second}
+		if resp, err := c.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	})
+}
+
+// flip turns a toggle on or off in the development environment, the one
+// the API token is for.
+func (u unleashServer) flip(t *testing.T, name string, on bool) {
+	t.Helper()
+	state := "off"
+	if on {
+		state = "on"
+	}
+	u.admin(t, http.MethodPost, "/"+name+"/environments/development/"+state, "")
+}
+
+// unleashListener counts what the client reports.
+type unleashListener struct {
+	errors atomic.Int64
+	ready  atomic.Bool
+}
+
+func (l *unleashListener) OnError(error)   { l.errors.Add(1) }
+func (l *unleashListener) OnWarning(error) {}
+func (l *unleashListener) OnReady()        { l.ready.Store(true) }
+func (l *unleashListener) OnUpdate()       {}
+
+// newUnleashClient returns a client with the settings the switch's
+// documentation recommends (a short refresh), its backup in backupDir
+// (a new temporary directory when ""), closed when the test ends — after
+// the schedulers made later, which t.Cleanup stops first.
+func (u unleashServer) newUnleashClient(t *testing.T, app, backupDir string) (*unleash.Client, *unleashListener) {
+	t.Helper()
+	if backupDir == "" {
+		backupDir = t.TempDir()
+	}
+	l := &unleashListener{}
+	c, err := unleash.NewClient(
+		unleash.WithUrl(u.url),
+		unleash.WithAppName(app),
+		unleash.WithCustomHeaders(http.Header{"Authorization": {u.apiToken}}),
+		unleash.WithRefreshInterval(250*time.Millisecond),
+		unleash.WithBackupPath(backupDir),
+		unleash.WithHttpClient(&http.Client{Timeout: 2 * time.Second}),
+		unleash.WithListener(l),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c, l
+}
+
+func unleashName(prefix string) string {
+	return prefix + "-" + strconv.FormatUint(rand.Uint64()%1e9, 36)
+}
+
+// Toggle off: the job is skipped (killed); on: it runs. A missing toggle is
+// off. The switch cannot be flipped from cronguard.
+func TestUnleashKillSwitchToggle(t *testing.T) {
+	srv := unleashFromEnv(t)
+	job := unleashName("ug-job")
+	toggle := DefaultUnleashPrefix + job
+	srv.createToggle(t, toggle) // created off
+
+	client, _ := srv.newUnleashClient(t, unleashName("cronguard-test"), "")
+	ks := NewUnleashKillSwitch(client)
+	s, rec := newTest(t, WithKillSwitch(ks))
+	ran := 0
+	if err := s.Register(job, "@hourly", JobFunc(func(context.Context) error { ran++; return nil })); err != nil {
+		t.Fatal(err)
+	}
+	// The client has fetched once the toggle is known to it.
+	ksWait(t, 10*time.Second, "client fetched the new toggle", func() bool {
+		for _, f := range client.ListFeatures() {
+			if f.Name == toggle {
+				return true
+			}
+		}
+		return false
+	})
+
+	tick := t0
+	next := func() Report { tick = tick.Add(time.Hour); return tickAt(t, s, job, tick) }
+	if rep := next(); rep.Skipped != SkipKilled || !errors.Is(rep.Err, ErrKilled) || ran != 0 {
+		t.Fatalf("toggle off: report = %v", rep)
+	}
+	if ev, ok := rec.find(EventSkipped); !ok || ev.Skip != SkipKilled {
+		t.Fatalf("skip event = %+v, %v", ev, ok)
+	}
+
+	flipped := time.Now()
+	srv.flip(t, toggle, true)
+	took := ksWait(t, 10*time.Second, "toggle on reaches the client", ksIs(ks, job, true))
+	t.Logf("Unleash flip on seen after %s (refresh 250ms)", took)
+	if rep := next(); rep.Skipped != "" || rep.Stop != StopDone || ran != 1 {
+		t.Fatalf("toggle on: report = %v, ran %d", rep, ran)
+	}
+	if st := ks.State(job); !st.Enabled || !strings.Contains(st.Reason, toggle) {
+		t.Fatalf("State = %+v", st)
+	}
+
+	srv.flip(t, toggle, false)
+	took = ksWait(t, 10*time.Second, "toggle off reaches the client", ksIs(ks, job, false))
+	t.Logf("Unleash flip off seen after %s (refresh 250ms); round trip since first flip %s", took, time.Since(flipped))
+	if rep := next(); rep.Skipped != SkipKilled || ran != 1 {
+		t.Fatalf("toggle off again: report = %v", rep)
+	}
+
+	// Unleash's rule: a toggle that does not exist is off.
+	if on, err := ks.Enabled(context.Background(), unleashName("never-created")); err != nil || on {
+		t.Fatalf("missing toggle: Enabled = %v, %v", on, err)
+	}
+	// A job name Unleash would refuse as a toggle name: fail, do not guess.
+	if _, err := ks.Enabled(context.Background(), "send emails"); err == nil || !strings.Contains(err.Error(), "Flag(") {
+		t.Fatalf("invalid toggle name: err = %v", err)
+	}
+	// Flipped in Unleash, not here; the error names the toggle.
+	err := s.SetEnabled(context.Background(), job, true, "")
+	if !errors.Is(err, ErrNotFlippable) || !strings.Contains(err.Error(), `"`+toggle+`"`) || !strings.Contains(err.Error(), "in Unleash") {
+		t.Fatalf("SetEnabled: err = %v", err)
+	}
+	// A prefix of one's own, or none.
+	if got := NewUnleashKillSwitch(client, UnleashPrefix("")).Toggle("x"); got != "x" {
+		t.Fatalf("UnleashPrefix(\"\"): Toggle = %q", got)
+	}
+}
+
+// The server goes away: clients that fetched keep the last known toggles;
+// a client started while it is away does not block anything, and the fail
+// policy applies until it fetches (or it answers from its backup file).
+func TestUnleashKillSwitchServerDown(t *testing.T) {
+	srv := unleashFromEnv(t)
+	pidFile := filepath.Join(cmpOrStr(os.Getenv("UNLEASH_STATE_DIR"), "/tmp/cronguard-unleash"), "unleash.pid")
+	if _, err := os.Stat(pidFile); err != nil {
+		msg := "Unleash server-down test: needs the server scripts/unleash-up started (" + err.Error() + ")"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip("SKIPPING: " + msg)
+	}
+	onJob, offJob := unleashName("ug-on"), unleashName("ug-off")
+	srv.createToggle(t, DefaultUnleashPrefix+onJob)
+	srv.createToggle(t, DefaultUnleashPrefix+offJob)
+	srv.flip(t, DefaultUnleashPrefix+onJob, true)
+
+	app, backup := unleashName("cronguard-test"), t.TempDir()
+	client, l := srv.newUnleashClient(t, app, backup)
+	ks := NewUnleashKillSwitch(client)
+	ksWait(t, 10*time.Second, "client sees both toggles", func() bool {
+		return ksIs(ks, onJob, true)() && ksIs(ks, offJob, false)()
+	})
+
+	// Stop the server; start it again at the end, whatever happens.
+	stopUnleash(t, pidFile)
+	t.Cleanup(func() { startUnleash(t) })
+	errs := l.errors.Load()
+	ksWait(t, 5*time.Second, "client notices the server is gone", func() bool { return l.errors.Load() > errs })
+
+	// The last known value holds.
+	s, _ := newTest(t, WithKillSwitch(ks))
+	ran := map[string]int{}
+	for _, j := range []string{onJob, offJob} {
+		if err := s.Register(j, "@hourly", JobFunc(func(context.Context) error { ran[j]++; return nil })); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rep := tickAt(t, s, onJob, t0); rep.Stop != StopDone || ran[onJob] != 1 {
+		t.Fatalf("server down, toggle was on: report = %v", rep)
+	}
+	if rep := tickAt(t, s, offJob, t0); rep.Skipped != SkipKilled {
+		t.Fatalf("server down, toggle was off: report = %v", rep)
+	}
+
+	// A client started now: nothing blocks, nothing is known, the fail
+	// policy applies.
+	begin := time.Now()
+	fresh, freshL := srv.newUnleashClient(t, unleashName("cronguard-test"), "")
+	freshKS := NewUnleashKillSwitch(fresh)
+	closed, rec := newTest(t, WithKillSwitch(freshKS))
+	open, _ := newTest(t, WithKillSwitch(freshKS), WithFailOpen())
+	if err := closed.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(begin); d > time.Second {
+		t.Fatalf("NewClient, NewUnleashKillSwitch, New and Start took %s with the server down", d)
+	}
+	for _, sc := range []*Scheduler{closed, open} {
+		if err := sc.Register(onJob, "@hourly", JobFunc(func(context.Context) error { ran["fresh"]++; return nil })); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep := tickAt(t, closed, onJob, t0)
+	if rep.Skipped != SkipBackend || !errors.Is(rep.Err, ErrFlagUnavailable) || !strings.Contains(rep.Err.Error(), "no toggles yet") {
+		t.Fatalf("fresh client, fail closed: report = %v", rep)
+	}
+	if ev, ok := rec.find(EventFlag); !ok || ev.Enabled {
+		t.Fatalf("EventFlag = %+v, %v", ev, ok)
+	}
+	if rep := tickAt(t, open, onJob, t0); rep.Stop != StopDone || ran["fresh"] != 1 {
+		t.Fatalf("fresh client, WithFailOpen: report = %v", rep)
+	}
+	if freshL.ready.Load() {
+		t.Fatal("fresh client ready with the server down")
+	}
+
+	// A client started now with the first client's backup file answers
+	// from it: the last known values, across a restart of the process.
+	fromBackup, _ := srv.newUnleashClient(t, app, backup)
+	backupKS := NewUnleashKillSwitch(fromBackup)
+	if !ksIs(backupKS, onJob, true)() || !ksIs(backupKS, offJob, false)() {
+		t.Fatal("client started from the backup file does not answer its toggles")
+	}
+
+	// The server comes back: the fresh client fetches and follows Unleash.
+	startUnleash(t)
+	ksWait(t, 15*time.Second, "fresh client fetches once the server is back", ksIs(freshKS, onJob, true))
+	if rep := tickAt(t, closed, onJob, t0.Add(time.Hour)); rep.Stop != StopDone {
+		t.Fatalf("server back: report = %v", rep)
+	}
+}
+
+func cmpOrStr(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// stopUnleash stops the Unleash server process scripts/unleash-up started
+// (PostgreSQL stays up) and waits until it is gone.
+func stopUnleash(t *testing.T, pidFile string) {
+	t.Helper()
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("pid file %s: %v", pidFile, err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatalf("stop Unleash (pid %d): %v", pid, err)
+	}
+	ksWait(t, 20*time.Second, "Unleash exits", func() bool { return syscall.Kill(pid, 0) != nil })
+}
+
+// startUnleash runs scripts/unleash-up, which starts the server again if it
+// is not up (same port, same database).
+func startUnleash(t *testing.T) {
+	t.Helper()
+	out, err := exec.Command("bash", "scripts/unleash-up").CombinedOutput()
+	if err != nil {
+		t.Fatalf("scripts/unleash-up: %v\n%s", err, out)
+	}
+}
