@@ -34,6 +34,7 @@ func (c *config) useRedis() error {
 		return nil
 	}
 	// Backends are added here, one line each, as they are built.
+	c.useRedisLocker()
 	c.useRedisKillSwitch()
 	return nil
 }

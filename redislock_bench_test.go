@@ -1,0 +1,102 @@
+package cronguard
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/cronguard/cronguard/internal/redistest"
+)
+
+// BenchmarkRedisGuardedRunVsPing measures what the guards cost on a real
+// Redis against the floor of the same number of PINGs on the same client,
+// interleaved in one run so both see the same machine:
+//
+//	winner/locker: Claim + Acquire + Release (3 round trips) vs 3 PINGs
+//	winner/chain:  a scheduled tick of a no-op job through the whole guard
+//	               chain (kill switch, claim, overlap, lock and watchdog,
+//	               release) vs 3 PINGs
+//	loser:         a Claim that finds the tick taken (1 round trip) vs 1 PING
+//
+// x-ping is the ratio; run it with
+//
+//	go test -run '^$' -bench RedisGuardedRunVsPing -benchtime 3s .
+func BenchmarkRedisGuardedRunVsPing(b *testing.B) {
+	srv := redistest.Start(b)
+	c := srv.Client(b)
+	ctx := context.Background()
+	l, err := NewRedisLocker(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(WithLocker(l), WithInstanceID("bench"), WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Stop(ctx) })
+	if err := s.Register("noop", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
+		b.Fatal(err)
+	}
+	e, _ := s.lookup("noop")
+	base := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	next := 0
+	tick := func() time.Time { next++; return base.Add(time.Duration(next) * time.Second) }
+	// Load the scripts once, as any running service has.
+	if rep := s.execute(s.base, e, TriggerSchedule, tick(), nil); rep.Stop != StopDone {
+		b.Fatal(rep)
+	}
+
+	compare := func(b *testing.B, pings int, guarded func() error) {
+		var g, p time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			if err := guarded(); err != nil {
+				b.Fatal(err)
+			}
+			t1 := time.Now()
+			for range pings {
+				if err := c.Ping(ctx).Err(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			g, p = g+t1.Sub(t0), p+time.Since(t1)
+		}
+		n := float64(b.N)
+		b.ReportMetric(float64(g.Nanoseconds())/n, "guarded-ns/op")
+		b.ReportMetric(float64(p.Nanoseconds())/n, "pings-ns/op")
+		b.ReportMetric(float64(g)/float64(p), "x-ping")
+	}
+	b.Run("winner/locker", func(b *testing.B) {
+		compare(b, 3, func() error {
+			ok, _, err := l.Claim(ctx, "bench", tick(), 30*time.Second, "bench")
+			if err != nil || !ok {
+				return err
+			}
+			lease, err := l.Acquire(ctx, "bench", 30*time.Second)
+			if err != nil {
+				return err
+			}
+			return lease.Release(ctx)
+		})
+	})
+	b.Run("winner/chain", func(b *testing.B) {
+		compare(b, 3, func() error {
+			rep := s.execute(s.base, e, TriggerSchedule, tick(), nil)
+			if rep.Stop != StopDone {
+				return rep.Err
+			}
+			return nil
+		})
+	})
+	b.Run("loser", func(b *testing.B) {
+		taken := tick()
+		if _, _, err := l.Claim(ctx, "bench", taken, time.Minute, "other"); err != nil {
+			b.Fatal(err)
+		}
+		compare(b, 1, func() error {
+			_, _, err := l.Claim(ctx, "bench", taken, time.Minute, "bench")
+			return err
+		})
+	})
+}

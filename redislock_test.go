@@ -1,0 +1,1444 @@
+package cronguard
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/cronguard/cronguard/internal/redistest"
+)
+
+// Tests of RedisLocker against real redis-server processes (internal/redistest).
+// The long ones (skew, long job, Redlock, crash) run in parallel; TestMain's
+// goleak check covers them. The outage test checks for leaks itself.
+
+// ---- helpers ---------------------------------------------------------------
+
+// rlLeakCheck fails t if goroutines started during t outlive it (after every
+// cleanup, so clients and servers are closed first). Only for tests that do
+// not run in parallel.
+func rlLeakCheck(t *testing.T) {
+	t.Helper()
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		rlAwaitDialers()
+		goleak.VerifyNone(t, before)
+	})
+}
+
+// rlAwaitDialers waits (up to 3s) for go-redis's background dialers to end.
+// A client whose server went away starts one (ConnPool.tryDial); it notices
+// that the client was closed only after its next 1s sleep, later than
+// goleak waits. Tests that stop a server call it in a cleanup registered
+// before their clients'.
+func rlAwaitDialers() {
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if n := runtime.Stack(buf, true); !strings.Contains(string(buf[:n]), "(*ConnPool).tryDial") {
+			return
+		}
+	}
+}
+
+// rlLocker returns a RedisLocker on c.
+func rlLocker(t *testing.T, c redis.UniversalClient, opts ...RedisLockerOption) *RedisLocker {
+	t.Helper()
+	l, err := NewRedisLocker(c, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// rlEvents records the events of one scheduler.
+type rlEvents struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (r *rlEvents) observe(e Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, e)
+}
+
+func (r *rlEvents) all() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.events)
+}
+
+func (r *rlEvents) skips(reason SkipReason) []Event {
+	var out []Event
+	for _, e := range r.all() {
+		if e.Kind == EventSkipped && e.Skip == reason {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (r *rlEvents) kind(k EventKind) []Event {
+	var out []Event
+	for _, e := range r.all() {
+		if e.Kind == k {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// rlSched returns a quiet scheduler named id on locker l, stopped at the end
+// of the test.
+func rlSched(t *testing.T, id string, l Locker, opts ...Option) (*Scheduler, *rlEvents) {
+	t.Helper()
+	rec := &rlEvents{}
+	s, err := New(append([]Option{
+		WithLocker(l),
+		WithInstanceID(id),
+		WithLogger(slog.New(slog.DiscardHandler)),
+		WithObserver(rec.observe),
+		WithLocation(time.UTC),
+	}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rlStop(t, s) })
+	return s, rec
+}
+
+func rlStop(t *testing.T, s *Scheduler) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Stop(ctx); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+}
+
+// rlTick runs job through the scheduled chain of s as if cron fired tick.
+func rlTick(t *testing.T, s *Scheduler, job string, tick time.Time) Report {
+	t.Helper()
+	e, err := s.lookup(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.execute(s.base, e, TriggerSchedule, tick, nil)
+}
+
+// rlWait polls cond every 10ms until it holds or timeout passes.
+func rlWait(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// sleepUntil sleeps until t.
+func sleepUntil(at time.Time) { time.Sleep(time.Until(at)) }
+
+// nextSecond is the first whole second after t.
+func nextSecond(t time.Time) time.Time { return t.Truncate(time.Second).Add(time.Second) }
+
+// tickLog counts runs per tick in memory, for tests whose Redis restarts.
+type tickLog struct {
+	mu   sync.Mutex
+	runs map[string][]string // fmtTick(tick) -> instances that ran it
+	toks []int64             // fencing tokens, in run order
+}
+
+func newTickLog() *tickLog { return &tickLog{runs: map[string][]string{}} }
+
+func (l *tickLog) job(id string, d time.Duration) Job {
+	return JobFunc(func(ctx context.Context) error {
+		l.mu.Lock()
+		tick := fmtTick(TickFrom(ctx))
+		l.runs[tick] = append(l.runs[tick], id)
+		if lease := LeaseFrom(ctx); lease != nil {
+			l.toks = append(l.toks, lease.Token())
+		}
+		l.mu.Unlock()
+		time.Sleep(d)
+		return nil
+	})
+}
+
+func (l *tickLog) count(tick time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.runs[fmtTick(tick)])
+}
+
+func (l *tickLog) ticks() map[time.Time][]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[time.Time][]string{}
+	for k, v := range l.runs {
+		tick, _ := time.Parse(time.RFC3339Nano, k)
+		out[tick] = slices.Clone(v)
+	}
+	return out
+}
+
+func (l *tickLog) tokens() []int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.toks)
+}
+
+// ---- the locker's API ------------------------------------------------------
+
+func TestRedisLockerOptions(t *testing.T) {
+	if _, err := NewRedisLocker(nil); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("NewRedisLocker(nil) = %v, want ErrInvalidOption", err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialed
+	defer c.Close()
+	for name, opt := range map[string]RedisLockerOption{
+		"RedlockWith(nil)":   RedlockWith(c, nil),
+		"RedisLockBudget(0)": RedisLockBudget(0),
+		"nil option":         nil,
+	} {
+		if _, err := NewRedisLocker(c, opt); !errors.Is(err, ErrInvalidOption) {
+			t.Errorf("%s: err = %v, want ErrInvalidOption", name, err)
+		}
+	}
+	l := rlLocker(t, c, RedisLockPrefix("svc:"), RedisLockOwner("me"), RedisLockBudget(time.Second), RedlockWith(c, c))
+	if l.quorum != 2 || len(l.clients) != 3 || l.prefix != "svc:" || l.owner != "me" || l.budget != time.Second {
+		t.Errorf("locker = %+v", l)
+	}
+	if _, err := l.Acquire(context.Background(), "j", 0); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("Acquire with TTL 0: %v, want ErrInvalidOption", err)
+	}
+	if d := rlLocker(t, c); d.prefix != "cronguard:" || d.budget != 2*time.Second || d.owner == "" {
+		t.Errorf("defaults: %+v", d)
+	}
+}
+
+func TestRedisLockerClaim(t *testing.T) {
+	rlLeakCheck(t)
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	for _, legacy := range []bool{false, true} {
+		t.Run(fmt.Sprintf("script=%t", legacy), func(t *testing.T) {
+			l := rlLocker(t, c)
+			l.noSetGet[0].Store(legacy) // the Redis < 7 path
+			tick := t0.Add(time.Duration(rand.IntN(1e6)) * time.Second)
+			ok, holder, err := l.Claim(ctx, "mail", tick, 10*time.Second, "web-1")
+			if err != nil || !ok || holder != "web-1" {
+				t.Fatalf("first claim = %t, %q, %v", ok, holder, err)
+			}
+			ok, holder, err = l.Claim(ctx, "mail", tick, 10*time.Second, "web-2")
+			if err != nil || ok || holder != "web-1" {
+				t.Fatalf("second claim = %t, %q, %v; want lost to web-1", ok, holder, err)
+			}
+			// The same instance claiming again (a duplicate fire) loses too.
+			if ok, _, _ := l.Claim(ctx, "mail", tick, 10*time.Second, "web-1"); ok {
+				t.Fatal("a tick was claimed twice by its own holder")
+			}
+			key := "cronguard:tick:{mail}:" + tick.UTC().Format(time.RFC3339Nano)
+			if v, err := c.Get(ctx, key).Result(); err != nil || v != "web-1" {
+				t.Fatalf("GET %s = %q, %v", key, v, err)
+			}
+			if ttl := c.PTTL(ctx, key).Val(); ttl <= 9*time.Second || ttl > 10*time.Second {
+				t.Errorf("PTTL %s = %s, want about 10s", key, ttl)
+			}
+			if ok, _, err := l.Claim(ctx, "mail", tick.Add(time.Second), 10*time.Second, "web-2"); !ok || err != nil {
+				t.Errorf("next tick: %t, %v", ok, err)
+			}
+		})
+	}
+}
+
+func TestRedisLockerAcquire(t *testing.T) {
+	rlLeakCheck(t)
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	a := rlLocker(t, c, RedisLockOwner("web-1"))
+	b := rlLocker(t, c, RedisLockOwner("web-2"))
+	const key = "cronguard:lock:{report}"
+
+	l1, err := a.Acquire(ctx, "report", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := c.Get(ctx, key).Val(); !strings.HasPrefix(v, "web-1/") || len(v) < len("web-1/")+20 {
+		t.Errorf("lock value %q, want web-1/<random>", v)
+	}
+	if f, _ := c.Get(ctx, "cronguard:fence:{report}").Int64(); f != l1.Token() {
+		t.Errorf("fence key %d, token %d", f, l1.Token())
+	}
+
+	// Acquire twice: ErrLocked at once, naming the job and the holder.
+	start := time.Now()
+	_, err = b.Acquire(ctx, "report", 5*time.Second)
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), `"report"`) || !strings.Contains(err.Error(), `"web-1"`) {
+		t.Fatalf("second Acquire: %v; want ErrLocked naming the job and web-1", err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("a held lock took %s to report", d)
+	}
+	t.Logf("held: %v", err)
+	if _, err := a.Acquire(ctx, "report", 5*time.Second); !errors.Is(err, ErrLocked) {
+		t.Fatalf("same locker again: %v", err)
+	}
+
+	// Extend keeps it; a new TTL applies.
+	if err := l1.Extend(ctx, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if ttl := c.PTTL(ctx, key).Val(); ttl < 19*time.Second {
+		t.Errorf("PTTL after Extend(20s) = %s", ttl)
+	}
+
+	// Release, then Acquire: works, and the token grew.
+	if err := l1.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Exists(ctx, key).Val(); n != 0 {
+		t.Fatal("lock key still there after Release")
+	}
+	if err := l1.Release(ctx); err != nil {
+		t.Errorf("second Release: %v", err)
+	}
+	if err := l1.Extend(ctx, time.Second); !errors.Is(err, ErrLockLost) {
+		t.Errorf("Extend after Release: %v", err)
+	}
+	l2, err := b.Acquire(ctx, "report", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l2.Token() <= l1.Token() {
+		t.Errorf("token did not grow: %d then %d", l1.Token(), l2.Token())
+	}
+
+	// Extend after DEL: ErrLockLost; the lost lease never touches the key again.
+	c.Del(ctx, key)
+	if err := l2.Extend(ctx, 5*time.Second); !errors.Is(err, ErrLockLost) {
+		t.Fatalf("Extend after DEL: %v, want ErrLockLost", err)
+	} else {
+		t.Logf("lost: %v", err)
+	}
+	l3, err := a.Acquire(ctx, "report", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.Release(ctx); !errors.Is(err, ErrLockLost) {
+		t.Errorf("Release of a lost lease: %v, want ErrLockLost", err)
+	}
+	if c.Exists(ctx, key).Val() != 1 {
+		t.Fatal("releasing a lost lease deleted the new holder's lock")
+	}
+	// Taken over behind its back (expired and re-acquired): Release refuses.
+	c.Set(ctx, key, "thief/x", time.Minute)
+	if err := l3.Release(ctx); !errors.Is(err, ErrLockLost) {
+		t.Errorf("Release of a lock now held by another: %v", err)
+	}
+	if c.Get(ctx, key).Val() != "thief/x" {
+		t.Error("Release deleted another holder's lock")
+	}
+	if _, err := a.Acquire(ctx, "report", time.Second); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), `"thief"`) {
+		t.Errorf("Acquire of a foreign lock: %v", err)
+	}
+}
+
+func TestRedisLockerTokenSurvivesDataLoss(t *testing.T) {
+	rlLeakCheck(t)
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	l := rlLocker(t, c)
+	var last int64
+	take := func(what string) {
+		t.Helper()
+		lease, err := l.Acquire(ctx, "j", time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lease.Token() <= last {
+			t.Fatalf("%s: token %d after %d", what, lease.Token(), last)
+		}
+		last = lease.Token()
+		if err := lease.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 50 {
+		take("in a row")
+	}
+	c.FlushAll(ctx)
+	take("after FLUSHALL")
+	c.Set(ctx, "cronguard:fence:{j}", 7, 0)
+	take("after the counter was reset")
+	srv.Restart(t) // empty: no persistence
+	take("after a restart")
+}
+
+func TestRedisLockerRedisDown(t *testing.T) {
+	rlLeakCheck(t)
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	l := rlLocker(t, c, RedisLockBudget(500*time.Millisecond))
+	lease, err := l.Acquire(ctx, "j", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop(t)
+	_, _, err = l.Claim(ctx, "j", t0, time.Second, "me")
+	if err == nil || errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), srv.Addr()) {
+		t.Errorf("Claim with Redis down: %v; want a Redis error naming %s", err, srv.Addr())
+	}
+	t.Logf("claim: %v", err)
+	_, err = l.Acquire(ctx, "j", time.Second)
+	if err == nil || errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), srv.Addr()) {
+		t.Errorf("Acquire with Redis down: %v; want the Redis error, not ErrLocked", err)
+	}
+	t.Logf("acquire: %v", err)
+	if err := lease.Extend(ctx, 10*time.Second); !errors.Is(err, ErrLockLost) {
+		t.Errorf("Extend with Redis down: %v, want ErrLockLost", err)
+	}
+}
+
+// A Redis that accepts connections and never answers: every call ends
+// within the budget (with ContextTimeoutEnabled, see RedisLocker's doc).
+func TestRedisLockerBudget(t *testing.T) {
+	rlLeakCheck(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns sync.WaitGroup
+	accepted := make(chan net.Conn, 64)
+	conns.Go(func() {
+		for {
+			cn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- cn
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		conns.Wait()
+		close(accepted)
+		for cn := range accepted {
+			cn.Close()
+		}
+	})
+	c := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ContextTimeoutEnabled: true, MaxRetries: -1, Protocol: 2})
+	t.Cleanup(func() { c.Close() })
+	l := rlLocker(t, c, RedisLockBudget(200*time.Millisecond))
+	start := time.Now()
+	_, _, err = l.Claim(context.Background(), "j", t0, time.Second, "me")
+	if d := time.Since(start); err == nil || d > time.Second {
+		t.Errorf("Claim on a silent Redis: %v after %s; want an error within the 200ms budget", err, d)
+	}
+	start = time.Now()
+	_, err = l.Acquire(context.Background(), "j", 30*time.Second)
+	if d := time.Since(start); err == nil || errors.Is(err, ErrLocked) || d > time.Second {
+		t.Errorf("Acquire on a silent Redis: %v after %s", err, d)
+	}
+}
+
+// One node cluster: the script that takes a lock touches two keys, which
+// Cluster allows only in one hash slot.
+func TestRedisLockerCluster(t *testing.T) {
+	rlLeakCheck(t)
+	srv := redistest.Start(t, redistest.Args("--cluster-enabled", "yes"))
+	ctx := context.Background()
+	admin := srv.Client(t)
+	if err := admin.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rlWait(t, 10*time.Second, "cluster_state:ok", func() bool {
+		return strings.Contains(admin.ClusterInfo(ctx).Val(), "cluster_state:ok")
+	})
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr()}})
+	t.Cleanup(func() { cc.Close() })
+	l := rlLocker(t, cc)
+	if ok, _, err := l.Claim(ctx, "billing", t0, time.Minute, "a"); !ok || err != nil {
+		t.Fatalf("Claim on Cluster: %t %v", ok, err)
+	}
+	lease, err := l.Acquire(ctx, "billing", time.Minute)
+	if err != nil {
+		t.Fatalf("Acquire on Cluster: %v", err)
+	}
+	if _, err := l.Acquire(ctx, "billing", time.Minute); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Acquire on Cluster: %v", err)
+	}
+	if err := lease.Extend(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := lease.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWithRedisMakesRedisLocker(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	s2, err := New(WithRedis(c), WithKeyPrefix("app:"), WithInstanceID("i-2"), WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rlStop(t, s2) })
+	l, ok := s2.cfg.locker.(*RedisLocker)
+	if !ok || l.prefix != "app:" || l.owner != "i-2" || l.budget != 2*time.Second {
+		t.Fatalf("WithRedis locker: %#v", s2.cfg.locker)
+	}
+	mem := NewMemoryLocker()
+	s3, err := New(WithRedis(c), WithLocker(mem), WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rlStop(t, s3) })
+	if s3.cfg.locker != Locker(mem) {
+		t.Error("WithLocker did not win over WithRedis")
+	}
+}
+
+func TestRedisLockReleasedAfterPanic(t *testing.T) {
+	rlLeakCheck(t)
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	s, _ := rlSched(t, "a", rlLocker(t, c))
+	if err := s.Register("boom", "@every 1h", JobFunc(func(context.Context) error { panic("boom") })); err != nil {
+		t.Fatal(err)
+	}
+	rep := rlTick(t, s, "boom", t0)
+	if !errors.Is(rep.Err, ErrPanic) {
+		t.Fatalf("report: %v", rep)
+	}
+	if n := c.Exists(context.Background(), "cronguard:lock:{boom}").Val(); n != 0 {
+		t.Fatal("lock still held after the job panicked")
+	}
+}
+
+// ---- issue 3: one run per tick, never two at once, under real faults -------
+
+// Five schedulers share one Redis, each delaying its runs by its own offset
+// (0 to 800ms: clock skew as Redis sees it), a 1-second spec, jobs of 1-50ms:
+// every tick runs exactly once. CRONGUARD_SKEW_TICKS shortens it locally.
+func TestRedisOneRunPerTickAcrossSkewedInstances(t *testing.T) {
+	t.Parallel()
+	ticks := 60
+	if v, err := strconv.Atoi(os.Getenv("CRONGUARD_SKEW_TICKS")); err == nil && v > 0 {
+		ticks = v
+	}
+	srv := redistest.Start(t)
+	check := srv.Client(t)
+	ctx := context.Background()
+
+	var scheds []*Scheduler
+	var recs []*rlEvents
+	for i := range 5 {
+		id := fmt.Sprintf("skew-%d", i)
+		offset := time.Duration(i) * 200 * time.Millisecond
+		delay := func(next Job) Job {
+			return JobFunc(func(ctx context.Context) error {
+				select {
+				case <-time.After(offset):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				return next.Run(ctx)
+			})
+		}
+		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisLockOwner(id)), WithMiddleware(delay))
+		job := JobFunc(func(ctx context.Context) error {
+			tick := fmtTick(TickFrom(ctx))
+			if err := check.HIncrBy(ctx, "test:runs", tick, 1).Err(); err != nil {
+				return err
+			}
+			check.HSet(ctx, "test:who", tick, id)
+			time.Sleep(time.Duration(1+rand.IntN(50)) * time.Millisecond)
+			return nil
+		})
+		if err := s.Register("skew", "* * * * * *", job); err != nil {
+			t.Fatal(err)
+		}
+		scheds, recs = append(scheds, s), append(recs, rec)
+	}
+	start := time.Now()
+	for _, s := range scheds {
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := nextSecond(start)
+	last := first.Add(time.Duration(ticks-1) * time.Second)
+	sleepUntil(last.Add(time.Second)) // the slowest (800ms + 50ms) is done
+	var wg sync.WaitGroup
+	for _, s := range scheds {
+		wg.Go(func() { rlStop(t, s) })
+	}
+	wg.Wait()
+
+	runs, err := check.HGetAll(ctx, "test:runs").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	who := check.HGetAll(ctx, "test:who").Val()
+	for k, n := range runs {
+		if n != "1" {
+			t.Errorf("tick %s ran %s times", k, n)
+		}
+	}
+	wins := map[string]int{}
+	for tick := first; !tick.After(last); tick = tick.Add(time.Second) {
+		k := fmtTick(tick)
+		if runs[k] != "1" {
+			t.Errorf("tick %s ran %q times, want 1", k, runs[k])
+		}
+		wins[who[k]]++
+	}
+	taken := 0
+	for _, r := range recs {
+		for _, e := range r.skips(SkipTickTaken) {
+			taken++
+			if !errors.Is(e.Err, ErrTickTaken) || !strings.Contains(e.Err.Error(), `"skew-`) {
+				t.Errorf("tick_taken event without the winner: %v", e.Err)
+			}
+		}
+		for _, e := range r.kind(EventSkipped) {
+			if e.Skip != SkipTickTaken && !e.Tick.After(last) {
+				t.Errorf("unexpected skip: %s %v", e.Skip, e.Err)
+			}
+		}
+	}
+	if taken < 4*ticks {
+		t.Errorf("%d tick_taken skips, want at least %d (4 losers per tick)", taken, 4*ticks)
+	}
+	t.Logf("%d ticks, each run once; winners: %v; %d losers skipped", ticks, wins, taken)
+}
+
+// LockTTL 1s, a job of 5s: the lease is extended, no other instance runs the
+// job meanwhile, and a manual run gets ErrLocked.
+func TestRedisLongJobKeepsItsLease(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	check := srv.Client(t)
+	ctx := context.Background()
+	const key = "cronguard:lock:{long}"
+
+	var active, overlaps, starts atomic.Int32
+	var long atomic.Bool
+	longStarted := make(chan int64, 1)
+	job := JobFunc(func(ctx context.Context) error {
+		if active.Add(1) > 1 {
+			overlaps.Add(1)
+		}
+		defer active.Add(-1)
+		starts.Add(1)
+		if long.CompareAndSwap(false, true) {
+			longStarted <- LeaseFrom(ctx).Token()
+			select {
+			case <-time.After(5 * time.Second):
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+		return nil
+	})
+	var scheds []*Scheduler
+	var recs []*rlEvents
+	for _, id := range []string{"long-a", "long-b"} {
+		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisLockOwner(id)))
+		if err := s.Register("long", "* * * * * *", job, LockTTL(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		scheds, recs = append(scheds, s), append(recs, rec)
+	}
+	longReport := func() (Report, bool) {
+		for _, r := range recs {
+			for _, e := range r.kind(EventFinished) {
+				if e.Report != nil && e.Report.Duration > 4*time.Second {
+					return *e.Report, true
+				}
+			}
+		}
+		return Report{}, false
+	}
+	for _, s := range scheds {
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var token int64
+	select {
+	case token = <-longStarted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the long run did not start")
+	}
+	startsAtLong := starts.Load()
+	value := check.Get(ctx, key).Val()
+	t.Logf("long run holds %s = %q, token %d", key, value, token)
+
+	// Sample the lock for 4.5s: always there, same value, never more than 1s to live.
+	manualDone := false
+	for deadline := time.Now().Add(4500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		v, err := check.Get(ctx, key).Result()
+		ttl := check.PTTL(ctx, key).Val()
+		if err != nil || v != value || ttl <= 0 || ttl > time.Second {
+			t.Fatalf("lock during the long run: %q (%v), PTTL %s", v, err, ttl)
+		}
+		if !manualDone && time.Now().After(deadline.Add(-2*time.Second)) {
+			manualDone = true
+			for _, s := range scheds {
+				rep, err := s.RunManually(ctx, "long")
+				if !errors.Is(err, ErrLocked) || rep.Skipped != SkipLocked {
+					t.Errorf("manual run during the long run: %v (skipped %q), want ErrLocked", err, rep.Skipped)
+				}
+			}
+		}
+	}
+	rlWait(t, 3*time.Second, "the end of the long run", func() bool { _, ok := longReport(); return ok })
+	rep, _ := longReport()
+	if rep.Stop != StopDone || rep.Err != nil {
+		t.Errorf("long run: %v", rep)
+	}
+	if n := starts.Load(); n != startsAtLong {
+		t.Errorf("%d other runs started during the long run", n-startsAtLong)
+	}
+	// Runs resume after it.
+	rlWait(t, 3*time.Second, "a run after the long one", func() bool { return starts.Load() > startsAtLong })
+	for _, s := range scheds {
+		rlStop(t, s)
+	}
+	if overlaps.Load() != 0 {
+		t.Errorf("%d overlapping runs", overlaps.Load())
+	}
+	locked := 0
+	for _, r := range recs {
+		if n := len(r.kind(EventLockLost)); n > 0 {
+			t.Errorf("%d lock_lost events", n)
+		}
+		locked += len(r.skips(SkipLocked))
+	}
+	if locked == 0 {
+		t.Error("no tick was skipped as locked during the long run")
+	}
+	t.Logf("long run: %v; %d ticks skipped as locked", rep, locked)
+}
+
+// The lock key is deleted mid-run: the run's context is canceled with cause
+// ErrLockLost within TTL/3 plus one round trip, and the lost lock is not
+// released (another holder's lock stays).
+func TestRedisLockStolenCancelsRun(t *testing.T) {
+	rlLeakCheck(t)
+	srv := redistest.Start(t)
+	check := srv.Client(t)
+	ctx := context.Background()
+	const ttl = 900 * time.Millisecond
+	const key = "cronguard:lock:{steal}"
+
+	s, rec := rlSched(t, "victim", rlLocker(t, srv.Client(t)))
+	started := make(chan struct{})
+	type end struct {
+		at    time.Time
+		cause error
+	}
+	ended := make(chan end, 1)
+	job := JobFunc(func(ctx context.Context) error {
+		close(started)
+		<-ctx.Done()
+		ended <- end{time.Now(), context.Cause(ctx)}
+		return ctx.Err()
+	})
+	if err := s.Register("steal", "@every 1h", job, LockTTL(ttl)); err != nil {
+		t.Fatal(err)
+	}
+	repc := goAsyncRL(func() Report { return rlTick(t, s, "steal", t0) })
+	<-started
+	time.Sleep(150 * time.Millisecond) // mid-run, between two extensions
+
+	pingStart := time.Now()
+	check.Ping(ctx)
+	rtt := time.Since(pingStart)
+	if err := check.Del(ctx, key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	stolen := time.Now()
+	thief, err := rlLocker(t, check, RedisLockOwner("thief")).Acquire(ctx, "steal", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e end
+	select {
+	case e = <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("run not canceled after its lock was deleted")
+	}
+	took := e.at.Sub(stolen)
+	limit := ttl/3 + rtt
+	t.Logf("canceled %s after the DEL (TTL/3 + RTT = %s): %v", took, limit, e.cause)
+	if !errors.Is(e.cause, ErrLockLost) {
+		t.Errorf("cause = %v, want ErrLockLost", e.cause)
+	}
+	if took > limit+200*time.Millisecond { // slack for -race and a busy machine
+		t.Errorf("canceled %s after the DEL, want within TTL/3 + RTT = %s", took, limit)
+	}
+	rep := <-repc
+	if rep.Stop != StopLockLost || !errors.Is(rep.Err, ErrLockLost) {
+		t.Errorf("report: %v", rep)
+	}
+	if len(rec.kind(EventLockLost)) != 1 {
+		t.Errorf("lock_lost events: %d", len(rec.kind(EventLockLost)))
+	}
+	if v := check.Get(ctx, key).Val(); !strings.HasPrefix(v, "thief/") {
+		t.Errorf("lock after the victim ended: %q; the lost lock was released over the thief's", v)
+	}
+	if err := thief.Release(ctx); err != nil {
+		t.Error(err)
+	}
+}
+
+func goAsyncRL[T any](fn func() T) <-chan T {
+	ch := make(chan T, 1)
+	go func() { ch <- fn() }()
+	return ch
+}
+
+// Redis is stopped for 5s while two instances run a job every second, then
+// restarted (empty): no panic, skipped ticks with the Redis error during the
+// outage, runs resume at the first tick after, no duplicate, no leak.
+func TestRedisOutageAndRecovery(t *testing.T) {
+	rlLeakCheck(t)
+	srv := redistest.Start(t)
+	log := newTickLog()
+	var scheds []*Scheduler
+	var recs []*rlEvents
+	for _, id := range []string{"out-a", "out-b"} {
+		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisLockOwner(id)))
+		if err := s.Register("tick", "* * * * * *", log.job(id, 5*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		scheds, recs = append(scheds, s), append(recs, rec)
+	}
+	for _, s := range scheds {
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Two good ticks.
+	before := nextSecond(time.Now())
+	sleepUntil(before.Add(1500 * time.Millisecond))
+	for tick := before; !tick.After(before.Add(time.Second)); tick = tick.Add(time.Second) {
+		if n := log.count(tick); n != 1 {
+			t.Errorf("before the outage: tick %s ran %d times", fmtTick(tick), n)
+		}
+	}
+	tokensBefore := log.tokens()
+
+	srv.Stop(t)
+	down := time.Now()
+	time.Sleep(5 * time.Second)
+	srv.Restart(t)
+	up := time.Now()
+	firstAfter := nextSecond(up)
+	sleepUntil(firstAfter.Add(2500 * time.Millisecond))
+	for _, s := range scheds {
+		rlStop(t, s)
+	}
+
+	for tick, ids := range log.ticks() {
+		if len(ids) > 1 {
+			t.Errorf("tick %s ran %d times: %v", fmtTick(tick), len(ids), ids)
+		}
+		// A claim sent during the outage may go through once Redis is back,
+		// within its call budget (2s); a tick older than that cannot.
+		if tick.After(down) && tick.Before(up.Add(-2*time.Second)) {
+			t.Errorf("tick %s ran during the outage", fmtTick(tick))
+		}
+	}
+	for tick := firstAfter; !tick.After(firstAfter.Add(2 * time.Second)); tick = tick.Add(time.Second) {
+		if n := log.count(tick); n != 1 {
+			t.Errorf("after the restart: tick %s ran %d times, want 1", fmtTick(tick), n)
+		}
+	}
+	outageTicks := 0
+	for _, r := range recs {
+		for _, e := range r.kind(EventFinished) {
+			if errors.Is(e.Err, ErrPanic) {
+				t.Errorf("panic: %v", e.Err)
+			}
+		}
+		for _, e := range r.skips(SkipBackend) {
+			outageTicks++
+			if !errors.Is(e.Err, ErrBackend) || !strings.Contains(e.Err.Error(), srv.Addr()) {
+				t.Errorf("backend skip without the Redis error: %v", e.Err)
+			}
+		}
+	}
+	if outageTicks < 2*3 {
+		t.Errorf("%d ticks skipped for the backend during a 5s outage on 2 instances, want at least 6", outageTicks)
+	}
+	if ev := recs[0].skips(SkipBackend); len(ev) > 0 {
+		t.Logf("during the outage: %v", ev[0].Err)
+	}
+	toks := log.tokens()
+	if len(toks) <= len(tokensBefore) || toks[len(toks)-1] <= tokensBefore[len(tokensBefore)-1] {
+		t.Errorf("fencing tokens before %v, after %v: they must keep growing over the restart", tokensBefore, toks)
+	}
+}
+
+// Redlock over three redis-server processes: with one down every tick still
+// runs once; with two down nothing runs, and the error says why.
+func TestRedisRedlockQuorum(t *testing.T) {
+	t.Parallel()
+	t.Cleanup(rlAwaitDialers)
+	srvs := []*redistest.Server{redistest.Start(t), redistest.Start(t), redistest.Start(t)}
+	newLocker := func(id string) *RedisLocker {
+		return rlLocker(t, srvs[0].Client(t), RedisLockOwner(id), RedlockWith(srvs[1].Client(t), srvs[2].Client(t)))
+	}
+	log := newTickLog()
+	var scheds []*Scheduler
+	var recs []*rlEvents
+	for _, id := range []string{"rl-a", "rl-b"} {
+		s, rec := rlSched(t, id, newLocker(id))
+		if err := s.Register("quorum", "* * * * * *", log.job(id, 5*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		scheds, recs = append(scheds, s), append(recs, rec)
+	}
+	for _, s := range scheds {
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expectRuns := func(phase string, from time.Time, n, want int) {
+		t.Helper()
+		for tick := from; tick.Before(from.Add(time.Duration(n) * time.Second)); tick = tick.Add(time.Second) {
+			if got := log.count(tick); got != want {
+				t.Errorf("%s: tick %s ran %d times, want %d", phase, fmtTick(tick), got, want)
+				for _, r := range recs {
+					for _, e := range r.all() {
+						if e.Tick.Equal(tick) {
+							t.Logf("  %s %s %s %v", e.Instance, e.Kind, e.Skip, e.Err)
+						}
+					}
+				}
+			}
+		}
+	}
+	all := nextSecond(time.Now())
+	sleepUntil(all.Add(1500 * time.Millisecond))
+	expectRuns("3 of 3 up", all, 2, 1)
+
+	srvs[2].Stop(t)
+	oneDown := nextSecond(time.Now())
+	sleepUntil(oneDown.Add(2500 * time.Millisecond))
+	expectRuns("2 of 3 up", oneDown, 3, 1)
+
+	srvs[1].Stop(t)
+	twoDown := nextSecond(time.Now())
+	// Each claim now waits for two servers' clients to fail (go-redis
+	// retries for a while): leave the last tick's claims time to end.
+	sleepUntil(twoDown.Add(4 * time.Second))
+	for _, s := range scheds {
+		rlStop(t, s)
+	}
+	expectRuns("1 of 3 up", twoDown, 3, 0)
+	var why []error
+	for _, r := range recs {
+		for _, e := range r.skips(SkipBackend) {
+			if !e.Tick.Before(twoDown) && e.Tick.Before(twoDown.Add(3*time.Second)) {
+				why = append(why, e.Err)
+			}
+		}
+	}
+	// Per tick, the instance that claimed the one server left reports why
+	// it cannot go on; the other lost that server to it (tick_taken).
+	if len(why) < 3 {
+		t.Fatalf("%d backend skips with two servers down, want one per tick", len(why))
+	}
+	for _, err := range why {
+		msg := err.Error()
+		if !errors.Is(err, ErrBackend) || !strings.Contains(msg, "no majority: 1 of 3 servers claimed, 2 needed") ||
+			!strings.Contains(msg, srvs[1].Addr()) || !strings.Contains(msg, srvs[2].Addr()) {
+			t.Errorf("skip with two servers down does not say why: %v", err)
+		}
+	}
+	t.Logf("two down: %v", why[0])
+
+	// The lock itself, straight: quorum lost.
+	_, err := newLocker("direct").Acquire(context.Background(), "quorum", time.Second)
+	if err == nil || errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "no majority: 1 of 3 servers granted it, 2 needed") {
+		t.Errorf("Acquire with two of three down: %v", err)
+	}
+	t.Logf("acquire with two down: %v", err)
+	srvs[1].Restart(t)
+	l := newLocker("direct")
+	lease, err := l.Acquire(context.Background(), "quorum", 10*time.Second)
+	if err != nil {
+		t.Fatalf("Acquire with two of three up: %v", err)
+	}
+	if _, err := newLocker("other").Acquire(context.Background(), "quorum", 10*time.Second); !errors.Is(err, ErrLocked) {
+		t.Errorf("second Acquire with two of three up: %v, want ErrLocked", err)
+	}
+	if err := lease.Release(context.Background()); err != nil {
+		t.Error(err)
+	}
+}
+
+// Claimants racing for the same ticks on three servers: exactly one wins
+// each tick and the others name it, with all servers up, with the last one
+// down and with the first one down (which costs every claim the time its
+// client takes to fail). A stale claim on the first server (of a claimant
+// that died before reaching a majority) never makes two winners.
+func TestRedisRedlockClaimRace(t *testing.T) {
+	rlLeakCheck(t)
+	srvs := []*redistest.Server{redistest.Start(t), redistest.Start(t), redistest.Start(t)}
+	ctx := context.Background()
+	var lockers []*RedisLocker
+	for range 5 {
+		lockers = append(lockers, rlLocker(t, srvs[0].Client(t), RedlockWith(srvs[1].Client(t), srvs[2].Client(t))))
+	}
+	type res struct {
+		id     string
+		ok     bool
+		holder string
+		err    error
+	}
+	claimAll := func(job string, tick time.Time) (winners []string, rs []res) {
+		out := make(chan res, len(lockers))
+		for i, l := range lockers {
+			id := fmt.Sprintf("c%d", i)
+			go func() {
+				ok, holder, err := l.Claim(ctx, job, tick, time.Minute, id)
+				out <- res{id, ok, holder, err}
+			}()
+		}
+		for range lockers {
+			r := <-out
+			rs = append(rs, r)
+			if r.ok {
+				winners = append(winners, r.id)
+			}
+		}
+		return winners, rs
+	}
+	race := func(phase string, base time.Time) {
+		t.Helper()
+		start := time.Now()
+		for k := range 30 {
+			winners, rs := claimAll("race", base.Add(time.Duration(k)*time.Second))
+			if len(winners) != 1 {
+				t.Fatalf("%s: tick %d: winners %v: %v", phase, k, winners, rs)
+			}
+			for _, r := range rs {
+				if r.err != nil || !r.ok && r.holder != winners[0] {
+					t.Errorf("%s: tick %d: %s: holder %q, %v; winner %s", phase, k, r.id, r.holder, r.err, winners[0])
+				}
+			}
+		}
+		t.Logf("%s: 30 ticks in %s", phase, time.Since(start))
+	}
+	race("3 up", t0)
+	srvs[2].Stop(t)
+	race("last down", t0.Add(time.Hour))
+	srvs[2].Restart(t)
+	srvs[0].Stop(t)
+	race("first down", t0.Add(2*time.Hour))
+	srvs[0].Restart(t)
+
+	key := "cronguard:tick:{stale}:" + fmtTick(t0)
+	srvs[0].Client(t).Set(ctx, key, "gone", time.Minute)
+	if winners, rs := claimAll("stale", t0); len(winners) > 1 {
+		t.Errorf("stale first claim: winners %v, %v", winners, rs)
+	}
+}
+
+// A child process holding the lock is killed with SIGKILL: another instance
+// runs the job once the TTL has passed, not before.
+func TestRedisCrashedHolderFreesLockAfterTTL(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	const ttl = 1500 * time.Millisecond
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRedisLockHolderProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "CRONGUARD_LOCKHOLDER="+srv.Network()+"|"+srv.Addr()+"|"+ttl.String())
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	killed := false
+	t.Cleanup(func() {
+		if !killed {
+			cmd.Process.Kill()
+		}
+		cmd.Wait()
+		for range lines {
+		}
+	})
+	var childToken int64
+	deadline := time.After(30 * time.Second)
+	for childToken == 0 {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatal("lock holder exited")
+			}
+			if v, found := strings.CutPrefix(line, "holding "); found {
+				childToken, _ = strconv.ParseInt(v, 10, 64)
+			}
+		case <-deadline:
+			t.Fatal("lock holder did not take the lock")
+		}
+	}
+
+	log := newTickLog()
+	s, rec := rlSched(t, "survivor", rlLocker(t, srv.Client(t), RedisLockOwner("survivor")))
+	if err := s.Register("crash", "* * * * * *", log.job("survivor", 5*time.Millisecond), LockTTL(ttl)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1200 * time.Millisecond) // the child extends; the survivor's ticks find it locked
+	if len(log.tokens()) != 0 {
+		t.Fatal("the survivor ran while the child held the lock")
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed = true
+	kill := time.Now()
+	cmd.Wait()
+
+	rlWait(t, ttl+3*time.Second, "the survivor's first run", func() bool { return len(log.tokens()) > 0 })
+	var firstRun time.Time
+	for _, e := range rec.kind(EventStarted) {
+		firstRun = e.Time
+		break
+	}
+	rlStop(t, s)
+	after := firstRun.Sub(kill)
+	t.Logf("child (token %d) killed; survivor ran %s later with token %d", childToken, after, log.tokens()[0])
+	// The lock was last extended at most TTL/3 before the kill.
+	if after < ttl/2 || after > ttl+time.Second+500*time.Millisecond {
+		t.Errorf("survivor ran %s after the kill; want after the TTL (%s) and by the next tick", after, ttl)
+	}
+	if log.tokens()[0] <= childToken {
+		t.Errorf("survivor's token %d not above the crashed holder's %d", log.tokens()[0], childToken)
+	}
+	locked := rec.skips(SkipLocked)
+	if len(locked) == 0 || !strings.Contains(locked[0].Err.Error(), `"child"`) {
+		t.Errorf("no locked skip naming the child: %v", locked)
+	}
+	for tick, ids := range log.ticks() {
+		if len(ids) != 1 {
+			t.Errorf("tick %s: %v", fmtTick(tick), ids)
+		}
+	}
+}
+
+// TestRedisLockHolderProcess is the child of
+// TestRedisCrashedHolderFreesLockAfterTTL: it takes the lock with a manual
+// run, says so on stdout, and holds it until it is killed.
+func TestRedisLockHolderProcess(t *testing.T) {
+	env := os.Getenv("CRONGUARD_LOCKHOLDER")
+	if env == "" {
+		t.Skip("helper process for TestRedisCrashedHolderFreesLockAfterTTL")
+	}
+	parts := strings.SplitN(env, "|", 3)
+	ttl, err := time.ParseDuration(parts[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(&redis.Options{Network: parts[0], Addr: parts[1]})
+	defer c.Close()
+	s, err := New(WithLocker(rlLocker(t, c, RedisLockOwner("child"))), WithInstanceID("child"),
+		WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := JobFunc(func(ctx context.Context) error {
+		fmt.Printf("holding %d\n", LeaseFrom(ctx).Token())
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if err := s.Register("crash", "@every 1h", job, LockTTL(ttl)); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.RunManually(context.Background(), "crash")
+	t.Fatalf("the lock holder's run ended: %v %v", rep, err) // only when its lock was lost
+}
+
+// ---- round trips -----------------------------------------------------------
+
+// rlCounter is a go-redis hook that records every round trip: one command,
+// or one pipeline.
+type rlCounter struct {
+	mu  sync.Mutex
+	rts []rlRT
+}
+
+type rlRT struct {
+	name string // command name, or "pipeline"
+	args []any
+	err  error
+}
+
+func (c *rlCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *rlCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		switch cmd.Name() {
+		case "hello", "client", "ping", "info", "config", "flushall":
+		default:
+			c.mu.Lock()
+			c.rts = append(c.rts, rlRT{cmd.Name(), cmd.Args(), err})
+			c.mu.Unlock()
+		}
+		return err
+	}
+}
+
+func (c *rlCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		setup := true // a new connection's HELLO, CLIENT SETINFO...: not per run
+		for _, cmd := range cmds {
+			if n := cmd.Name(); n != "hello" && n != "client" && n != "auth" && n != "select" {
+				setup = false
+			}
+		}
+		if !setup {
+			c.mu.Lock()
+			c.rts = append(c.rts, rlRT{name: "pipeline", err: err})
+			c.mu.Unlock()
+		}
+		return err
+	}
+}
+
+// take returns the round trips recorded since the last take.
+func (c *rlCounter) take() []rlRT {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.rts
+	c.rts = nil
+	return r
+}
+
+// classify counts round trips: total, those that only loaded a script
+// (NOSCRIPT), and lease extensions (redsync's PEXPIRE script).
+func classify(rts []rlRT) (total, noscript, extend int, names []string) {
+	for _, rt := range rts {
+		total++
+		names = append(names, rt.name)
+		if rt.err != nil && strings.Contains(rt.err.Error(), "NOSCRIPT") {
+			noscript++
+			continue
+		}
+		if (rt.name == "eval" || rt.name == "evalsha") && len(rt.args) > 1 {
+			if s, _ := rt.args[1].(string); s == touchSHA || strings.Contains(s, "PEXPIRE") {
+				extend++
+			}
+		}
+	}
+	return
+}
+
+// touchSHA and deleteSHA are the hashes of redsync's extension and release
+// scripts (redsync v4.18.1 scripts.go).
+const (
+	touchSHA  = "d75bb8b5bd13532ddedd17762e772346e39b321e"
+	deleteSHA = "e950836ed1e694540c503ef9972b8de518044d3b"
+)
+
+// The single-server path runs redsync's own scripts, so Redis caches one
+// copy whichever path a service takes.
+func TestRedisLockerScriptsAreRedsyncs(t *testing.T) {
+	if touchScript.Hash != touchSHA || deleteScript.Hash != deleteSHA {
+		t.Errorf("touch %s, delete %s: not redsync's scripts", touchScript.Hash, deleteScript.Hash)
+	}
+}
+
+func rlCountingClient(t *testing.T, srv *redistest.Server) (*redis.Client, *rlCounter) {
+	t.Helper()
+	c := srv.Client(t)
+	cnt := &rlCounter{}
+	c.AddHook(cnt)
+	if err := c.Ping(context.Background()).Err(); err != nil { // a pooled connection, set up
+		t.Fatal(err)
+	}
+	return c, cnt
+}
+
+// A scheduled winner costs at most 3 round trips (claim, acquire, release)
+// plus one per extension; a loser costs 1. Counted with a go-redis hook on
+// each instance's client and checked against INFO commandstats.
+func TestRedisRoundTrips(t *testing.T) {
+	rlLeakCheck(t)
+	srv := redistest.Start(t) // fresh: no script loaded yet
+	ca, cntA := rlCountingClient(t, srv)
+	cb, cntB := rlCountingClient(t, srv)
+	a, _ := rlSched(t, "rt-a", rlLocker(t, ca))
+	b, _ := rlSched(t, "rt-b", rlLocker(t, cb))
+	noop := JobFunc(func(context.Context) error { return nil })
+	for _, s := range []*Scheduler{a, b} {
+		if err := s.Register("noop", "* * * * * *", noop); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(who string, cnt *rlCounter, wantTotal, wantNoscript int) {
+		t.Helper()
+		total, noscript, extend, names := classify(cnt.take())
+		if total != wantTotal || noscript != wantNoscript || extend != 0 {
+			t.Errorf("%s: %d round trips %v (%d NOSCRIPT, %d extensions), want %d (%d NOSCRIPT)",
+				who, total, names, noscript, extend, wantTotal, wantNoscript)
+		} else {
+			t.Logf("%s: %d round trips %v", who, total, names)
+		}
+	}
+	tick := t0
+	for i := range 3 {
+		tick = tick.Add(time.Second)
+		if rep := rlTick(t, a, "noop", tick); rep.Stop != StopDone {
+			t.Fatal(rep)
+		}
+		if i == 0 { // first use of the two scripts on this Redis: EVALSHA, NOSCRIPT, EVAL
+			expect("winner on a fresh Redis", cntA, 3+2, 2)
+		} else {
+			expect("winner", cntA, 3, 0)
+		}
+		if rep := rlTick(t, b, "noop", tick); rep.Skipped != SkipTickTaken {
+			t.Fatal(rep)
+		}
+		expect("loser", cntB, 1, 0)
+	}
+	// The other instance wins: the scripts are cached server-side already.
+	tick = tick.Add(time.Second)
+	rlTick(t, b, "noop", tick)
+	expect("winner (other instance)", cntB, 3, 0)
+
+	// The loser, by Redis's own count.
+	srv.Client(t).ConfigResetStat(context.Background())
+	tick = tick.Add(time.Second)
+	rlTick(t, a, "noop", tick)
+	cntA.take()
+	if err := srv.Client(t).ConfigResetStat(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rlTick(t, b, "noop", tick)
+	stats := srv.Client(t).Info(context.Background(), "commandstats").Val()
+	var lines []string
+	for line := range strings.SplitSeq(stats, "\n") {
+		if strings.HasPrefix(line, "cmdstat_") && !strings.HasPrefix(line, "cmdstat_config") &&
+			!strings.HasPrefix(line, "cmdstat_info") && !strings.HasPrefix(line, "cmdstat_hello") &&
+			!strings.HasPrefix(line, "cmdstat_client") && !strings.HasPrefix(line, "cmdstat_ping") {
+			lines = append(lines, strings.TrimSpace(line))
+		}
+	}
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "cmdstat_set:calls=1,") {
+		t.Errorf("INFO commandstats for a loser: %v, want one SET", lines)
+	}
+	cntB.take()
+
+	// A long run: one more round trip per extension, nothing else.
+	slow := JobFunc(func(context.Context) error { time.Sleep(time.Second); return nil })
+	if err := a.Register("slow", "* * * * * *", slow, LockTTL(300*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	rlTick(t, a, "slow", tick)
+	total, noscript, extend, names := classify(cntA.take())
+	t.Logf("1s run, TTL 300ms: %d round trips, %d extensions, %d NOSCRIPT: %v", total, extend, noscript, names)
+	if extend < 6 || noscript > 1 || total != 3+extend+noscript {
+		t.Errorf("long run: %d round trips, want 3 + %d extensions (+%d NOSCRIPT for the first)", total, extend, noscript)
+	}
+}
+
+// With Redlock, the counts hold per server.
+func TestRedisRoundTripsRedlock(t *testing.T) {
+	rlLeakCheck(t)
+	var ca, cb []redis.UniversalClient
+	var cnts, cntsB []*rlCounter
+	for range 3 {
+		srv := redistest.Start(t)
+		c, cnt := rlCountingClient(t, srv)
+		ca, cnts = append(ca, c), append(cnts, cnt)
+		c, cnt = rlCountingClient(t, srv)
+		cb, cntsB = append(cb, c), append(cntsB, cnt)
+	}
+	a, _ := rlSched(t, "a", rlLocker(t, ca[0], RedlockWith(ca[1:]...)))
+	b, _ := rlSched(t, "b", rlLocker(t, cb[0], RedlockWith(cb[1:]...)))
+	noop := JobFunc(func(context.Context) error { return nil })
+	a.Register("noop", "@every 1h", noop)
+	b.Register("noop", "@every 1h", noop)
+	// Load the scripts on every server.
+	for _, c := range ca {
+		ctx := context.Background()
+		if err := acquireScript.Load(ctx, c).Err(); err != nil {
+			t.Fatal(err)
+		}
+		for _, sc := range []string{touchScript.Src, deleteScript.Src} {
+			if err := c.ScriptLoad(ctx, sc).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, cnt := range cnts {
+		cnt.take()
+	}
+	if rep := rlTick(t, a, "noop", t0.Add(time.Hour)); rep.Stop != StopDone {
+		t.Fatal(rep)
+	}
+	// 3 on every server (a claim may stop short on the last one once a
+	// majority decided it: that one sees 2).
+	for i, cnt := range cnts {
+		total, _, _, names := classify(cnt.take())
+		if total > 3 || total < 2 || total == 2 && names[0] == "set" {
+			t.Errorf("server %d: %d round trips %v, want acquire and release, and at most 3", i, total, names)
+		}
+		t.Logf("winner, server %d: %v", i, names)
+	}
+	if rep := rlTick(t, b, "noop", t0.Add(time.Hour)); rep.Skipped != SkipTickTaken {
+		t.Fatal(rep)
+	}
+	for i, cnt := range cntsB {
+		if total, _, _, names := classify(cnt.take()); total > 1 {
+			t.Errorf("loser, server %d: %d round trips %v, want at most 1", i, total, names)
+		}
+	}
+}
