@@ -61,6 +61,10 @@ import (
 // script on a Redis that has not seen it yet (a fresh or restarted server)
 // costs one more round trip (EVALSHA, NOSCRIPT, then EVAL); on Redis older
 // than 7.0, which cannot combine SET NX with GET, the claim is a script too.
+// With RedlockWith the counts are per server, and at most these: a claim
+// asks the servers one after the other and stops once decided (see Claim),
+// so a loser usually talks to the first server only; lock, extension and
+// release go to every server in parallel.
 //
 // # Budget
 //
@@ -69,7 +73,10 @@ import (
 // when it ends sooner. go-redis applies context deadlines to connection set
 // up and pool waits; for socket reads and writes to honour them too, set
 // ContextTimeoutEnabled in the client's options, or keep ReadTimeout and
-// WriteTimeout below the budget.
+// WriteTimeout below the budget. A server that refuses connections costs
+// go-redis's retries (0.1 to 2 seconds with the default MaxRetries and
+// DialerRetries) before it fails: with Redlock, where a server may be down
+// for long, lower those in the clients' options.
 //
 // # What it promises, and what it cannot
 //
@@ -136,8 +143,7 @@ type redisLockerConfig struct {
 // NewRedisLocker: with N servers in all, a claim or a lock needs a majority
 // (N/2+1) of them, so the locker works while a minority is down. Use an odd
 // number of servers, three or five, each a separate master (not replicas of
-// one another). Round-trip counts are per server; the servers are asked in
-// parallel.
+// one another). Round-trip counts are per server.
 func RedlockWith(more ...redis.UniversalClient) RedisLockerOption {
 	return func(c *redisLockerConfig) error {
 		for i, cl := range more {
@@ -393,9 +399,10 @@ return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
 //
 // With several servers the lock is a redsync Mutex (Redlock). With one,
 // the same three scripts go through redsync's pool for that server
-// directly, with no goroutine per call: redsync asks every server from its
-// own goroutine, which costs a quarter of a round trip per call on a small
-// machine and buys nothing when there is one server to ask.
+// directly, from the calling goroutine: redsync asks every server from a
+// goroutine of its own, which cost a third to a half of a round trip per
+// call on a two-core machine (BenchmarkRedisGuardedRunVsPing) and buys
+// nothing when there is one server to ask.
 func (l *RedisLocker) Acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error) {
 	if ttl < time.Millisecond {
 		return nil, fmt.Errorf("%w: job %q: lock TTL %s: must be at least 1ms", ErrInvalidOption, job, ttl)
@@ -405,6 +412,7 @@ func (l *RedisLocker) Acquire(ctx context.Context, job string, ttl time.Duration
 	key := l.lockKey(job)
 	a := &lockAttempt{fence: l.fenceKey(job), nodes: make([]nodeAttempt, len(l.clients))}
 	if len(l.clients) > 1 {
+		a.ctx = detached(ctx) // the lock is set on every server that answers in time
 		m := l.mutex(key, ttl, true, redsync.WithGenValueFunc(l.genValue))
 		if err := m.TryLockContext(context.WithValue(ctx, attemptKey{}, a)); err != nil {
 			return nil, l.acquireError(job, key, a, err)
@@ -429,6 +437,20 @@ func (l *RedisLocker) Acquire(ctx context.Context, job string, ttl time.Duration
 	return lease, nil
 }
 
+// detached returns a context with ctx's values and deadline but not its
+// cancellation: calls that redsync leaves running once a majority answered
+// go on until they end or the deadline passes, instead of being cut off
+// when the call that started them returns.
+func detached(ctx context.Context) context.Context {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithoutCancel(ctx)
+	}
+	d, stop := context.WithDeadline(context.WithoutCancel(ctx), dl)
+	time.AfterFunc(time.Until(dl), stop)
+	return d
+}
+
 // within bounds ctx by d unless it ends sooner.
 func within(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
@@ -440,13 +462,14 @@ func within(ctx context.Context, d time.Duration) (context.Context, context.Canc
 // mutex returns a redsync mutex on key: one try, since a loser must skip,
 // not wait; and each server gets at most a third of the TTL to answer.
 //
-// With fast, redsync answers as soon as a majority has (WithFailFast) and
-// cancels the calls still on their way to the other servers, which then
-// miss the lock or keep it until its TTL: that suits taking and releasing
-// the lock, which a server that is down must not delay (go-redis retries a
-// server that refuses connections for 0.1 to 2 seconds with its default
-// options). Extensions, done off the run's path by the watchdog, wait for
-// every server so that the lock is kept alive on all of them.
+// With fast, redsync answers as soon as a majority has (WithFailFast): that
+// suits taking and releasing the lock, which a server that is down must not
+// delay (go-redis retries a server that refuses connections for 0.1 to 2
+// seconds with its default options). The calls still on their way to the
+// other servers go on in redsync's goroutines, within the budget (see
+// detached), so that the lock is set and removed on every server that
+// answers. Extensions, done off the run's path by the watchdog, wait for
+// every server.
 func (l *RedisLocker) mutex(key string, ttl time.Duration, fast bool, opt redsync.Option) *redsync.Mutex {
 	return l.rs.NewMutex(key, redsync.WithExpiry(ttl), redsync.WithTries(1),
 		redsync.WithTimeoutFactor(1.0/3), redsync.WithFailFast(fast), opt)
@@ -504,6 +527,9 @@ type attemptKey struct{}
 // lockAttempt records what each server answered to one Acquire.
 type lockAttempt struct {
 	fence string
+	// ctx, when set, is the context of the lock scripts instead of the one
+	// redsync gives, which it cancels once a majority answered.
+	ctx   context.Context
 	mu    sync.Mutex
 	nodes []nodeAttempt
 }
@@ -585,7 +611,11 @@ type fenceConn struct {
 // SetNX takes the lock with acquireScript and records the token, or the
 // holder when the lock is taken.
 func (c *fenceConn) SetNX(name, value string, expiry time.Duration) (bool, error) {
-	res, err := acquireScript.Run(c.ctx, c.p.client, []string{name, c.a.fence}, value, expiry.Milliseconds()).Result()
+	ctx := c.ctx
+	if c.a.ctx != nil {
+		ctx = c.a.ctx
+	}
+	res, err := acquireScript.Run(ctx, c.p.client, []string{name, c.a.fence}, value, expiry.Milliseconds()).Result()
 	if err != nil {
 		c.a.set(c.p.node, nodeAttempt{state: nodeFailed, err: err})
 		return false, err
@@ -736,7 +766,11 @@ func (r *redisLease) Release(ctx context.Context) error {
 		}
 		ok = err == nil && st == int64(1)
 	} else {
-		ok, err = r.l.mutex(r.key, r.ttl, true, redsync.WithValue(r.value)).UnlockContext(ctx)
+		// Answer once a majority released it; let the calls still on
+		// their way to the other servers finish (within the budget)
+		// rather than cancel them, which would leave the lock there
+		// until its TTL.
+		ok, err = r.l.mutex(r.key, r.ttl, true, redsync.WithValue(r.value)).UnlockContext(detached(ctx))
 	}
 	if ok {
 		r.released = true

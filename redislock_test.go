@@ -43,15 +43,17 @@ func rlLeakCheck(t *testing.T) {
 	})
 }
 
-// rlAwaitDialers waits (up to 3s) for go-redis's background dialers to end.
-// A client whose server went away starts one (ConnPool.tryDial); it notices
-// that the client was closed only after its next 1s sleep, later than
-// goleak waits. Tests that stop a server call it in a cleanup registered
-// before their clients'.
+// rlAwaitDialers waits (up to 3s) for go-redis's background dialers to end,
+// and for the release calls of a Redlock lease that are still on their way
+// (they outlive Release, within the budget). A client whose server went away
+// starts a dialer (ConnPool.tryDial); it notices that the client was closed
+// only after its next 1s sleep, later than goleak waits. Tests that stop a
+// server call it in a cleanup registered before their clients'.
 func rlAwaitDialers() {
 	buf := make([]byte, 1<<20)
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if n := runtime.Stack(buf, true); !strings.Contains(string(buf[:n]), "(*ConnPool).tryDial") {
+		if n := runtime.Stack(buf, true); !strings.Contains(string(buf[:n]), "(*ConnPool).tryDial") &&
+			!strings.Contains(string(buf[:n]), "redsync/v4.(*Mutex).actOnPoolsAsync") {
 			return
 		}
 	}
@@ -1045,10 +1047,10 @@ func TestRedisRedlockClaimRace(t *testing.T) {
 		}
 		return winners, rs
 	}
-	race := func(phase string, base time.Time) {
+	race := func(phase string, base time.Time, ticks int) {
 		t.Helper()
 		start := time.Now()
-		for k := range 30 {
+		for k := range ticks {
 			winners, rs := claimAll("race", base.Add(time.Duration(k)*time.Second))
 			if len(winners) != 1 {
 				t.Fatalf("%s: tick %d: winners %v: %v", phase, k, winners, rs)
@@ -1059,14 +1061,14 @@ func TestRedisRedlockClaimRace(t *testing.T) {
 				}
 			}
 		}
-		t.Logf("%s: 30 ticks in %s", phase, time.Since(start))
+		t.Logf("%s: %d ticks in %s", phase, ticks, time.Since(start))
 	}
-	race("3 up", t0)
+	race("3 up", t0, 30)
 	srvs[2].Stop(t)
-	race("last down", t0.Add(time.Hour))
+	race("last down", t0.Add(time.Hour), 30)
 	srvs[2].Restart(t)
 	srvs[0].Stop(t)
-	race("first down", t0.Add(2*time.Hour))
+	race("first down", t0.Add(2*time.Hour), 8)
 	srvs[0].Restart(t)
 
 	key := "cronguard:tick:{stale}:" + fmtTick(t0)
@@ -1424,12 +1426,17 @@ func TestRedisRoundTripsRedlock(t *testing.T) {
 	if rep := rlTick(t, a, "noop", t0.Add(time.Hour)); rep.Stop != StopDone {
 		t.Fatal(rep)
 	}
-	// 3 on every server (a claim may stop short on the last one once a
-	// majority decided it: that one sees 2).
+	rlAwaitDialers() // lock and release calls to the last server may still be on their way
+	// 3 on every server, but the claim stops at the majority: the last
+	// server sees the lock and its release only.
 	for i, cnt := range cnts {
 		total, _, _, names := classify(cnt.take())
-		if total > 3 || total < 2 || total == 2 && names[0] == "set" {
-			t.Errorf("server %d: %d round trips %v, want acquire and release, and at most 3", i, total, names)
+		want := []string{"set", "evalsha", "evalsha"}
+		if i == 2 {
+			want = want[1:]
+		}
+		if !slices.Equal(names, want) {
+			t.Errorf("server %d: %d round trips %v, want %v", i, total, names, want)
 		}
 		t.Logf("winner, server %d: %v", i, names)
 	}
