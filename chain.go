@@ -182,21 +182,16 @@ func (s *Scheduler) lockGuard(e *entry) Middleware {
 				return skip(SkipBackend, fmt.Errorf("%w: job %q: acquire lock: %w", ErrBackend, e.name, err))
 			}
 			runCtx, cancelRun := context.WithCancelCause(ctx)
-			stop, done := make(chan struct{}), make(chan struct{})
-			lost := false
-			go func() {
-				defer close(done)
-				watchLease(lease, ttl, s.cfg.budget, stop, func(err error) {
-					lost = true
-					cause := fmt.Errorf("%w: job %q: %v", ErrLockLost, e.name, err)
-					s.emit(runFrom(ctx).event(EventLockLost, cause))
-					cancelRun(cause)
-				})
-			}()
+			dog := startWatchdog(lease, ttl, s.cfg.budget, func(err error) {
+				cause := err
+				if !errors.Is(err, ErrLockLost) { // a Redis error, say
+					cause = fmt.Errorf("%w: job %q: %w", ErrLockLost, e.name, err)
+				}
+				s.emit(runFrom(ctx).event(EventLockLost, cause))
+				cancelRun(cause)
+			})
 			defer func() {
-				close(stop)
-				<-done // lost is written only before done closes
-				if !lost {
+				if !dog.stop() {
 					rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.budget)
 					_ = lease.Release(rctx) // an unreleased lock expires after ttl
 					cancel()

@@ -46,26 +46,68 @@ func LeaseFrom(ctx context.Context) Lease {
 	return l
 }
 
-// watchLease extends lease every ttl/3 until stop is closed. When an
-// extension fails it calls lost and returns: a lost lock is never extended or
-// released again. It is the one watchdog every Locker gets.
-func watchLease(lease Lease, ttl, budget time.Duration, stop <-chan struct{}, lost func(error)) {
-	t := time.NewTicker(ttl / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), min(budget, ttl/3))
-			err := lease.Extend(ctx, ttl)
-			cancel()
-			if err != nil {
-				lost(err)
-				return
-			}
-		}
+// watchdog extends a lease every ttl/3 while a run goes. When an extension
+// fails it calls lost once and stops: a lost lock is never extended or
+// released again. It is the one watchdog every Locker gets. It runs on a
+// timer, not a goroutine of its own, so a short run costs no goroutine.
+type watchdog struct {
+	lease  Lease
+	ttl    time.Duration
+	budget time.Duration
+	lost   func(error)
+
+	mu       sync.Mutex
+	timer    *time.Timer
+	stopped  bool
+	wasLost  bool
+	inFlight sync.WaitGroup // an Extend that started before stop
+}
+
+func startWatchdog(lease Lease, ttl, budget time.Duration, lost func(error)) *watchdog {
+	w := &watchdog{lease: lease, ttl: ttl, budget: min(budget, ttl/3), lost: lost}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.timer = time.AfterFunc(ttl/3, w.extend)
+	return w
+}
+
+func (w *watchdog) extend() {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return
 	}
+	w.inFlight.Add(1)
+	w.mu.Unlock()
+	defer w.inFlight.Done()
+
+	ctx, cancel := context.WithTimeout(context.Background(), w.budget)
+	err := w.lease.Extend(ctx, w.ttl)
+	cancel()
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		w.wasLost = true
+		w.lost(err)
+		return
+	}
+	if !w.stopped {
+		w.timer.Reset(w.ttl / 3)
+	}
+}
+
+// stop ends the watchdog, waits for an extension in flight, and reports
+// whether the lease was lost.
+func (w *watchdog) stop() (lost bool) {
+	w.mu.Lock()
+	w.stopped = true
+	w.timer.Stop()
+	w.mu.Unlock()
+	w.inFlight.Wait()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.wasLost
 }
 
 // MemoryLocker is the embedded Locker: claims and locks in this process's
