@@ -3,6 +3,7 @@ package cronguard
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,6 +20,34 @@ func (r *recorder) observe(e Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, e)
+}
+
+func (r *recorder) all() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.events)
+}
+
+// skips returns the skipped events with reason.
+func (r *recorder) skips(reason SkipReason) []Event {
+	var out []Event
+	for _, e := range r.all() {
+		if e.Kind == EventSkipped && e.Skip == reason {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// kind returns the events of kind k.
+func (r *recorder) kind(k EventKind) []Event {
+	var out []Event
+	for _, e := range r.all() {
+		if e.Kind == k {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func (r *recorder) kinds(job string) []EventKind {

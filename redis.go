@@ -29,12 +29,10 @@ func WithRedis(clients ...redis.UniversalClient) Option {
 
 // useRedis makes the Redis backends WithRedis asked for, after every option
 // is known (so WithKeyPrefix may come in any order).
-func (c *config) useRedis() error {
+func (c *config) useRedis() {
 	if len(c.redis) == 0 {
-		return nil
+		return
 	}
-	// Backends are added here, one line each, as they are built.
-	c.useRedisLocker()
-	c.useRedisKillSwitch()
-	return nil
+	c.useRedisLocker()     // redislock.go
+	c.useRedisKillSwitch() // killswitch_redis.go
 }

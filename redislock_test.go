@@ -69,49 +69,11 @@ func rlLocker(t *testing.T, c redis.UniversalClient, opts ...RedisLockerOption) 
 	return l
 }
 
-// rlEvents records the events of one scheduler.
-type rlEvents struct {
-	mu     sync.Mutex
-	events []Event
-}
-
-func (r *rlEvents) observe(e Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, e)
-}
-
-func (r *rlEvents) all() []Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.events)
-}
-
-func (r *rlEvents) skips(reason SkipReason) []Event {
-	var out []Event
-	for _, e := range r.all() {
-		if e.Kind == EventSkipped && e.Skip == reason {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-func (r *rlEvents) kind(k EventKind) []Event {
-	var out []Event
-	for _, e := range r.all() {
-		if e.Kind == k {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 // rlSched returns a quiet scheduler named id on locker l, stopped at the end
 // of the test.
-func rlSched(t *testing.T, id string, l Locker, opts ...Option) (*Scheduler, *rlEvents) {
+func rlSched(t *testing.T, id string, l Locker, opts ...Option) (*Scheduler, *recorder) {
 	t.Helper()
-	rec := &rlEvents{}
+	rec := &recorder{}
 	s, err := New(append([]Option{
 		WithLocker(l),
 		WithInstanceID(id),
@@ -557,7 +519,7 @@ func TestRedisOneRunPerTickAcrossSkewedInstances(t *testing.T) {
 	ctx := context.Background()
 
 	var scheds []*Scheduler
-	var recs []*rlEvents
+	var recs []*recorder
 	for i := range 5 {
 		id := fmt.Sprintf("skew-%d", i)
 		offset := time.Duration(i) * 200 * time.Millisecond
@@ -670,7 +632,7 @@ func TestRedisLongJobKeepsItsLease(t *testing.T) {
 		return nil
 	})
 	var scheds []*Scheduler
-	var recs []*rlEvents
+	var recs []*recorder
 	for _, id := range []string{"long-a", "long-b"} {
 		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisLockOwner(id)))
 		if err := s.Register("long", "* * * * * *", job, LockTTL(time.Second)); err != nil {
@@ -836,7 +798,7 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 	srv := redistest.Start(t)
 	log := newTickLog()
 	var scheds []*Scheduler
-	var recs []*rlEvents
+	var recs []*recorder
 	for _, id := range []string{"out-a", "out-b"} {
 		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisLockOwner(id)))
 		if err := s.Register("tick", "* * * * * *", log.job(id, 5*time.Millisecond)); err != nil {
@@ -922,7 +884,7 @@ func TestRedisRedlockQuorum(t *testing.T) {
 	}
 	log := newTickLog()
 	var scheds []*Scheduler
-	var recs []*rlEvents
+	var recs []*recorder
 	for _, id := range []string{"rl-a", "rl-b"} {
 		s, rec := rlSched(t, id, newLocker(id))
 		if err := s.Register("quorum", "* * * * * *", log.job(id, 5*time.Millisecond)); err != nil {

@@ -227,9 +227,7 @@ func New(opts ...Option) (*Scheduler, error) {
 		host, _ := os.Hostname()
 		cfg.instance = host + "-" + strconv.Itoa(os.Getpid())
 	}
-	if err := cfg.useRedis(); err != nil {
-		return nil, err
-	}
+	cfg.useRedis()
 	if cfg.locker == nil {
 		cfg.locker = NewMemoryLocker()
 	}
