@@ -43,7 +43,7 @@ func (s *Scheduler) enabled(ctx context.Context, flag string) (bool, error) {
 	}
 	st := runFrom(ctx)
 	ev := st.event(EventFlag, fmt.Errorf("flag %q: %w", flag, err))
-	if ev.Job == "(unscheduled)" {
+	if st.e == nil { // asked outside a run (Jobs, hard-kill poll): name the flag
 		ev.Job = flag
 	}
 	on, known := s.flags.recall(flag)
