@@ -2,7 +2,10 @@ package cronguard
 
 import (
 	"context"
+	"errors"
 	"sync"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // CheckpointStore keeps a Batch's keyset cursor between runs
@@ -40,4 +43,32 @@ func (m *MemoryCheckpoints) Save(_ context.Context, job, after string) error {
 	defer m.mu.Unlock()
 	m.cursors[job] = after
 	return nil
+}
+
+// RedisCheckpoints keeps Batch cursors in one Redis hash,
+// <prefix>checkpoint (field = job, value = cursor), so a run on any instance
+// resumes where the last run on any other stopped. WithRedis uses it.
+type RedisCheckpoints struct {
+	rdb redis.UniversalClient
+	key string
+}
+
+// NewRedisCheckpoints returns a CheckpointStore on rdb under prefix (for
+// example "cronguard:").
+func NewRedisCheckpoints(rdb redis.UniversalClient, prefix string) *RedisCheckpoints {
+	return &RedisCheckpoints{rdb: rdb, key: prefix + "checkpoint"}
+}
+
+// Load implements CheckpointStore.
+func (r *RedisCheckpoints) Load(ctx context.Context, job string) (string, error) {
+	after, err := r.rdb.HGet(ctx, r.key, job).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	return after, err
+}
+
+// Save implements CheckpointStore.
+func (r *RedisCheckpoints) Save(ctx context.Context, job, after string) error {
+	return r.rdb.HSet(ctx, r.key, job, after).Err()
 }

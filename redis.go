@@ -7,11 +7,12 @@ import (
 )
 
 // WithRedis is the one-line setup for several instances: run locks, tick
-// claims and the kill switch live in Redis, under the WithKeyPrefix prefix.
-// One client may be a single Redis, Sentinel or Cluster client; several
-// independent clients make a Redlock quorum for the locks (the kill switch
-// uses the first). Options WithLocker and WithKillSwitch, given too, win.
-// The scheduler closes what WithRedis made when it stops, not the clients.
+// claims, the kill switch and Batch checkpoints live in Redis, under the
+// WithKeyPrefix prefix. One client may be a single Redis, Sentinel or
+// Cluster client; several independent clients make a Redlock quorum for the
+// locks (the kill switch and checkpoints use the first). WithLocker,
+// WithKillSwitch and WithCheckpointStore, given too, win. The scheduler
+// closes what WithRedis made when it stops, not the clients.
 func WithRedis(clients ...redis.UniversalClient) Option {
 	return func(c *config) error {
 		if len(clients) == 0 {
@@ -35,4 +36,7 @@ func (c *config) useRedis() {
 	}
 	c.useRedisLocker()     // redislock.go
 	c.useRedisKillSwitch() // killswitch_redis.go
+	if c.checkpoints == nil {
+		c.checkpoints = NewRedisCheckpoints(c.redis[0], c.prefix)
+	}
 }
