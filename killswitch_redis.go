@@ -63,11 +63,11 @@ const (
 // NewRedisKillSwitch does not wait for Redis: the cache loads in the
 // background. Until it has loaded once, Enabled returns an error, so the
 // Scheduler's fail policy applies (the job does not run unless WithFailOpen,
-// and an EventFlag is raised). After a load, the cache keeps answering while
-// the connection is down, for up to one resync interval — no more stale than
-// a lost message could make it; past that, Enabled returns an error and the
-// Scheduler's fail policy takes over: the last answer it had for the flag
-// holds, and each such decision is an EventFlag. Connection losses and
+// and an EventFlag is raised). Once the subscription's connection fails,
+// Enabled returns an error again until the switch has reloaded from Redis:
+// the Scheduler's fail policy then decides — the last answer it had for the
+// flag holds — and each such decision is an EventFlag, so an outage is never
+// silent. State still shows the last known state. Connection losses and
 // recoveries are logged (RedisKillSwitchLogger).
 //
 // Close stops the background goroutines; a Scheduler closes the switch that
@@ -120,8 +120,8 @@ func RedisKillSwitchPrefix(p string) RedisKillSwitchOption {
 }
 
 // RedisKillSwitchResync sets how often the cache is reloaded from Redis in
-// case a pub/sub message was lost (default 10s). It also bounds how long the
-// cache keeps answering while Redis cannot be reached. Each reload is one
+// case a pub/sub message was lost (default 10s), and how often the
+// subscription's connection is checked with a PING. Each reload is one
 // HGETALL per instance.
 func RedisKillSwitchResync(d time.Duration) RedisKillSwitchOption {
 	return func(k *RedisKillSwitch) error {
@@ -210,9 +210,9 @@ func (k *RedisKillSwitch) Key() string { return k.key }
 func (k *RedisKillSwitch) Channel() string { return k.channel }
 
 // Enabled implements KillSwitch from the local cache, without a round trip.
-// It fails before the cache has loaded once, when the cache has not followed
-// Redis for longer than the resync interval, when the flag's value in Redis
-// cannot be read, and after Close.
+// It fails before the cache has loaded once, while Redis cannot be reached
+// (from the failed connection until the next reload), when the flag's value
+// in Redis cannot be read, and after Close.
 func (k *RedisKillSwitch) Enabled(_ context.Context, flag string) (bool, error) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
@@ -221,8 +221,10 @@ func (k *RedisKillSwitch) Enabled(_ context.Context, flag string) (bool, error) 
 		return false, fmt.Errorf("redis kill switch %s: closed", k.key)
 	case !k.loaded:
 		return false, fmt.Errorf("redis kill switch %s: %w", k.key, k.lastErr)
-	case !k.staleSince.IsZero() && time.Since(k.staleSince) > k.resync:
-		return false, fmt.Errorf("redis kill switch %s: cache out of sync with Redis since %s: %w",
+	case !k.staleSince.IsZero() && k.lastErr != nil:
+		// Redis is unreachable: say so, so that the Scheduler's fail policy
+		// decides (the last known value holds) and raises an event for it.
+		return false, fmt.Errorf("redis kill switch %s: Redis unreachable since %s: %w",
 			k.key, k.staleSince.Format(time.RFC3339), k.lastErr)
 	}
 	f, ok := k.flags[flag]
