@@ -37,9 +37,11 @@ type Page struct {
 // the user as e-mailed). Keyset mode fits "walk the table in key order":
 // Page.After carries the last key and Fetch returns the rows after it.
 //
-// A run ends at an empty batch, a batch shorter than Size (the query had no
-// more), MaxBatches (the rest waits for the next run), the kill switch, the
-// error budget or a canceled context.
+// A run ends at an empty batch (in drain mode the query is asked again
+// until it returns nothing, so a Fetch that keeps returning a few handled
+// items is caught), a short batch in keyset mode, MaxBatches (the rest waits
+// for the next run), the kill switch, the error budget or a canceled
+// context.
 //
 // The runaway guard: if Fetch returns an item whose Key was already
 // processed in this run (or twice in one batch), the query is not making
@@ -133,10 +135,8 @@ func (b Batch[T]) Run(ctx context.Context) error {
 	}
 	handled := map[string]bool{} // key → processed without error
 	for n := 0; n < b.maxBatches(); n++ {
-		if n > 0 {
-			if err := w.checkKill(ctx, n); err != nil {
-				return err
-			}
+		if err := w.checkKill(ctx, n); err != nil { // from the local cache: no round trip
+			return err
 		}
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
@@ -168,8 +168,11 @@ func (b Batch[T]) Run(ctx context.Context) error {
 		if err := w.saveCheckpoint(ctx, after); err != nil {
 			return err
 		}
-		if len(items) < b.size() || len(fresh) == 0 {
-			return nil // the query ran dry, or only returned items that failed earlier
+		if len(fresh) == 0 {
+			return nil // only items that failed earlier in this run: nothing new to do
+		}
+		if keyset && len(items) < b.size() {
+			return nil // the cursor has passed the last row
 		}
 	}
 	st.setStop(StopMaxBatches)
@@ -336,6 +339,8 @@ func (w *worker[T]) loadCheckpoint(ctx context.Context) (string, error) {
 	if !w.b.Checkpoint || st.s == nil {
 		return "", nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, st.s.cfg.budget)
+	defer cancel()
 	after, err := st.s.cfg.checkpoints.Load(ctx, st.job)
 	if err != nil {
 		return "", fmt.Errorf("cronguard: job %q: load checkpoint: %w", st.job, err)
@@ -348,6 +353,8 @@ func (w *worker[T]) saveCheckpoint(ctx context.Context, after string) error {
 	if !w.b.Checkpoint || st.s == nil {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, st.s.cfg.budget)
+	defer cancel()
 	if err := st.s.cfg.checkpoints.Save(ctx, st.job, after); err != nil {
 		return fmt.Errorf("cronguard: job %q: save checkpoint %q: %w", st.job, after, err)
 	}

@@ -77,6 +77,9 @@ func TestRunawayGuardStopsTheSame100Users(t *testing.T) {
 			t.Fatalf("user %d e-mailed %d times", u, n)
 		}
 	}
+	if !rep.Tripped {
+		t.Fatal("report does not say the runaway guard switched the job off")
+	}
 	if st := ks.State("confirmation-emails"); st.Enabled || st.By != "runaway-guard" {
 		t.Fatalf("flag state = %+v, want switched off by the runaway guard", st)
 	}
@@ -288,5 +291,24 @@ func TestCanceledBatchItemsAreNotFailures(t *testing.T) {
 	rep := tickAt(t, s, "j", t0)
 	if rep.Stop != StopTimeout || rep.Failed != 0 || rep.Processed != 0 {
 		t.Fatalf("report = %+v: items cut short by the timeout are not failures", rep)
+	}
+}
+
+// A Fetch that keeps returning a few handled items — fewer than Size — is a
+// runaway too: drain mode asks again until the query returns nothing.
+func TestRunawayGuardWithShortRepeatedBatch(t *testing.T) {
+	s, _ := newTest(t)
+	sent := map[int]int{}
+	_ = s.Register("j", "@every 1m", Batch[int]{
+		Fetch:   func(ctx context.Context, p Page) ([]int, error) { return pages(1, 99)(ctx, Page{Size: 99}) },
+		Process: func(_ context.Context, u int) error { sent[u]++; return nil },
+		Key:     itoa,
+	})
+	rep := tickAt(t, s, "j", t0)
+	if !errors.Is(rep.Err, ErrRunaway) || rep.Processed != 99 || sent[1] != 1 {
+		t.Fatalf("report = %+v, sent[1] = %d", rep, sent[1])
+	}
+	if r := tickAt(t, s, "j", t0.Add(time.Minute)); r.Skipped != SkipKilled || sent[1] != 1 {
+		t.Fatalf("next tick: %+v; user 1 e-mailed %d times", r, sent[1])
 	}
 }

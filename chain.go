@@ -28,16 +28,30 @@ func (s *Scheduler) chain(e *entry, trig Trigger) (Job, error) {
 		j = s.lockGuard(e)(j)
 	}
 	if trig == TriggerSchedule {
-		j = overlapGuard(e)(j)
+		j = s.overlapGuard(e)(j)
 		j = s.claimGuard(e)(j)
 		j = s.killGuard(e)(j)
 	}
 	for i, mw := range slices.Backward(s.cfg.middleware) {
-		if j = mw(j); isNil(j) {
-			return nil, fmt.Errorf("%w: job %q: middleware %d returned a nil Job", ErrInvalidOption, e.name, i)
+		var err error
+		if j, err = wrap(mw, j); err != nil {
+			return nil, fmt.Errorf("job %q: middleware %d: %w", e.name, i, err)
 		}
 	}
 	return s.recoverGuard(e)(j), nil
+}
+
+// wrap applies user middleware, which must neither panic nor return nil.
+func wrap(mw Middleware, j Job) (_ Job, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: while wrapping the job: %v", ErrPanic, r)
+		}
+	}()
+	if j = mw(j); isNil(j) {
+		return nil, fmt.Errorf("%w: returned a nil Job", ErrInvalidOption)
+	}
+	return j, nil
 }
 
 // skipError is returned by a guard that did not let the run start.
@@ -71,16 +85,24 @@ func (s *Scheduler) recoverGuard(e *entry) Middleware {
 func (s *Scheduler) killGuard(e *entry) Middleware {
 	return func(next Job) Job {
 		return JobFunc(func(ctx context.Context) error {
-			on, err := s.enabled(ctx, e.cfg.flag)
-			if err != nil {
-				return skip(SkipBackend, fmt.Errorf("job %q: %w", e.name, err))
-			}
-			if !on {
-				return skip(SkipKilled, fmt.Errorf("%w: job %q (flag %q)", ErrKilled, e.name, e.cfg.flag))
+			if err := s.checkSwitch(ctx, e); err != nil {
+				return err
 			}
 			return next.Run(ctx)
 		})
 	}
+}
+
+// checkSwitch returns a skip when the job's flag is off or unknown.
+func (s *Scheduler) checkSwitch(ctx context.Context, e *entry) error {
+	on, err := s.enabled(ctx, e.cfg.flag)
+	if err != nil {
+		return skip(SkipBackend, fmt.Errorf("job %q: %w", e.name, err))
+	}
+	if !on {
+		return skip(SkipKilled, fmt.Errorf("%w: job %q (flag %q)", ErrKilled, e.name, e.cfg.flag))
+	}
+	return nil
 }
 
 // claimGuard lets one run per tick through, across every instance sharing
@@ -112,12 +134,15 @@ type overlapState struct {
 	idle    chan struct{} // closed when running drops to 0
 }
 
-// overlapGuard applies the job's OverlapPolicy within this process.
-func overlapGuard(e *entry) Middleware {
+// overlapGuard applies the job's OverlapPolicy within this process. A run
+// that waited (OverlapQueue) asks the kill switch again before it starts: an
+// operator may have switched the job off meanwhile.
+func (s *Scheduler) overlapGuard(e *entry) Middleware {
 	o := &e.overlap
 	return func(next Job) Job {
 		return JobFunc(func(ctx context.Context) error {
 			o.mu.Lock()
+			queued := false
 			if o.running > 0 && e.cfg.overlap != OverlapAllow {
 				if e.cfg.overlap == OverlapSkip || o.waiting {
 					o.mu.Unlock()
@@ -125,8 +150,9 @@ func overlapGuard(e *entry) Middleware {
 				}
 				if err := o.wait(ctx); err != nil { // OverlapQueue; returns locked
 					o.mu.Unlock()
-					return skip(SkipStopped, fmt.Errorf("job %q: queued run: %w", e.name, err))
+					return skip(SkipStopped, fmt.Errorf("%w: job %q: queued run: %w", ErrStopped, e.name, err))
 				}
+				queued = true
 			}
 			if o.running == 0 {
 				o.idle = make(chan struct{})
@@ -134,6 +160,11 @@ func overlapGuard(e *entry) Middleware {
 			o.running++
 			o.mu.Unlock()
 			defer o.done()
+			if queued {
+				if err := s.checkSwitch(ctx, e); err != nil {
+					return err
+				}
+			}
 			return next.Run(ctx)
 		})
 	}

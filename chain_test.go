@@ -378,3 +378,38 @@ func TestReportString(t *testing.T) {
 		t.Fatalf("String = %q", got)
 	}
 }
+
+// A run queued behind another (OverlapQueue) asks the kill switch again when
+// its turn comes: a flip while it waited stops it.
+func TestOverlapQueueRechecksKillSwitch(t *testing.T) {
+	ks := NewMemoryKillSwitch()
+	s, _ := newTest(t, WithKillSwitch(ks))
+	b := newBlocker()
+	_ = s.Register("j", "@every 1m", b, Overlap(OverlapQueue))
+	first := goAsync(func() Report { return tickAt(t, s, "j", t0) })
+	b.waitStarted(t)
+	queued := goAsync(func() Report { return tickAt(t, s, "j", t0.Add(time.Minute)) })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		e, _ := s.lookup("j")
+		e.overlap.mu.Lock()
+		waiting := e.overlap.waiting
+		e.overlap.mu.Unlock()
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("second tick never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	_ = ks.SetEnabled(context.Background(), "j", false, "operator")
+	close(b.release)
+	recv(t, first)
+	if r := recv(t, queued); r.Skipped != SkipKilled {
+		t.Fatalf("queued run after the flip: %+v, want skipped killed", r)
+	}
+	if n := b.runs.Load(); n != 1 {
+		t.Fatalf("runs = %d, want 1", n)
+	}
+}

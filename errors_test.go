@@ -3,9 +3,12 @@ package cronguard
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 type nilPtrJob struct{}
@@ -89,7 +92,43 @@ func TestErrors(t *testing.T) {
 			_ = s.Stop(ctx)
 			_, err := s.RunManually(ctx, "mail")
 			return err
-		}, ErrStopped, nil},
+		}, ErrStopped, []string{`"mail"`}},
+		{"lock lost", func(s *Scheduler) error {
+			locker := s.cfg.locker.(*MemoryLocker)
+			_ = s.Register("mail", "@hourly", JobFunc(func(ctx context.Context) error {
+				locker.forget("mail")
+				<-ctx.Done()
+				return ctx.Err()
+			}), LockTTL(30*time.Millisecond))
+			_, err := s.RunManually(ctx, "mail")
+			return err
+		}, ErrLockLost, []string{`"mail"`}},
+		{"runaway", func(s *Scheduler) error {
+			_ = s.Register("mail", "@hourly", Batch[int]{Fetch: func(context.Context, Page) ([]int, error) { return []int{7}, nil }, Process: noop, Key: itoa})
+			_, err := s.RunManually(ctx, "mail")
+			return err
+		}, ErrRunaway, []string{`"mail"`, `"7"`}},
+		{"error budget", func(s *Scheduler) error {
+			_ = s.Register("mail", "@hourly", Batch[int]{Fetch: pages(1, 3), Key: itoa, MaxFailures: 1,
+				Process: func(context.Context, int) error { return errors.New("smtp") }})
+			_, err := s.RunManually(ctx, "mail")
+			return err
+		}, ErrErrorBudget, []string{`"mail"`, "budget 1"}},
+		{"timeout", func(s *Scheduler) error {
+			_ = s.Register("mail", "@hourly", JobFunc(func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }), Timeout(time.Millisecond))
+			_, err := s.RunManually(ctx, "mail")
+			return err
+		}, ErrTimeout, []string{`"mail"`, "1ms"}},
+		{"tick taken", func(s *Scheduler) error {
+			_ = s.Register("mail", "@hourly", okJob)
+			tickAt(t, s, "mail", t0)
+			return tickAt(t, s, "mail", t0).Err
+		}, ErrTickTaken, []string{`"mail"`, "2026-11-27T12:00:00Z"}},
+		{"middleware panics while wrapping", func(s *Scheduler) error {
+			s.cfg.middleware = []Middleware{func(Job) Job { panic("bad middleware") }}
+			return s.Register("mail", "@hourly", okJob)
+		}, ErrPanic, []string{`"mail"`, "bad middleware"}},
+		{"tiny LockTTL", register("mail", "@hourly", okJob, LockTTL(time.Microsecond)), ErrInvalidOption, []string{`"mail"`, "1µs"}},
 		{"stopped (start)", func(s *Scheduler) error { _ = s.Stop(ctx); return s.Start() }, ErrStopped, nil},
 		{"started twice", func(s *Scheduler) error { _ = s.Start(); return s.Start() }, ErrStarted, nil},
 	}
@@ -122,6 +161,8 @@ func TestNewOptionErrors(t *testing.T) {
 		"zero budget":      WithCallBudget(0),
 		"nil checkpoints":  WithCheckpointStore(nil),
 		"no redis clients": WithRedis(),
+		"typed nil redis":  WithRedis((*redis.Client)(nil)),
+		"typed nil locker": WithLocker((*MemoryLocker)(nil)),
 	} {
 		if _, err := New(opt); !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("%s: err = %v, want ErrInvalidOption", name, err)
@@ -178,4 +219,36 @@ func TestUserPanicsAreContained(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+}
+
+func TestTypedNilRedisClients(t *testing.T) {
+	var rdb *redis.Client
+	if _, err := NewRedisLocker(rdb); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("NewRedisLocker(typed nil) = %v", err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled
+	defer c.Close()
+	if _, err := NewRedisLocker(c, RedlockWith(rdb)); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("RedlockWith(typed nil) = %v", err)
+	}
+	if _, err := NewRedisKillSwitch(rdb); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("NewRedisKillSwitch(typed nil) = %v", err)
+	}
+}
+
+// Stop with a context that has already ended, and nothing running, is a
+// clean stop: the usual shutdown after <-signalCtx.Done().
+func TestStopWithEndedContextAndNothingRunning(t *testing.T) {
+	for range 50 {
+		s, err := New(WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = s.Start()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := s.Stop(ctx); err != nil {
+			t.Fatalf("Stop = %v, want nil: nothing was running", err)
+		}
+	}
 }

@@ -79,7 +79,9 @@ type Report struct {
 	Processed int        `json:"processed"` // items processed without error
 	Failed    int        `json:"failed"`    // items whose Process failed
 	Stop      StopReason `json:"stop,omitempty"`
-	Err       error      `json:"-"`
+	// Tripped is set when the runaway guard switched the job's flag off.
+	Tripped bool  `json:"tripped,omitempty"`
+	Err     error `json:"-"`
 }
 
 // String renders the report in one line, for logs and examples.
@@ -193,8 +195,8 @@ type jobConfig struct {
 // instance keeps the job locked, not how long the job may run.
 func LockTTL(ttl time.Duration) JobOption {
 	return func(c *jobConfig) error {
-		if ttl <= 0 {
-			return fmt.Errorf("%w: LockTTL %s: must be positive", ErrInvalidOption, ttl)
+		if ttl < time.Millisecond { // Redis expiries count milliseconds
+			return fmt.Errorf("%w: LockTTL %s: must be at least 1ms", ErrInvalidOption, ttl)
 		}
 		c.lockTTL = ttl
 		return nil

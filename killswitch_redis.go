@@ -163,7 +163,7 @@ var errNotLoaded = errors.New("not loaded from Redis yet")
 // Cluster client) and starts following Redis in the background. It does not
 // wait for Redis. Close it when done; it does not close rdb.
 func NewRedisKillSwitch(rdb redis.UniversalClient, opts ...RedisKillSwitchOption) (*RedisKillSwitch, error) {
-	if rdb == nil {
+	if isNil(rdb) {
 		return nil, fmt.Errorf("%w: NewRedisKillSwitch: nil client", ErrInvalidOption)
 	}
 	k := newRedisKillSwitch(rdb)

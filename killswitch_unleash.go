@@ -117,7 +117,7 @@ var errUnleashNotLoaded = errors.New("unleash client holds no toggles yet (serve
 // (see the type's documentation), for a toggle name Unleash would refuse,
 // and with a nil client.
 func (u *UnleashKillSwitch) Enabled(_ context.Context, flag string) (bool, error) {
-	if u.client == nil {
+	if isNil(u.client) {
 		return false, errors.New("unleash kill switch: nil client")
 	}
 	name := u.Toggle(flag)

@@ -19,7 +19,7 @@ func WithRedis(clients ...redis.UniversalClient) Option {
 			return fmt.Errorf("%w: WithRedis: no client", ErrInvalidOption)
 		}
 		for i, cl := range clients {
-			if cl == nil {
+			if isNil(cl) {
 				return fmt.Errorf("%w: WithRedis: client %d is nil", ErrInvalidOption, i)
 			}
 		}

@@ -147,7 +147,7 @@ type redisLockerConfig struct {
 func RedlockWith(more ...redis.UniversalClient) RedisLockerOption {
 	return func(c *redisLockerConfig) error {
 		for i, cl := range more {
-			if cl == nil {
+			if isNil(cl) {
 				return fmt.Errorf("%w: RedlockWith: client %d is nil", ErrInvalidOption, i)
 			}
 		}
@@ -198,7 +198,7 @@ func RedisLockOwner(name string) RedisLockerOption {
 //
 // A nil client is an error wrapping ErrInvalidOption.
 func NewRedisLocker(client redis.UniversalClient, opts ...RedisLockerOption) (*RedisLocker, error) {
-	if client == nil {
+	if isNil(client) {
 		return nil, fmt.Errorf("%w: NewRedisLocker: nil client", ErrInvalidOption)
 	}
 	cfg := redisLockerConfig{prefix: "cronguard:", budget: 2 * time.Second}

@@ -67,7 +67,7 @@ func (st *run) event(kind EventKind, err error) Event {
 func (s *Scheduler) execute(ctx context.Context, e *entry, trig Trigger, tick time.Time, items []any) Report {
 	st := &run{s: s, e: e, job: e.name, trigger: trig, tick: tick, items: items}
 	if !s.track(e.name) {
-		err := skip(SkipStopped, ErrStopped)
+		err := skip(SkipStopped, fmt.Errorf("%w: job %q not run", ErrStopped, e.name))
 		s.emit(Event{Kind: EventSkipped, Job: e.name, Trigger: trig, Tick: tick, Skip: SkipStopped, Err: err})
 		return st.report(err)
 	}
@@ -115,6 +115,7 @@ func (st *run) report(err error) Report {
 	r.Processed = int(st.processed.Load())
 	r.Failed = int(st.failed.Load())
 	r.Stop, r.Err = stopReason(err, st.cause, st.stop)
+	r.Tripped = st.tripped
 	return r
 }
 

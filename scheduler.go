@@ -69,7 +69,7 @@ type config struct {
 // MemoryLocker, which coordinates this process only.
 func WithLocker(l Locker) Option {
 	return func(c *config) error {
-		if l == nil {
+		if isNil(l) {
 			return fmt.Errorf("%w: WithLocker(nil)", ErrInvalidOption)
 		}
 		c.locker = l
@@ -81,7 +81,7 @@ func WithLocker(l Locker) Option {
 // every job on.
 func WithKillSwitch(ks KillSwitch) Option {
 	return func(c *config) error {
-		if ks == nil {
+		if isNil(ks) {
 			return fmt.Errorf("%w: WithKillSwitch(nil)", ErrInvalidOption)
 		}
 		c.killSwitch = ks
@@ -93,7 +93,7 @@ func WithKillSwitch(ks KillSwitch) Option {
 // (Batch.Checkpoint). The default keeps them in memory.
 func WithCheckpointStore(cs CheckpointStore) Option {
 	return func(c *config) error {
-		if cs == nil {
+		if isNil(cs) {
 			return fmt.Errorf("%w: WithCheckpointStore(nil)", ErrInvalidOption)
 		}
 		c.checkpoints = cs
@@ -350,6 +350,12 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	running := s.runningJobs()
+	if len(running) == 0 { // ctx ended before we looked, with nothing running
+		<-done // the last run has untracked; wg.Done follows at once
+		s.cancelBase(ErrStopped)
+		waitClosed(cronDone)
+		return nil
+	}
 	s.cancelBase(fmt.Errorf("%w: %w", ErrStopped, context.Cause(ctx)))
 	grace := time.NewTimer(s.cfg.stopGrace)
 	defer grace.Stop()
@@ -462,6 +468,8 @@ func (s *Scheduler) SetEnabled(ctx context.Context, name string, on bool, reason
 		}
 		return fmt.Errorf("%w: job %q: %T is read-only; %s", ErrNotFlippable, name, s.cfg.killSwitch, where)
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.budget)
+	defer cancel()
 	if err := fks.SetEnabled(ctx, e.cfg.flag, on, reason); err != nil {
 		return fmt.Errorf("cronguard: job %q: set flag %q to %t: %w", name, e.cfg.flag, on, err)
 	}
@@ -479,13 +487,13 @@ func (s *Scheduler) lookup(name string) (*entry, error) {
 	return e, nil
 }
 
-// isNil reports whether job is nil or a nil pointer, map or func inside an
-// interface, all of which would panic when run.
-func isNil(job Job) bool {
-	if job == nil {
+// isNil reports whether v is nil or a nil pointer, map, func, ... inside an
+// interface (a typed nil), which would panic when used.
+func isNil(v any) bool {
+	if v == nil {
 		return true
 	}
-	switch v := reflect.ValueOf(job); v.Kind() {
+	switch v := reflect.ValueOf(v); v.Kind() {
 	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Chan, reflect.Interface, reflect.Slice:
 		return v.IsNil()
 	}
