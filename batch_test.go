@@ -182,21 +182,7 @@ func TestErrorBudget(t *testing.T) {
 func TestKeysetAndCheckpoint(t *testing.T) {
 	s, _ := newTest(t)
 	var afters []string
-	table := make([]int, 10) // ids 1..10
-	for i := range table {
-		table[i] = i + 1
-	}
-	fetch := func(_ context.Context, p Page) ([]int, error) {
-		afters = append(afters, p.After)
-		after, _ := strconv.Atoi(p.After)
-		var out []int
-		for _, id := range table {
-			if id > after && len(out) < p.Size {
-				out = append(out, id)
-			}
-		}
-		return out, nil
-	}
+	fetch := keysetTable(10, &afters)
 	_ = s.Register("j", "@every 1m", Batch[int]{Fetch: fetch, Process: noop, Key: itoa, Size: 3, MaxBatches: 2, Checkpoint: true})
 	r1 := tickAt(t, s, "j", t0)
 	r2 := tickAt(t, s, "j", t0.Add(time.Minute))
@@ -310,5 +296,19 @@ func TestRunawayGuardWithShortRepeatedBatch(t *testing.T) {
 	}
 	if r := tickAt(t, s, "j", t0.Add(time.Minute)); r.Skipped != SkipKilled || sent[1] != 1 {
 		t.Fatalf("next tick: %+v; user 1 e-mailed %d times", r, sent[1])
+	}
+}
+
+// keysetTable returns a keyset Fetch over ids 1..n that records each
+// Page.After it is asked for in afters.
+func keysetTable(n int, afters *[]string) func(context.Context, Page) ([]int, error) {
+	return func(_ context.Context, p Page) ([]int, error) {
+		*afters = append(*afters, p.After)
+		after, _ := strconv.Atoi(p.After)
+		var out []int
+		for id := after + 1; id <= n && len(out) < p.Size; id++ {
+			out = append(out, id)
+		}
+		return out, nil
 	}
 }

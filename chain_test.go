@@ -114,20 +114,7 @@ func TestOverlapQueueCoalesces(t *testing.T) {
 	b.waitStarted(t)
 	queued := goAsync(func() Report { return tickAt(t, s, "j", t0.Add(time.Minute)) })
 	// Wait until the second run is queued, then a third tick is coalesced.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		e, _ := s.lookup("j")
-		e.overlap.mu.Lock()
-		waiting := e.overlap.waiting
-		e.overlap.mu.Unlock()
-		if waiting {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("second tick never queued")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitQueued(t, s, "j")
 	if rep := tickAt(t, s, "j", t0.Add(2*time.Minute)); rep.Skipped != SkipOverlap {
 		t.Fatalf("third tick while one waits: %+v, want skipped (coalesced)", rep)
 	}
@@ -389,20 +376,7 @@ func TestOverlapQueueRechecksKillSwitch(t *testing.T) {
 	first := goAsync(func() Report { return tickAt(t, s, "j", t0) })
 	b.waitStarted(t)
 	queued := goAsync(func() Report { return tickAt(t, s, "j", t0.Add(time.Minute)) })
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		e, _ := s.lookup("j")
-		e.overlap.mu.Lock()
-		waiting := e.overlap.waiting
-		e.overlap.mu.Unlock()
-		if waiting {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("second tick never queued")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitQueued(t, s, "j")
 	_ = ks.SetEnabled(context.Background(), "j", false, "operator")
 	close(b.release)
 	recv(t, first)
@@ -411,5 +385,25 @@ func TestOverlapQueueRechecksKillSwitch(t *testing.T) {
 	}
 	if n := b.runs.Load(); n != 1 {
 		t.Fatalf("runs = %d, want 1", n)
+	}
+}
+
+// waitQueued waits until a run of job waits behind the one going
+// (OverlapQueue).
+func waitQueued(t *testing.T, s *Scheduler, job string) {
+	t.Helper()
+	e, _ := s.lookup(job)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		e.overlap.mu.Lock()
+		waiting := e.overlap.waiting
+		e.overlap.mu.Unlock()
+		if waiting {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("second tick never queued")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

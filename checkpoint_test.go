@@ -2,7 +2,6 @@ package cronguard
 
 import (
 	"context"
-	"strconv"
 	"testing"
 	"time"
 
@@ -13,25 +12,8 @@ import (
 // instance starts, through Redis.
 func TestRedisCheckpointsAcrossInstances(t *testing.T) {
 	srv := redistest.Start(t)
-	table := make([]int, 10)
-	for i := range table {
-		table[i] = i + 1
-	}
 	var afters []string
-	job := Batch[int]{
-		Fetch: func(_ context.Context, p Page) ([]int, error) {
-			afters = append(afters, p.After)
-			after, _ := strconv.Atoi(p.After)
-			var out []int
-			for _, id := range table {
-				if id > after && len(out) < p.Size {
-					out = append(out, id)
-				}
-			}
-			return out, nil
-		},
-		Process: noop, Key: itoa, Size: 3, MaxBatches: 2, Checkpoint: true,
-	}
+	job := Batch[int]{Fetch: keysetTable(10, &afters), Process: noop, Key: itoa, Size: 3, MaxBatches: 2, Checkpoint: true}
 	// The memory switch: this test is about checkpoints, not about waiting
 	// for the Redis switch's first load.
 	a, _ := newTest(t, WithRedis(srv.Client(t)), WithKillSwitch(NewMemoryKillSwitch()), WithInstanceID("a"))
