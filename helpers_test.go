@@ -181,3 +181,18 @@ func (s *spyLocker) Acquire(ctx context.Context, job string, ttl time.Duration) 
 	s.acquires.Add(1)
 	return s.Locker.Acquire(ctx, job, ttl)
 }
+
+// waitFor polls cond until it holds, failing the test after d; it returns
+// how long that took. Tests wait for conditions, never for fixed sleeps.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return time.Since(start)
+}

@@ -79,7 +79,7 @@ func TestRedisKillSwitchFlipStopsEveryInstance(t *testing.T) {
 			return true
 		}
 	}
-	ksWait(t, 5*time.Second, "switches loaded", allAre(true))
+	waitFor(t, 5*time.Second, "switches loaded", allAre(true))
 
 	var propagation, stop []time.Duration
 	ctx := WithActor(context.Background(), "latency-test")
@@ -88,7 +88,7 @@ func TestRedisKillSwitchFlipStopsEveryInstance(t *testing.T) {
 		if err := flipper.s.SetEnabled(ctx, flipper.job, true, "next round"); err != nil {
 			t.Fatal(err)
 		}
-		ksWait(t, 5*time.Second, "on everywhere", allAre(true))
+		waitFor(t, 5*time.Second, "on everywhere", allAre(true))
 
 		// One run per instance, each some batches in.
 		tick := t0.Add(time.Duration(f) * time.Hour)
@@ -101,7 +101,7 @@ func TestRedisKillSwitchFlipStopsEveryInstance(t *testing.T) {
 				reports[i] <- in.s.execute(in.s.base, e, TriggerSchedule, tick, nil)
 			}()
 		}
-		ksWait(t, 5*time.Second, "runs going", func() bool {
+		waitFor(t, 5*time.Second, "runs going", func() bool {
 			for _, in := range ins {
 				if in.fetches.Load() < 2 {
 					return false

@@ -28,21 +28,6 @@ func ksNew(t *testing.T, srv *redistest.Server, opts ...RedisKillSwitchOption) *
 	return k
 }
 
-// ksWait polls cond until it holds or d passes, and returns how long it
-// took. It fails the test on timeout.
-func ksWait(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	deadline := start.Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // ksIs reports whether k answers want for flag, without error.
 func ksIs(k KillSwitch, flag string, want bool) func() bool {
 	return func() bool {
@@ -54,7 +39,7 @@ func ksIs(k KillSwitch, flag string, want bool) func() bool {
 func TestRedisKillSwitchFlipRecordsWhoWhyWhen(t *testing.T) {
 	srv := redistest.Start(t)
 	a, b := ksNew(t, srv), ksNew(t, srv)
-	ksWait(t, 5*time.Second, "both loaded", func() bool { return a.Err() == nil && b.Err() == nil })
+	waitFor(t, 5*time.Second, "both loaded", func() bool { return a.Err() == nil && b.Err() == nil })
 
 	if on, err := b.Enabled(context.Background(), "emails"); err != nil || !on {
 		t.Fatalf("absent flag: Enabled = %v, %v; want on", on, err)
@@ -68,7 +53,7 @@ func TestRedisKillSwitchFlipRecordsWhoWhyWhen(t *testing.T) {
 	if on, err := a.Enabled(context.Background(), "emails"); err != nil || on {
 		t.Fatalf("flipping instance: Enabled = %v, %v; want off at once", on, err)
 	}
-	took := ksWait(t, time.Second, "other instance sees the flip", ksIs(b, "emails", false))
+	took := waitFor(t, time.Second, "other instance sees the flip", ksIs(b, "emails", false))
 	t.Logf("flip reached the other instance in %s", took)
 
 	st := b.State("emails")
@@ -78,7 +63,7 @@ func TestRedisKillSwitchFlipRecordsWhoWhyWhen(t *testing.T) {
 
 	// Durable: a new instance reads it from Redis.
 	c := ksNew(t, srv)
-	ksWait(t, 5*time.Second, "new instance loads the state", ksIs(c, "emails", false))
+	waitFor(t, 5*time.Second, "new instance loads the state", ksIs(c, "emails", false))
 	if got := c.State("emails"); got.By != "alice" || !got.At.Equal(st.At) {
 		t.Fatalf("new instance State = %+v, want %+v", got, st)
 	}
@@ -90,7 +75,7 @@ func TestRedisKillSwitchFlipRecordsWhoWhyWhen(t *testing.T) {
 	if err := b.SetEnabled(context.Background(), "emails", true, "fixed"); err != nil {
 		t.Fatal(err)
 	}
-	ksWait(t, time.Second, "flip back reaches every instance", func() bool {
+	waitFor(t, time.Second, "flip back reaches every instance", func() bool {
 		return ksIs(a, "emails", true)() && ksIs(c, "emails", true)()
 	})
 	if other := a.State("other"); !other.Enabled {
@@ -102,7 +87,7 @@ func TestRedisKillSwitchOptions(t *testing.T) {
 	srv := redistest.Start(t)
 	off := ksNew(t, srv, RedisKillSwitchDefaultOff(), RedisKillSwitchPrefix("svc-a:"))
 	other := ksNew(t, srv) // prefix cronguard:
-	ksWait(t, 5*time.Second, "loaded", func() bool { return off.Err() == nil && other.Err() == nil })
+	waitFor(t, 5*time.Second, "loaded", func() bool { return off.Err() == nil && other.Err() == nil })
 	if off.Key() != "svc-a:killswitch" || off.Channel() != "svc-a:killswitch:flips" {
 		t.Fatalf("Key, Channel = %q, %q", off.Key(), off.Channel())
 	}
@@ -145,7 +130,7 @@ func TestRedisKillSwitchResyncCorrectsLostMessage(t *testing.T) {
 	const resync = 200 * time.Millisecond
 	a := ksNew(t, srv, RedisKillSwitchResync(resync))
 	b := ksNew(t, srv, RedisKillSwitchResync(resync))
-	ksWait(t, 5*time.Second, "loaded", func() bool { return a.Err() == nil && b.Err() == nil })
+	waitFor(t, 5*time.Second, "loaded", func() bool { return a.Err() == nil && b.Err() == nil })
 	rdb := srv.Client(t)
 	ctx := context.Background()
 
@@ -153,7 +138,7 @@ func TestRedisKillSwitchResyncCorrectsLostMessage(t *testing.T) {
 	if err := rdb.HSet(ctx, a.Key(), "emails", `{"enabled":false,"reason":"lost message"}`).Err(); err != nil {
 		t.Fatal(err)
 	}
-	took := ksWait(t, 2*resync+500*time.Millisecond, "lost flip corrected", func() bool {
+	took := waitFor(t, 2*resync+500*time.Millisecond, "lost flip corrected", func() bool {
 		return ksIs(a, "emails", false)() && ksIs(b, "emails", false)()
 	})
 	t.Logf("lost flip corrected on both instances in %s (resync %s)", took, resync)
@@ -165,20 +150,20 @@ func TestRedisKillSwitchResyncCorrectsLostMessage(t *testing.T) {
 	if err := rdb.HSet(ctx, a.Key(), "emails", "on", "reports", "off").Err(); err != nil {
 		t.Fatal(err)
 	}
-	ksWait(t, 2*resync+500*time.Millisecond, "hand edit picked up", func() bool {
+	waitFor(t, 2*resync+500*time.Millisecond, "hand edit picked up", func() bool {
 		return ksIs(b, "emails", true)() && ksIs(b, "reports", false)()
 	})
 	if err := rdb.HDel(ctx, a.Key(), "reports").Err(); err != nil {
 		t.Fatal(err)
 	}
-	ksWait(t, 2*resync+500*time.Millisecond, "deleted flag back to default", ksIs(b, "reports", true))
+	waitFor(t, 2*resync+500*time.Millisecond, "deleted flag back to default", ksIs(b, "reports", true))
 
 	// A value nobody can read: Enabled fails for that flag only, so the
 	// scheduler's fail policy decides.
 	if err := rdb.HSet(ctx, a.Key(), "emails", "maybe").Err(); err != nil {
 		t.Fatal(err)
 	}
-	ksWait(t, 2*resync+500*time.Millisecond, "unreadable value fails", func() bool {
+	waitFor(t, 2*resync+500*time.Millisecond, "unreadable value fails", func() bool {
 		_, err := b.Enabled(ctx, "emails")
 		return err != nil && strings.Contains(err.Error(), `"maybe"`)
 	})
@@ -199,17 +184,17 @@ func TestRedisKillSwitchRedisRestartedAroundFlip(t *testing.T) {
 	const resync = time.Minute // only the resubscription can correct in time
 	a := ksNew(t, srv, RedisKillSwitchResync(resync))
 	b := ksNew(t, srv, RedisKillSwitchResync(resync))
-	ksWait(t, 5*time.Second, "loaded", func() bool { return a.Err() == nil && b.Err() == nil })
+	waitFor(t, 5*time.Second, "loaded", func() bool { return a.Err() == nil && b.Err() == nil })
 	ctx := context.Background()
 	if err := a.SetEnabled(ctx, "emails", false, "incident"); err != nil {
 		t.Fatal(err)
 	}
-	ksWait(t, time.Second, "flip seen", ksIs(b, "emails", false))
+	waitFor(t, time.Second, "flip seen", ksIs(b, "emails", false))
 
 	exercised := false
 	for attempt := 1; attempt <= 3 && !exercised; attempt++ {
 		srv.Kill(t)
-		ksWait(t, 5*time.Second, "switch notices Redis is gone", func() bool { return b.Err() != nil })
+		waitFor(t, 5*time.Second, "switch notices Redis is gone", func() bool { return b.Err() != nil })
 		// Enabled says Redis is gone (the scheduler's fail policy then holds
 		// the last answer, with an event), the cache still knows the last
 		// state, and flips fail.
@@ -243,11 +228,11 @@ func TestRedisKillSwitchRedisRestartedAroundFlip(t *testing.T) {
 			if err := a.SetEnabled(ctx, "emails", false, "incident"); err != nil {
 				t.Fatal(err)
 			}
-			ksWait(t, 5*time.Second, "reset", ksIs(b, "emails", false))
+			waitFor(t, 5*time.Second, "reset", ksIs(b, "emails", false))
 			continue
 		}
 		exercised = true
-		took := ksWait(t, 5*time.Second, "unheard flip picked up on resubscription", func() bool {
+		took := waitFor(t, 5*time.Second, "unheard flip picked up on resubscription", func() bool {
 			return ksIs(a, "emails", true)() && ksIs(b, "emails", true)()
 		})
 		t.Logf("attempt %d: unheard flip picked up %s after the restart (resync interval %s)", attempt, took, resync)
@@ -262,7 +247,7 @@ func TestRedisKillSwitchRedisRestartedAroundFlip(t *testing.T) {
 	if err := b.SetEnabled(ctx, "emails", false, "again"); err != nil {
 		t.Fatal(err)
 	}
-	ksWait(t, time.Second, "flip after recovery", ksIs(a, "emails", false))
+	waitFor(t, time.Second, "flip after recovery", ksIs(a, "emails", false))
 }
 
 // Without Redis the switch does not answer from its cache on its own: the
@@ -272,7 +257,7 @@ func TestRedisKillSwitchOutageDefersToFailPolicy(t *testing.T) {
 	srv := redistest.Start(t)
 	const resync = 300 * time.Millisecond
 	k := ksNew(t, srv, RedisKillSwitchResync(resync))
-	ksWait(t, 5*time.Second, "loaded", func() bool { return k.Err() == nil })
+	waitFor(t, 5*time.Second, "loaded", func() bool { return k.Err() == nil })
 	s, rec := newTest(t, WithKillSwitch(k))
 	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { return nil })); err != nil {
 		t.Fatal(err)
@@ -284,7 +269,7 @@ func TestRedisKillSwitchOutageDefersToFailPolicy(t *testing.T) {
 		t.Fatalf("report = %v", rep)
 	}
 	srv.Stop(t)
-	ksWait(t, 5*time.Second, "switch notices Redis is gone", func() bool {
+	waitFor(t, 5*time.Second, "switch notices Redis is gone", func() bool {
 		_, err := k.Enabled(context.Background(), "emails")
 		return err != nil
 	})
@@ -297,7 +282,7 @@ func TestRedisKillSwitchOutageDefersToFailPolicy(t *testing.T) {
 		t.Fatalf("EventFlag = %+v, %v", ev, ok)
 	}
 	srv.Restart(t) // empty: the flag is back to its default, on
-	ksWait(t, 5*time.Second, "follows Redis again", ksIs(k, "emails", true))
+	waitFor(t, 5*time.Second, "follows Redis again", ksIs(k, "emails", true))
 }
 
 // Redis is down when the instance starts: nothing blocks, Enabled fails
@@ -319,7 +304,7 @@ func TestRedisKillSwitchRedisDownAtStart(t *testing.T) {
 	if _, err := k.Enabled(context.Background(), "emails"); err == nil {
 		t.Fatal("Enabled before the first load: no error")
 	}
-	ksWait(t, 5*time.Second, "Enabled tells why", func() bool {
+	waitFor(t, 5*time.Second, "Enabled tells why", func() bool {
 		_, err := k.Enabled(context.Background(), "emails")
 		return err != nil && strings.Contains(err.Error(), "refused")
 	})
@@ -346,11 +331,11 @@ func TestRedisKillSwitchRedisDownAtStart(t *testing.T) {
 	}
 
 	srv.Restart(t)
-	ksWait(t, 5*time.Second, "loads once Redis is up", ksIs(k, "emails", true))
-	ksWait(t, 5*time.Second, "WithRedis switch loads too", ksIs(s.cfg.killSwitch, "emails", true))
+	waitFor(t, 5*time.Second, "loads once Redis is up", ksIs(k, "emails", true))
+	waitFor(t, 5*time.Second, "WithRedis switch loads too", ksIs(s.cfg.killSwitch, "emails", true))
 	// The locker's client may take a second more to dial again.
 	tick := t0
-	ksWait(t, 5*time.Second, "runs once Redis is up", func() bool {
+	waitFor(t, 5*time.Second, "runs once Redis is up", func() bool {
 		tick = tick.Add(time.Hour)
 		rep := tickAt(t, s, "emails", tick)
 		return rep.Skipped == "" && rep.Stop == StopDone
@@ -380,7 +365,7 @@ func TestRedisKillSwitchHardKillOnAnotherInstance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ksWait(t, 5*time.Second, "switches loaded", func() bool {
+	waitFor(t, 5*time.Second, "switches loaded", func() bool {
 		return ksIs(a.cfg.killSwitch, "purge", true)() && ksIs(b.cfg.killSwitch, "purge", true)()
 	})
 	done := goAsync(func() Report { return tickAt(t, b, "purge", t0) })
@@ -410,7 +395,7 @@ func TestRedisKillSwitchClosedByStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := s.cfg.killSwitch.(*RedisKillSwitch)
-	ksWait(t, 5*time.Second, "loaded", ksIs(k, "x", true))
+	waitFor(t, 5*time.Second, "loaded", ksIs(k, "x", true))
 	mine := ksNew(t, srv)
 	s2, err := New(WithRedis(srv.Client(t)), WithKillSwitch(mine), WithLogger(ksQuiet))
 	if err != nil {
@@ -430,7 +415,7 @@ func TestRedisKillSwitchClosedByStop(t *testing.T) {
 	if err := k.SetEnabled(context.Background(), "x", false, ""); err == nil {
 		t.Fatal("SetEnabled after Close succeeded")
 	}
-	ksWait(t, time.Second, "caller's switch still works", ksIs(mine, "x", true))
+	waitFor(t, time.Second, "caller's switch still works", ksIs(mine, "x", true))
 	_ = k.Close() // twice is fine
 }
 
@@ -438,7 +423,7 @@ func TestRedisKillSwitchClosedByStop(t *testing.T) {
 func TestRedisKillSwitchUnreadableMessage(t *testing.T) {
 	srv := redistest.Start(t)
 	k := ksNew(t, srv)
-	ksWait(t, 5*time.Second, "loaded", func() bool { return k.Err() == nil })
+	waitFor(t, 5*time.Second, "loaded", func() bool { return k.Err() == nil })
 	rdb := srv.Client(t)
 	ctx := context.Background()
 	if err := rdb.HSet(ctx, k.Key(), "emails", "off").Err(); err != nil {
@@ -447,7 +432,7 @@ func TestRedisKillSwitchUnreadableMessage(t *testing.T) {
 	if err := rdb.Publish(ctx, k.Channel(), "garbage").Err(); err != nil {
 		t.Fatal(err)
 	}
-	ksWait(t, time.Second, "reload after an unreadable message", ksIs(k, "emails", false))
+	waitFor(t, time.Second, "reload after an unreadable message", ksIs(k, "emails", false))
 }
 
 // Enabled is the hot path: a map lookup under a read lock.

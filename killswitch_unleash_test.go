@@ -155,7 +155,7 @@ func TestUnleashKillSwitchToggle(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The client has fetched once the toggle is known to it.
-	ksWait(t, 10*time.Second, "client fetched the new toggle", func() bool {
+	waitFor(t, 10*time.Second, "client fetched the new toggle", func() bool {
 		for _, f := range client.ListFeatures() {
 			if f.Name == toggle {
 				return true
@@ -175,7 +175,7 @@ func TestUnleashKillSwitchToggle(t *testing.T) {
 
 	flipped := time.Now()
 	srv.flip(t, toggle, true)
-	took := ksWait(t, 10*time.Second, "toggle on reaches the client", ksIs(ks, job, true))
+	took := waitFor(t, 10*time.Second, "toggle on reaches the client", ksIs(ks, job, true))
 	t.Logf("Unleash flip on seen after %s (refresh 250ms)", took)
 	if rep := next(); rep.Skipped != "" || rep.Stop != StopDone || ran != 1 {
 		t.Fatalf("toggle on: report = %v, ran %d", rep, ran)
@@ -185,7 +185,7 @@ func TestUnleashKillSwitchToggle(t *testing.T) {
 	}
 
 	srv.flip(t, toggle, false)
-	took = ksWait(t, 10*time.Second, "toggle off reaches the client", ksIs(ks, job, false))
+	took = waitFor(t, 10*time.Second, "toggle off reaches the client", ksIs(ks, job, false))
 	t.Logf("Unleash flip off seen after %s (refresh 250ms); round trip since first flip %s", took, time.Since(flipped))
 	if rep := next(); rep.Skipped != SkipKilled || ran != 1 {
 		t.Fatalf("toggle off again: report = %v", rep)
@@ -231,7 +231,7 @@ func TestUnleashKillSwitchServerDown(t *testing.T) {
 	app, backup := unleashName("cronguard-test"), t.TempDir()
 	client, l := srv.newUnleashClient(t, app, backup)
 	ks := NewUnleashKillSwitch(client)
-	ksWait(t, 10*time.Second, "client sees both toggles", func() bool {
+	waitFor(t, 10*time.Second, "client sees both toggles", func() bool {
 		return ksIs(ks, onJob, true)() && ksIs(ks, offJob, false)()
 	})
 
@@ -239,7 +239,7 @@ func TestUnleashKillSwitchServerDown(t *testing.T) {
 	stopUnleash(t, pidFile)
 	t.Cleanup(func() { startUnleash(t) })
 	errs := l.errors.Load()
-	ksWait(t, 5*time.Second, "client notices the server is gone", func() bool { return l.errors.Load() > errs })
+	waitFor(t, 5*time.Second, "client notices the server is gone", func() bool { return l.errors.Load() > errs })
 
 	// The last known value holds.
 	s, _ := newTest(t, WithKillSwitch(ks))
@@ -298,7 +298,7 @@ func TestUnleashKillSwitchServerDown(t *testing.T) {
 
 	// The server comes back: the fresh client fetches and follows Unleash.
 	startUnleash(t)
-	ksWait(t, 15*time.Second, "fresh client fetches once the server is back", ksIs(freshKS, onJob, true))
+	waitFor(t, 15*time.Second, "fresh client fetches once the server is back", ksIs(freshKS, onJob, true))
 	if rep := tickAt(t, closed, onJob, t0.Add(time.Hour)); rep.Stop != StopDone {
 		t.Fatalf("server back: report = %v", rep)
 	}
@@ -326,7 +326,7 @@ func stopUnleash(t *testing.T, pidFile string) {
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatalf("stop Unleash (pid %d): %v", pid, err)
 	}
-	ksWait(t, 20*time.Second, "Unleash exits", func() bool { return syscall.Kill(pid, 0) != nil })
+	waitFor(t, 20*time.Second, "Unleash exits", func() bool { return syscall.Kill(pid, 0) != nil })
 }
 
 // startUnleash runs scripts/unleash-up, which starts the server again if it

@@ -97,28 +97,6 @@ func rlStop(t *testing.T, s *Scheduler) {
 	}
 }
 
-// rlTick runs job through the scheduled chain of s as if cron fired tick.
-func rlTick(t *testing.T, s *Scheduler, job string, tick time.Time) Report {
-	t.Helper()
-	e, err := s.lookup(job)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.execute(s.base, e, TriggerSchedule, tick, nil)
-}
-
-// rlWait polls cond every 10ms until it holds or timeout passes.
-func rlWait(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // sleepUntil sleeps until t.
 func sleepUntil(at time.Time) { time.Sleep(time.Until(at)) }
 
@@ -439,7 +417,7 @@ func TestRedisLockerCluster(t *testing.T) {
 	if err := admin.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
 		t.Fatal(err)
 	}
-	rlWait(t, 10*time.Second, "cluster_state:ok", func() bool {
+	waitFor(t, 10*time.Second, "cluster_state:ok", func() bool {
 		return strings.Contains(admin.ClusterInfo(ctx).Val(), "cluster_state:ok")
 	})
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr()}})
@@ -494,7 +472,7 @@ func TestRedisLockReleasedAfterPanic(t *testing.T) {
 	if err := s.Register("boom", "@every 1h", JobFunc(func(context.Context) error { panic("boom") })); err != nil {
 		t.Fatal(err)
 	}
-	rep := rlTick(t, s, "boom", t0)
+	rep := tickAt(t, s, "boom", t0)
 	if !errors.Is(rep.Err, ErrPanic) {
 		t.Fatalf("report: %v", rep)
 	}
@@ -683,7 +661,7 @@ func TestRedisLongJobKeepsItsLease(t *testing.T) {
 			}
 		}
 	}
-	rlWait(t, 3*time.Second, "the end of the long run", func() bool { _, ok := longReport(); return ok })
+	waitFor(t, 3*time.Second, "the end of the long run", func() bool { _, ok := longReport(); return ok })
 	rep, _ := longReport()
 	if rep.Stop != StopDone || rep.Err != nil {
 		t.Errorf("long run: %v", rep)
@@ -692,7 +670,7 @@ func TestRedisLongJobKeepsItsLease(t *testing.T) {
 		t.Errorf("%d other runs started during the long run", n-startsAtLong)
 	}
 	// Runs resume after it.
-	rlWait(t, 3*time.Second, "a run after the long one", func() bool { return starts.Load() > startsAtLong })
+	waitFor(t, 3*time.Second, "a run after the long one", func() bool { return starts.Load() > startsAtLong })
 	for _, s := range scheds {
 		rlStop(t, s)
 	}
@@ -739,7 +717,7 @@ func TestRedisLockStolenCancelsRun(t *testing.T) {
 	if err := s.Register("steal", "@every 1h", job, LockTTL(ttl)); err != nil {
 		t.Fatal(err)
 	}
-	repc := goAsyncRL(func() Report { return rlTick(t, s, "steal", t0) })
+	repc := goAsyncRL(func() Report { return tickAt(t, s, "steal", t0) })
 	<-started
 	time.Sleep(150 * time.Millisecond) // mid-run, between two extensions
 
@@ -1108,7 +1086,7 @@ func TestRedisCrashedHolderFreesLockAfterTTL(t *testing.T) {
 	kill := time.Now()
 	cmd.Wait()
 
-	rlWait(t, ttl+3*time.Second, "the survivor's first run", func() bool { return len(log.tokens()) > 0 })
+	waitFor(t, ttl+3*time.Second, "the survivor's first run", func() bool { return len(log.tokens()) > 0 })
 	var firstRun time.Time
 	for _, e := range rec.kind(EventStarted) {
 		firstRun = e.Time
@@ -1299,7 +1277,7 @@ func TestRedisRoundTrips(t *testing.T) {
 	tick := t0
 	for i := range 3 {
 		tick = tick.Add(time.Second)
-		if rep := rlTick(t, a, "noop", tick); rep.Stop != StopDone {
+		if rep := tickAt(t, a, "noop", tick); rep.Stop != StopDone {
 			t.Fatal(rep)
 		}
 		if i == 0 { // first use of the two scripts on this Redis: EVALSHA, NOSCRIPT, EVAL
@@ -1307,25 +1285,25 @@ func TestRedisRoundTrips(t *testing.T) {
 		} else {
 			expect("winner", cntA, 3, 0)
 		}
-		if rep := rlTick(t, b, "noop", tick); rep.Skipped != SkipTickTaken {
+		if rep := tickAt(t, b, "noop", tick); rep.Skipped != SkipTickTaken {
 			t.Fatal(rep)
 		}
 		expect("loser", cntB, 1, 0)
 	}
 	// The other instance wins: the scripts are cached server-side already.
 	tick = tick.Add(time.Second)
-	rlTick(t, b, "noop", tick)
+	tickAt(t, b, "noop", tick)
 	expect("winner (other instance)", cntB, 3, 0)
 
 	// The loser, by Redis's own count.
 	srv.Client(t).ConfigResetStat(context.Background())
 	tick = tick.Add(time.Second)
-	rlTick(t, a, "noop", tick)
+	tickAt(t, a, "noop", tick)
 	cntA.take()
 	if err := srv.Client(t).ConfigResetStat(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
-	rlTick(t, b, "noop", tick)
+	tickAt(t, b, "noop", tick)
 	stats := srv.Client(t).Info(context.Background(), "commandstats").Val()
 	var lines []string
 	for line := range strings.SplitSeq(stats, "\n") {
@@ -1345,7 +1323,7 @@ func TestRedisRoundTrips(t *testing.T) {
 	if err := a.Register("slow", "* * * * * *", slow, LockTTL(300*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
-	rlTick(t, a, "slow", tick)
+	tickAt(t, a, "slow", tick)
 	total, noscript, extend, names := classify(cntA.take())
 	t.Logf("1s run, TTL 300ms: %d round trips, %d extensions, %d NOSCRIPT: %v", total, extend, noscript, names)
 	if extend < 6 || noscript > 1 || total != 3+extend+noscript {
@@ -1385,7 +1363,7 @@ func TestRedisRoundTripsRedlock(t *testing.T) {
 	for _, cnt := range cnts {
 		cnt.take()
 	}
-	if rep := rlTick(t, a, "noop", t0.Add(time.Hour)); rep.Stop != StopDone {
+	if rep := tickAt(t, a, "noop", t0.Add(time.Hour)); rep.Stop != StopDone {
 		t.Fatal(rep)
 	}
 	rlAwaitDialers() // lock and release calls to the last server may still be on their way
@@ -1402,7 +1380,7 @@ func TestRedisRoundTripsRedlock(t *testing.T) {
 		}
 		t.Logf("winner, server %d: %v", i, names)
 	}
-	if rep := rlTick(t, b, "noop", t0.Add(time.Hour)); rep.Skipped != SkipTickTaken {
+	if rep := tickAt(t, b, "noop", t0.Add(time.Hour)); rep.Skipped != SkipTickTaken {
 		t.Fatal(rep)
 	}
 	for i, cnt := range cntsB {
