@@ -2,10 +2,13 @@ package cronguard
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -100,10 +103,18 @@ func (b Batch[T]) validate(job string) error {
 	case b.Key == nil:
 		return missing("Key")
 	}
-	for field, v := range map[string]float64{"Size": float64(b.Size), "MaxBatches": float64(b.MaxBatches),
-		"PerSecond": b.PerSecond, "Concurrency": float64(b.Concurrency), "MaxFailures": float64(b.MaxFailures)} {
-		if v < 0 {
-			return fmt.Errorf("%w: job %q: Batch.%s is %v, must not be negative", ErrInvalidBatch, job, field, v)
+	if math.IsNaN(b.PerSecond) || math.IsInf(b.PerSecond, 0) {
+		return fmt.Errorf("%w: job %q: Batch.PerSecond is %v, must be a finite number (0: no limit)", ErrInvalidBatch, job, b.PerSecond)
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{
+		{"Size", float64(b.Size)}, {"MaxBatches", float64(b.MaxBatches)}, {"PerSecond", b.PerSecond},
+		{"Concurrency", float64(b.Concurrency)}, {"MaxFailures", float64(b.MaxFailures)},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("%w: job %q: Batch.%s is %v, must not be negative", ErrInvalidBatch, job, f.name, f.v)
 		}
 	}
 	return nil
@@ -133,7 +144,7 @@ func (b Batch[T]) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	handled := map[string]bool{} // key → processed without error
+	handled := map[string]bool{} // key → processed without error (false: counted failed)
 	for n := 0; n < b.maxBatches(); n++ {
 		if err := w.checkKill(ctx, n); err != nil { // from the local cache: no round trip
 			return err
@@ -147,25 +158,17 @@ func (b Batch[T]) Run(ctx context.Context) error {
 		}
 		items, err := b.Fetch(ctx, p)
 		if err != nil {
-			return fmt.Errorf("cronguard: job %q: fetch batch %d: %w", st.job, n, err)
+			return fmt.Errorf("cronguard: job %q: fetch batch %d (after %q): %w", st.job, n, clip(p.After), err)
 		}
 		if len(items) == 0 {
 			return nil
 		}
-		fresh, err := w.runawayGuard(ctx, n, items, handled)
+		keys, fresh, err := w.runawayGuard(ctx, n, items, handled)
 		if err != nil {
 			return err
 		}
 		st.batches.Add(1)
-		if err := w.processAll(ctx, fresh, handled); err != nil {
-			return err
-		}
-		s := st.s
-		ev := st.event(EventBatchDone, nil)
-		ev.Batch, ev.Items = n, len(items)
-		s.emit(ev)
-		after = b.Key(items[len(items)-1]) // Key panics were caught above, for this same item
-		if err := w.saveCheckpoint(ctx, after); err != nil {
+		if after, err = w.step(ctx, n, keys, fresh, handled, after); err != nil {
 			return err
 		}
 		if len(fresh) == 0 {
@@ -177,6 +180,50 @@ func (b Batch[T]) Run(ctx context.Context) error {
 	}
 	st.setStop(StopMaxBatches)
 	return nil
+}
+
+// step processes the fresh items of batch n (whose keys, in Fetch order,
+// are keys) and moves the cursor. It returns the cursor the next batch
+// starts after and the error that ends the run, if any.
+//
+// The cursor moves only to the last key of the batch's handled prefix: the
+// items up to the first one that was neither processed nor counted failed
+// (cut short by a timeout, a cancel or the error budget, or never started).
+// With Concurrency > 1 items finish out of order, so items after that one
+// may be done already; they are processed again by the next run, which
+// starts at the unhandled item. No item is ever left behind the cursor.
+func (w *worker[T]) step(ctx context.Context, n int, keys []string, fresh []keyed[T], handled map[string]bool, after string) (string, error) {
+	outs, err := w.processAll(ctx, fresh)
+	for i, it := range fresh {
+		if outs[i] != notDone {
+			handled[it.key] = outs[i] == succeeded
+		}
+	}
+	st := w.st
+	ev := st.event(EventBatchDone, nil)
+	ev.Batch, ev.Items = n, len(keys)
+	st.s.emit(ev)
+	last, moved := handledPrefix(keys, handled)
+	if !moved {
+		return after, err
+	}
+	if saveErr := w.saveCheckpoint(ctx, last); saveErr != nil {
+		return last, errors.Join(err, saveErr)
+	}
+	return last, err
+}
+
+// handledPrefix returns the last key of keys before the first one that is
+// not in handled, and whether there is one.
+func handledPrefix(keys []string, handled map[string]bool) (string, bool) {
+	last, ok := "", false
+	for _, k := range keys {
+		if _, done := handled[k]; !done {
+			break
+		}
+		last, ok = k, true
+	}
+	return last, ok
 }
 
 // worker holds what one run of a Batch needs beyond the Batch itself.
@@ -211,24 +258,27 @@ func (w *worker[T]) checkKill(ctx context.Context, n int) error {
 	return nil
 }
 
-// runawayGuard returns the items of batch n to process, or ErrRunaway when
-// one was already processed in this run.
-func (w *worker[T]) runawayGuard(ctx context.Context, n int, items []T, handled map[string]bool) ([]keyed[T], error) {
+// runawayGuard returns the keys of every item of batch n, in order, and
+// the items to process, or ErrRunaway when one was already processed in
+// this run.
+func (w *worker[T]) runawayGuard(ctx context.Context, n int, items []T, handled map[string]bool) ([]string, []keyed[T], error) {
+	keys := make([]string, len(items))
 	fresh := make([]keyed[T], 0, len(items))
 	inBatch := make(map[string]struct{}, len(items))
-	for _, it := range items {
+	for i, it := range items {
 		k := w.b.Key(it)
 		_, dup := inBatch[k]
 		ok, seen := handled[k]
 		if dup || (seen && ok) {
-			return nil, w.runaway(ctx, n, k)
+			return nil, nil, w.runaway(ctx, n, k)
 		}
 		inBatch[k] = struct{}{}
+		keys[i] = k
 		if !seen {
 			fresh = append(fresh, keyed[T]{it, k})
 		}
 	}
-	return fresh, nil
+	return keys, fresh, nil
 }
 
 // keyed is an item with its key, computed once on the run's goroutine, where
@@ -241,7 +291,7 @@ type keyed[T any] struct {
 // runaway stops the run and switches the job off where the switch flips.
 func (w *worker[T]) runaway(ctx context.Context, n int, key string) error {
 	st := w.st
-	err := fmt.Errorf("%w: job %q: batch %d returned item %q again", ErrRunaway, st.job, n, key)
+	err := fmt.Errorf("%w: job %q: batch %d returned item %q again", ErrRunaway, st.job, n, clip(key))
 	if s := st.s; s != nil {
 		if fks, ok := s.cfg.killSwitch.(FlippableKillSwitch); ok {
 			actx, cancel := context.WithTimeout(WithActor(context.WithoutCancel(ctx), "runaway-guard"), s.cfg.budget)
@@ -264,17 +314,27 @@ func (w *worker[T]) runaway(ctx context.Context, n int, key string) error {
 	return err
 }
 
-// processAll processes items, Concurrency at a time, recording each key's
-// outcome in handled. It returns the run's cancellation cause or
-// ErrErrorBudget.
-func (w *worker[T]) processAll(ctx context.Context, items []keyed[T], handled map[string]bool) error {
+// outcome is what became of one item of a batch.
+type outcome uint8
+
+const (
+	notDone   outcome = iota // never started, or cut short by the run's end: neither processed nor failed
+	succeeded                // Process returned nil
+	failed                   // Process failed or panicked: counted in Report.Failed
+)
+
+// processAll processes items, Concurrency at a time, and returns each one's
+// outcome. The error is the run's cancellation cause or ErrErrorBudget; when
+// it is nil every item has been processed or counted failed (the loop stops
+// early, and processOne leaves an item notDone, only once ctx has ended).
+func (w *worker[T]) processAll(ctx context.Context, items []keyed[T]) ([]outcome, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	ok := make([]bool, len(items))
+	outs := make([]outcome, len(items))
 	sem := make(chan struct{}, max(w.b.Concurrency, 1))
 	var wg sync.WaitGroup
 	for i, it := range items {
-		if w.limiter != nil && w.limiter.Wait(ctx) != nil {
+		if w.wait(ctx) != nil {
 			break
 		}
 		select {
@@ -286,39 +346,64 @@ func (w *worker[T]) processAll(ctx context.Context, items []keyed[T], handled ma
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			ok[i] = w.processOne(ctx, it, cancel)
+			outs[i] = w.processOne(ctx, it, cancel)
 		})
 	}
 	wg.Wait()
-	for i, it := range items {
-		handled[it.key] = ok[i]
-	}
 	if ctx.Err() != nil {
-		return context.Cause(ctx)
+		return outs, context.Cause(ctx)
 	}
-	return nil
+	return outs, nil
 }
 
-// processOne processes one item and reports whether it succeeded. A failure
-// past the error budget cancels the batch.
-func (w *worker[T]) processOne(ctx context.Context, it keyed[T], cancel context.CancelCauseFunc) bool {
+// wait takes the next PerSecond token, however far off it is, unless ctx
+// ends first. Not rate.Limiter.Wait: that fails at once, with ctx still
+// live, when the token would come after ctx's deadline, and a batch that
+// took that for the end of its items once saved its checkpoint past items
+// it never processed. Here the run goes on until its deadline and then ends
+// with its context's cause (timeout or canceled).
+func (w *worker[T]) wait(ctx context.Context) error {
+	if w.limiter == nil {
+		return nil
+	}
+	r := w.limiter.Reserve() // burst 1: always granted, possibly in the future
+	d := r.Delay()
+	if d == 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		r.Cancel() // give the token back: the next run's limiter is new anyway, but a manual batch goes on
+		return context.Cause(ctx)
+	}
+}
+
+// processOne processes one item and returns its outcome. A failure past the
+// error budget cancels the batch. An item whose Process returns the run's
+// own cancellation (wrapped or not) was cut short, not failed: it is not
+// counted, and a checkpoint never passes it.
+func (w *worker[T]) processOne(ctx context.Context, it keyed[T], cancel context.CancelCauseFunc) outcome {
 	st := w.st
 	stack, err := w.safeProcess(ctx, it)
 	if err == nil {
 		st.processed.Add(1)
-		return true
+		return succeeded
 	}
-	if ctx.Err() != nil && err == ctx.Err() {
-		return false // cut short by the run's end, not a failure of the item
+	if ctx.Err() != nil && (errors.Is(err, ctx.Err()) || errors.Is(err, context.Cause(ctx))) {
+		return notDone
 	}
-	failed := st.failed.Add(1)
+	n := st.failed.Add(1)
 	ev := st.event(EventItemFailed, err)
 	ev.Item, ev.Stack = it.key, stack
 	st.s.emit(ev)
-	if w.b.MaxFailures > 0 && failed > int64(w.b.MaxFailures) {
-		cancel(fmt.Errorf("%w: job %q: %d items failed, budget %d", ErrErrorBudget, st.job, failed, w.b.MaxFailures))
+	if w.b.MaxFailures > 0 && n > int64(w.b.MaxFailures) {
+		cancel(fmt.Errorf("%w: job %q: %d items failed, budget %d", ErrErrorBudget, st.job, n, w.b.MaxFailures))
 	}
-	return false
+	return failed
 }
 
 // safeProcess calls Process, turning a panic into an item failure: with
@@ -327,7 +412,7 @@ func (w *worker[T]) processOne(ctx context.Context, it keyed[T], cancel context.
 func (w *worker[T]) safeProcess(ctx context.Context, it keyed[T]) (stack string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: job %q: item %q: %v", ErrPanic, w.st.job, it.key, r)
+			err = fmt.Errorf("%w: job %q: item %q: %v", ErrPanic, w.st.job, clip(it.key), r)
 			stack = string(debug.Stack())
 		}
 	}()
@@ -348,15 +433,20 @@ func (w *worker[T]) loadCheckpoint(ctx context.Context) (string, error) {
 	return after, nil
 }
 
+// saveCheckpoint records after as the job's cursor. It also runs when the
+// run was cut short (the handled prefix is saved, so the next run does not
+// repeat it), so it has its own context, bounded by the call budget. A run
+// that lost its lock saves nothing: another instance may own the cursor now,
+// and the next run repeats this one's items rather than skip any.
 func (w *worker[T]) saveCheckpoint(ctx context.Context, after string) error {
 	st := w.st
-	if !w.b.Checkpoint || st.s == nil {
+	if !w.b.Checkpoint || st.s == nil || errors.Is(context.Cause(ctx), ErrLockLost) {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, st.s.cfg.budget)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.s.cfg.budget)
 	defer cancel()
 	if err := st.s.cfg.checkpoints.Save(ctx, st.job, after); err != nil {
-		return fmt.Errorf("cronguard: job %q: save checkpoint %q: %w", st.job, after, err)
+		return fmt.Errorf("cronguard: job %q: save checkpoint %q: %w", st.job, clip(after), err)
 	}
 	return nil
 }
@@ -381,19 +471,49 @@ func (b Batch[T]) checkItems(job string, items []any) ([]any, error) {
 	return flat, nil
 }
 
-// runItems processes exactly the given items, as one batch, in order.
+// runItems processes exactly the given items, in order, in batches of
+// Size. An item whose Key was given before is processed once: the copies
+// are dropped and counted in Report.Duplicates. Like every manual run it
+// does not read the kill switch, not even between batches; it stops between
+// batches only when its context ends, and within one at the error budget.
+// MaxBatches does not apply: the caller chose every item.
 func (b Batch[T]) runItems(ctx context.Context, items []any) error {
 	st := runFrom(ctx)
 	w := b.newWorker(st)
-	typed := make([]keyed[T], len(items))
-	for i, it := range items {
-		t := it.(T) // checked by checkItems before the run
-		typed[i] = keyed[T]{t, b.Key(t)}
+	todo := b.unique(st, items)
+	size := b.size()
+	for n := 0; len(todo) > 0; n++ {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		chunk := todo[:min(size, len(todo))] // no i+size: Size may be math.MaxInt
+		todo = todo[len(chunk):]
+		st.batches.Add(1)
+		_, err := w.processAll(ctx, chunk)
+		ev := st.event(EventBatchDone, nil)
+		ev.Batch, ev.Items = n, len(chunk)
+		st.s.emit(ev)
+		if err != nil {
+			return err
+		}
 	}
-	st.batches.Add(1)
-	err := w.processAll(ctx, typed, map[string]bool{})
-	ev := st.event(EventBatchDone, nil)
-	ev.Items = len(items)
-	st.s.emit(ev)
-	return err
+	return nil
+}
+
+// unique keys items (checked by checkItems to be Ts) and drops every copy
+// of a key already seen, counting it in st.
+func (b Batch[T]) unique(st *run, items []any) []keyed[T] {
+	out := make([]keyed[T], 0, len(items))
+	seen := make(map[string]struct{}, len(items))
+	for _, it := range items {
+		t := it.(T)
+		k := b.Key(t) // on the run's goroutine: a panic fails the run, as in Run
+		if _, dup := seen[k]; dup {
+			st.duplicates.Add(1)
+			continue
+		}
+		seen[k] = struct{}{}
+		out = append(out, keyed[T]{t, k})
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package cronguard
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -54,9 +55,12 @@ type RedisCheckpoints struct {
 }
 
 // NewRedisCheckpoints returns a CheckpointStore on rdb under prefix (for
-// example "cronguard:").
-func NewRedisCheckpoints(rdb redis.UniversalClient, prefix string) *RedisCheckpoints {
-	return &RedisCheckpoints{rdb: rdb, key: prefix + "checkpoint"}
+// example "cronguard:"). A nil rdb (or a typed nil) is ErrInvalidOption.
+func NewRedisCheckpoints(rdb redis.UniversalClient, prefix string) (*RedisCheckpoints, error) {
+	if isNil(rdb) {
+		return nil, fmt.Errorf("%w: NewRedisCheckpoints: nil client", ErrInvalidOption)
+	}
+	return &RedisCheckpoints{rdb: rdb, key: prefix + "checkpoint"}, nil
 }
 
 // Load implements CheckpointStore.

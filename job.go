@@ -82,6 +82,10 @@ type Report struct {
 	// Tripped is set when the runaway guard switched the job's flag off.
 	Tripped bool  `json:"tripped,omitempty"`
 	Err     error `json:"-"`
+
+	// Duplicates counts RunManually items whose Key an earlier item of the
+	// same call had: each key is processed once.
+	Duplicates int `json:"duplicates,omitempty"`
 }
 
 // String renders the report in one line, for logs and examples.

@@ -37,6 +37,6 @@ func (c *config) useRedis() {
 	c.useRedisLocker()     // redislock.go
 	c.useRedisKillSwitch() // killswitch_redis.go
 	if c.checkpoints == nil {
-		c.checkpoints = NewRedisCheckpoints(c.redis[0], c.prefix)
+		c.checkpoints, _ = NewRedisCheckpoints(c.redis[0], c.prefix) // never fails: WithRedis refused nil clients
 	}
 }

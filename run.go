@@ -24,6 +24,8 @@ type run struct {
 	batches   atomic.Int64
 	processed atomic.Int64
 	failed    atomic.Int64
+	// duplicates counts RunManually items dropped as copies of an earlier one
+	duplicates atomic.Int64
 
 	mu      sync.Mutex
 	stop    StopReason // set by the batch loop when it ends early without error
@@ -114,6 +116,7 @@ func (st *run) report(err error) Report {
 	r.Batches = int(st.batches.Load())
 	r.Processed = int(st.processed.Load())
 	r.Failed = int(st.failed.Load())
+	r.Duplicates = int(st.duplicates.Load())
 	r.Stop, r.Err = stopReason(err, st.cause, st.stop)
 	r.Tripped = st.tripped
 	return r
@@ -190,7 +193,10 @@ func finishedLevel(r *Report) slog.Level {
 	return slog.LevelError
 }
 
-// emit sends ev to the observer and the logger.
+// emit sends ev to the observer and the logger. Neither may take the
+// process down: emit also runs on the worker goroutines of a Batch (item
+// failures), where a panic could not be recovered by the run. A panic in the
+// observer is logged; a panic in the logger's handler loses that record.
 func (s *Scheduler) emit(ev Event) {
 	if s == nil {
 		return
@@ -211,7 +217,8 @@ func (s *Scheduler) observe(ev Event) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			s.cfg.logger.Error("cronguard: observer panicked", "job", ev.Job, "event", string(ev.Kind), "panic", fmt.Sprint(r))
+			s.logAttrs(slog.LevelError, "cronguard: observer panicked", slog.String("job", ev.Job),
+				slog.String("event", string(ev.Kind)), slog.String("panic", clip(fmt.Sprint(r))))
 		}
 	}()
 	s.cfg.observer(ev)
@@ -229,8 +236,8 @@ func (s *Scheduler) log(ev Event) {
 	case EventFinished:
 		level = finishedLevel(ev.Report)
 	}
-	l := s.cfg.logger
-	if !l.Enabled(context.Background(), level) {
+	defer recoverLogger() // Enabled is the handler's code too
+	if !s.cfg.logger.Enabled(context.Background(), level) {
 		return
 	}
 	attrs := []slog.Attr{slog.String("job", ev.Job), slog.String("trigger", string(ev.Trigger))}
@@ -244,11 +251,14 @@ func (s *Scheduler) log(ev Event) {
 		attrs = append(attrs, slog.Int("batch", ev.Batch), slog.Int("items", ev.Items))
 	}
 	if ev.Item != "" {
-		attrs = append(attrs, slog.String("item", ev.Item))
+		attrs = append(attrs, slog.String("item", clip(ev.Item))) // a key from the user's data
 	}
 	if r := ev.Report; r != nil {
 		attrs = append(attrs, slog.String("stop", string(r.Stop)), slog.Duration("duration", r.Duration),
 			slog.Int("batches", r.Batches), slog.Int("processed", r.Processed), slog.Int("failed", r.Failed))
+		if r.Duplicates > 0 {
+			attrs = append(attrs, slog.Int("duplicates", r.Duplicates))
+		}
 	}
 	if ev.Err != nil {
 		attrs = append(attrs, slog.String("err", ev.Err.Error()))
@@ -256,5 +266,16 @@ func (s *Scheduler) log(ev Event) {
 	if ev.Stack != "" {
 		attrs = append(attrs, slog.String("stack", ev.Stack))
 	}
-	l.LogAttrs(context.Background(), level, "cronguard: "+string(ev.Kind), attrs...)
+	s.cfg.logger.LogAttrs(context.Background(), level, "cronguard: "+string(ev.Kind), attrs...)
 }
+
+// logAttrs logs one record, losing it if the logger's handler panics.
+func (s *Scheduler) logAttrs(level slog.Level, msg string, attrs ...slog.Attr) {
+	defer recoverLogger()
+	s.cfg.logger.LogAttrs(context.Background(), level, msg, attrs...)
+}
+
+// recoverLogger, deferred around a call into the logger, swallows a panic of
+// its handler: a log record is not worth the process, and the logger cannot
+// be told about its own failure.
+func recoverLogger() { _ = recover() }
