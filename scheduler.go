@@ -325,9 +325,11 @@ func (s *Scheduler) Start() error {
 
 // Stop stops firing, then waits for the runs going now (scheduled and
 // manual) to end. When ctx ends first it cancels their contexts (cause
-// ErrStopped), waits a short grace for them to return, and reports the jobs
-// that were still running. A stopped scheduler leaves no goroutine behind and
-// cannot be started again. Stop may be called more than once.
+// ErrStopped), waits a grace of 5s more for them to return, and returns an
+// error wrapping ctx's cause that names the jobs it canceled — and says
+// which were still running when the grace ran out (Stop then returns
+// without them). A stopped scheduler leaves no goroutine behind and cannot
+// be started again. Stop may be called more than once.
 func (s *Scheduler) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	wasStarted := s.state == started
@@ -362,9 +364,11 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	select {
 	case <-done:
 		waitClosed(cronDone)
+		return fmt.Errorf("cronguard: stop: %w; canceled jobs: %s", context.Cause(ctx), strings.Join(running, ", "))
 	case <-grace.C:
 	}
-	return fmt.Errorf("cronguard: stop: %w; canceled jobs still running: %s", context.Cause(ctx), strings.Join(running, ", "))
+	return fmt.Errorf("cronguard: stop: %w; canceled jobs still running after the %s grace: %s",
+		context.Cause(ctx), s.cfg.stopGrace, strings.Join(running, ", "))
 }
 
 // waitClosed waits for ch unless it is nil.
