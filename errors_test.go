@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,6 +49,11 @@ func TestErrors(t *testing.T) {
 		{"negative Size", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, Size: -1}), ErrInvalidBatch, []string{`"mail"`, "Size", "-1"}},
 		{"negative MaxBatches", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, MaxBatches: -3}), ErrInvalidBatch, []string{`"mail"`, "MaxBatches", "-3"}},
 		{"negative Concurrency", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, Concurrency: -2}), ErrInvalidBatch, []string{"Concurrency", "-2"}},
+		{"NaN PerSecond", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, PerSecond: math.NaN()}), ErrInvalidBatch, []string{`"mail"`, "PerSecond", "NaN"}},
+		{"+Inf PerSecond", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, PerSecond: math.Inf(1)}), ErrInvalidBatch, []string{`"mail"`, "PerSecond", "+Inf"}},
+		{"-Inf PerSecond", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, PerSecond: math.Inf(-1)}), ErrInvalidBatch, []string{`"mail"`, "PerSecond", "-Inf"}},
+		{"negative PerSecond", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, PerSecond: -0.5}), ErrInvalidBatch, []string{`"mail"`, "PerSecond", "-0.5"}},
+		{"negative MaxFailures", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, MaxFailures: -1}), ErrInvalidBatch, []string{`"mail"`, "MaxFailures", "-1"}},
 		{"zero LockTTL", register("mail", "@hourly", okJob, LockTTL(0)), ErrInvalidOption, []string{`"mail"`, "LockTTL", "0s"}},
 		{"negative Timeout", register("mail", "@hourly", okJob, Timeout(-time.Second)), ErrInvalidOption, []string{`"mail"`, "-1s"}},
 		{"empty Flag", register("mail", "@hourly", okJob, Flag("")), ErrInvalidOption, []string{`"mail"`, "Flag"}},
@@ -234,6 +241,9 @@ func TestTypedNilRedisClients(t *testing.T) {
 	if _, err := NewRedisKillSwitch(rdb); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("NewRedisKillSwitch(typed nil) = %v", err)
 	}
+	if _, err := NewRedisCheckpoints(rdb, "cronguard:"); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("NewRedisCheckpoints(typed nil) = %v", err)
+	}
 }
 
 // Stop with a context that has already ended, and nothing running, is a
@@ -251,4 +261,66 @@ func TestStopWithEndedContextAndNothingRunning(t *testing.T) {
 			t.Fatalf("Stop = %v, want nil: nothing was running", err)
 		}
 	}
+}
+
+// Silly but valid settings do not break a run: math.MaxInt as Size,
+// MaxBatches, Concurrency and MaxFailures, a huge PerSecond, for a whole run
+// and for RunManually's items (batched by Size without overflowing).
+func TestBatchHugeSettings(t *testing.T) {
+	s, _ := newTest(t)
+	var n atomic.Int32
+	drained := false
+	_ = s.Register("j", "@hourly", Batch[int]{
+		Fetch: func(context.Context, Page) ([]int, error) {
+			if drained {
+				return nil, nil
+			}
+			drained = true
+			return []int{1, 2, 3, 4, 5}, nil
+		},
+		Process: func(context.Context, int) error { n.Add(1); return nil },
+		Key:     itoa,
+		Size:    math.MaxInt, MaxBatches: math.MaxInt, Concurrency: math.MaxInt, MaxFailures: math.MaxInt,
+		PerSecond: math.MaxFloat64,
+	})
+	if rep := tickAt(t, s, "j", t0); rep.Err != nil || rep.Processed != 5 || rep.Stop != StopDone {
+		t.Fatalf("whole run: %+v", rep)
+	}
+	rep, err := s.RunManually(context.Background(), "j", []int{6, 7, 8})
+	if err != nil || rep.Processed != 3 || rep.Batches != 1 || n.Load() != 8 {
+		t.Fatalf("manual items: %+v, err %v, processed %d in all", rep, err, n.Load())
+	}
+}
+
+// Item keys come from the user's data: a 1 MiB key reaches errors clipped
+// (the runaway error, a panic's item failure).
+func TestBatchErrorsClipItemKeys(t *testing.T) {
+	huge := strings.Repeat("k", 1<<20)
+	s, rec := newTest(t)
+	batch := func(process func(context.Context, string) error) Batch[string] {
+		return Batch[string]{
+			Fetch:   func(context.Context, Page) ([]string, error) { return []string{huge}, nil }, // always the same
+			Process: process,
+			Key:     func(s string) string { return s },
+		}
+	}
+	_ = s.Register("runaway", "@hourly", batch(func(context.Context, string) error { return nil }))
+	_ = s.Register("panics", "@hourly", batch(func(context.Context, string) error { panic("bad item") }))
+	bounded := func(what string, err error) {
+		t.Helper()
+		if err == nil || len(err.Error()) > 1000 || !strings.Contains(err.Error(), "(1048576 bytes)") {
+			t.Fatalf("%s: error of %d bytes, want the key clipped: %.300s", what, len(errString(err)), errString(err))
+		}
+	}
+	rep, _ := s.RunManually(context.Background(), "runaway")
+	if !errors.Is(rep.Err, ErrRunaway) {
+		t.Fatalf("report = %v", rep)
+	}
+	bounded("runaway", rep.Err)
+	_, _ = s.RunManually(context.Background(), "panics")
+	ev, ok := rec.find(EventItemFailed)
+	if !ok || !errors.Is(ev.Err, ErrPanic) || ev.Item != huge {
+		t.Fatalf("item_failed = %v, %v; want the panic, with the whole key in Item", ok, ev.Err)
+	}
+	bounded("panic", ev.Err)
 }

@@ -1,0 +1,49 @@
+package cronguard
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+)
+
+// panicHandler is a slog.Handler that panics in Handle, or in Enabled.
+type panicHandler struct{ inEnabled bool }
+
+func (h panicHandler) Enabled(context.Context, slog.Level) bool {
+	if h.inEnabled {
+		panic("slog handler: Enabled")
+	}
+	return true
+}
+
+func (panicHandler) Handle(context.Context, slog.Record) error { panic("slog handler: Handle") }
+func (h panicHandler) WithAttrs([]slog.Attr) slog.Handler      { return h }
+func (h panicHandler) WithGroup(string) slog.Handler           { return h }
+
+// Item failures are logged from a Batch's worker goroutines, where a panic
+// would end the process: a logger whose handler panics loses its records,
+// not the process, and the run reports as usual. The observer panics too,
+// and its panic is logged through the same broken logger.
+func TestSlogHandlerPanicIsContained(t *testing.T) {
+	for name, h := range map[string]panicHandler{"Handle": {}, "Enabled": {inEnabled: true}} {
+		t.Run(name, func(t *testing.T) {
+			rec := &recorder{}
+			s, _ := newTest(t, WithLogger(slog.New(h)),
+				WithObserver(func(e Event) { rec.observe(e); panic("observer") }))
+			_ = s.Register("j", "@hourly", Batch[int]{Fetch: pages(2, 4), Key: itoa, Size: 4, Concurrency: 4,
+				Process: func(context.Context, int) error { return errors.New("smtp down") }})
+			rep := tickAt(t, s, "j", t0)
+			if rep.Stop != StopDone || rep.Failed != 8 || rep.Batches != 2 {
+				t.Fatalf("scheduled run: %+v", rep)
+			}
+			mrep, _ := s.RunManually(context.Background(), "j", []int{1, 2, 3, 4, 5, 6})
+			if mrep.Stop != StopDone || mrep.Failed != 6 {
+				t.Fatalf("manual run: %+v", mrep)
+			}
+			if got := len(rec.kind(EventItemFailed)); got != 14 {
+				t.Fatalf("observer saw %d item failures, want 14", got)
+			}
+		})
+	}
+}
