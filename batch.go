@@ -63,20 +63,36 @@ type Batch[T any] struct {
 	// paging. Required.
 	Key func(item T) string
 
-	// Size is the batch size (default 100).
+	// Size is the batch size (default 100). RunManually's items are
+	// processed in batches of Size too.
 	Size int
-	// MaxBatches bounds the batches of one run (default 100).
+	// MaxBatches bounds the batches of one run (default 100). It does not
+	// bound RunManually's items: the caller chose every one.
 	MaxBatches int
 	// Keyset makes Page.After carry the last key of the previous batch.
 	Keyset bool
 	// Checkpoint saves the keyset cursor after each batch in the scheduler's
 	// CheckpointStore and starts the next run from it. It implies Keyset.
 	// The cursor is never reset: it suits tables that grow at the end.
+	//
+	// The cursor never passes an item that was neither processed nor
+	// counted failed: after a batch it moves to the last key of the batch's
+	// handled prefix, the items before the first one a timeout, a cancel or
+	// the error budget cut short or kept from starting. A run cut short
+	// thus saves what it did, and the next run starts at the first item it
+	// did not do. With Concurrency > 1, items after that one that finished
+	// out of order are processed again by the next run: at least once, never
+	// lost. Failed items are behind the cursor (their item_failed events
+	// name them); a run that lost its lock saves nothing.
 	Checkpoint bool
-	// PerSecond limits items processed per second (0: no limit).
+	// PerSecond limits items processed per second (0: no limit; NaN, Inf
+	// and negative values are ErrInvalidBatch). A run whose next token would
+	// come after its deadline waits for the deadline and ends with it
+	// (StopTimeout or StopCanceled); it never skips the items left.
 	PerSecond float64
 	// Concurrency is how many items of a batch are processed at once
-	// (default 1). Process must then be safe for concurrent use.
+	// (default 1). Process must then be safe for concurrent use. Any value
+	// is safe: no more goroutines than the batch has items are started.
 	Concurrency int
 	// MaxFailures is the item error budget of one run: the run stops with
 	// ErrErrorBudget when more items fail (0: no budget).

@@ -15,8 +15,9 @@ var (
 	ErrEmptyName = errors.New("cronguard: empty job name")
 	// ErrNilJob: Register was called with a nil Job.
 	ErrNilJob = errors.New("cronguard: nil job")
-	// ErrInvalidBatch: a Batch misses Fetch, Process or Key, or has a
-	// negative Size, MaxBatches, Concurrency, PerSecond or MaxFailures.
+	// ErrInvalidBatch: a Batch misses Fetch, Process or Key, has a
+	// negative Size, MaxBatches, Concurrency, PerSecond or MaxFailures, or a
+	// PerSecond that is NaN or infinite.
 	ErrInvalidBatch = errors.New("cronguard: invalid batch")
 	// ErrInvalidOption: an option with a value out of range, such as a
 	// non-positive LockTTL.

@@ -13,6 +13,12 @@ import (
 // run lock: when a run of the job is going, here or on another instance, it
 // fails at once with ErrLocked.
 //
+// Items are processed in the order given, in batches of the Batch's Size
+// (MaxBatches does not apply; the kill switch is not re-read between
+// batches either), with its PerSecond, Concurrency and MaxFailures. An item
+// whose Key an earlier item of the call had is processed once; the copies
+// are counted in Report.Duplicates.
+//
 // The returned error is Report.Err: nil when the run did its work. A run
 // ended by MaxBatches is not an error; Report.Stop says so.
 func (s *Scheduler) RunManually(ctx context.Context, name string, items ...any) (Report, error) {
