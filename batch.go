@@ -393,7 +393,7 @@ func (w *worker[T]) wait(ctx context.Context) error {
 	case <-t.C:
 		return nil
 	case <-ctx.Done():
-		r.Cancel() // give the token back: the next run's limiter is new anyway, but a manual batch goes on
+		r.Cancel() // the token was not used
 		return context.Cause(ctx)
 	}
 }
