@@ -9,6 +9,7 @@ import (
 )
 
 func TestCluster(t *testing.T) {
+	t.Parallel() // mostly waiting on processes
 	c := StartCluster(t, 3)
 	addrs := c.Addrs()
 	if len(addrs) != 3 || len(c.Nodes()) != 3 {
@@ -56,6 +57,7 @@ func TestCluster(t *testing.T) {
 // TestClusterNodeRestart: a killed node takes the cluster down (no
 // replicas, full coverage); restarted, it rejoins with its slots, empty.
 func TestClusterNodeRestart(t *testing.T) {
+	t.Parallel() // mostly waiting on processes
 	c := StartCluster(t, 3)
 	ctx := context.Background()
 	rdb := c.ClusterClient(t)
@@ -86,6 +88,7 @@ func TestClusterNodeRestart(t *testing.T) {
 }
 
 func TestClusterOneMaster(t *testing.T) {
+	t.Parallel() // mostly waiting on processes
 	c := StartCluster(t, 1)
 	if err := c.ClusterClient(t).Set(context.Background(), "k", "v", 0).Err(); err != nil {
 		t.Fatal(err)
