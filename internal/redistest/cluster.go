@@ -216,7 +216,7 @@ func (c *Cluster) ClusterClient(tb testing.TB) *redis.ClusterClient {
 }
 
 // NodeForKey returns the node that serves key's slot, as the first
-// running node that answers sees it (CLUSTER KEYSLOT and CLUSTER SLOTS).
+// running node that answers sees it (CLUSTER KEYSLOT and CLUSTER SHARDS).
 func (c *Cluster) NodeForKey(tb testing.TB, key string) *Server {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -232,13 +232,20 @@ func (c *Cluster) NodeForKey(tb testing.TB, key string) *Server {
 			if err != nil {
 				return err
 			}
-			ranges, err := rdb.ClusterSlots(ctx).Result()
+			shards, err := rdb.ClusterShards(ctx).Result()
 			if err != nil {
 				return err
 			}
-			for _, r := range ranges {
-				if int64(r.Start) <= slot && slot <= int64(r.End) && len(r.Nodes) > 0 {
-					owner = r.Nodes[0].Addr
+			for _, sh := range shards {
+				for _, r := range sh.Slots {
+					if r.Start > slot || slot > r.End {
+						continue
+					}
+					for _, n := range sh.Nodes {
+						if n.Role == "master" {
+							owner = net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))
+						}
+					}
 				}
 			}
 			return nil
