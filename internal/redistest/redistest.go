@@ -3,9 +3,13 @@
 // Each call to Start runs its own redis-server, listening either on a free
 // TCP port on 127.0.0.1 or on a unix socket in a temporary directory, with
 // persistence turned off and its working directory in tb.TempDir(). The
-// process is stopped and reaped when the test ends. A Server can be stopped,
-// killed and restarted on the same address to test how code behaves when
-// Redis goes away and comes back.
+// process is stopped and reaped when the test ends. A Server can be paused
+// (SIGSTOP), stopped, killed and restarted on the same address to test how
+// code behaves when Redis freezes, goes away and comes back.
+//
+// Built on Server: StartProxy puts a fault-injecting TCP proxy in front of
+// a server (replies stalled or dropped), StartCluster starts a Redis
+// Cluster, and StartSentinel a master, a replica and three sentinels.
 //
 // When redis-server is not on PATH the test is skipped, or fails when the
 // environment variable CI is "true".
