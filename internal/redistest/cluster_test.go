@@ -94,3 +94,29 @@ func TestClusterOneMaster(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTopologiesMissingRedisServer: StartCluster and StartSentinel skip,
+// or fail under CI=true, as Start does.
+func TestTopologiesMissingRedisServer(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	starts := map[string]func(testing.TB){
+		"cluster":  func(tb testing.TB) { StartCluster(tb, 3) },
+		"sentinel": func(tb testing.TB) { StartSentinel(tb) },
+	}
+	for name, start := range starts {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv("CI", "")
+			ft := &fakeTB{TB: t}
+			ft.run(func() { start(ft) })
+			if !ft.skipped || ft.failed || !strings.Contains(ft.msg, InstallHint) {
+				t.Fatalf("skipped=%v failed=%v msg=%q, want a skip with the hint", ft.skipped, ft.failed, ft.msg)
+			}
+			t.Setenv("CI", "true")
+			ft = &fakeTB{TB: t}
+			ft.run(func() { start(ft) })
+			if !ft.failed {
+				t.Fatal("no failure under CI=true")
+			}
+		})
+	}
+}
