@@ -3,9 +3,13 @@
 // Each call to Start runs its own redis-server, listening either on a free
 // TCP port on 127.0.0.1 or on a unix socket in a temporary directory, with
 // persistence turned off and its working directory in tb.TempDir(). The
-// process is stopped and reaped when the test ends. A Server can be stopped,
-// killed and restarted on the same address to test how code behaves when
-// Redis goes away and comes back.
+// process is stopped and reaped when the test ends. A Server can be paused
+// (SIGSTOP), stopped, killed and restarted on the same address to test how
+// code behaves when Redis freezes, goes away and comes back.
+//
+// Built on Server: StartProxy puts a fault-injecting TCP proxy in front of
+// a server (replies stalled or dropped), StartCluster starts a Redis
+// Cluster, and StartSentinel a master, a replica and three sentinels.
 //
 // When redis-server is not on PATH the test is skipped, or fails when the
 // environment variable CI is "true".
@@ -57,6 +61,21 @@ type Option func(*config)
 type config struct {
 	unix bool
 	args []string
+	// name names the process in failure messages and its log file
+	// ("redis-server" unless a Cluster or Sentinel sets it).
+	name string
+	// head, when set, returns the arguments that go before all others
+	// (a sentinel's config file and --sentinel); it may write files in
+	// dir, the server's working directory.
+	head func(dir string) ([]string, error)
+	// portArgs, when set, returns arguments that depend on the port
+	// picked (a cluster node's bus port); it runs once per attempt.
+	portArgs func(port int) ([]string, error)
+}
+
+// named sets the process name used in messages and the log file name.
+func named(name string) Option {
+	return func(c *config) { c.name = name }
 }
 
 // Unix makes the server listen on a unix socket in a temporary directory
@@ -75,6 +94,7 @@ func Args(args ...string) Option {
 // Server is a redis-server process started by Start. Its methods are safe
 // for concurrent use.
 type Server struct {
+	name    string
 	bin     string
 	network string
 	addr    string
@@ -97,7 +117,7 @@ type Server struct {
 // it keeps nothing on disk and a restarted server starts empty.
 func Start(tb testing.TB, opts ...Option) *Server {
 	tb.Helper()
-	var cfg config
+	cfg := config{name: "redis-server"}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -105,20 +125,29 @@ func Start(tb testing.TB, opts ...Option) *Server {
 
 	dir := tb.TempDir()
 	s := &Server{
+		name:    cfg.name,
 		bin:     bin,
 		dir:     dir,
-		logPath: filepath.Join(dir, "redis-server.log"),
+		logPath: filepath.Join(dir, cfg.name+".log"),
 	}
 	tb.Cleanup(func() { s.Stop(tb) })
+
+	var head []string
+	if cfg.head != nil {
+		var err error
+		if head, err = cfg.head(dir); err != nil {
+			tb.Fatalf("redistest: %s: %v", s.name, err)
+		}
+	}
 
 	if cfg.unix {
 		s.network = "unix"
 		s.addr = socketPath(tb, dir)
-		s.args = append([]string{
+		s.args = append(append(head,
 			"--port", "0",
 			"--unixsocket", s.addr,
 			"--unixsocketperm", "700",
-		}, s.commonArgs(cfg.args)...)
+		), s.commonArgs(cfg.args)...)
 		s.mu.Lock()
 		err := s.startLocked()
 		s.mu.Unlock()
@@ -137,9 +166,15 @@ func Start(tb testing.TB, opts ...Option) *Server {
 			tb.Fatalf("redistest: pick a free port: %v", err)
 		}
 		s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		s.args = append([]string{
-			"--port", strconv.Itoa(port),
-		}, s.commonArgs(cfg.args)...)
+		s.args = append(append([]string(nil), head...), "--port", strconv.Itoa(port))
+		if cfg.portArgs != nil {
+			more, perr := cfg.portArgs(port)
+			if perr != nil {
+				tb.Fatalf("redistest: %s: %v", s.name, perr)
+			}
+			s.args = append(s.args, more...)
+		}
+		s.args = append(s.args, s.commonArgs(cfg.args)...)
 		s.mu.Lock()
 		err = s.startLocked()
 		s.mu.Unlock()
@@ -236,17 +271,20 @@ func (s *Server) stopLocked(tb testing.TB, sig syscall.Signal) {
 		return
 	}
 	if err := s.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		tb.Errorf("redistest: signal redis-server (pid %d): %v", s.cmd.Process.Pid, err)
+		tb.Errorf("redistest: signal %s (pid %d): %v", s.name, s.cmd.Process.Pid, err)
 	}
 	if sig != syscall.SIGKILL {
+		// A process stopped by Pause keeps SIGTERM pending until it is
+		// continued.
+		_ = s.cmd.Process.Signal(syscall.SIGCONT)
 		timer := time.NewTimer(stopTimeout)
 		select {
 		case <-s.done:
 			timer.Stop()
 			return
 		case <-timer.C:
-			tb.Logf("redistest: redis-server (pid %d) did not exit %v after %v; killing it",
-				s.cmd.Process.Pid, stopTimeout, sig)
+			tb.Logf("redistest: %s (pid %d) did not exit %v after %v; killing it",
+				s.name, s.cmd.Process.Pid, stopTimeout, sig)
 			_ = s.cmd.Process.Kill()
 		}
 	}
@@ -378,13 +416,13 @@ func ping(network, addr string) error {
 func (s *Server) logTail() string {
 	b, err := os.ReadFile(s.logPath)
 	if err != nil {
-		return fmt.Sprintf("(no redis-server log: %v)", err)
+		return fmt.Sprintf("(no %s log: %v)", s.name, err)
 	}
 	const max = 8 << 10
 	if len(b) > max {
 		b = append([]byte("...\n"), b[len(b)-max:]...)
 	}
-	return "redis-server log (" + s.logPath + "):\n" + string(b)
+	return s.name + " log (" + s.logPath + "):\n" + string(b)
 }
 
 func lookPath(tb testing.TB) string {
