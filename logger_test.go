@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
+	"sync"
 	"testing"
 )
 
@@ -45,5 +47,34 @@ func TestSlogHandlerPanicIsContained(t *testing.T) {
 				t.Fatalf("observer saw %d item failures, want 14", got)
 			}
 		})
+	}
+}
+
+// Observers add up: each gets every event, and a panicking one reaches
+// neither the run nor the observers after it.
+func TestObserversAddUp(t *testing.T) {
+	var a, b []EventKind
+	var mu sync.Mutex
+	s, err := New(WithLogger(slog.New(slog.DiscardHandler)),
+		WithObserver(func(ev Event) { mu.Lock(); a = append(a, ev.Kind); mu.Unlock() }),
+		WithObserver(func(Event) { panic("observer bug") }),
+		WithObserver(func(ev Event) { mu.Lock(); b = append(b, ev.Kind); mu.Unlock() }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	if err := s.Register("obs", "@hourly", JobFunc(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RunManually(context.Background(), "obs"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(a) == 0 || !slices.Equal(a, b) {
+		t.Fatalf("observers saw %v and %v, want the same non-empty events", a, b)
+	}
+	if _, err := New(WithObserver(nil)); !errors.Is(err, ErrInvalidOption) {
+		t.Fatalf("WithObserver(nil): %v, want ErrInvalidOption", err)
 	}
 }

@@ -209,19 +209,24 @@ func (s *Scheduler) emit(ev Event) {
 	s.log(ev)
 }
 
-// observe calls the observer. A panic in it is logged, not passed on: it may
-// run on a worker goroutine of a Batch, where a panic would end the process.
+// observe calls every observer.
 func (s *Scheduler) observe(ev Event) {
-	if s.cfg.observer == nil {
-		return
+	for _, fn := range s.cfg.observers {
+		s.observeOne(fn, ev)
 	}
+}
+
+// observeOne calls one observer. A panic in it is logged, not passed on: it
+// may run on a worker goroutine of a Batch, where a panic would end the
+// process.
+func (s *Scheduler) observeOne(fn func(Event), ev Event) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.logAttrs(slog.LevelError, "cronguard: observer panicked", slog.String("job", ev.Job),
 				slog.String("event", string(ev.Kind)), slog.String("panic", clip(fmt.Sprint(r))))
 		}
 	}()
-	s.cfg.observer(ev)
+	fn(ev)
 }
 
 func (s *Scheduler) log(ev Event) {

@@ -53,7 +53,7 @@ type config struct {
 	checkpoints CheckpointStore
 	loc         *time.Location
 	logger      *slog.Logger
-	observer    func(Event)
+	observers   []func(Event)
 	middleware  []Middleware
 	instance    string
 	prefix      string
@@ -125,12 +125,18 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
-// WithObserver sets a function that receives every Event. It is called
-// synchronously from the run that raised the event, possibly from several
-// runs at once: keep it quick and safe for concurrent use.
+// WithObserver adds a function that receives every Event. It may be given
+// more than once (a metrics collector and your own hook, say): each observer
+// gets every event, in the order given. It is called synchronously from the
+// run that raised the event, possibly from several runs at once: keep it
+// quick and safe for concurrent use. A panic in an observer is logged and
+// does not reach the run or the other observers.
 func WithObserver(fn func(Event)) Option {
 	return func(c *config) error {
-		c.observer = fn
+		if fn == nil {
+			return fmt.Errorf("%w: WithObserver(nil)", ErrInvalidOption)
+		}
+		c.observers = append(c.observers, fn)
 		return nil
 	}
 }
