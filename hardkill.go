@@ -92,9 +92,9 @@ func (s *Scheduler) hardKillGuard(e *entry) Middleware {
 
 // pollKill re-reads the flag when the switch reports a change and every
 // kill poll, and cancels the run when the flag is off. A store that cannot
-// answer never kills a run: the fail policy's last known value decides (a
-// run only started because that value was on), and no answer at all
-// (ErrFlagUnavailable) is not an off.
+// answer never kills a run by itself: the fail policy's last known value
+// decides (a run only started because that value was on, or fail-open with
+// none, which stays on).
 func (s *Scheduler) pollKill(ctx context.Context, e *entry, changed <-chan struct{}, cancel context.CancelCauseFunc) {
 	t := time.NewTicker(s.cfg.killPoll)
 	defer t.Stop()
@@ -110,7 +110,7 @@ func (s *Scheduler) pollKill(ctx context.Context, e *entry, changed <-chan struc
 		cctx, ccancel := context.WithTimeout(ctx, s.cfg.budget)
 		a := s.ask(cctx, e.cfg.flag)
 		ccancel()
-		if !a.unavailable && !a.on {
+		if !a.on { // unavailable is on here: the run started fail-open
 			cancel(fmt.Errorf("%w: job %q: hard kill (flag %q)", ErrKilled, e.name, e.cfg.flag))
 			return
 		}

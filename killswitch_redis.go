@@ -133,7 +133,7 @@ type RedisKillSwitch struct {
 	psMu     sync.Mutex
 	ps       *redis.PubSub // nil until made, and after the health check dropped it
 	pingSent time.Time     // zero when no PING is waiting for its PONG
-	lastPong time.Time     // when the last PONG came (or the subscription was made)
+	lastPing time.Time     // when the last PING was sent (or the subscription made)
 }
 
 // cachedFlag is one flag in a RedisKillSwitch's cache.

@@ -70,7 +70,7 @@ func (k *RedisKillSwitch) pubsub() (ps *redis.PubSub, fresh bool) {
 	if k.ps == nil {
 		// Without a channel, Subscribe does not dial: nothing blocks here.
 		k.ps = k.rdb.Subscribe(k.ctx)
-		k.pingSent, k.lastPong = time.Time{}, time.Now()
+		k.pingSent, k.lastPing = time.Time{}, time.Now()
 		fresh = true
 	}
 	return k.ps, fresh
@@ -140,7 +140,7 @@ func (k *RedisKillSwitch) receive() {
 			}
 		case *redis.Pong:
 			k.psMu.Lock()
-			k.pingSent, k.lastPong = time.Time{}, time.Now()
+			k.pingSent = time.Time{}
 			k.psMu.Unlock()
 		case *redis.Message:
 			k.onMessage(m.Payload)
@@ -408,20 +408,24 @@ func (k *RedisKillSwitch) healthCheck() {
 
 // checkSubscription sends a PING through the subscription every
 // ksPingEvery; one left unanswered for ksPongTimeout, or that cannot be
-// sent, drops the connection, and receive makes a new one.
+// sent, drops the connection, and receive makes a new one. Both periods are
+// counted in checks (half a check of slack absorbs ticker jitter), so a
+// subscription that goes silent is noticed within ksPingEvery+ksPongTimeout
+// (1.5s) plus scheduling delays: 2s is the stated bound.
 func (k *RedisKillSwitch) checkSubscription(now time.Time) {
+	const slack = ksCheckEvery / 2
 	k.psMu.Lock()
 	ps, sent := k.ps, k.pingSent
-	send := ps != nil && sent.IsZero() && now.Sub(k.lastPong) >= ksPingEvery
+	send := ps != nil && sent.IsZero() && now.Sub(k.lastPing) >= ksPingEvery-slack
 	if send {
-		k.pingSent = now // before the PING: its PONG may come at once
+		k.pingSent, k.lastPing = now, now // before the PING: its PONG may come at once
 	}
 	k.psMu.Unlock()
 	var err error
 	switch {
 	case ps == nil:
 		return
-	case !sent.IsZero() && now.Sub(sent) > ksPongTimeout:
+	case !sent.IsZero() && now.Sub(sent) >= ksPongTimeout-slack:
 		err = fmt.Errorf("subscription silent: no PONG within %s", ksPongTimeout)
 	case send:
 		ctx, cancel := context.WithTimeout(k.ctx, ksPongTimeout)
