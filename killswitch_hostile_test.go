@@ -126,7 +126,12 @@ func TestRedisKillSwitchForgedMessageCannotFlip(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "flood read", func() bool {
-		_, ok := func() (cachedFlag, bool) { k.mu.RLock(); defer k.mu.RUnlock(); f, ok := k.flags["sentinel"]; return f, ok }()
+		_, ok := func() (cachedFlag, bool) {
+			k.mu.RLock()
+			defer k.mu.RUnlock()
+			f, ok := k.flags["sentinel"]
+			return f, ok
+		}()
 		return !ok && cnt.get("hmget") > before // sentinel re-read (absent) and done
 	})
 	time.Sleep(100 * time.Millisecond)
