@@ -326,7 +326,10 @@ func TestRedisKillSwitchWrongTypeSurfaces(t *testing.T) {
 func TestRedisKillSwitchSilentSubscription(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := ksStartProxy(t, srv)
-	k, err := NewRedisKillSwitch(proxy.client(t), RedisKillSwitchLogger(ksQuiet), RedisKillSwitchResync(time.Minute))
+	rdb := proxy.client(t)
+	cnt := &ksCounter{}
+	rdb.AddHook(cnt)
+	k, err := NewRedisKillSwitch(rdb, RedisKillSwitchLogger(ksQuiet), RedisKillSwitchResync(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,6 +373,13 @@ func TestRedisKillSwitchSilentSubscription(t *testing.T) {
 	}
 	if info, _ := s.Job("emails"); info.Enabled || info.EnabledErr == nil {
 		t.Fatalf("JobInfo = %+v", info)
+	}
+	// Still silent: the hash is re-read every 500ms (not only when the
+	// next new subscription is found silent too, every 1.5s or so).
+	reads := cnt.get("hgetall")
+	time.Sleep(3 * time.Second)
+	if n := cnt.get("hgetall") - reads; n < 4 {
+		t.Fatalf("%d full reads of the hash in 3s of silence; want one every 500ms", n)
 	}
 
 	// Replies flow again: the subscription is made anew and the switch is

@@ -116,10 +116,10 @@ func (k *RedisKillSwitch) receive() {
 			if k.ctx.Err() != nil {
 				return
 			}
-			k.subLost(err)
 			if !k.current(ps) {
-				continue // the health check dropped it; a new one is made now
+				continue // the health check dropped it (a loss it recorded); a new one is made now
 			}
+			k.subLost(err)
 			if errors.Is(err, redis.ErrClosed) {
 				k.drop(ps)
 				continue
