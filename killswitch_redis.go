@@ -61,9 +61,9 @@ const (
 // instance reads the field from the hash (HMGET) and caches what it reads,
 // so a forged PUBLISH can at most cause re-reads, never a state change.
 // Messages are read and acted on one at a time; re-reads of flags that wait
-// are merged, at most 256 flags per HMGET (more make one HGETALL), and a
-// message over 64 KiB or without a flag name is not parsed: it makes a full
-// reload, at most one every 250ms. The cache is also reloaded from the hash
+// are merged, at most 256 flags per HMGET, and a message over 64 KiB or
+// without a flag name is not parsed: these, and flags beyond the 256, make
+// a full reload, at most one every 250ms. The cache is also reloaded from the hash
 // (HGETALL) whenever the subscription is made or remade and at least every
 // resync interval (RedisKillSwitchResync, default 10s). All reads of the
 // hash run one at a time, in order; a read never overwrites a flip that
@@ -73,9 +73,10 @@ const (
 //
 // A PING goes through the subscription's connection every 500ms; one whose
 // PONG has not come within 1s means the subscription is silent (a dead or
-// black-holed connection): within 1.75s of going silent (2s stated) the
-// switch notices it, drops the connection, subscribes again, and until a
-// new subscription is confirmed it re-reads the whole hash every 500ms.
+// black-holed connection): within 1.5s of going silent, plus scheduling
+// delays (2s stated and tested), the switch notices it, drops the
+// connection, subscribes again, and until a new subscription is confirmed
+// it re-reads the whole hash at once and then every 500ms.
 // Meanwhile Enabled answers from that re-read cache with an error (the
 // switch is degraded): the Scheduler acts on the answer and raises an
 // EventFlag for it, so a flip whose message was lost is honoured within

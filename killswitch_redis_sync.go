@@ -24,7 +24,7 @@ const (
 	ksPollEvery   = 500 * time.Millisecond // full reload period while not live or reads fail
 	ksCallTimeout = 2 * time.Second        // bounds each background read of the hash
 	ksMaxMessage  = 64 << 10               // a longer message is not parsed
-	ksMaxPending  = 256                    // more flags waiting for a re-read make a full reload
+	ksMaxPending  = 256                    // more flags waiting for a re-read wait for a full reload
 )
 
 // ksWork is the reads waiting for the reader goroutine.
@@ -203,13 +203,15 @@ func (k *RedisKillSwitch) unreadable(payload string) {
 	}
 }
 
-// request asks the reader to re-read flag.
+// request asks the reader to re-read flag. When ksMaxPending flags wait
+// already, the flag is left to a full reload at the next health check, so a
+// flood of names costs bounded memory and at most one reload per check.
 func (k *RedisKillSwitch) request(flag string) {
 	k.wmu.Lock()
 	switch {
 	case k.work.all: // the reload reads it too
 	case len(k.work.flags) >= ksMaxPending:
-		k.work = ksWork{all: true, why: "many flags to re-read"}
+		k.garbage = true
 	default:
 		if k.work.flags == nil {
 			k.work.flags = map[string]struct{}{}

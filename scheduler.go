@@ -182,7 +182,8 @@ func WithFailOpen() Option {
 }
 
 // WithKillPoll sets how often a HardKill job's switch is re-read while the
-// job runs (default 100ms).
+// job runs (default 100ms): a fallback, since the memory and Redis switches
+// push a flip to the run at once.
 func WithKillPoll(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {
