@@ -139,6 +139,38 @@ func TestRedisKillSwitchForgedMessageCannotFlip(t *testing.T) {
 	if rep := tickAt(t, s, "emails", t0.Add(time.Hour)); rep.Skipped != SkipKilled || ran != 0 {
 		t.Fatalf("after the flood: report = %v, ran %d", rep, ran)
 	}
+
+	// A flood of distinct names: the waiting re-reads stay bounded (256
+	// flags), the rest wait for a full reload, one per health check at most.
+	before, full = cnt.get("hmget"), cnt.get("hgetall")
+	start := time.Now()
+	const names = 3000
+	pipe := attacker.Pipeline()
+	for i := range names {
+		pipe.Publish(ctx, k.Channel(), fmt.Sprintf(`{"flag":"forged-%d","state":{"enabled":true}}`, i))
+	}
+	pipe.HSet(ctx, k.Key(), "sentinel2", "off")
+	pipe.Publish(ctx, k.Channel(), `{"flag":"sentinel2"}`)
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "distinct-name flood read", ksIs(k, "sentinel2", false))
+	time.Sleep(300 * time.Millisecond) // a last reload may follow
+	elapsed := time.Since(start)
+	hm, hg := cnt.get("hmget")-before, cnt.get("hgetall")-full
+	t.Logf("%d forged names in %s: %d HMGETs, %d HGETALLs", names, elapsed, hm, hg)
+	if hm > names+1 || hg > int(elapsed/ksCheckEvery)+2 {
+		t.Fatalf("%d forged names: %d HMGET, %d HGETALL in %s", names, hm, hg, elapsed)
+	}
+	k.mu.RLock()
+	cached := len(k.flags)
+	k.mu.RUnlock()
+	if cached > 3 { // emails, sentinel, sentinel2
+		t.Fatalf("forged names that are not in the hash are cached: %d flags", cached)
+	}
+	if rep := tickAt(t, s, "emails", t0.Add(2*time.Hour)); rep.Skipped != SkipKilled || ran != 0 {
+		t.Fatalf("after the flood of names: report = %v, ran %d", rep, ran)
+	}
 }
 
 // A 1 MiB forged message or flag value never makes a 1 MiB log line or
