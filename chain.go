@@ -246,44 +246,6 @@ func timeoutGuard(e *entry) Middleware {
 	}
 }
 
-// hardKillGuard re-reads the flag every killPoll while the job runs and
-// cancels the run with cause ErrKilled when it goes off.
-func (s *Scheduler) hardKillGuard(e *entry) Middleware {
-	return func(next Job) Job {
-		return JobFunc(func(ctx context.Context) error {
-			runCtx, cancel := context.WithCancelCause(ctx)
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				s.pollKill(runCtx, e, cancel)
-			}()
-			defer func() { cancel(nil); <-done }()
-			return next.Run(runCtx)
-		})
-	}
-}
-
-func (s *Scheduler) pollKill(ctx context.Context, e *entry, cancel context.CancelCauseFunc) {
-	t := time.NewTicker(s.cfg.killPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			// The switch itself, not s.enabled: a store outage must not
-			// raise an event ten times a second, nor kill the run.
-			cctx, ccancel := context.WithTimeout(ctx, s.cfg.budget)
-			on, err := s.cfg.killSwitch.Enabled(cctx, e.cfg.flag)
-			ccancel()
-			if err == nil && !on {
-				cancel(fmt.Errorf("%w: job %q: hard kill (flag %q)", ErrKilled, e.name, e.cfg.flag))
-				return
-			}
-		}
-	}
-}
-
 // startGuard is innermost: the run has passed every guard and starts now.
 func (s *Scheduler) startGuard(e *entry) Job {
 	return JobFunc(func(ctx context.Context) error {

@@ -61,6 +61,10 @@ var (
 	// ErrFlagUnavailable: the kill switch store could not answer and no
 	// earlier answer was known, so the job does not run.
 	ErrFlagUnavailable = errors.New("cronguard: kill switch unavailable")
+	// ErrInvalidFlag: a kill switch flag name that is not valid UTF-8 (the
+	// job name, or the name given with Flag); it would be stored or sent
+	// under another name.
+	ErrInvalidFlag = errors.New("cronguard: invalid flag name")
 	// ErrBackend: the lock store could not be reached; the tick is skipped.
 	ErrBackend = errors.New("cronguard: lock store unavailable")
 )

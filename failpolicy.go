@@ -2,6 +2,7 @@ package cronguard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -29,34 +30,77 @@ func (m *flagMemory) recall(flag string) (on, known bool) {
 	return on, known
 }
 
-// enabled asks the kill switch about flag under the call budget. When the
-// switch fails, the last known answer holds; with none the answer is off
-// (or on, WithFailOpen) and the error wraps ErrFlagUnavailable. Each such
-// fallback raises an EventFlag.
-func (s *Scheduler) enabled(ctx context.Context, flag string) (bool, error) {
+// flagAnswer is what the fail policy makes of one kill switch answer.
+type flagAnswer struct {
+	on bool
+	// err is the switch's error; on then comes from the fail policy (or,
+	// for a degraded switch, from the store without the usual freshness).
+	err error
+	// unavailable: the switch could not answer and no answer is known, so
+	// on is the WithFailOpen default, not an answer about the flag.
+	unavailable bool
+}
+
+// ask asks the kill switch about flag under the call budget and applies the
+// fail policy, without raising events. Every answer the switch gives is
+// remembered; when the switch fails, the last remembered answer holds; with
+// none, the answer is off (or on, WithFailOpen).
+func (s *Scheduler) ask(ctx context.Context, flag string) flagAnswer {
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.budget)
 	on, err := s.cfg.killSwitch.Enabled(cctx, flag)
 	cancel()
 	if err == nil {
 		s.flags.remember(flag, on)
-		return on, nil
+		return flagAnswer{on: on}
+	}
+	if d := (*degradedError)(nil); errors.As(err, &d) {
+		s.flags.remember(flag, d.on)
+		return flagAnswer{on: d.on, err: err}
+	}
+	if on, known := s.flags.recall(flag); known {
+		return flagAnswer{on: on, err: err}
+	}
+	return flagAnswer{on: s.cfg.failOpen, err: err, unavailable: true}
+}
+
+// enabled is the kill switch check of a run: ask, plus an EventFlag for
+// each answer the switch could not give cleanly. With no answer and none
+// known it returns an error wrapping ErrFlagUnavailable (unless
+// WithFailOpen): the job does not run.
+func (s *Scheduler) enabled(ctx context.Context, flag string) (bool, error) {
+	a := s.flagEvent(ctx, flag)
+	if a.unavailable && !a.on {
+		return false, fmt.Errorf("%w: flag %q, no earlier answer: %w", ErrFlagUnavailable, flag, a.err)
+	}
+	return a.on, nil
+}
+
+// flagInfo is the kill switch check of JobInfo: the value the next run would
+// act on, and the switch's error even when the fail policy supplied the
+// value, so a dashboard shows it.
+func (s *Scheduler) flagInfo(ctx context.Context, flag string) (bool, error) {
+	a := s.flagEvent(ctx, flag)
+	switch {
+	case a.unavailable && !a.on:
+		return false, fmt.Errorf("%w: flag %q, no earlier answer: %w", ErrFlagUnavailable, flag, a.err)
+	case a.err != nil:
+		return a.on, fmt.Errorf("flag %q: %w", flag, a.err)
+	}
+	return a.on, nil
+}
+
+// flagEvent is ask plus the EventFlag of an unclean answer.
+func (s *Scheduler) flagEvent(ctx context.Context, flag string) flagAnswer {
+	a := s.ask(ctx, flag)
+	if a.err == nil {
+		return a
 	}
 	st := runFrom(ctx)
-	ev := st.event(EventFlag, fmt.Errorf("flag %q: %w", flag, err))
-	if st.e == nil { // asked outside a run (Jobs, hard-kill poll): name the flag
+	ev := st.event(EventFlag, fmt.Errorf("flag %q: %w", flag, a.err))
+	if st.e == nil { // asked outside a run (Jobs): name the flag
 		ev.Job = flag
 	}
-	on, known := s.flags.recall(flag)
-	switch {
-	case known:
-		ev.Enabled = on
-		s.emit(ev)
-		return on, nil
-	case s.cfg.failOpen:
-		ev.Enabled = true
-		s.emit(ev)
-		return true, nil
-	}
+	ev.Enabled = a.on
 	s.emit(ev)
-	return false, fmt.Errorf("%w: flag %q, no earlier answer: %w", ErrFlagUnavailable, flag, err)
+	return a
 }

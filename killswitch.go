@@ -12,7 +12,9 @@ import (
 // The flag name is the job name unless the job was registered with Flag.
 //
 // When Enabled returns an error the Scheduler keeps the last answer it had
-// for the flag; with none, the job does not run (see WithFailOpen).
+// for the flag; with none, the job does not run (see WithFailOpen). Each
+// such decision raises an EventFlag, and JobInfo.EnabledErr carries the
+// error.
 type KillSwitch interface {
 	Enabled(ctx context.Context, flag string) (bool, error)
 }
@@ -35,10 +37,12 @@ type FlagState struct {
 }
 
 // MemoryKillSwitch is the embedded kill switch: flags in this process's
-// memory, every flag on until switched off. Flips reach this process only.
+// memory, every flag on until switched off. Flips reach this process only;
+// a HardKill run is canceled as soon as SetEnabled switches it off.
 type MemoryKillSwitch struct {
-	mu    sync.RWMutex
-	flags map[string]FlagState
+	mu       sync.RWMutex
+	flags    map[string]FlagState
+	watchers flagWatchers
 }
 
 // NewMemoryKillSwitch returns a switch with every flag on.
@@ -54,9 +58,15 @@ func (m *MemoryKillSwitch) Enabled(_ context.Context, flag string) (bool, error)
 // SetEnabled implements FlippableKillSwitch.
 func (m *MemoryKillSwitch) SetEnabled(ctx context.Context, flag string, on bool, reason string) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.flags[flag] = FlagState{Enabled: on, Reason: reason, By: ActorFrom(ctx), At: time.Now()}
+	m.mu.Unlock()
+	m.watchers.notify(flag)
 	return nil
+}
+
+// watch implements flagWatcher.
+func (m *MemoryKillSwitch) watch(flag string, fn func()) (stop func()) {
+	return m.watchers.add(flag, fn)
 }
 
 // State returns the flag's recorded state; an unknown flag is on.
@@ -69,6 +79,19 @@ func (m *MemoryKillSwitch) State(flag string) FlagState {
 	}
 	return st
 }
+
+// degradedError is what a switch returns from Enabled when it answers from
+// its store but cannot promise its usual freshness (the Redis switch whose
+// subscription is silent answers from the hash, re-read every 500ms). The
+// Scheduler acts on the answer, remembers it as the last known value, and
+// raises an EventFlag with the error, so the degradation shows.
+type degradedError struct {
+	on  bool
+	err error
+}
+
+func (e *degradedError) Error() string { return e.err.Error() }
+func (e *degradedError) Unwrap() error { return e.err }
 
 type actorKey struct{}
 

@@ -2,6 +2,7 @@ package cronguard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -150,12 +151,7 @@ func TestRedisKillSwitchFlipStopsEveryInstance(t *testing.T) {
 		}
 	}
 
-	p := func(ds []time.Duration, q float64) time.Duration {
-		s := slices.Clone(ds)
-		slices.Sort(s)
-		i := int(float64(len(s))*q+0.999999) - 1
-		return s[max(0, min(i, len(s)-1))]
-	}
+	p := ksPercentile
 	t.Logf("%d flips x %d instances, batches of %s:", flips, instances, batch)
 	t.Logf("  propagation  (SetEnabled -> every switch off): p50 %s  p99 %s  max %s",
 		p(propagation, .50), p(propagation, .99), p(propagation, 1))
@@ -163,5 +159,109 @@ func TestRedisKillSwitchFlipStopsEveryInstance(t *testing.T) {
 		p(stop, .50), p(stop, .99), p(stop, 1))
 	if p99 := p(stop, .99); p99 >= 100*time.Millisecond {
 		t.Errorf("flip-to-stop p99 = %s, want under 100ms", p99)
+	}
+}
+
+// ksPercentile returns the q quantile of ds (nearest rank).
+func ksPercentile(ds []time.Duration, q float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(float64(len(s))*q+0.999999) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+// TestRedisKillSwitchHardKillLatency measures the pushed hard kill: three
+// instances on one Redis (WithRedis), each with a HardKill run in flight
+// that only a cancellation ends; SetEnabled(false) on one of them, a
+// different one each of 50 flips. It logs p50/p99/max of the time from
+// SetEnabled returning to each run's context being canceled (0 when the
+// cancellation came first), and from SetEnabled's call. The kill poll is
+// set to 1s so that the figure is the push alone (flip message -> HMGET ->
+// cancel); the goal is 10ms p99, and p99 must be under 100ms:
+//
+//	go test -race -count=1 -v -run TestRedisKillSwitchHardKillLatency .
+func TestRedisKillSwitchHardKillLatency(t *testing.T) {
+	srv := redistest.Start(t)
+	const (
+		instances = 3
+		flips     = 50
+		poll      = time.Second
+	)
+	type instance struct {
+		s        *Scheduler
+		job      string
+		started  chan struct{}
+		canceled chan time.Time
+	}
+	var ins [instances]*instance
+	for i := range ins {
+		s, _ := newTest(t, WithRedis(srv.Client(t)), WithInstanceID(fmt.Sprintf("i%d", i)), WithKillPoll(poll))
+		in := &instance{s: s, job: fmt.Sprintf("purge-%d", i),
+			started: make(chan struct{}, 1), canceled: make(chan time.Time, 1)}
+		job := JobFunc(func(ctx context.Context) error {
+			in.started <- struct{}{}
+			<-ctx.Done() // one long step: only a hard kill ends it
+			in.canceled <- time.Now()
+			return context.Cause(ctx)
+		})
+		if err := s.Register(in.job, "@hourly", job, Flag("purge"), HardKill()); err != nil {
+			t.Fatal(err)
+		}
+		ins[i] = in
+	}
+	allAre := func(on bool) func() bool {
+		return func() bool {
+			for _, in := range ins {
+				if !ksIs(in.s.cfg.killSwitch, "purge", on)() {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitFor(t, 5*time.Second, "switches loaded", allAre(true))
+
+	var fromReturn, fromCall []time.Duration
+	ctx := WithActor(context.Background(), "latency-test")
+	for f := range flips {
+		flipper := ins[f%instances]
+		if err := flipper.s.SetEnabled(ctx, flipper.job, true, "next round"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, "on everywhere", allAre(true))
+		tick := t0.Add(time.Duration(f) * time.Hour)
+		reports := make([]<-chan Report, instances)
+		for i, in := range ins {
+			e, _ := in.s.lookup(in.job)
+			reports[i] = goAsync(func() Report { return in.s.execute(in.s.base, e, TriggerSchedule, tick, nil) })
+		}
+		for _, in := range ins {
+			recv(t, in.started)
+		}
+		time.Sleep(rand.N(5 * time.Millisecond))
+
+		called := time.Now()
+		if err := flipper.s.SetEnabled(ctx, flipper.job, false, "stop it"); err != nil {
+			t.Fatal(err)
+		}
+		returned := time.Now()
+		for i, in := range ins {
+			rep := recv(t, reports[i])
+			at := recv(t, in.canceled)
+			if rep.Stop != StopKilled || !errors.Is(rep.Err, ErrKilled) {
+				t.Fatalf("flip %d, instance %d: report = %v; want a hard kill", f, i, rep)
+			}
+			fromReturn = append(fromReturn, max(0, at.Sub(returned)))
+			fromCall = append(fromCall, at.Sub(called))
+		}
+	}
+	p := ksPercentile
+	t.Logf("%d flips x %d instances, HardKill runs, kill poll %s (push only):", flips, instances, poll)
+	t.Logf("  SetEnabled returned -> every run canceled: p50 %s  p99 %s  max %s",
+		p(fromReturn, .50), p(fromReturn, .99), p(fromReturn, 1))
+	t.Logf("  SetEnabled called   -> every run canceled: p50 %s  p99 %s  max %s",
+		p(fromCall, .50), p(fromCall, .99), p(fromCall, 1))
+	if p99 := p(fromReturn, .99); p99 >= 100*time.Millisecond {
+		t.Errorf("hard kill p99 = %s, want under 100ms (goal 10ms)", p99)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -16,14 +17,15 @@ import (
 // Defaults of the Redis kill switch.
 const (
 	// DefaultKillSwitchResync bounds how stale a Redis kill switch's cache
-	// may get when a pub/sub message is lost: the cache is reloaded from
-	// Redis at least this often.
+	// may get when a pub/sub message is lost on a subscription that is
+	// otherwise live, or when the hash is edited by hand: the cache is
+	// reloaded from Redis at least this often.
 	DefaultKillSwitchResync = 10 * time.Second
 )
 
-// RedisKillSwitch is the distributed kill switch: flags live in Redis, every
-// instance keeps them in a local cache, and flips reach every instance at
-// once over pub/sub. Enabled never makes a round trip.
+// RedisKillSwitch is the distributed kill switch: flags live in a Redis
+// hash, every instance keeps them in a local cache, and flips reach every
+// instance at once over pub/sub. Enabled never makes a round trip.
 //
 // # Layout
 //
@@ -32,9 +34,14 @@ const (
 //	cronguard:killswitch    field = flag name, value = JSON FlagState
 //	                        {"enabled":false,"reason":"...","by":"...","at":"..."}
 //
-// and flips are announced on the pub/sub channel
+// and flips are announced on the pub/sub channel of the prefix and of the
+// client's database (Redis pub/sub ignores SELECT, so services on different
+// databases of one server must not share a channel):
 //
-//	cronguard:killswitch:flips
+//	cronguard:killswitch:flips:db0
+//
+// A Cluster client uses db0 (Cluster has database 0 only), as does a client
+// whose type does not tell its database (use RedisKillSwitchPrefix there).
 //
 // A flag that is not in the hash is on (see RedisKillSwitchDefaultOff). The
 // state is as durable as the Redis it lives in: it survives restarts of the
@@ -42,38 +49,55 @@ const (
 // An operator may edit the hash by hand (HSET cronguard:killswitch emails
 // off): a value of on/off, true/false or 1/0 is understood too, and every
 // instance picks such an edit up at its next re-sync, since no message
-// announced it. A value that cannot be read makes Enabled fail for that
-// flag.
+// announced it. A value that cannot be read ("disabled", {"enabled":"no"})
+// makes Enabled fail for that flag, so the Scheduler's fail policy applies:
+// the last known value holds, an EventFlag is raised for each decision, and
+// JobInfo.EnabledErr shows the error.
 //
-// # Propagation and the cache
+// # Propagation: the hash is the only truth
 //
-// SetEnabled writes the hash field and publishes the new state in one Lua
-// script, so the order of the messages is the order of the writes. Each
-// instance applies the messages to its cache as they come: a flip reaches
-// every connected instance within a network round trip. The cache is
-// reloaded from the hash (HGETALL) whenever the subscription is made or
-// remade (after Redis restarted or the connection dropped) and at least
-// every resync interval (RedisKillSwitchResync, default 10s), so a lost
-// message is corrected within that bound. The periodic reload rides on a
-// PING through the subscription's connection, which also detects a dead
-// connection: one whose PING is not answered within 5s is replaced.
+// SetEnabled writes the hash field and publishes the flag's name in one Lua
+// script. A message only says "re-read flag X": on each message every
+// instance reads the field from the hash (HMGET) and caches what it reads,
+// so a forged PUBLISH can at most cause re-reads, never a state change.
+// Messages are read and acted on one at a time; re-reads of flags that wait
+// are merged, at most 256 flags per HMGET, and a message over 64 KiB or
+// without a flag name is not parsed: these, and flags beyond the 256, make
+// a full reload, at most one every 250ms. The cache is also reloaded from the hash
+// (HGETALL) whenever the subscription is made or remade and at least every
+// resync interval (RedisKillSwitchResync, default 10s). All reads of the
+// hash run one at a time, in order; a read never overwrites a flip that
+// SetEnabled of this instance made while the read was under way.
 //
-// # When Redis cannot be reached
+// # Health, and what Enabled answers
 //
-// NewRedisKillSwitch does not wait for Redis: the cache loads in the
-// background. Until it has loaded once, Enabled returns an error, so the
-// Scheduler's fail policy applies (the job does not run unless WithFailOpen,
-// and an EventFlag is raised). Once the subscription's connection fails,
-// Enabled returns an error again until the switch has reloaded from Redis:
-// the Scheduler's fail policy then decides — the last answer it had for the
-// flag holds — and each such decision is an EventFlag, so an outage is never
-// silent. State still shows the last known state. Connection losses and
-// recoveries are logged (RedisKillSwitchLogger).
+// A PING goes through the subscription's connection every 500ms; one whose
+// PONG has not come within 1s means the subscription is silent (a dead or
+// black-holed connection): within 1.5s of going silent, plus scheduling
+// delays (2s stated and tested), the switch notices it, drops the
+// connection, subscribes again, and until a new subscription is confirmed
+// it re-reads the whole hash at once and then every 500ms.
+// Meanwhile Enabled answers from that re-read cache with an error (the
+// switch is degraded): the Scheduler acts on the answer and raises an
+// EventFlag for it, so a flip whose message was lost is honoured within
+// 2.5s at worst and the degradation shows.
+//
+// When a read of the hash fails (Redis down, the call timed out, or the key
+// holds another type: WRONGTYPE), Enabled returns an error for every flag
+// and Err is non-nil until a full reload succeeds (retried every 500ms): the
+// Scheduler's fail policy decides (the last answer it had for the flag
+// holds) and each such decision is an EventFlag, so an outage or a broken
+// key is never silent. SetEnabled returns the store's error then. Until the
+// cache has loaded once, Enabled fails too (NewRedisKillSwitch does not wait
+// for Redis). Connection losses and recoveries are logged
+// (RedisKillSwitchLogger). Everything read from Redis that goes into an
+// error or a log line is cut to 200 bytes.
 //
 // Close stops the background goroutines; a Scheduler closes the switch that
 // WithRedis made when it stops. The switch does not close the Redis client.
 type RedisKillSwitch struct {
 	rdb       redis.UniversalClient
+	prefix    string
 	key       string
 	channel   string
 	resync    time.Duration
@@ -85,44 +109,59 @@ type RedisKillSwitch struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 
-	mu         sync.RWMutex
-	flags      map[string]cachedFlag
-	seq        uint64    // counts writes to flags by messages and SetEnabled
-	loaded     bool      // the cache has been loaded from Redis at least once
-	staleSince time.Time // zero while the cache follows Redis; else when it stopped
-	lastErr    error     // why the cache does not follow Redis now
-	closed     bool
+	mu           sync.RWMutex
+	flags        map[string]cachedFlag
+	ticket       uint64    // orders the reads of the hash and the writes of SetEnabled
+	loaded       bool      // a full reload has succeeded once
+	readErr      error     // the last read of the hash failed; nil after a full reload
+	readSince    time.Time // when reads began to fail
+	subErr       error     // why the subscription is not live; nil while it is
+	subSince     time.Time // when it stopped being live
+	subGen       uint64    // counts subscription losses
+	confirmedGen uint64    // subGen when the subscription was last confirmed
+	confirmedAt  uint64    // ticket then: a reload started later clears subErr
+	lastReload   time.Time // when the last full reload started
+	closed       bool
+
+	watchers flagWatchers
+
+	wmu            sync.Mutex
+	work           ksWork        // reads waiting for the reader
+	garbage        bool          // a message named no flag: reload at the next check
+	lastGarbageLog time.Time     // such messages are logged once a second at most
+	wake           chan struct{} // tells the reader there is work
 
 	psMu     sync.Mutex
 	ps       *redis.PubSub // nil until made, and after the health check dropped it
 	pingSent time.Time     // zero when no PING is waiting for its PONG
+	lastPing time.Time     // when the last PING was sent (or the subscription made)
 }
 
 // cachedFlag is one flag in a RedisKillSwitch's cache.
 type cachedFlag struct {
-	state FlagState
-	err   error  // the value in Redis could not be read
-	seq   uint64 // RedisKillSwitch.seq when a message or SetEnabled wrote it
+	state  FlagState
+	err    error  // the value in Redis could not be read
+	ticket uint64 // RedisKillSwitch.ticket of the read or write that set it
 }
 
 // RedisKillSwitchOption configures NewRedisKillSwitch.
 type RedisKillSwitchOption func(*RedisKillSwitch) error
 
 // RedisKillSwitchPrefix sets the prefix of the hash and channel names
-// (default "cronguard:", as WithKeyPrefix). Switches that share a Redis but
-// not their flags need different prefixes.
+// (default "cronguard:", as WithKeyPrefix). Switches that share a Redis
+// database but not their flags need different prefixes.
 func RedisKillSwitchPrefix(p string) RedisKillSwitchOption {
 	return func(k *RedisKillSwitch) error {
+		k.prefix = p
 		k.key = p + "killswitch"
-		k.channel = p + "killswitch:flips"
 		return nil
 	}
 }
 
-// RedisKillSwitchResync sets how often the cache is reloaded from Redis in
-// case a pub/sub message was lost (default 10s), and how often the
-// subscription's connection is checked with a PING. Each reload is one
-// HGETALL per instance.
+// RedisKillSwitchResync sets how often the cache is reloaded from Redis
+// while the subscription is live, in case a pub/sub message was lost or the
+// hash was edited by hand (default 10s). Each reload is one HGETALL per
+// instance.
 func RedisKillSwitchResync(d time.Duration) RedisKillSwitchOption {
 	return func(k *RedisKillSwitch) error {
 		if d <= 0 {
@@ -155,9 +194,11 @@ func RedisKillSwitchLogger(l *slog.Logger) RedisKillSwitchOption {
 	}
 }
 
-// errNotLoaded is the cause of Enabled's error before the first load, when
-// no attempt has failed yet.
-var errNotLoaded = errors.New("not loaded from Redis yet")
+// Causes of Enabled's error before anything failed.
+var (
+	errNotLoaded     = errors.New("not loaded from Redis yet")
+	errNotSubscribed = errors.New("not subscribed yet")
+)
 
 // NewRedisKillSwitch returns a kill switch on rdb (a single, Sentinel or
 // Cluster client) and starts following Redis in the background. It does not
@@ -188,50 +229,68 @@ func newRedisKillSwitch(rdb redis.UniversalClient) *RedisKillSwitch {
 		defaultOn: true,
 		logger:    slog.Default(),
 		flags:     map[string]cachedFlag{},
-		lastErr:   errNotLoaded,
+		subErr:    errNotSubscribed,
+		subGen:    1,
 	}
 	_ = RedisKillSwitchPrefix("cronguard:")(k)
 	return k
 }
 
-// start starts following Redis in the background.
-func (k *RedisKillSwitch) start() {
-	k.staleSince = time.Now()
-	k.ctx, k.cancel = context.WithCancel(context.Background())
-	k.wg.Add(2)
-	go k.receive()
-	go k.healthCheck()
-}
-
 // Key returns the name of the Redis hash that holds the flags.
 func (k *RedisKillSwitch) Key() string { return k.key }
 
-// Channel returns the name of the pub/sub channel flips are published on.
+// Channel returns the name of the pub/sub channel flips are announced on.
 func (k *RedisKillSwitch) Channel() string { return k.channel }
 
 // Enabled implements KillSwitch from the local cache, without a round trip.
-// It fails before the cache has loaded once, while Redis cannot be reached
-// (from the failed connection until the next reload), when the flag's value
-// in Redis cannot be read, and after Close.
+// It fails before the cache has loaded once, while reads of the hash fail
+// (Redis unreachable, WRONGTYPE), when the flag's value in Redis cannot be
+// read, and after Close. While the subscription is not live it answers
+// from the hash re-read every 500ms, with an error that says so (see the
+// type's documentation).
 func (k *RedisKillSwitch) Enabled(_ context.Context, flag string) (bool, error) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
+	if err := k.unusableLocked(); err != nil {
+		return false, err
+	}
+	on, err := k.valueLocked(flag)
+	if err != nil {
+		return false, err
+	}
+	if k.subErr != nil {
+		return on, &degradedError{on: on, err: fmt.Errorf(
+			"redis kill switch %s: subscription not live since %s (%w); answering from the hash, re-read every %s",
+			k.key, k.subSince.Format(time.RFC3339), k.subErr, ksPollEvery)}
+	}
+	return on, nil
+}
+
+// unusableLocked says why the cache cannot answer at all, or nil.
+func (k *RedisKillSwitch) unusableLocked() error {
 	switch {
 	case k.closed:
-		return false, fmt.Errorf("redis kill switch %s: closed", k.key)
+		return fmt.Errorf("redis kill switch %s: closed", k.key)
 	case !k.loaded:
-		return false, fmt.Errorf("redis kill switch %s: %w", k.key, k.lastErr)
-	case !k.staleSince.IsZero() && k.lastErr != nil:
-		// Redis is unreachable: say so, so that the Scheduler's fail policy
-		// decides (the last known value holds) and raises an event for it.
-		return false, fmt.Errorf("redis kill switch %s: Redis unreachable since %s: %w",
-			k.key, k.staleSince.Format(time.RFC3339), k.lastErr)
+		cause := errNotLoaded
+		if k.readErr != nil {
+			cause = k.readErr
+		}
+		return fmt.Errorf("redis kill switch %s: %w", k.key, cause)
+	case k.readErr != nil:
+		return fmt.Errorf("redis kill switch %s: cannot read the hash since %s: %w",
+			k.key, k.readSince.Format(time.RFC3339), k.readErr)
 	}
+	return nil
+}
+
+// valueLocked returns the flag's value in the cache.
+func (k *RedisKillSwitch) valueLocked(flag string) (bool, error) {
 	f, ok := k.flags[flag]
-	if !ok {
+	switch {
+	case !ok:
 		return k.defaultOn, nil
-	}
-	if f.err != nil {
+	case f.err != nil:
 		return false, f.err
 	}
 	return f.state.Enabled, nil
@@ -254,53 +313,59 @@ func (k *RedisKillSwitch) State(flag string) FlagState {
 	return f.state
 }
 
-// Err returns why the cache does not follow Redis now, or nil when it does:
-// for health checks and dashboards.
+// Err returns why the cache does not follow Redis now (not loaded yet,
+// reads failing, subscription not live), or nil when it does: for health
+// checks and dashboards. A single flag whose value cannot be read does not
+// make Err fail; Enabled of that flag does.
 func (k *RedisKillSwitch) Err() error {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	if k.closed {
-		return fmt.Errorf("redis kill switch %s: closed", k.key)
+	if err := k.unusableLocked(); err != nil {
+		return err
 	}
-	if k.staleSince.IsZero() {
-		return nil
+	if k.subErr != nil {
+		return fmt.Errorf("redis kill switch %s: subscription not live since %s: %w",
+			k.key, k.subSince.Format(time.RFC3339), k.subErr)
 	}
-	return fmt.Errorf("redis kill switch %s: out of sync since %s: %w",
-		k.key, k.staleSince.Format(time.RFC3339), k.lastErr)
+	return nil
 }
 
-// setScript writes a flag and announces it in one step, so that messages
-// come in the order of the writes.
+// setScript writes a flag and announces it in one step.
 var setScript = redis.NewScript(`
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 `)
 
-// flipMessage is what SetEnabled publishes.
+// flipMessage is what SetEnabled publishes: only the name of the flag to
+// re-read. Any other field of a message is ignored.
 type flipMessage struct {
-	Flag  string    `json:"flag"`
-	State FlagState `json:"state"`
+	Flag string `json:"flag"`
 }
 
 // SetEnabled implements FlippableKillSwitch: it records the flag's new state
-// in Redis with the actor (WithActor), reason and time, and publishes it to
-// every instance. The local cache has it when SetEnabled returns.
+// in Redis with the actor (WithActor), reason and time, and tells every
+// instance to re-read it. The local cache has it when SetEnabled returns. A
+// flag name that is not valid UTF-8 is refused with ErrInvalidFlag (JSON
+// would turn it into another name).
 func (k *RedisKillSwitch) SetEnabled(ctx context.Context, flag string, on bool, reason string) error {
-	if flag == "" {
+	switch {
+	case flag == "":
 		return fmt.Errorf("%w: redis kill switch: empty flag name", ErrInvalidOption)
+	case !utf8.ValidString(flag):
+		return fmt.Errorf("%w: redis kill switch %s: flag %q is not valid UTF-8", ErrInvalidFlag, k.key, flag)
 	}
 	st := FlagState{Enabled: on, Reason: reason, By: ActorFrom(ctx), At: time.Now().UTC()}
 	value, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
-	msg, err := json.Marshal(flipMessage{Flag: flag, State: st})
+	msg, err := json.Marshal(flipMessage{Flag: flag})
 	if err != nil {
 		return err
 	}
 	k.mu.RLock()
-	closed, seq0 := k.closed, k.seq
+	closed := k.closed
 	k.mu.RUnlock()
 	if closed {
 		return fmt.Errorf("redis kill switch %s: closed", k.key)
@@ -308,15 +373,21 @@ func (k *RedisKillSwitch) SetEnabled(ctx context.Context, flag string, on bool, 
 	if err := setScript.Run(ctx, k.rdb, []string{k.key}, flag, value, k.channel, msg).Err(); err != nil {
 		return fmt.Errorf("redis kill switch %s: set %q: %w", k.key, flag, err)
 	}
-	// Read your writes: put the flip in the cache now, unless a message
-	// about this flag came meanwhile (it may be newer; messages are ordered).
+	// Read your writes: the flip is in Redis now, so a read that started
+	// before it (a smaller ticket) must not overwrite it; one that starts
+	// after sees it or a newer write.
 	k.mu.Lock()
-	if f, ok := k.flags[flag]; !ok || f.seq <= seq0 {
-		k.seq++
-		k.flags[flag] = cachedFlag{state: st, seq: k.seq}
-	}
+	k.ticket++
+	k.flags[flag] = cachedFlag{state: st, ticket: k.ticket}
 	k.mu.Unlock()
+	k.watchers.notify(flag)
 	return nil
+}
+
+// watch implements flagWatcher: fn is called after each read or write that
+// changes flag's value in the cache.
+func (k *RedisKillSwitch) watch(flag string, fn func()) (stop func()) {
+	return k.watchers.add(flag, fn)
 }
 
 // Close stops following Redis and waits for the background goroutines to
@@ -339,260 +410,9 @@ func (k *RedisKillSwitch) Close() error {
 	return nil
 }
 
-// Backoff between attempts to reach Redis from the receive loop.
-const (
-	ksMinBackoff  = 50 * time.Millisecond
-	ksMaxBackoff  = time.Second
-	ksPongTimeout = 5 * time.Second // a PING unanswered this long drops the connection
-	ksCallTimeout = 5 * time.Second // bounds HGETALL and PING from the background
-)
-
-// pubsub returns the current subscription, making one when there is none
-// (fresh is then true). It returns nil once the switch is closed.
-func (k *RedisKillSwitch) pubsub() (ps *redis.PubSub, fresh bool) {
-	k.psMu.Lock()
-	defer k.psMu.Unlock()
-	if k.ctx.Err() != nil {
-		return nil, false
-	}
-	if k.ps == nil {
-		// Without a channel, Subscribe does not dial: nothing blocks here.
-		k.ps = k.rdb.Subscribe(k.ctx)
-		k.pingSent = time.Time{}
-		fresh = true
-	}
-	return k.ps, fresh
-}
-
-// current reports whether ps is still the subscription in use.
-func (k *RedisKillSwitch) current(ps *redis.PubSub) bool {
-	k.psMu.Lock()
-	defer k.psMu.Unlock()
-	return k.ps == ps
-}
-
-// drop closes ps and forgets it, so that the next pubsub call makes a new
-// one.
-func (k *RedisKillSwitch) drop(ps *redis.PubSub) {
-	k.psMu.Lock()
-	defer k.psMu.Unlock()
-	if k.ps == ps {
-		k.ps = nil
-		k.pingSent = time.Time{}
-	}
-	_ = ps.Close()
-}
-
-// receive is the loop that follows Redis: it applies flip messages in order
-// and reloads the cache on (re)subscription and on each health-check PONG.
-// Reloads run on this goroutine, between messages, so a message about a
-// write that a reload missed is always applied after that reload.
-func (k *RedisKillSwitch) receive() {
-	defer k.wg.Done()
-	backoff := ksMinBackoff
-	for {
-		ps, fresh := k.pubsub()
-		if ps == nil {
-			return
-		}
-		if fresh {
-			// Dials and subscribes. Its error is not lost: the channel is
-			// recorded, and Receive dials again and reports it.
-			_ = ps.Subscribe(k.ctx, k.channel)
-		}
-		msg, err := ps.Receive(k.ctx)
-		if err != nil {
-			if k.ctx.Err() != nil {
-				return
-			}
-			k.lost(err)
-			if !k.current(ps) {
-				continue // the health check dropped it; a new one is made now
-			}
-			if errors.Is(err, redis.ErrClosed) {
-				k.drop(ps)
-				continue
-			}
-			select {
-			case <-k.ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, ksMaxBackoff)
-			continue
-		}
-		backoff = ksMinBackoff
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if m.Kind == "subscribe" {
-				k.markStale(nil) // messages may have been missed until now
-				k.reload("subscribed")
-			}
-		case *redis.Pong:
-			k.psMu.Lock()
-			k.pingSent = time.Time{}
-			k.psMu.Unlock()
-			k.reload("periodic")
-		case *redis.Message:
-			k.apply(m.Payload)
-		}
-	}
-}
-
-// markStale records that the cache may have stopped following Redis.
-func (k *RedisKillSwitch) markStale(err error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.staleSince.IsZero() {
-		k.staleSince = time.Now()
-	}
-	if err != nil {
-		k.lastErr = err
-	}
-}
-
-// lost records that the subscription's connection failed.
-func (k *RedisKillSwitch) lost(err error) {
-	k.mu.Lock()
-	was := k.staleSince.IsZero()
-	if was {
-		k.staleSince = time.Now()
-	}
-	k.lastErr = err
-	k.mu.Unlock()
-	if was && k.isLoaded() {
-		k.logger.Warn("cronguard: redis kill switch lost Redis; the cache holds the last known flags",
-			slog.String("key", k.key), slog.String("err", err.Error()))
-	}
-}
-
-func (k *RedisKillSwitch) isLoaded() bool {
-	k.mu.RLock()
-	defer k.mu.RUnlock()
-	return k.loaded
-}
-
-// reload replaces the cache with the hash in Redis, except for the flags a
-// SetEnabled of this instance wrote while HGETALL was under way.
-func (k *RedisKillSwitch) reload(why string) {
-	k.mu.RLock()
-	seq0 := k.seq
-	k.mu.RUnlock()
-	ctx, cancel := context.WithTimeout(k.ctx, ksCallTimeout)
-	vals, err := k.rdb.HGetAll(ctx, k.key).Result()
-	cancel()
-	if err != nil {
-		if k.ctx.Err() != nil {
-			return
-		}
-		k.mu.Lock()
-		k.lastErr = fmt.Errorf("reload (%s): %w", why, err)
-		k.mu.Unlock()
-		k.logger.Warn("cronguard: redis kill switch could not reload its cache",
-			slog.String("key", k.key), slog.String("why", why), slog.String("err", err.Error()))
-		return
-	}
-	k.mu.Lock()
-	for name, f := range k.flags {
-		if _, ok := vals[name]; !ok && f.seq <= seq0 {
-			delete(k.flags, name)
-		}
-	}
-	for name, v := range vals {
-		f := k.flags[name]
-		if f.seq > seq0 {
-			continue
-		}
-		f.state, f.err = parseFlagValue(k.key, name, v)
-		k.flags[name] = f
-	}
-	recovered := k.loaded && !k.staleSince.IsZero()
-	k.loaded, k.staleSince, k.lastErr = true, time.Time{}, nil
-	k.mu.Unlock()
-	if recovered {
-		k.logger.Info("cronguard: redis kill switch follows Redis again",
-			slog.String("key", k.key), slog.String("why", why))
-	}
-}
-
-// apply puts a flip message in the cache.
-func (k *RedisKillSwitch) apply(payload string) {
-	var m flipMessage
-	if err := json.Unmarshal([]byte(payload), &m); err != nil || m.Flag == "" {
-		k.logger.Warn("cronguard: redis kill switch got an unreadable message; reloading",
-			slog.String("channel", k.channel), slog.String("payload", payload))
-		k.reload("unreadable message")
-		return
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.seq++
-	k.flags[m.Flag] = cachedFlag{state: m.State, seq: k.seq}
-}
-
-// healthCheck sends a PING through the subscription every resync interval
-// (every second at most while the cache does not follow Redis); receive
-// reloads the cache when the PONG comes. A PING left unanswered for
-// ksPongTimeout drops the connection, and receive makes a new one.
-func (k *RedisKillSwitch) healthCheck() {
-	defer k.wg.Done()
-	t := time.NewTimer(k.nextCheck())
-	defer t.Stop()
-	for {
-		select {
-		case <-k.ctx.Done():
-			return
-		case <-t.C:
-		}
-		k.check()
-		t.Reset(k.nextCheck())
-	}
-}
-
-func (k *RedisKillSwitch) nextCheck() time.Duration {
-	k.mu.RLock()
-	stale := !k.staleSince.IsZero()
-	k.mu.RUnlock()
-	if stale {
-		return min(k.resync, time.Second)
-	}
-	return k.resync
-}
-
-func (k *RedisKillSwitch) check() {
-	k.psMu.Lock()
-	ps, sent := k.ps, k.pingSent
-	if ps != nil && sent.IsZero() {
-		k.pingSent = time.Now() // before the PING: its PONG may come at once
-	}
-	k.psMu.Unlock()
-	if ps == nil {
-		return
-	}
-	if !sent.IsZero() {
-		if time.Since(sent) > ksPongTimeout {
-			err := fmt.Errorf("no PONG on the subscription within %s", ksPongTimeout)
-			k.markStale(err)
-			k.logger.Warn("cronguard: redis kill switch drops a silent connection",
-				slog.String("key", k.key), slog.String("err", err.Error()))
-			k.drop(ps)
-		}
-		return
-	}
-	ctx, cancel := context.WithTimeout(k.ctx, ksCallTimeout)
-	err := ps.Ping(ctx)
-	cancel()
-	if err != nil {
-		k.psMu.Lock()
-		if k.ps == ps {
-			k.pingSent = time.Time{}
-		}
-		k.psMu.Unlock()
-	}
-}
-
 // parseFlagValue reads a flag's value in the hash: JSON FlagState as
-// SetEnabled writes it, or on/off, true/false, 1/0 as an operator may.
+// SetEnabled writes it, or on/off, true/false, 1/0 as an operator may. Its
+// errors quote the flag and the value cut to 200 bytes.
 func parseFlagValue(key, flag, v string) (FlagState, error) {
 	s := strings.TrimSpace(v)
 	if strings.HasPrefix(s, "{") {
@@ -605,7 +425,8 @@ func parseFlagValue(key, flag, v string) (FlagState, error) {
 			err = errors.New(`no "enabled" field`)
 		}
 		if err != nil {
-			return FlagState{}, fmt.Errorf("redis kill switch %s: flag %q: cannot read value %q: %w", key, flag, v, err)
+			return FlagState{}, fmt.Errorf("redis kill switch %s: flag %q: cannot read value %q: %s",
+				key, clip(flag), clip(v), clip(err.Error()))
 		}
 		st.FlagState.Enabled = *st.Enabled
 		return st.FlagState, nil
@@ -616,7 +437,8 @@ func parseFlagValue(key, flag, v string) (FlagState, error) {
 	case "0", "false", "off":
 		return FlagState{Enabled: false}, nil
 	}
-	return FlagState{}, fmt.Errorf("redis kill switch %s: flag %q: cannot read value %q: want JSON, on/off, true/false or 1/0", key, flag, v)
+	return FlagState{}, fmt.Errorf("redis kill switch %s: flag %q: cannot read value %q: want JSON, on/off, true/false or 1/0",
+		key, clip(flag), clip(v))
 }
 
 // useRedisKillSwitch makes the kill switch WithRedis asks for, on the first

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/robfig/cron/v3"
@@ -187,7 +188,8 @@ func WithFailOpen() Option {
 }
 
 // WithKillPoll sets how often a HardKill job's switch is re-read while the
-// job runs (default 100ms).
+// job runs (default 100ms): a fallback, since the memory and Redis switches
+// push a flip to the run at once.
 func WithKillPoll(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {
@@ -295,6 +297,11 @@ func (s *Scheduler) newEntry(name, spec string, job Job, opts []JobOption) (*ent
 		if err := opt(&cfg); err != nil {
 			return nil, fmt.Errorf("job %q: %w", name, err)
 		}
+	}
+	if !utf8.ValidString(cfg.flag) {
+		// JSON, the admin API and other stores would turn it into U+FFFD:
+		// another flag's name.
+		return nil, fmt.Errorf("%w: job %q: flag %q is not valid UTF-8 (the flag is the job name unless Flag names it)", ErrInvalidFlag, name, cfg.flag)
 	}
 	e := &entry{name: name, spec: spec, sched: sched, job: job, cfg: cfg}
 	if b, ok := job.(batchJob); ok {
@@ -416,8 +423,10 @@ type JobInfo struct {
 	Prev    time.Time `json:"prev,omitzero"` // last tick fired here
 	Next    time.Time `json:"next"`          // next tick by the spec
 	Enabled bool      `json:"enabled"`
-	// EnabledErr is set when the kill switch could not answer; Enabled then
-	// holds the value the next run would act on.
+	// EnabledErr is set when the kill switch could not answer cleanly (store
+	// down or broken, a value that cannot be read, a degraded Redis
+	// subscription); Enabled then holds the value the next run would act on
+	// (the last known value, see WithFailOpen).
 	EnabledErr error   `json:"-"`
 	Running    int     `json:"running"` // runs going in this process
 	Last       *Report `json:"last,omitempty"`
@@ -452,7 +461,7 @@ func (s *Scheduler) Job(name string) (JobInfo, error) {
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(s.base, s.cfg.budget)
 	defer cancel()
-	on, flagErr := s.enabled(ctx, e.cfg.flag)
+	on, flagErr := s.flagInfo(ctx, e.cfg.flag)
 	now := time.Now().In(s.cfg.loc)
 	return JobInfo{
 		Name: name, Spec: e.spec, Flag: e.cfg.flag,
@@ -465,6 +474,12 @@ func (s *Scheduler) Job(name string) (JobInfo, error) {
 // SetEnabled flips the job's kill switch flag: off stops the job before its
 // next run or batch, on every instance the switch reaches. It returns
 // ErrNotFlippable when the switch is flipped elsewhere (Unleash).
+//
+// When the store cannot be written (down, or its key broken) SetEnabled
+// returns the error. An off is still remembered as this instance's last
+// known value: while the store cannot answer reads either, the fail policy
+// keeps the job off here (and a HardKill run stops); the first clean answer
+// from the store replaces it. A failed on changes nothing.
 func (s *Scheduler) SetEnabled(ctx context.Context, name string, on bool, reason string) error {
 	e, err := s.lookup(name)
 	if err != nil {
@@ -481,6 +496,9 @@ func (s *Scheduler) SetEnabled(ctx context.Context, name string, on bool, reason
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.budget)
 	defer cancel()
 	if err := fks.SetEnabled(ctx, e.cfg.flag, on, reason); err != nil {
+		if !on { // fail safe: see the doc comment
+			s.flags.remember(e.cfg.flag, false)
+		}
 		return fmt.Errorf("cronguard: job %q: set flag %q to %t: %w", name, e.cfg.flag, on, err)
 	}
 	s.flags.remember(e.cfg.flag, on)

@@ -1,0 +1,219 @@
+package cronguard
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cronguard/cronguard/internal/redistest"
+)
+
+// scriptedSwitch is a KillSwitch whose answer the test sets: no Redis
+// needed for the fail policy's rules.
+type scriptedSwitch struct {
+	mu  sync.Mutex
+	on  bool
+	err error
+}
+
+func (s *scriptedSwitch) set(on bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.on, s.err = on, err
+}
+
+func (s *scriptedSwitch) Enabled(context.Context, string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.on, s.err
+}
+
+var errStoreDown = errors.New("store down")
+
+// Fail closed, without Redis: a switch that always errors and was never
+// answered for keeps the job from running, raises an EventFlag, and says
+// ErrFlagUnavailable (in the report and in JobInfo).
+func TestFailClosedWithoutAnswer(t *testing.T) {
+	ks := &scriptedSwitch{err: errStoreDown}
+	s, rec := newTest(t, WithKillSwitch(ks))
+	ran := 0
+	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { ran++; return nil })); err != nil {
+		t.Fatal(err)
+	}
+	rep := tickAt(t, s, "emails", t0)
+	if ran != 0 || rep.Skipped != SkipBackend || !errors.Is(rep.Err, ErrFlagUnavailable) || !errors.Is(rep.Err, errStoreDown) {
+		t.Fatalf("report = %v, ran %d; want skipped, ErrFlagUnavailable", rep, ran)
+	}
+	ev, ok := rec.find(EventFlag)
+	if !ok || ev.Enabled || !errors.Is(ev.Err, errStoreDown) || ev.Job != "emails" {
+		t.Fatalf("EventFlag = %+v, %v", ev, ok)
+	}
+	info, err := s.Job("emails")
+	if err != nil || info.Enabled || !errors.Is(info.EnabledErr, ErrFlagUnavailable) {
+		t.Fatalf("JobInfo = %+v, %v", info, err)
+	}
+}
+
+// A clean answer is remembered as the flag's last known value: when the
+// store fails afterwards, that value holds — not the WithFailOpen default.
+func TestLastKnownFlagValueIsRemembered(t *testing.T) {
+	ks := &scriptedSwitch{on: false}
+	s, rec := newTest(t, WithKillSwitch(ks), WithFailOpen())
+	ran := 0
+	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { ran++; return nil })); err != nil {
+		t.Fatal(err)
+	}
+	if rep := tickAt(t, s, "emails", t0); rep.Skipped != SkipKilled {
+		t.Fatalf("switch says off: report = %v", rep)
+	}
+	ks.set(true, errStoreDown) // the value next to an error means nothing
+	rep := tickAt(t, s, "emails", t0.Add(time.Hour))
+	if rep.Skipped != SkipKilled || ran != 0 {
+		t.Fatalf("store down after an off: report = %v, ran %d; want the remembered off, not fail-open", rep, ran)
+	}
+	if ev, ok := rec.find(EventFlag); !ok || ev.Enabled {
+		t.Fatalf("EventFlag = %+v, %v", ev, ok)
+	}
+	if info, _ := s.Job("emails"); info.Enabled || !errors.Is(info.EnabledErr, errStoreDown) {
+		t.Fatalf("JobInfo = %+v", info)
+	}
+	// And the other way: a remembered on holds against a fail-closed
+	// scheduler.
+	ks2 := &scriptedSwitch{on: true}
+	s2, _ := newTest(t, WithKillSwitch(ks2))
+	if err := s2.Register("emails", "@hourly", JobFunc(func(context.Context) error { ran++; return nil })); err != nil {
+		t.Fatal(err)
+	}
+	if rep := tickAt(t, s2, "emails", t0); rep.Stop != StopDone || ran != 1 {
+		t.Fatalf("report = %v", rep)
+	}
+	ks2.set(false, errStoreDown)
+	if rep := tickAt(t, s2, "emails", t0.Add(time.Hour)); rep.Stop != StopDone || ran != 2 {
+		t.Fatalf("store down after an on: report = %v, ran %d; want the remembered on", rep, ran)
+	}
+}
+
+// A degraded answer (read from the store, freshness not guaranteed) is
+// acted on and remembered, with an EventFlag.
+func TestDegradedAnswerIsActedOn(t *testing.T) {
+	ks := &scriptedSwitch{on: true}
+	s, rec := newTest(t, WithKillSwitch(ks))
+	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	if rep := tickAt(t, s, "emails", t0); rep.Stop != StopDone {
+		t.Fatalf("report = %v", rep)
+	}
+	ks.set(false, &degradedError{on: false, err: errors.New("subscription silent")})
+	if rep := tickAt(t, s, "emails", t0.Add(time.Hour)); rep.Skipped != SkipKilled {
+		t.Fatalf("degraded off: report = %v", rep)
+	}
+	if ev, ok := rec.find(EventFlag); !ok || ev.Enabled || !strings.Contains(ev.Err.Error(), "silent") {
+		t.Fatalf("EventFlag = %+v, %v", ev, ok)
+	}
+	ks.set(true, errStoreDown)
+	if rep := tickAt(t, s, "emails", t0.Add(2*time.Hour)); rep.Skipped != SkipKilled {
+		t.Fatalf("the degraded off is remembered: report = %v", rep)
+	}
+}
+
+// The memory switch reports flips: a HardKill run is canceled at once,
+// not at the next poll (an hour away here).
+func TestHardKillPushedByMemorySwitch(t *testing.T) {
+	ks := NewMemoryKillSwitch()
+	s, _ := newTest(t, WithKillSwitch(ks), WithKillPoll(time.Hour))
+	b := newBlocker()
+	if err := s.Register("j", "@hourly", b, HardKill()); err != nil {
+		t.Fatal(err)
+	}
+	run := goAsync(func() Report { return tickAt(t, s, "j", t0) })
+	b.waitStarted(t)
+	flip := time.Now()
+	_ = ks.SetEnabled(context.Background(), "j", false, "stop now")
+	rep := recv(t, run)
+	t.Logf("memory switch: flip to canceled in %s", time.Since(flip))
+	if rep.Stop != StopKilled || !errors.Is(rep.Err, ErrKilled) {
+		t.Fatalf("report = %+v, want killed without waiting for the poll", rep)
+	}
+}
+
+// A switch-store outage is not an off: with Redis stopped under a
+// HardKill run, the run goes on (the last known on holds) until it ends by
+// itself.
+func TestHardKillSurvivesSwitchStoreOutage(t *testing.T) {
+	srv := redistest.Start(t)
+	k := ksNew(t, srv)
+	ksLoaded(t, k)
+	s, _ := newTest(t, WithKillSwitch(k), WithKillPoll(10*time.Millisecond)) // memory locker: only the switch fails
+	b := newBlocker()
+	if err := s.Register("purge", "@hourly", b, HardKill()); err != nil {
+		t.Fatal(err)
+	}
+	run := goAsync(func() Report { return tickAt(t, s, "purge", t0) })
+	b.waitStarted(t)
+	srv.Stop(t)
+	waitFor(t, 5*time.Second, "switch cannot read Redis", func() bool {
+		_, err := k.Enabled(context.Background(), "purge")
+		return err != nil && !errors.As(err, new(*degradedError))
+	})
+	time.Sleep(300 * time.Millisecond) // thirty polls, and a few failed re-reads
+	select {
+	case rep := <-run:
+		t.Fatalf("an outage of the switch store ended the run: %v", rep)
+	default:
+	}
+	close(b.release)
+	if rep := recv(t, run); rep.Stop != StopDone || rep.Err != nil {
+		t.Fatalf("report = %v; want done", rep)
+	}
+}
+
+// A switch that answers off without error only after an error must still
+// kill; one that never answered must not (no known value is not an off).
+func TestHardKillUnavailableIsNotOff(t *testing.T) {
+	ks := &scriptedSwitch{on: true}
+	s, _ := newTest(t, WithKillSwitch(ks), WithKillPoll(5*time.Millisecond), WithFailOpen())
+	var runs atomic.Int32
+	b := newBlocker()
+	if err := s.Register("j", "@hourly", JobFunc(func(ctx context.Context) error { runs.Add(1); return b.Run(ctx) }), HardKill()); err != nil {
+		t.Fatal(err)
+	}
+	ks.set(false, errStoreDown) // never answered: fail open lets it run
+	run := goAsync(func() Report { return tickAt(t, s, "j", t0) })
+	b.waitStarted(t)
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case rep := <-run:
+		t.Fatalf("no answer at all killed the run: %v", rep)
+	default:
+	}
+	ks.set(false, nil)
+	if rep := recv(t, run); rep.Stop != StopKilled {
+		t.Fatalf("report = %v; want killed once the switch says off", rep)
+	}
+}
+
+// validToggleName is Unleash's rule for toggle names, checked without an
+// Unleash server.
+func TestValidToggleName(t *testing.T) {
+	long := strings.Repeat("a", 100)
+	for _, name := range []string{"a", "cronguard.emails", "A-Z_0.9!~*'()", long, "...", ".a"} {
+		if err := validToggleName(name); err != nil {
+			t.Errorf("validToggleName(%q) = %v, want valid", name, err)
+		}
+	}
+	for _, name := range []string{"", ".", "..", long + "a", "a b", "a/b", "a?b", "a#b", "a%20b", "émails", "a\xffb", "a:b", "a+b", "a@b", "a,b"} {
+		err := validToggleName(name)
+		if err == nil {
+			t.Errorf("validToggleName(%q) = nil, want an error", name)
+			continue
+		}
+		if !strings.Contains(err.Error(), "Flag(") || (name != "" && !strings.Contains(err.Error(), name[:1])) {
+			t.Errorf("validToggleName(%q) = %v: the message must name the value and the fix", name, err)
+		}
+	}
+}
