@@ -309,19 +309,14 @@ func (w *worker[T]) runaway(ctx context.Context, n int, key string) error {
 	st := w.st
 	err := fmt.Errorf("%w: job %q: batch %d returned item %q again", ErrRunaway, st.job, n, clip(key))
 	if s := st.s; s != nil {
-		if fks, ok := s.cfg.killSwitch.(FlippableKillSwitch); ok {
-			actx, cancel := context.WithTimeout(WithActor(context.WithoutCancel(ctx), "runaway-guard"), s.cfg.budget)
-			ferr := fks.SetEnabled(actx, st.e.cfg.flag, false, err.Error())
-			cancel()
-			if ferr == nil {
-				s.flags.remember(st.e.cfg.flag, false)
-				st.mu.Lock()
-				st.tripped = true
-				st.mu.Unlock()
-				err = fmt.Errorf("%w; flag %q switched off", err, st.e.cfg.flag)
-			} else {
-				err = fmt.Errorf("%w; switching flag %q off failed: %v", err, st.e.cfg.flag, ferr)
-			}
+		ferr := s.flip(WithActor(context.WithoutCancel(ctx), "runaway-guard"), st.e, false, err.Error())
+		if ferr == nil {
+			st.mu.Lock()
+			st.tripped = true
+			st.mu.Unlock()
+			err = fmt.Errorf("%w; flag %q switched off", err, st.e.cfg.flag)
+		} else if !errors.Is(ferr, ErrNotFlippable) {
+			err = fmt.Errorf("%w; switching flag %q off failed: %v", err, st.e.cfg.flag, ferr)
 		}
 		ev := st.event(EventRunaway, err)
 		ev.Batch, ev.Item = n, key

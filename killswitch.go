@@ -2,6 +2,7 @@ package cronguard
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -105,4 +106,30 @@ func WithActor(ctx context.Context, who string) context.Context {
 func ActorFrom(ctx context.Context) string {
 	s, _ := ctx.Value(actorKey{}).(string)
 	return s
+}
+
+// flip sets e's flag through a flippable switch, under the call budget. It is
+// the one switch-off (and switch-on) of the package: SetEnabled and the
+// runaway guard both use it. When an off cannot be written, this instance
+// still remembers it, so that while the store cannot answer the job stays
+// off here (fail safe); the store's next answer replaces it.
+func (s *Scheduler) flip(ctx context.Context, e *entry, on bool, reason string) error {
+	fks, ok := s.cfg.killSwitch.(FlippableKillSwitch)
+	if !ok {
+		where := fmt.Sprintf("flip flag %q in its own store (for Unleash, in Unleash)", e.cfg.flag)
+		if h, ok := s.cfg.killSwitch.(interface{ flipHint(flag string) string }); ok {
+			where = h.flipHint(e.cfg.flag) // the Unleash switch names the toggle
+		}
+		return fmt.Errorf("%w: job %q: %T is read-only; %s", ErrNotFlippable, e.name, s.cfg.killSwitch, where)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.budget)
+	defer cancel()
+	if err := fks.SetEnabled(ctx, e.cfg.flag, on, reason); err != nil {
+		if !on {
+			s.flags.remember(e.cfg.flag, false)
+		}
+		return fmt.Errorf("cronguard: job %q: set flag %q to %t: %w", e.name, e.cfg.flag, on, err)
+	}
+	s.flags.remember(e.cfg.flag, on)
+	return nil
 }

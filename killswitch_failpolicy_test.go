@@ -3,6 +3,7 @@ package cronguard
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -215,5 +216,53 @@ func TestValidToggleName(t *testing.T) {
 		if !strings.Contains(err.Error(), "Flag(") || (name != "" && !strings.Contains(err.Error(), name[:1])) {
 			t.Errorf("validToggleName(%q) = %v: the message must name the value and the fix", name, err)
 		}
+	}
+}
+
+// brokenSwitch answers until broken; then Enabled and SetEnabled fail, as a
+// flag store does when it goes away.
+type brokenSwitch struct{ broken atomic.Bool }
+
+func (b *brokenSwitch) Enabled(context.Context, string) (bool, error) {
+	if b.broken.Load() {
+		return false, errors.New("store down")
+	}
+	return true, nil
+}
+
+func (b *brokenSwitch) SetEnabled(context.Context, string, bool, string) error {
+	if b.broken.Load() {
+		return errors.New("store down")
+	}
+	return nil
+}
+
+// The runaway guard uses the one switch-off SetEnabled uses: when the store
+// cannot take the write, this instance still keeps the job off, so the next
+// tick does not repeat the harm while the store is down.
+func TestRunawayWithBrokenStoreKeepsJobOffHere(t *testing.T) {
+	ks := &brokenSwitch{}
+	s, _ := newTest(t, WithKillSwitch(ks), WithFailOpen())
+	var fetches atomic.Int32
+	job := Batch[int]{
+		Fetch: func(context.Context, Page) ([]int, error) {
+			if fetches.Add(1) == 1 {
+				ks.broken.Store(true) // the store goes away during the run
+			}
+			return []int{1, 2}, nil
+		},
+		Process: func(context.Context, int) error { return nil },
+		Key:     strconv.Itoa,
+	}
+	if err := s.Register("same-users", "* * * * *", job); err != nil {
+		t.Fatal(err)
+	}
+	rep := tickAt(t, s, "same-users", t0)
+	if !errors.Is(rep.Err, ErrRunaway) || !strings.Contains(rep.Err.Error(), "switching flag") {
+		t.Fatalf("first tick: %v, want ErrRunaway saying the switch-off failed", rep)
+	}
+	rep = tickAt(t, s, "same-users", t0.Add(time.Minute))
+	if rep.Skipped != SkipKilled {
+		t.Fatalf("second tick while the store is down: %v, want skipped as killed", rep)
 	}
 }

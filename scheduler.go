@@ -485,24 +485,7 @@ func (s *Scheduler) SetEnabled(ctx context.Context, name string, on bool, reason
 	if err != nil {
 		return err
 	}
-	fks, ok := s.cfg.killSwitch.(FlippableKillSwitch)
-	if !ok {
-		where := fmt.Sprintf("flip flag %q in its own store (for Unleash, in Unleash)", e.cfg.flag)
-		if h, ok := s.cfg.killSwitch.(interface{ flipHint(flag string) string }); ok {
-			where = h.flipHint(e.cfg.flag) // the Unleash switch names the toggle
-		}
-		return fmt.Errorf("%w: job %q: %T is read-only; %s", ErrNotFlippable, name, s.cfg.killSwitch, where)
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.budget)
-	defer cancel()
-	if err := fks.SetEnabled(ctx, e.cfg.flag, on, reason); err != nil {
-		if !on { // fail safe: see the doc comment
-			s.flags.remember(e.cfg.flag, false)
-		}
-		return fmt.Errorf("cronguard: job %q: set flag %q to %t: %w", name, e.cfg.flag, on, err)
-	}
-	s.flags.remember(e.cfg.flag, on)
-	return nil
+	return s.flip(ctx, e, on, reason)
 }
 
 func (s *Scheduler) lookup(name string) (*entry, error) {
