@@ -11,10 +11,20 @@ package cgotel
 //	// as it stands (Job, Trigger, Tick, Instance), or, given the error the
 //	// rest of the chain returned, the Report the Scheduler is about to emit.
 //	// ok is false outside a run.
-//	func ReportFrom(ctx context.Context, err error) (r Report, ok bool)
+//	func ReportFrom(ctx context.Context, err error) (r Report, ok bool) {
+//		st, ok := ctx.Value(runKey{}).(*run)
+//		if !ok {
+//			return Report{}, false
+//		}
+//		return st.report(err), true
+//	}
 //
-// INTEGRATION: add ReportFrom to the core, delete this file, and remove the
-// build constraint of core_report.go and core_report_test.go.
+// (in run.go; st.report is what execute builds its Report with). The code
+// and tests of core_report*.go passed against a core with that function.
+//
+// INTEGRATION: add ReportFrom to the core; delete this file and
+// mode_stub_test.go; remove the build constraint of core_report.go,
+// core_report_test.go and mode_report_test.go.
 
 import (
 	"context"

@@ -129,8 +129,13 @@ func TestSuccessfulRun(t *testing.T) {
 	caller.End()
 
 	sp := one(t, h)
-	if sp.Name != "cronguard.run" || sp.SpanKind != trace.SpanKindInternal {
-		t.Errorf("span %q kind %v", sp.Name, sp.SpanKind)
+	name, want := expect("ok", map[string]string{
+		"cronguard.trigger": "manual", "cronguard.instance": instance, "cronguard.outcome": "ok",
+	}, map[string]string{
+		"cronguard.stop": "done", "cronguard.batches": "0", "cronguard.items.processed": "0", "cronguard.items.failed": "0",
+	})
+	if sp.Name != name || sp.SpanKind != trace.SpanKindInternal {
+		t.Errorf("span %q kind %v, want %q internal", sp.Name, sp.SpanKind, name)
 	}
 	if !inJob.IsValid() || !inJob.Equal(sp.SpanContext) {
 		t.Errorf("job's ctx carries span %v, recorded %v", inJob, sp.SpanContext)
@@ -138,9 +143,7 @@ func TestSuccessfulRun(t *testing.T) {
 	if sp.Parent.SpanID() != caller.SpanContext().SpanID() || sp.Parent.TraceID() != caller.SpanContext().TraceID() {
 		t.Errorf("parent %v, want the caller's span %v", sp.Parent, caller.SpanContext())
 	}
-	checkAttrs(t, "ok", sp.Attributes, map[string]string{
-		"cronguard.trigger": "manual", "cronguard.instance": instance, "cronguard.outcome": "ok",
-	})
+	checkAttrs(t, "ok", sp.Attributes, want)
 	if sp.Status.Code != codes.Unset || len(sp.Events) != 0 || sp.EndTime.IsZero() {
 		t.Errorf("status %v, events %v, end %v", sp.Status, sp.Events, sp.EndTime)
 	}
@@ -160,9 +163,15 @@ func TestFailingRun(t *testing.T) {
 		t.Fatal("no error")
 	}
 	sp := one(t, h)
-	checkAttrs(t, "failing", sp.Attributes, map[string]string{
+	name, want := expect("failing", map[string]string{
 		"cronguard.trigger": "manual", "cronguard.instance": instance, "cronguard.outcome": "error",
+	}, map[string]string{
+		"cronguard.stop": "error", "cronguard.batches": "0", "cronguard.items.processed": "0", "cronguard.items.failed": "0",
 	})
+	if sp.Name != name {
+		t.Errorf("span %q, want %q", sp.Name, name)
+	}
+	checkAttrs(t, "failing", sp.Attributes, want)
 	wantMsg := long[:200] + "…(1005 bytes)"
 	if sp.Status.Code != codes.Error || sp.Status.Description != wantMsg {
 		t.Errorf("status %v %q", sp.Status.Code, sp.Status.Description)
@@ -209,10 +218,14 @@ func TestKillSwitchSkip(t *testing.T) {
 		if err != nil || !tt.Equal(tt.Truncate(time.Second)) || !strings.HasSuffix(tick, "Z") {
 			t.Errorf("tick %q: want a whole second in UTC (%v)", tick, err)
 		}
-		checkAttrs(t, "skip", sp.Attributes, map[string]string{
+		name, want := expect("off", map[string]string{
 			"cronguard.trigger": "schedule", "cronguard.tick": tick,
 			"cronguard.instance": instance, "cronguard.outcome": "skipped",
-		})
+		}, nil)
+		if sp.Name != name {
+			t.Errorf("span %q, want %q", sp.Name, name)
+		}
+		checkAttrs(t, "skip", sp.Attributes, want)
 		if sp.Status.Code != codes.Unset {
 			t.Errorf("a kill switch skip has status %v", sp.Status)
 		}
