@@ -23,6 +23,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// jobLabel names the job in every series. Not "job": Prometheus gives every
+// scraped series the target's job label, and renames a scraped "job" label
+// to "exported_job" (unless honor_labels), so alert rules would have to
+// name exported_job. kube-state-metrics names its jobs job_name too.
+const jobLabel = "job_name"
+
 // DefaultBuckets are the run duration histogram's buckets, in seconds:
 // periodic jobs take from milliseconds to an hour.
 var DefaultBuckets = []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600}
@@ -78,35 +84,35 @@ func New(opts ...Option) *Collector {
 	return &Collector{
 		runs: counter("cronguard_runs_total",
 			"Runs that started and ended, by job, trigger (schedule, manual) and result (the Report's stop reason).",
-			"job", "trigger", "result"),
+			jobLabel, "trigger", "result"),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "cronguard_run_duration_seconds",
 			Help:    "Duration of the runs that started, by job and trigger.",
 			Buckets: o.buckets,
-		}, []string{"job", "trigger"}),
+		}, []string{jobLabel, "trigger"}),
 		processed: counter("cronguard_items_processed_total",
-			"Batch items processed without error, counted when their run ends.", "job"),
+			"Batch items processed without error, counted when their run ends.", jobLabel),
 		failed: counter("cronguard_items_failed_total",
-			"Batch items whose Process failed, counted when their run ends.", "job"),
+			"Batch items whose Process failed, counted when their run ends.", jobLabel),
 		skips: counter("cronguard_skips_total",
 			"Runs that did not start, by job and reason (killed, tick_taken, overlap, locked, backend, stopped).",
-			"job", "reason"),
+			jobLabel, "reason"),
 		missed: counter("cronguard_missed_ticks_total",
-			"Scheduled ticks that no instance claimed in time.", "job"),
+			"Scheduled ticks that no instance claimed in time.", jobLabel),
 		lockLost: counter("cronguard_lock_lost_total",
-			"Runs whose run lock could not be kept; each was canceled.", "job"),
+			"Runs whose run lock could not be kept; each was canceled.", jobLabel),
 		runaway: counter("cronguard_runaway_total",
-			"Runs stopped by the runaway guard (a batch repeated an item); the guard also switches the job off.", "job"),
+			"Runs stopped by the runaway guard (a batch repeated an item); the guard also switches the job off.", jobLabel),
 		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cronguard_last_success_timestamp_seconds",
 			Help: "Unix time at which the last run without error of the job ended in this process.",
-		}, []string{"job"}),
+		}, []string{jobLabel}),
 		enabledDesc: prometheus.NewDesc("cronguard_job_enabled",
 			"1 when the job's kill switch lets it run, 0 when it is switched off (read at scrape time).",
-			[]string{"job"}, nil),
+			[]string{jobLabel}, nil),
 		nextDesc: prometheus.NewDesc("cronguard_next_tick_timestamp_seconds",
 			"Unix time of the job's next scheduled tick (read at scrape time).",
-			[]string{"job"}, nil),
+			[]string{jobLabel}, nil),
 	}
 }
 

@@ -146,8 +146,8 @@ func TestScriptedRunsExactValues(t *testing.T) {
 	// Before any run: every watched job's counters exist at 0, so that
 	// increase() sees the first runaway.
 	before := scrape(t, srv.URL)
-	if v, ok := before[`cronguard_runaway_total{job="runaway"}`]; !ok || v != 0 {
-		t.Fatalf(`before any run: cronguard_runaway_total{job="runaway"} = %v (present %t), want 0`, v, ok)
+	if v, ok := before[`cronguard_runaway_total{job_name="runaway"}`]; !ok || v != 0 {
+		t.Fatalf(`before any run: cronguard_runaway_total{job_name="runaway"} = %v (present %t), want 0`, v, ok)
 	}
 
 	must(t, s.Start())
@@ -174,24 +174,24 @@ func TestScriptedRunsExactValues(t *testing.T) {
 
 	want := zeroCounters([]string{"batch", "failing", "off", "runaway"})
 	set := func(series string, v float64) { want[series] = v }
-	set(`cronguard_runs_total{job="batch",result="done",trigger="manual"}`, 1)
-	set(`cronguard_runs_total{job="failing",result="error",trigger="manual"}`, 1)
-	set(`cronguard_runs_total{job="runaway",result="runaway",trigger="manual"}`, 1)
-	set(`cronguard_items_processed_total{job="batch"}`, 4)
-	set(`cronguard_items_failed_total{job="batch"}`, 1)
-	set(`cronguard_items_processed_total{job="runaway"}`, 2)
-	set(`cronguard_runaway_total{job="runaway"}`, 1)
-	set(`cronguard_skips_total{job="off",reason="killed"}`, float64(skips))
-	set(`cronguard_run_duration_seconds_count{job="batch",trigger="manual"}`, 1)
-	set(`cronguard_run_duration_seconds_count{job="failing",trigger="manual"}`, 1)
-	set(`cronguard_run_duration_seconds_count{job="runaway",trigger="manual"}`, 1)
-	set(`cronguard_job_enabled{job="batch"}`, 1)
-	set(`cronguard_job_enabled{job="failing"}`, 1)
-	set(`cronguard_job_enabled{job="off"}`, 0)
-	set(`cronguard_job_enabled{job="runaway"}`, 0) // the runaway guard tripped the switch
+	set(`cronguard_runs_total{job_name="batch",result="done",trigger="manual"}`, 1)
+	set(`cronguard_runs_total{job_name="failing",result="error",trigger="manual"}`, 1)
+	set(`cronguard_runs_total{job_name="runaway",result="runaway",trigger="manual"}`, 1)
+	set(`cronguard_items_processed_total{job_name="batch"}`, 4)
+	set(`cronguard_items_failed_total{job_name="batch"}`, 1)
+	set(`cronguard_items_processed_total{job_name="runaway"}`, 2)
+	set(`cronguard_runaway_total{job_name="runaway"}`, 1)
+	set(`cronguard_skips_total{job_name="off",reason="killed"}`, float64(skips))
+	set(`cronguard_run_duration_seconds_count{job_name="batch",trigger="manual"}`, 1)
+	set(`cronguard_run_duration_seconds_count{job_name="failing",trigger="manual"}`, 1)
+	set(`cronguard_run_duration_seconds_count{job_name="runaway",trigger="manual"}`, 1)
+	set(`cronguard_job_enabled{job_name="batch"}`, 1)
+	set(`cronguard_job_enabled{job_name="failing"}`, 1)
+	set(`cronguard_job_enabled{job_name="off"}`, 0)
+	set(`cronguard_job_enabled{job_name="runaway"}`, 0) // the runaway guard tripped the switch
 	next := float64(time.Date(time.Now().UTC().Year()+1, 1, 1, 0, 0, 0, 0, time.UTC).Unix())
 	for _, job := range []string{"batch", "failing", "runaway"} {
-		set(`cronguard_next_tick_timestamp_seconds{job="`+job+`"}`, next)
+		set(`cronguard_next_tick_timestamp_seconds{job_name="`+job+`"}`, next)
 	}
 
 	gathered, err := reg.Gather()
@@ -229,11 +229,11 @@ func checkExact(t *testing.T, got, want map[string]float64, begin time.Time) {
 			continue
 		}
 		switch {
-		case series == `cronguard_last_success_timestamp_seconds{job="batch"}`:
+		case series == `cronguard_last_success_timestamp_seconds{job_name="batch"}`:
 			if v < float64(begin.UnixNano())/1e9 || v > now {
 				t.Errorf("%s = %v, want between the test's start and now", series, v)
 			}
-		case series == `cronguard_next_tick_timestamp_seconds{job="off"}`:
+		case series == `cronguard_next_tick_timestamp_seconds{job_name="off"}`:
 			if v < now-2 || v > now+2 { // every second; read after Stop
 				t.Errorf("%s = %v, want within 2s of now (%v)", series, v, now)
 			}
@@ -258,13 +258,13 @@ func zeroCounters(jobs []string) map[string]float64 {
 	reasons := []string{"backend", "killed", "locked", "overlap", "stopped", "tick_taken"}
 	for _, job := range jobs {
 		for _, m := range []string{"items_processed", "items_failed", "missed_ticks", "lock_lost", "runaway"} {
-			want[`cronguard_`+m+`_total{job="`+job+`"}`] = 0
+			want[`cronguard_`+m+`_total{job_name="`+job+`"}`] = 0
 		}
 		for _, r := range results {
-			want[`cronguard_runs_total{job="`+job+`",result="`+r+`",trigger="schedule"}`] = 0
+			want[`cronguard_runs_total{job_name="`+job+`",result="`+r+`",trigger="schedule"}`] = 0
 		}
 		for _, r := range reasons {
-			want[`cronguard_skips_total{job="`+job+`",reason="`+r+`"}`] = 0
+			want[`cronguard_skips_total{job_name="`+job+`",reason="`+r+`"}`] = 0
 		}
 	}
 	return want
@@ -318,15 +318,15 @@ func TestLockLostOnRealRedis(t *testing.T) {
 	}
 	got := scrape(t, srv.URL)
 	for series, v := range map[string]float64{
-		`cronguard_lock_lost_total{job="slow"}`:                                1,
-		`cronguard_runs_total{job="slow",result="lock_lost",trigger="manual"}`: 1,
-		`cronguard_runs_total{job="slow",result="done",trigger="manual"}`:      0,
+		`cronguard_lock_lost_total{job_name="slow"}`:                                1,
+		`cronguard_runs_total{job_name="slow",result="lock_lost",trigger="manual"}`: 1,
+		`cronguard_runs_total{job_name="slow",result="done",trigger="manual"}`:      0,
 	} {
 		if got[series] != v {
 			t.Errorf("%s = %v, want %v", series, got[series], v)
 		}
 	}
-	if _, ok := got[`cronguard_last_success_timestamp_seconds{job="slow"}`]; ok {
+	if _, ok := got[`cronguard_last_success_timestamp_seconds{job_name="slow"}`]; ok {
 		t.Error("a run that lost its lock set the last success time")
 	}
 }
@@ -344,8 +344,8 @@ func TestMissedTicks(t *testing.T) {
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP cronguard_missed_ticks_total Scheduled ticks that no instance claimed in time.
 # TYPE cronguard_missed_ticks_total counter
-cronguard_missed_ticks_total{job="emails"} 2
-cronguard_missed_ticks_total{job="reports"} 1
+cronguard_missed_ticks_total{job_name="emails"} 2
+cronguard_missed_ticks_total{job_name="reports"} 1
 `), "cronguard_missed_ticks_total"); err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +362,7 @@ func TestInvalidUTF8JobName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := flatten(mfs)["cronguard_runaway_total{job=\"bad\uFFFDname\"}"]; v != 1 {
+	if v := flatten(mfs)["cronguard_runaway_total{job_name=\"bad\uFFFDname\"}"]; v != 1 {
 		t.Fatalf("runaway = %v, want 1:\n%s", v, dump(flatten(mfs)))
 	}
 }
