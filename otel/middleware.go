@@ -143,8 +143,9 @@ func traced(ctx context.Context, tracer trace.Tracer, instance string, next cron
 			return
 		}
 		fail(span, fmt.Errorf("panic: %v", r))
+		// Re-panicked from this deferred call, before the stack unwinds: the
+		// stack the Scheduler records still shows where the job panicked.
 		panic(r) // the Scheduler recovers it and fails the run
-
 	}()
 	err = next.Run(ctx)
 	panicked = false

@@ -274,12 +274,16 @@ func TestLockedSkip(t *testing.T) {
 	}
 }
 
+func panicSite() { panic("oops") }
+
 // TestPanicRecorded: a panicking job's span ends with status Error, and
-// the panic still reaches the Scheduler, which fails the run.
+// the panic still reaches the Scheduler, which fails the run and records a
+// stack that shows where the job panicked.
 func TestPanicRecorded(t *testing.T) {
 	h := newHarness(t)
 	if err := h.s.Register("panics", yearly, cronguard.JobFunc(func(context.Context) error {
-		panic("oops")
+		panicSite()
+		return nil
 	})); err != nil {
 		t.Fatal(err)
 	}
@@ -290,5 +294,12 @@ func TestPanicRecorded(t *testing.T) {
 	if sp.Status.Code != codes.Error || sp.Status.Description != "panic: oops" ||
 		attrs(sp.Attributes)["cronguard.outcome"] != "error" {
 		t.Errorf("status %v %q, attributes %v", sp.Status.Code, sp.Status.Description, attrs(sp.Attributes))
+	}
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	for _, ev := range h.rec.events {
+		if ev.Kind == cronguard.EventFinished && !strings.Contains(ev.Stack, "otel_test.panicSite") {
+			t.Errorf("the run's stack does not show the panic site:\n%s", ev.Stack)
+		}
 	}
 }
