@@ -78,3 +78,28 @@ func TestObserversAddUp(t *testing.T) {
 		t.Fatalf("WithObserver(nil): %v, want ErrInvalidOption", err)
 	}
 }
+
+// ReportFrom lets middleware read the run it wraps, with the outcome.
+func TestReportFromInMiddleware(t *testing.T) {
+	var got Report
+	var ok bool
+	mw := func(next Job) Job {
+		return JobFunc(func(ctx context.Context) error {
+			err := next.Run(ctx)
+			got, ok = ReportFrom(ctx, err)
+			return err
+		})
+	}
+	s, _ := newTest(t, WithMiddleware(mw))
+	boom := errors.New("boom")
+	if err := s.Register("rf", "@hourly", JobFunc(func(context.Context) error { return boom })); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = s.RunManually(context.Background(), "rf")
+	if !ok || got.Job != "rf" || got.Trigger != TriggerManual || got.Stop != StopError || !errors.Is(got.Err, boom) {
+		t.Fatalf("ReportFrom = %+v, %t; want job rf, manual, stopped on error boom", got, ok)
+	}
+	if _, ok := ReportFrom(context.Background(), nil); ok {
+		t.Fatal("ReportFrom outside a run: ok")
+	}
+}

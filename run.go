@@ -112,7 +112,9 @@ func (st *run) report(err error) Report {
 		r.Skipped = se.reason
 		return r
 	}
-	r.Duration = time.Since(st.start)
+	if !st.start.IsZero() { // zero when a middleware failed before the guards let the run start
+		r.Duration = time.Since(st.start)
+	}
 	r.Batches = int(st.batches.Load())
 	r.Processed = int(st.processed.Load())
 	r.Failed = int(st.failed.Load())
@@ -284,3 +286,16 @@ func (s *Scheduler) logAttrs(level slog.Level, msg string, attrs ...slog.Attr) {
 // its handler: a log record is not worth the process, and the logger cannot
 // be told about its own failure.
 func recoverLogger() { _ = recover() }
+
+// ReportFrom is for Middleware (tracing, metrics): inside a run it returns
+// the Report of the run of ctx as it stands, given the error the rest of
+// the chain returned — the Report the Scheduler is about to emit, with the
+// job's name, trigger, tick, instance, batches, items and why it stopped or
+// was skipped. ok is false outside a run.
+func ReportFrom(ctx context.Context, err error) (r Report, ok bool) {
+	st, ok := ctx.Value(runKey{}).(*run)
+	if !ok {
+		return Report{}, false
+	}
+	return st.report(err), true
+}

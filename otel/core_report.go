@@ -1,5 +1,3 @@
-//go:build cronguard_reportfrom
-
 package cgotel
 
 // This file reads the run from the core's report (cronguard.ReportFrom):

@@ -1,5 +1,3 @@
-//go:build cronguard_reportfrom
-
 package cgotel_test
 
 import (
