@@ -2,8 +2,7 @@ package cgotel
 
 // This file reads the run from the core's report (cronguard.ReportFrom):
 // the job, trigger, tick and instance before the run, and after it whether
-// it was skipped and why, its stop reason, batches and items. See
-// core_stub.go for the integration steps.
+// it was skipped and why, its stop reason, batches and items.
 
 import (
 	"context"

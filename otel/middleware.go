@@ -17,7 +17,7 @@
 // the guards, so it sees every attempt, including those the kill switch,
 // the tick claim, the overlap guard or the run lock then skip. Each attempt
 // is one span of kind internal, named "cronguard.run <job>" (or
-// "cronguard.run" where the job's name is not known, see below), with:
+// "cronguard.run" for a Job run outside a Scheduler), with:
 //
 //   - cronguard.trigger: "schedule" or "manual";
 //   - cronguard.tick: the scheduled tick, RFC 3339 in UTC (scheduled runs);
@@ -34,19 +34,15 @@
 // (status Error, outcome error) and passed on to the Scheduler, which turns
 // it into a failed run.
 //
-// # What the middleware cannot see yet
+// # What it reads from the core
 //
-// A cronguard.Middleware gets the run's context and the error of the rest
-// of the chain, nothing else. Until the core tells a middleware which run it
-// wraps (see core_stub.go), the job's name is unknown, the trigger is
-// inferred from the tick (zero for manual runs), and a skip is told from a
-// failure by the sentinel the error wraps: ErrTickTaken, ErrOverlap,
-// ErrLocked, ErrBackend, ErrFlagUnavailable, ErrKilled, ErrStopped. A run
-// that started and then ended with one of those (the kill switch going off
-// between batches, Stop canceling it) is then reported as skipped. With the
-// core's report (build tag cronguard_reportfrom, see core_report.go) the
-// span also gets the job, the stop reason, batches and items, and skips are
-// exact.
+// The middleware reads the run it wraps with cronguard.ReportFrom: the
+// job's name, trigger, tick and instance before the run, and after it
+// whether the guards skipped it and why, its stop reason, batches and items
+// (cronguard.stop, cronguard.batches, cronguard.items.processed,
+// cronguard.items.failed, cronguard.tripped). A run that started and was
+// then stopped (the kill switch between batches, Stop) is a run with a stop
+// reason, not a skip.
 package cgotel
 
 import (
