@@ -5,6 +5,7 @@ import (
 	"image/color"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -52,7 +53,7 @@ func writeChart(dir string, pts []phaseResult) error {
 	plots := make([][]*plot.Plot, len(panels))
 	for i, row := range panels {
 		for j, pn := range row {
-			p, err := drawPanel(pn, pts, i == 0 && j == 0)
+			p, err := drawPanel(pn, pts, i == 0 && j == 1) // the heap panel has room
 			if err != nil {
 				return err
 			}
@@ -97,7 +98,7 @@ func writeFile(path string, write func(f *os.File) error) error {
 	return f.Close()
 }
 
-// drawPanel draws one metric; only the first panel carries the legend.
+// drawPanel draws one metric; one panel carries the legend.
 func drawPanel(pn panel, pts []phaseResult, legend bool) (*plot.Plot, error) {
 	p := plot.New()
 	p.Title.Text = pn.title
@@ -106,6 +107,7 @@ func drawPanel(pn panel, pts []phaseResult, legend bool) (*plot.Plot, error) {
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = sizeTicks(pts)
 	p.Y.Min = 0
+	p.Y.Tick.Marker = plainTicks{}
 	p.Legend.Top = true
 	p.Legend.Left = true
 	maxY := 0.0
@@ -137,12 +139,15 @@ func drawPanel(pn panel, pts []phaseResult, legend bool) (*plot.Plot, error) {
 			bound.Width = vg.Points(0.8)
 			p.Add(bound)
 			if legend {
-				p.Legend.Add("2× cronguard's value at the smallest size (issue 8's bound)", bound)
+				p.Legend.Add("2× cronguard at the smallest size: issue 8's bound", bound)
 			}
 			maxY = max(maxY, 2*xys[0].Y)
 		}
 	}
-	p.Y.Max = maxY * 1.25 // room for the legend
+	p.Y.Max = maxY * 1.15
+	if legend {
+		p.Y.Max = maxY * 1.6 // room for the legend above the lines
+	}
 	return p, nil
 }
 
@@ -158,6 +163,20 @@ func sizeTicks(pts []phaseResult) plot.ConstantTicks {
 				label = fmt.Sprintf("%dk", n/1000)
 			}
 			ticks = append(ticks, plot.Tick{Value: float64(n), Label: label})
+		}
+	}
+	return ticks
+}
+
+// plainTicks are gonum's default ticks labelled without trailing zeros.
+type plainTicks struct{}
+
+// Ticks implements plot.Ticker.
+func (plainTicks) Ticks(lo, hi float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i, t := range ticks {
+		if t.Label != "" {
+			ticks[i].Label = strconv.FormatFloat(t.Value, 'f', -1, 64)
 		}
 	}
 	return ticks

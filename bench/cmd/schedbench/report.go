@@ -203,11 +203,11 @@ func (r *results) regCols(row rowID) []string {
 // spreadTable shows the range over the reps of the main figures.
 func (r *results) spreadTable(cfg config) string {
 	var b strings.Builder
-	b.WriteString("| | lateness p99 | ×robfig | CPU per 1k runs | ×robfig | run, mean | ×floor | heap per job | register one job |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| | runs | lateness p99 | ×robfig | CPU per 1k runs | ×robfig | run, mean | ×floor | heap per job | register one job |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, row := range comparisonRows(cfg) {
 		key, busy := row.l.key, row.busy
-		cols := []string{row.label(),
+		cols := []string{row.label(), spread(r.perRep(key, busy, field(runs)), "%.0f"),
 			spread(r.perRep(key, busy, field(latP99)), "%.1f ms"), spread(r.perRep(key, busy, vsRobfig(latP99)), "%.2f"),
 		}
 		if busy {
@@ -293,6 +293,7 @@ func (r *results) markdown(cfg config) string {
 		fmt.Fprintf(&b, "\n## Scaling: registered jobs, %d firing each second, the rest on `%s`; %d ticks, one rep\n\n", min(cfg.jobs, cfg.scale[0]), specIdle, cfg.scaleSeconds)
 		b.WriteString("![scaling curve](scaling.png)\n\n")
 		b.WriteString(r.scalingTable())
+		fmt.Fprintf(&b, "\nRegister time and heap: median of registrations of that many jobs into a fresh scheduler, repeated up to %d jobs in all (at most 10 times). Lateness and CPU: the firing jobs only; the idle ones are what the scheduler carries.\n", cfg.heapJobs)
 	}
 	b.WriteString("\n## Goals of issue 8\n\n| goal | got | |\n|---|---|---|\n")
 	for _, g := range r.Goals {
