@@ -4,8 +4,13 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cronguard/cronguard/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // fireTick runs e once through the scheduled guard chain, as cron would at
@@ -16,10 +21,12 @@ func fireTick(s *Scheduler, e *entry, tick time.Time) Report {
 }
 
 // newBenchScheduler returns a quiet scheduler (discard logger, no
-// observer) on memory backends, stopped when the benchmark ends.
-func newBenchScheduler(b *testing.B) *Scheduler {
+// observer), on memory backends unless opts say otherwise, stopped when the
+// benchmark ends.
+func newBenchScheduler(b *testing.B, opts ...Option) *Scheduler {
 	b.Helper()
-	s, err := New(WithLogger(slog.New(slog.DiscardHandler)), WithInstanceID("bench"), WithLocation(time.UTC))
+	opts = append([]Option{WithLogger(slog.New(slog.DiscardHandler)), WithInstanceID("bench"), WithLocation(time.UTC)}, opts...)
+	s, err := New(opts...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -172,5 +179,106 @@ func handLoop(ctx context.Context, b Batch[benchItem]) int {
 				n++
 			}
 		}
+	}
+}
+
+// BenchmarkRedisFireVsPing is BenchmarkRedisGuardedRunVsPing's winner/chain
+// measured the way issue 8 states its goal: one scheduled tick of a no-op job
+// through the whole guard chain on WithRedis (the kill switch, claim, lock
+// and checkpoint store it makes), against as many PINGs as the tick made
+// round trips (counted with a go-redis hook), interleaved, on an idle
+// process and with two goroutines spinning beside it. Goal: x-ping ≤ 1.2 in
+// both.
+//
+//	go test -run '^$' -bench RedisFireVsPing -benchtime 3s -count 3 .
+func BenchmarkRedisFireVsPing(b *testing.B) {
+	srv := redistest.Start(b)
+	c := srv.Client(b)
+	rts := &benchRTs{}
+	c.AddHook(rts)
+	s := newBenchScheduler(b, WithRedis(c))
+	e := benchEntry(b, s, "noop", "* * * * * *", JobFunc(func(context.Context) error { return nil }))
+	ctx := context.Background()
+	base := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	ticks := 0
+	fire := func() Report { ticks++; return fireTick(s, e, base.Add(time.Duration(ticks)*time.Second)) }
+	// Warm up: the kill switch's first load, script loading, the pool.
+	for deadline := time.Now().Add(10 * time.Second); fire().Stop != StopDone; {
+		if time.Now().After(deadline) {
+			b.Fatal("no tick ran within 10s of start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	before := rts.n.Load()
+	if rep := fire(); rep.Stop != StopDone {
+		b.Fatal(rep)
+	}
+	pings := int(rts.n.Load() - before)
+	for _, busy := range []bool{false, true} {
+		name := "idle"
+		if busy {
+			name = "busy"
+		}
+		b.Run(name, func(b *testing.B) {
+			if busy {
+				b.Cleanup(spinBeside(2))
+			}
+			var g, p time.Duration
+			b.ReportAllocs()
+			for b.Loop() {
+				t0 := time.Now()
+				if rep := fire(); rep.Stop != StopDone {
+					b.Fatal(rep)
+				}
+				t1 := time.Now()
+				for range pings {
+					if err := c.Ping(ctx).Err(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				g, p = g+t1.Sub(t0), p+time.Since(t1)
+			}
+			n := float64(b.N)
+			b.ReportMetric(float64(pings), "round-trips")
+			b.ReportMetric(float64(g.Nanoseconds())/n, "run-ns/op")
+			b.ReportMetric(float64(p.Nanoseconds())/n, "pings-ns/op")
+			b.ReportMetric(float64(g)/float64(p), "x-ping")
+		})
+	}
+}
+
+// spinBeside starts n goroutines that burn CPU, issue 8's busy machine, and
+// returns the function that stops them.
+func spinBeside(n int) (stop func()) {
+	var halt atomic.Bool
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for !halt.Load() {
+			}
+		})
+	}
+	return func() { halt.Store(true); wg.Wait() }
+}
+
+// benchRTs counts round trips to Redis: a command, or a pipeline other than
+// a new connection's setup.
+type benchRTs struct{ n atomic.Int64 }
+
+func (h *benchRTs) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *benchRTs) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+}
+
+func (h *benchRTs) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if n := c.Name(); n != "hello" && n != "client" && n != "auth" && n != "select" {
+				h.n.Add(1)
+				break
+			}
+		}
+		return next(ctx, cmds)
 	}
 }

@@ -55,10 +55,16 @@ var (
 	libRedisBase = lib{key: "redis-floor", label: "floor: robfig + N×PING", redis: true, floor: true, build: newRobfig}
 )
 
-// lateness is how long after the second boundary a job started. The
-// scenario's specs fire on whole seconds, and every library here starts a
-// run well within the second, so truncation finds the tick.
-func lateness(now time.Time) time.Duration { return now.Sub(now.Truncate(time.Second)) }
+// tickOf is the tick a robfig/cron or gocron run belongs to: they do not
+// say, but the scenario's specs fire on whole seconds and these libraries
+// start a run well within its second, so truncation finds it.
+func tickOf(now time.Time) time.Time { return now.Truncate(time.Second) }
+
+// started records the lateness of a robfig/cron or gocron run started now.
+func (p *probe) started(now time.Time) {
+	tick := tickOf(now)
+	p.lat.add(tick, now.Sub(tick))
+}
 
 type robfigSched struct {
 	c    *cron.Cron
@@ -67,19 +73,19 @@ type robfigSched struct {
 
 func newRobfig(env *phaseEnv) (sched, error) {
 	p := env.probe
-	body := func() { p.lat.add(lateness(time.Now())) }
+	body := func() { p.started(time.Now()) }
 	if env.client != nil { // the floor
 		c, n := env.client, env.pings
 		body = func() {
 			now := time.Now()
-			p.lat.add(lateness(now))
+			p.started(now)
 			ctx := context.Background()
 			for range n {
 				if err := c.Ping(ctx).Err(); err != nil {
 					p.errs.Add(1)
 				}
 			}
-			p.run.add(time.Since(now))
+			p.run.add(tickOf(now), time.Since(now))
 		}
 	}
 	return &robfigSched{c: cron.New(cron.WithSeconds()), body: body}, nil
@@ -104,7 +110,7 @@ func newGocron(env *phaseEnv) (sched, error) {
 		return nil, err
 	}
 	p := env.probe
-	return &gocronSched{s: s, body: func() { p.lat.add(lateness(time.Now())) }}, nil
+	return &gocronSched{s: s, body: func() { p.started(time.Now()) }}, nil
 }
 
 func (g *gocronSched) add(name, spec string) error {
@@ -136,7 +142,7 @@ func newCronguard(env *phaseEnv) (sched, error) {
 			return cronguard.JobFunc(func(ctx context.Context) error {
 				t0 := time.Now()
 				err := next.Run(ctx)
-				p.run.add(time.Since(t0))
+				p.run.add(cronguard.TickFrom(ctx), time.Since(t0))
 				return err
 			})
 		}))
@@ -146,8 +152,8 @@ func newCronguard(env *phaseEnv) (sched, error) {
 		return nil, err
 	}
 	job := cronguard.JobFunc(func(ctx context.Context) error {
-		// The exact tick, not a guess from the clock.
-		p.lat.add(time.Since(cronguard.TickFrom(ctx)))
+		tick := cronguard.TickFrom(ctx) // the exact tick, not a guess from the clock
+		p.lat.add(tick, time.Since(tick))
 		return nil
 	})
 	return &cronguardSched{s: s, job: job}, nil

@@ -13,9 +13,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// probe collects what the jobs of one phase report, inside the window only.
+// probe collects what the jobs of one phase report about the ticks of its
+// window, however late their runs start or end.
 type probe struct {
-	lat  recorder     // start lateness after the tick
+	lat  recorder     // start lateness: time from the tick to the job's body
 	run  recorder     // duration of a whole guarded run, or of the floor's PINGs
 	errs atomic.Int64 // failed PINGs of the floor
 }
@@ -24,19 +25,45 @@ func newProbe(capacity int) *probe {
 	return &probe{lat: recorder{buf: make([]time.Duration, capacity)}, run: recorder{buf: make([]time.Duration, capacity)}}
 }
 
-func (p *probe) record(on bool) { p.lat.on.Store(on); p.run.on.Store(on) }
+// window sets the ticks to record, from < tick < to. Call it before the
+// scheduler starts: the jobs only read it.
+func (p *probe) window(from, to time.Time) {
+	p.lat.from, p.lat.to = from, to
+	p.run.from, p.run.to = from, to
+}
+
+// Bounds of drain.
+const (
+	drainQuiet = 500 * time.Millisecond
+	drainMax   = 5 * time.Second
+)
+
+// drain waits, after the window, for the late runs of its ticks: until
+// every expected run has started, or none has for 500ms, at most 5s. A
+// scheduler that is stopping may refuse runs it has not begun.
+func (p *probe) drain(expected int) {
+	deadline := time.Now().Add(drainMax)
+	last, quietSince := p.lat.n.Load(), time.Now()
+	for time.Now().Before(deadline) && int(last) < expected && time.Since(quietSince) < drainQuiet {
+		time.Sleep(20 * time.Millisecond)
+		if n := p.lat.n.Load(); n != last {
+			last, quietSince = n, time.Now()
+		}
+	}
+}
 
 // recorder keeps samples in a buffer sized before the phase, so recording
 // costs the jobs an atomic add and a store, not an allocation or a lock.
 // Samples past the buffer are counted, not kept.
 type recorder struct {
-	on  atomic.Bool
-	n   atomic.Int64
-	buf []time.Duration
+	from, to time.Time
+	n        atomic.Int64
+	buf      []time.Duration
 }
 
-func (r *recorder) add(d time.Duration) {
-	if !r.on.Load() {
+// add records d for a run of tick, if tick is in the window.
+func (r *recorder) add(tick time.Time, d time.Duration) {
+	if !tick.After(r.from) || !tick.Before(r.to) {
 		return
 	}
 	if i := r.n.Add(1) - 1; i < int64(len(r.buf)) {
@@ -134,9 +161,22 @@ func (h *rtCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h *rtCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if h.on.Load() {
+		if h.on.Load() && !connSetup(cmds) {
 			h.n.Add(1)
 		}
 		return next(ctx, cmds)
 	}
+}
+
+// connSetup reports whether cmds is what go-redis sends on a new connection
+// (HELLO, CLIENT SETINFO, ...): a cost of the pool, not of a run.
+func connSetup(cmds []redis.Cmder) bool {
+	for _, c := range cmds {
+		switch c.Name() {
+		case "hello", "client", "auth", "select":
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -198,29 +198,37 @@ func (b *bench) runPhase(l lib, rep, registered, firing, seconds int, busy bool)
 	if busy {
 		stopSpin = spin(2)
 	}
+	start := windowStart()
+	p.env.probe.window(start, start.Add(time.Duration(seconds)*time.Second))
 	p.s.start()
-	p.window(&res, seconds)
+	p.measure(&res, start, seconds)
+	p.env.probe.drain(res.Expected)
 	stopSpin()
 	res.Leftover, err = p.close()
 	p.collect(&res)
 	return res, err
 }
 
-// window sleeps through warmup to the next half second, then measures for
-// `seconds` seconds.
-func (p *phase) window(res *phaseResult, seconds int) {
+// windowStart is the start of the measurement window: the first half
+// second at least warmup from now.
+func windowStart() time.Time {
 	t := time.Now().Add(warmup)
 	start := t.Truncate(time.Second).Add(windowOffset)
 	if start.Before(t) {
 		start = start.Add(time.Second)
 	}
+	return start
+}
+
+// measure sleeps to the window's start, then takes the CPU and round trips
+// spent in its `seconds` seconds. The probe records the runs of the ticks in
+// the window whenever they happen; close waits for the last of them.
+func (p *phase) measure(res *phaseResult, start time.Time, seconds int) {
 	time.Sleep(time.Until(start))
 	cpu0, rcpu0 := cpuTime(), p.redisCPU()
-	p.env.probe.record(true)
 	p.rt.on.Store(true)
 	time.Sleep(time.Until(start.Add(time.Duration(seconds) * time.Second)))
 	p.rt.on.Store(false)
-	p.env.probe.record(false)
 	res.CPU, res.RedisCPU = cpuTime()-cpu0, p.redisCPU()-rcpu0
 }
 
