@@ -34,12 +34,12 @@ func (p *probe) window(from, to time.Time) {
 
 // Bounds of drain.
 const (
-	drainQuiet = 500 * time.Millisecond
-	drainMax   = 5 * time.Second
+	drainQuiet = 2 * time.Second
+	drainMax   = 10 * time.Second
 )
 
 // drain waits, after the window, for the late runs of its ticks: until
-// every expected run has started, or none has for 500ms, at most 5s. A
+// every expected run has started, or none has for 2s, at most 10s. A
 // scheduler that is stopping may refuse runs it has not begun.
 func (p *probe) drain(expected int) {
 	deadline := time.Now().Add(drainMax)
