@@ -44,6 +44,7 @@ type phaseEnv struct {
 	prefix   string        // key prefix of this phase in Redis
 	pings    int           // round trips of the floor's body
 	timeRuns bool          // time every cronguard run with a middleware
+	skips    bool          // count cronguard's skipped ticks with an observer
 }
 
 var (
@@ -145,6 +146,13 @@ func newCronguard(env *phaseEnv) (sched, error) {
 				p.run.add(cronguard.TickFrom(ctx), time.Since(t0))
 				return err
 			})
+		}))
+	}
+	if env.skips {
+		opts = append(opts, cronguard.WithObserver(func(ev cronguard.Event) {
+			if ev.Kind == cronguard.EventSkipped {
+				p.skipped(ev.Tick, string(ev.Skip))
+			}
 		}))
 	}
 	s, err := cronguard.New(opts...)

@@ -28,7 +28,7 @@ type config struct {
 	reps, seconds, jobs, heapJobs int
 	scale                         []int
 	scaleSeconds                  int
-	busy, gocronBare              bool
+	busy, gocronBare, skips       bool
 	pings                         int
 	out                           string
 }
@@ -45,6 +45,7 @@ func parseFlags() (config, error) {
 	flag.BoolVar(&c.busy, "busy", true, "also run the Redis phases with two goroutines spinning beside them")
 	flag.BoolVar(&c.gocronBare, "gocron-bare", false, "also run gocron v2 without a locker")
 	flag.IntVar(&c.pings, "pings", 0, "PINGs per run of the Redis floor (0: the round trips measured per cronguard run, rounded)")
+	flag.BoolVar(&c.skips, "skips", false, "count cronguard's skipped ticks by reason (adds an observer, which costs a little)")
 	flag.StringVar(&c.out, "out", "", "directory to write results.md, results.json, scaling.png and scaling.svg to")
 	flag.Parse()
 	for _, f := range strings.Split(scale, ",") {
@@ -84,7 +85,7 @@ func run(cfg config) error {
 	stopOnSignal(srv)
 
 	meta := newMeta(cfg)
-	b := &bench{redis: srv, pings: cfg.pings}
+	b := &bench{redis: srv, pings: cfg.pings, skips: cfg.skips}
 	res := &results{Meta: meta}
 	if err := b.compare(cfg, res); err != nil {
 		return err
@@ -239,6 +240,9 @@ func logPhase(r phaseResult) {
 	}
 	if r.RoundTrips > 0 {
 		fmt.Fprintf(os.Stderr, ", %.2f round trips/run", r.RTPerRun())
+	}
+	if len(r.Skips) > 0 {
+		fmt.Fprintf(os.Stderr, ", skipped ticks %v", r.Skips)
 	}
 	if r.Leftover > 0 {
 		fmt.Fprintf(os.Stderr, ", %d goroutines left over", r.Leftover)

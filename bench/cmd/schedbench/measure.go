@@ -19,6 +19,22 @@ type probe struct {
 	lat  recorder     // start lateness: time from the tick to the job's body
 	run  recorder     // duration of a whole guarded run, or of the floor's PINGs
 	errs atomic.Int64 // failed PINGs of the floor
+
+	mu    sync.Mutex
+	skips map[string]int // cronguard's skipped ticks in the window, by reason (-skips)
+}
+
+// skipped counts a tick cronguard skipped, if it is in the window.
+func (p *probe) skipped(tick time.Time, reason string) {
+	if !tick.After(p.lat.from) || !tick.Before(p.lat.to) {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.skips == nil {
+		p.skips = map[string]int{}
+	}
+	p.skips[reason]++
 }
 
 func newProbe(capacity int) *probe {

@@ -44,13 +44,14 @@ type phaseResult struct {
 	CPU      time.Duration `json:"cpu_ns"` // this process, user+sys, in the window
 	RedisCPU time.Duration `json:"redis_server_cpu_ns,omitempty"`
 
-	TimedRuns  int           `json:"timed_runs,omitempty"` // guarded runs (cronguard) or PING sets (floor)
-	RunMean    time.Duration `json:"run_mean_ns,omitempty"`
-	RunP50     time.Duration `json:"run_p50_ns,omitempty"`
-	RunP99     time.Duration `json:"run_p99_ns,omitempty"`
-	RoundTrips int64         `json:"round_trips,omitempty"`
-	PingErrs   int64         `json:"ping_errors,omitempty"`
-	Leftover   int           `json:"leftover_goroutines,omitempty"`
+	TimedRuns  int            `json:"timed_runs,omitempty"` // guarded runs (cronguard) or PING sets (floor)
+	RunMean    time.Duration  `json:"run_mean_ns,omitempty"`
+	RunP50     time.Duration  `json:"run_p50_ns,omitempty"`
+	RunP99     time.Duration  `json:"run_p99_ns,omitempty"`
+	RoundTrips int64          `json:"round_trips,omitempty"`
+	PingErrs   int64          `json:"ping_errors,omitempty"`
+	Skips      map[string]int `json:"skipped_ticks,omitempty"` // by reason; with -skips only
+	Leftover   int            `json:"leftover_goroutines,omitempty"`
 }
 
 // CPUPer1k is the CPU, in ms, that 1,000 runs cost.
@@ -82,6 +83,7 @@ type bench struct {
 	names   []string     // job names, made once so no phase counts their allocation
 	redis   *redisServer // nil when no phase needs it
 	pings   int          // round trips of the floor; 0 until measured
+	skips   bool         // count cronguard's skipped ticks (-skips)
 	phaseNo int
 }
 
@@ -105,7 +107,7 @@ type phase struct {
 func (b *bench) newPhase(l lib, capacity int, timeRuns bool) (*phase, error) {
 	b.phaseNo++
 	p := &phase{b: b, l: l, before: runtime.NumGoroutine(), rt: &rtCounter{}}
-	p.env = &phaseEnv{probe: newProbe(capacity), prefix: fmt.Sprintf("schedbench%d:", b.phaseNo), pings: b.pings, timeRuns: timeRuns}
+	p.env = &phaseEnv{probe: newProbe(capacity), prefix: fmt.Sprintf("schedbench%d:", b.phaseNo), pings: b.pings, timeRuns: timeRuns, skips: b.skips}
 	if l.redis {
 		c := redis.NewClient(&redis.Options{Addr: b.redis.addr})
 		c.AddHook(p.rt)
@@ -251,4 +253,5 @@ func (p *phase) collect(res *phaseResult) {
 	}
 	res.RoundTrips = p.rt.n.Load()
 	res.PingErrs = pr.errs.Load()
+	res.Skips = pr.skips
 }
