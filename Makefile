@@ -4,4 +4,9 @@ run:
 test:
 	bash scripts/test
 
-.PHONY: run test
+# Side-by-side benchmark against robfig/cron and gocron, and the scaling
+# curve: about 3.5 minutes on 2 cores; writes bench/out/.
+bench:
+	cd bench && go run ./cmd/schedbench -out out
+
+.PHONY: run test bench

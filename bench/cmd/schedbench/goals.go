@@ -1,0 +1,93 @@
+package main
+
+import "fmt"
+
+// goal is one goal of issue 8 checked against this run.
+type goal struct {
+	Name   string `json:"goal"`
+	Got    string `json:"got"`
+	Status string `json:"status"` // met, MISSED, or not measured
+}
+
+const notMeasured = "not measured"
+
+func check(name string, v []float64, limit float64, format string) goal {
+	if len(v) == 0 {
+		return goal{name, "—", notMeasured}
+	}
+	g := goal{Name: name, Got: fmt.Sprintf(format, median(v)) + " (reps: " + spread(v, format) + ")", Status: "MISSED"}
+	if median(v) <= limit {
+		g.Status = "met"
+	}
+	return g
+}
+
+// evaluate checks the goals of issue 8, on the medians over the reps.
+func evaluate(cfg config, r *results) []goal {
+	gs := []goal{
+		check("memory backends: lateness p99 ≤ 1.5× robfig's", r.perRep(libCGMemory.key, false, vsRobfig(latP99)), 1.5, "%.2f×"),
+		check("memory backends: CPU ≤ 3× robfig's", r.perRep(libCGMemory.key, false, vsRobfig(cpu1k)), 3, "%.2f×"),
+		check(fmt.Sprintf("heap per registered job ≤ 500 B (%d jobs)", cfg.heapJobs), r.regs(libCGMemory.key, heapB), 500, "%.0f B"),
+		r.linear(),
+		check("Redis, idle: lateness p99 ≤ robfig's p99 + 5 ms", r.latencyOver(libRobfig.key, false), 5, "+%.2f ms"),
+		check("Redis, busy: lateness p99 ≤ the busy floor's p99 + 5 ms", r.latencyOver(libRedisBase.key, true), 5, "+%.2f ms"),
+		check("Redis, idle: whole guarded run ≤ 1.2× its round trips as PINGs", r.floorRatio(false), 1.2, "%.2f×"),
+		check("Redis, busy: whole guarded run ≤ 1.2× its round trips as PINGs", r.floorRatio(true), 1.2, "%.2f×"),
+		{Name: "Batch: < 100 ns per item over a hand-written loop", Got: "`go test -run '^$' -bench BatchPerItem .` in the root package", Status: notMeasured},
+	}
+	return gs
+}
+
+// latencyOver is, per rep, cronguard-on-Redis's lateness p99 minus the
+// p99 of the reference row, in ms.
+func (r *results) latencyOver(refKey string, busy bool) []float64 {
+	return r.perRep(libCGRedis.key, busy, func(p, _ phaseResult) (float64, bool) {
+		ref := r.find(refKey, busy && refKey != libRobfig.key, p.Rep)
+		if ref.Runs == 0 {
+			return 0, false
+		}
+		return msf(p.LatP99) - msf(ref.LatP99), true
+	})
+}
+
+// linear checks that cronguard's figures at every size of the curve stay
+// within 2× of those at the smallest.
+func (r *results) linear() goal {
+	const name = "linear: register time, heap per job, lateness p99, CPU per run within 2× from the smallest to the largest size"
+	var pts []phaseResult
+	for _, p := range r.Scaling {
+		if p.Lib == libCGMemory.key {
+			pts = append(pts, p)
+		}
+	}
+	if len(pts) < 2 {
+		return goal{name, "—", notMeasured}
+	}
+	first := pts[0]
+	metrics := []struct {
+		name string
+		f    func(p phaseResult) float64
+	}{
+		{"register", func(p phaseResult) float64 { return p.Reg.NsPerJob }},
+		{"heap", func(p phaseResult) float64 { return p.Reg.BytesPerJob }},
+		{"p99", latP99},
+		{"CPU", cpu1k},
+	}
+	got, status := "", "met"
+	for i, m := range metrics {
+		worst := 0.0
+		for _, p := range pts[1:] {
+			if q, ok := ratio(m.f(p), m.f(first)); ok {
+				worst = max(worst, q)
+			}
+		}
+		if worst > 2 {
+			status = "MISSED"
+		}
+		if i > 0 {
+			got += ", "
+		}
+		got += fmt.Sprintf("%s %.2f×", m.name, worst)
+	}
+	return goal{name, fmt.Sprintf("%s (worst size vs %d)", got, first.Registered), status}
+}

@@ -1,0 +1,251 @@
+// Command schedbench measures what a scheduler library costs per job:
+// robfig/cron v3, gocron v2 with a redsync locker, and cronguard on its
+// memory and Redis backends, in one process, alternating, several reps, on
+// one redis-server it starts itself. It prints one table with the ratios to
+// robfig/cron, checks the goals of cronguard's issue 8, and with -out writes
+// results.md, results.json and the scaling curve (scaling.png, scaling.svg).
+//
+// The scenario: `-jobs` jobs (default 1,000) on "* * * * * *" whose no-op
+// body records how late after the second boundary it started, measured over
+// `-seconds` whole ticks. The scaling curve registers 1k, 10k and 100k jobs
+// of which `-jobs` fire every second and the rest are on a yearly spec.
+//
+// With the defaults it runs in about 3.5 minutes on a 2-core machine.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// config is the command line.
+type config struct {
+	reps, seconds, jobs, heapJobs int
+	scale                         []int
+	scaleSeconds                  int
+	busy, gocronBare, skips       bool
+	pings                         int
+	out                           string
+}
+
+func parseFlags() (config, error) {
+	var c config
+	var scale string
+	flag.IntVar(&c.reps, "reps", 3, "repetitions of the side-by-side comparison (phases alternate within each)")
+	flag.IntVar(&c.seconds, "seconds", 6, "ticks measured per phase of the comparison")
+	flag.IntVar(&c.jobs, "jobs", 1000, "jobs firing every second")
+	flag.IntVar(&c.heapJobs, "heap-jobs", 10000, "jobs registered to measure heap and register time per job")
+	flag.StringVar(&scale, "scale", "1000,10000,100000", "registered jobs of the scaling curve (comma-separated; empty: no curve)")
+	flag.IntVar(&c.scaleSeconds, "scale-seconds", 4, "ticks measured per point of the scaling curve")
+	flag.BoolVar(&c.busy, "busy", true, "also run the Redis phases with two goroutines spinning beside them")
+	flag.BoolVar(&c.gocronBare, "gocron-bare", false, "also run gocron v2 without a locker")
+	flag.IntVar(&c.pings, "pings", 0, "PINGs per run of the Redis floor (0: the round trips measured per cronguard run, rounded)")
+	flag.BoolVar(&c.skips, "skips", false, "count cronguard's skipped ticks by reason (adds an observer, which costs a little)")
+	flag.StringVar(&c.out, "out", "", "directory to write results.md, results.json, scaling.png and scaling.svg to")
+	flag.Parse()
+	for _, f := range strings.Split(scale, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			return c, fmt.Errorf("-scale: %q is not a positive number", f)
+		}
+		c.scale = append(c.scale, n)
+	}
+	if c.reps < 1 || c.seconds < 1 || c.jobs < 1 || c.heapJobs < 1 || c.scaleSeconds < 1 || c.pings < 0 {
+		return c, fmt.Errorf("-reps, -seconds, -jobs, -heap-jobs and -scale-seconds must be positive, -pings not negative")
+	}
+	return c, nil
+}
+
+func main() {
+	cfg, err := parseFlags()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "schedbench:", err)
+		os.Exit(2)
+	}
+	if err := run(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "schedbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(cfg config) error {
+	srv, err := startRedis()
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	stopOnSignal(srv)
+
+	meta := newMeta(cfg)
+	b := &bench{redis: srv, pings: cfg.pings, skips: cfg.skips}
+	res := &results{Meta: meta}
+	if err := b.compare(cfg, res); err != nil {
+		return err
+	}
+	if err := b.scaling(cfg, res); err != nil {
+		return err
+	}
+	res.Meta.finish()
+	res.Goals = evaluate(cfg, res)
+	md := res.markdown(cfg)
+	fmt.Print(md)
+	if cfg.out == "" {
+		return nil
+	}
+	return res.write(cfg.out, md)
+}
+
+// stopOnSignal stops the redis-server on Ctrl-C before exiting.
+func stopOnSignal(srv *redisServer) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ch
+		srv.stop()
+		os.Exit(130)
+	}()
+}
+
+// rows of the comparison, in the order they run within a rep.
+func comparisonRows(cfg config) []rowID {
+	rows := []rowID{{libRobfig, false}}
+	if cfg.gocronBare {
+		rows = append(rows, rowID{libGocron, false})
+	}
+	rows = append(rows, rowID{libGocronRS, false}, rowID{libCGMemory, false}, rowID{libCGRedis, false}, rowID{libRedisBase, false})
+	if cfg.busy {
+		rows = append(rows, rowID{libCGRedis, true}, rowID{libRedisBase, true})
+	}
+	return rows
+}
+
+// rowID is one row of the table: a library, idle or beside the spinners.
+type rowID struct {
+	l    lib
+	busy bool
+}
+
+func (r rowID) label() string {
+	if r.busy {
+		return r.l.label + ", 2 busy goroutines"
+	}
+	return r.l.label
+}
+
+// heapLibs are measured at -heap-jobs registered jobs.
+var heapLibs = []lib{libRobfig, libGocronRS, libCGMemory, libCGRedis}
+
+// compare runs the side-by-side comparison: every row once per rep, then
+// the registration cost of every library.
+func (b *bench) compare(cfg config, res *results) error {
+	for rep := 1; rep <= cfg.reps; rep++ {
+		for _, row := range comparisonRows(cfg) {
+			if row.l.floor && b.pings == 0 {
+				b.pings = measuredPings(res.Phases)
+			}
+			r, err := b.runPhase(row.l, rep, cfg.jobs, cfg.jobs, cfg.seconds, row.busy)
+			if err != nil {
+				return err
+			}
+			logPhase(r)
+			res.Phases = append(res.Phases, r)
+		}
+		for _, l := range heapLibs {
+			reg, err := b.measureRegistration(l, cfg.heapJobs)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "rep %d %-18s register %d jobs: %.2f µs/job, %.0f B/job, %.1f objects/job\n",
+				rep, l.key, cfg.heapJobs, reg.NsPerJob/1e3, reg.BytesPerJob, reg.ObjectsPerJob)
+			res.Registrations = append(res.Registrations, registration{Lib: l.key, Rep: rep, Jobs: cfg.heapJobs, Reg: reg})
+		}
+	}
+	res.Pings = b.pings
+	return nil
+}
+
+// measuredPings is the round trips of one cronguard run on Redis, rounded:
+// what the floor makes as PINGs.
+func measuredPings(phases []phaseResult) int {
+	for _, p := range phases {
+		if p.Lib == libCGRedis.key && p.Runs > 0 {
+			return max(int(p.RTPerRun()+0.5), 1)
+		}
+	}
+	return 3 // claim, acquire, release: the Redis locker before issue 8
+}
+
+// scaling runs the curve: robfig and cronguard on memory at each size.
+func (b *bench) scaling(cfg config, res *results) error {
+	for _, n := range cfg.scale {
+		for _, l := range []lib{libRobfig, libCGMemory} {
+			r, err := b.runPhase(l, 1, n, min(cfg.jobs, n), cfg.scaleSeconds, false)
+			if err != nil {
+				return err
+			}
+			if r.Reg, err = b.steadyRegistration(l, n, cfg.heapJobs, r.Reg); err != nil {
+				return err
+			}
+			logPhase(r)
+			res.Scaling = append(res.Scaling, r)
+		}
+	}
+	return nil
+}
+
+// steadyRegistration registers n jobs again until about `total` have been
+// registered (at most 10 trials), and returns the median of the trials and
+// first: one registration of 1,000 jobs takes about a millisecond, too
+// short to time once on a busy machine.
+func (b *bench) steadyRegistration(l lib, n, total int, first regStats) (regStats, error) {
+	trials := []regStats{first}
+	for range min(total/n, 10) - 1 {
+		reg, err := b.measureRegistration(l, n)
+		if err != nil {
+			return first, err
+		}
+		trials = append(trials, reg)
+	}
+	med := func(f func(r regStats) float64) float64 {
+		v := make([]float64, len(trials))
+		for i, r := range trials {
+			v[i] = f(r)
+		}
+		return median(v)
+	}
+	return regStats{
+		NsPerJob:      med(func(r regStats) float64 { return r.NsPerJob }),
+		BytesPerJob:   med(func(r regStats) float64 { return r.BytesPerJob }),
+		ObjectsPerJob: med(func(r regStats) float64 { return r.ObjectsPerJob }),
+	}, nil
+}
+
+func logPhase(r phaseResult) {
+	busy := ""
+	if r.Busy {
+		busy = " busy"
+	}
+	fmt.Fprintf(os.Stderr, "rep %d %-18s%s %6d jobs: %d/%d runs, lateness p50 %s p99 %s, CPU %.1f ms/1k runs",
+		r.Rep, r.Lib, busy, r.Registered, r.Runs, r.Expected, ms(r.LatP50), ms(r.LatP99), r.CPUPer1k())
+	if r.TimedRuns > 0 {
+		fmt.Fprintf(os.Stderr, ", run mean %s", ms(r.RunMean))
+	}
+	if r.RoundTrips > 0 {
+		fmt.Fprintf(os.Stderr, ", %.2f round trips/run", r.RTPerRun())
+	}
+	if len(r.Skips) > 0 {
+		fmt.Fprintf(os.Stderr, ", skipped ticks %v", r.Skips)
+	}
+	if r.Leftover > 0 {
+		fmt.Fprintf(os.Stderr, ", %d goroutines left over", r.Leftover)
+	}
+	fmt.Fprintln(os.Stderr)
+}
