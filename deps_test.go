@@ -2,6 +2,7 @@ package cronguard
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"strings"
@@ -35,7 +36,7 @@ func TestCoreDependencies(t *testing.T) {
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr string
-		if ee, ok := err.(*exec.ExitError); ok {
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 			stderr = string(ee.Stderr)
 		}
 		t.Fatalf("go list -deps .: %v\n%s", err, stderr)
@@ -48,6 +49,7 @@ func TestCoreDependencies(t *testing.T) {
 		for _, bad := range forbiddenDeps {
 			if strings.Contains(strings.ToLower(dep), bad) {
 				t.Errorf("the core package links %s (contains %q): every program that imports cronguard would too", dep, bad)
+				break
 			}
 		}
 	}
