@@ -37,7 +37,9 @@
 // New without options uses embedded in-memory backends (NewMemoryLocker,
 // NewMemoryKillSwitch): right for one process and for tests. For several
 // instances, WithRedis(rdb) puts locks, tick claims and the kill switch in
-// Redis; NewUnleashKillSwitch reads the kill switch from Unleash.
+// Redis; the module github.com/cronguard/cronguard/unleash reads the kill
+// switch from Unleash (unleash.NewUnleashKillSwitch), so that the Unleash
+// client is linked only into programs that use it.
 //
 // # What a run reports
 //

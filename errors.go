@@ -55,8 +55,9 @@ var (
 	ErrStopped = errors.New("cronguard: scheduler stopped")
 	// ErrStarted: Start was called on a scheduler that is already running.
 	ErrStarted = errors.New("cronguard: scheduler already started")
-	// ErrNotFlippable: the kill switch cannot be flipped from here (for
-	// example Unleash, where toggles are flipped in Unleash itself).
+	// ErrNotFlippable: the kill switch cannot be flipped from here: it is
+	// not a FlippableKillSwitch, or its SetEnabled returned this error to
+	// say where the flag is flipped (Unleash: in Unleash itself).
 	ErrNotFlippable = errors.New("cronguard: kill switch cannot be flipped here")
 	// ErrFlagUnavailable: the kill switch store could not answer and no
 	// earlier answer was known, so the job does not run.

@@ -2,6 +2,7 @@ package cronguard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -21,8 +22,11 @@ type KillSwitch interface {
 }
 
 // FlippableKillSwitch is a KillSwitch that can also be flipped from the
-// program: the memory and Redis switches are; Unleash toggles are flipped in
-// Unleash. Scheduler.SetEnabled and the runaway guard use it.
+// program: the memory and Redis switches are. Scheduler.SetEnabled and the
+// runaway guard use it. A switch whose flags are flipped elsewhere (the
+// Unleash switch, github.com/cronguard/cronguard/unleash: in Unleash) may
+// implement SetEnabled to say where: it returns an error wrapping
+// ErrNotFlippable that names the place, and changes nothing.
 type FlippableKillSwitch interface {
 	KillSwitch
 	// SetEnabled turns flag on or off; reason is recorded with the time.
@@ -112,20 +116,20 @@ func ActorFrom(ctx context.Context) string {
 // the one switch-off (and switch-on) of the package: SetEnabled and the
 // runaway guard both use it. When an off cannot be written, this instance
 // still remembers it, so that while the store cannot answer the job stays
-// off here (fail safe); the store's next answer replaces it.
+// off here (fail safe); the store's next answer replaces it. A switch that
+// is flipped elsewhere (its SetEnabled returns ErrNotFlippable) has nothing
+// to write to: nothing is remembered, as for a switch that is not a
+// FlippableKillSwitch at all, and the job follows the switch's answers.
 func (s *Scheduler) flip(ctx context.Context, e *entry, on bool, reason string) error {
 	fks, ok := s.cfg.killSwitch.(FlippableKillSwitch)
 	if !ok {
-		where := fmt.Sprintf("flip flag %q in its own store (for Unleash, in Unleash)", e.cfg.flag)
-		if h, ok := s.cfg.killSwitch.(interface{ flipHint(flag string) string }); ok {
-			where = h.flipHint(e.cfg.flag) // the Unleash switch names the toggle
-		}
-		return fmt.Errorf("%w: job %q: %T is read-only; %s", ErrNotFlippable, e.name, s.cfg.killSwitch, where)
+		return fmt.Errorf("%w: job %q: %T is read-only; flip flag %q in its own store",
+			ErrNotFlippable, e.name, s.cfg.killSwitch, e.cfg.flag)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.budget)
 	defer cancel()
 	if err := fks.SetEnabled(ctx, e.cfg.flag, on, reason); err != nil {
-		if !on {
+		if !on && !errors.Is(err, ErrNotFlippable) {
 			s.flags.remember(e.cfg.flag, false)
 		}
 		return fmt.Errorf("cronguard: job %q: set flag %q to %t: %w", e.name, e.cfg.flag, on, err)

@@ -198,27 +198,6 @@ func TestHardKillUnavailableIsNotOff(t *testing.T) {
 	}
 }
 
-// validToggleName is Unleash's rule for toggle names, checked without an
-// Unleash server.
-func TestValidToggleName(t *testing.T) {
-	long := strings.Repeat("a", 100)
-	for _, name := range []string{"a", "cronguard.emails", "A-Z_0.9!~*'()", long, "...", ".a"} {
-		if err := validToggleName(name); err != nil {
-			t.Errorf("validToggleName(%q) = %v, want valid", name, err)
-		}
-	}
-	for _, name := range []string{"", ".", "..", long + "a", "a b", "a/b", "a?b", "a#b", "a%20b", "émails", "a\xffb", "a:b", "a+b", "a@b", "a,b"} {
-		err := validToggleName(name)
-		if err == nil {
-			t.Errorf("validToggleName(%q) = nil, want an error", name)
-			continue
-		}
-		if !strings.Contains(err.Error(), "Flag(") || (name != "" && !strings.Contains(err.Error(), name[:1])) {
-			t.Errorf("validToggleName(%q) = %v: the message must name the value and the fix", name, err)
-		}
-	}
-}
-
 // brokenSwitch answers until broken; then Enabled and SetEnabled fail, as a
 // flag store does when it goes away.
 type brokenSwitch struct{ broken atomic.Bool }

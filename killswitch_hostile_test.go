@@ -357,8 +357,8 @@ func TestRedisKillSwitchWrongTypeSurfaces(t *testing.T) {
 // the job, with EventFlags that show the degradation.
 func TestRedisKillSwitchSilentSubscription(t *testing.T) {
 	srv := redistest.Start(t)
-	proxy := ksStartProxy(t, srv)
-	rdb := proxy.client(t)
+	proxy := redistest.StartProxy(t, srv.Addr())
+	rdb := proxy.Client(t)
 	cnt := &ksCounter{}
 	rdb.AddHook(cnt)
 	k, err := NewRedisKillSwitch(rdb, RedisKillSwitchLogger(ksQuiet), RedisKillSwitchResync(time.Minute))
@@ -375,7 +375,10 @@ func TestRedisKillSwitchSilentSubscription(t *testing.T) {
 	}
 	ctx := context.Background()
 
-	proxy.blackholeSubs.Store(true)
+	// Replies on the subscription's connection are lost, and that
+	// connection stays silent for good (a black-holed TCP connection);
+	// commands work.
+	proxy.BlackholeSubscribers()
 	silent := time.Now()
 	time.Sleep(100 * time.Millisecond)
 	flip := time.Now()
@@ -414,9 +417,9 @@ func TestRedisKillSwitchSilentSubscription(t *testing.T) {
 		t.Fatalf("%d full reads of the hash in 3s of silence; want one every 500ms", n)
 	}
 
-	// Replies flow again: the subscription is made anew and the switch is
-	// healthy; flips arrive by message again.
-	proxy.blackholeSubs.Store(false)
+	// Replies flow again on new connections: the subscription is made anew
+	// and the switch is healthy; flips arrive by message again.
+	proxy.Resume()
 	ksLoaded(t, k)
 	if err := other.SetEnabled(ctx, "emails", true, "fixed"); err != nil {
 		t.Fatal(err)
@@ -427,8 +430,8 @@ func TestRedisKillSwitchSilentSubscription(t *testing.T) {
 // How fast a silent subscription is noticed, against its stated bound.
 func TestRedisKillSwitchSilentSubscriptionNoticedWithinBound(t *testing.T) {
 	srv := redistest.Start(t)
-	proxy := ksStartProxy(t, srv)
-	k, err := NewRedisKillSwitch(proxy.client(t), RedisKillSwitchLogger(ksQuiet))
+	proxy := redistest.StartProxy(t, srv.Addr())
+	k, err := NewRedisKillSwitch(proxy.Client(t), RedisKillSwitchLogger(ksQuiet))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,10 +439,10 @@ func TestRedisKillSwitchSilentSubscriptionNoticedWithinBound(t *testing.T) {
 	ksLoaded(t, k)
 	const bound = 2 * time.Second // stated; ksPingEvery+ksPongTimeout is 1.5s
 	for i := range 3 {
-		proxy.blackholeSubs.Store(true)
+		proxy.BlackholeSubscribers()
 		took := waitFor(t, bound+2*time.Second, "silence noticed", func() bool { return k.Err() != nil })
 		t.Logf("round %d: silence noticed after %s (stated bound %s)", i, took, bound)
-		proxy.blackholeSubs.Store(false)
+		proxy.Resume()
 		ksLoaded(t, k)
 		time.Sleep(time.Duration(i) * 200 * time.Millisecond)
 	}
@@ -525,8 +528,8 @@ func TestInvalidUTF8FlagRefused(t *testing.T) {
 // no message re-read can hide a wrong overwrite.
 func TestRedisKillSwitchReloadKeepsFlipMadeDuringIt(t *testing.T) {
 	srv := redistest.Start(t)
-	proxy := ksStartProxy(t, srv)
-	k, err := NewRedisKillSwitch(proxy.client(t), RedisKillSwitchLogger(ksQuiet), RedisKillSwitchResync(time.Minute))
+	proxy := redistest.StartProxy(t, srv.Addr())
+	k, err := NewRedisKillSwitch(proxy.Client(t), RedisKillSwitchLogger(ksQuiet), RedisKillSwitchResync(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -534,16 +537,21 @@ func TestRedisKillSwitchReloadKeepsFlipMadeDuringIt(t *testing.T) {
 	ksLoaded(t, k)
 	ctx := context.Background()
 
-	proxy.blackholeSubs.Store(true)
-	proxy.holdHGETALL.Store(true)
+	proxy.DropSubscribers()
+	held, release := proxy.StallNext("HGETALL")
+	defer release()
 	k.requestAll("test")
-	waitFor(t, time.Second, "reload held", func() bool { return proxy.held.Load() == 1 })
+	select {
+	case <-held:
+	case <-time.After(time.Second):
+		t.Fatal("reload not held within 1s")
+	}
 	if err := k.SetEnabled(ctx, "emails", false, "during the reload"); err != nil {
 		t.Fatal(err)
 	}
 	reloads := func() time.Time { k.mu.RLock(); defer k.mu.RUnlock(); return k.lastReload }
 	startedAt := reloads()
-	proxy.releaseHeld()
+	release()
 	// The held reload applies now; the next one (none before the silence
 	// is noticed, 1s at least) would read the flip anyway.
 	time.Sleep(200 * time.Millisecond)

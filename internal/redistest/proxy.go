@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,9 +35,10 @@ const (
 type fault int
 
 const (
-	pass  fault = iota // forward replies
-	stall              // hold replies until Resume
-	drop               // swallow replies until Resume
+	pass      fault = iota // forward replies
+	stall                  // hold replies until Resume
+	drop                   // swallow replies until Resume
+	blackhole              // swallow replies; a connection that lost one stays silent for good
 )
 
 // Proxy is a TCP proxy between clients and a Redis server that injects
@@ -47,7 +49,7 @@ const (
 //
 // A fault applies to the connections open when it is set and to the ones
 // accepted later, until Resume. The last call among Stall, Drop,
-// StallSubscribers, DropSubscribers and Resume wins. To fault one client
+// StallSubscribers, DropSubscribers, BlackholeSubscribers and Resume wins. To fault one client
 // and not another, give each its own Proxy.
 //
 // Its methods are safe for concurrent use.
@@ -63,13 +65,25 @@ type Proxy struct {
 	changed  chan struct{} // closed and replaced when the fault changes
 	conns    map[*proxyConn]struct{}
 	closed   bool
+	next     []*commandStall // StallNext calls not yet matched by a command
+}
+
+// commandStall is one StallNext: the connection that sends the command
+// holds its replies until release is closed.
+type commandStall struct {
+	command string        // lower case
+	seen    chan struct{} // closed when a connection sent the command
+	release chan struct{} // closed by the release func
+	once    sync.Once
 }
 
 // proxyConn is one client connection and the proxy's connection to Redis.
 type proxyConn struct {
 	client, server net.Conn
-	subscriber     atomic.Bool   // the client sent SUBSCRIBE, PSUBSCRIBE or SSUBSCRIBE
-	closed         chan struct{} // closed once both connections are closed
+	subscriber     atomic.Bool                  // the client sent SUBSCRIBE, PSUBSCRIBE or SSUBSCRIBE
+	stalled        atomic.Pointer[commandStall] // a StallNext this connection matched, until released
+	severed        atomic.Bool                  // lost a reply to BlackholeSubscribers: silent for good
+	closed         chan struct{}                // closed once both connections are closed
 	closeOnce      sync.Once
 }
 
@@ -142,9 +156,54 @@ func (p *Proxy) StallSubscribers() { p.set(stall, true) }
 // StallSubscribers): the subscription goes silent while commands work.
 func (p *Proxy) DropSubscribers() { p.set(drop, true) }
 
+// BlackholeSubscribers is DropSubscribers as a black-holed TCP connection
+// has it: a pub/sub connection that lost a reply stays silent for good,
+// even after Resume (bytes a stream lost cannot come back; what its client
+// would read next is cut). Pub/sub connections that lost nothing, and the
+// ones made after Resume, flow again. For a client that must notice the
+// silence and replace its connection.
+func (p *Proxy) BlackholeSubscribers() { p.set(blackhole, true) }
+
 // Resume ends the fault: held replies are delivered, and replies flow
-// again.
+// again (except on connections BlackholeSubscribers silenced for good).
 func (p *Proxy) Resume() { p.set(pass, false) }
+
+// StallNext holds the replies of the next connection that sends command
+// (case-insensitive, as the command's name: "HGETALL", not a script that
+// calls it), from the moment the command is seen, until release is called:
+// that command's reply and any reply to that connection not delivered yet.
+// Other connections are not affected, so a test can hold one reply (a
+// reload under way) while the same client's other connections work. It is
+// independent of Stall, Drop and Resume, which apply to the connection
+// again once it is released. seen is closed when a connection has sent the
+// command, before the command reaches Redis. A connection already held by
+// a StallNext does not match another. release may be called more than
+// once; Close discards the held replies.
+func (p *Proxy) StallNext(command string) (seen <-chan struct{}, release func()) {
+	cs := &commandStall{command: strings.ToLower(command), seen: make(chan struct{}), release: make(chan struct{})}
+	p.mu.Lock()
+	p.next = append(p.next, cs)
+	p.mu.Unlock()
+	return cs.seen, func() { cs.once.Do(func() { close(cs.release) }) }
+}
+
+// matchStall gives c the first pending StallNext for the command name, if
+// c is not held by one already.
+func (p *Proxy) matchStall(c *proxyConn, name string) {
+	if name == "" || c.stalled.Load() != nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, cs := range p.next {
+		if cs.command == strings.ToLower(name) {
+			p.next = slices.Delete(p.next, i, i+1)
+			c.stalled.Store(cs)
+			close(cs.seen)
+			return
+		}
+	}
+}
 
 func (p *Proxy) set(f fault, subsOnly bool) {
 	p.mu.Lock()
@@ -228,7 +287,7 @@ func (p *Proxy) serve(client net.Conn) {
 		defer c.close()
 		p.forwardReplies(c)
 	}()
-	forwardRequests(c)
+	p.forwardRequests(c)
 	c.close()
 
 	p.mu.Lock()
@@ -252,16 +311,33 @@ func (p *Proxy) forwardReplies(c *proxyConn) {
 }
 
 // deliver writes b to the client, holds it while the connection is
-// stalled, or discards it while it is dropped. It reports false when the
+// stalled (by the fault, or by a StallNext until released), or discards it
+// while it is dropped and once it is severed. It reports false when the
 // connection or the proxy closed.
 func (p *Proxy) deliver(c *proxyConn, b []byte) bool {
+	if cs := c.stalled.Load(); cs != nil {
+		select {
+		case <-cs.release:
+			c.stalled.Store(nil)
+		case <-c.closed:
+			return false
+		case <-p.done:
+			return false
+		}
+	}
 	for {
+		if c.severed.Load() {
+			return true
+		}
 		f, changed := p.faultFor(c)
 		switch f {
 		case pass:
 			_, err := c.client.Write(b)
 			return err == nil
 		case drop:
+			return true
+		case blackhole:
+			c.severed.Store(true)
 			return true
 		}
 		select {
@@ -275,9 +351,10 @@ func (p *Proxy) deliver(c *proxyConn, b []byte) bool {
 }
 
 // forwardRequests copies what the client sends to Redis, command by
-// command, and marks the connection as a subscriber when it sends a
-// subscribe command. Input that is not RESP is copied through unread.
-func forwardRequests(c *proxyConn) {
+// command, marks the connection as a subscriber when it sends a subscribe
+// command, and matches StallNext calls. Input that is not RESP is copied
+// through unread.
+func (p *Proxy) forwardRequests(c *proxyConn) {
 	r := bufio.NewReaderSize(c.client, proxyChunk)
 	w := bufio.NewWriterSize(c.server, proxyChunk)
 	for {
@@ -286,6 +363,10 @@ func forwardRequests(c *proxyConn) {
 			// Before the command reaches Redis, so that a subscriber
 			// fault already covers its first reply.
 			c.subscriber.Store(true)
+		}
+		if err == nil {
+			// Before the command reaches Redis too: its reply is held.
+			p.matchStall(c, name)
 		}
 		if errors.Is(err, errNotRESP) {
 			if w.Flush() == nil {

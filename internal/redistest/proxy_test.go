@@ -276,6 +276,96 @@ func TestProxySubscribers(t *testing.T) {
 	}
 }
 
+// TestProxyBlackholeSubscribers: a subscription that lost a message stays
+// silent after Resume, as a black-holed TCP connection does; one that lost
+// nothing, and one made after Resume, get messages again; commands work
+// throughout.
+func TestProxyBlackholeSubscribers(t *testing.T) {
+	s := Start(t)
+	p := StartProxy(t, s.Addr())
+	c := p.Client(t)
+	pub := s.Client(t)
+	ctx := context.Background()
+	lost, quietSub := subscribe(t, c, "ch"), subscribe(t, c, "other")
+
+	p.BlackholeSubscribers()
+	if err := pub.Publish(ctx, "ch", "lost").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("a command during BlackholeSubscribers: %v", err)
+	}
+	if m, ok := receive(lost, quiet); ok {
+		t.Fatalf("got %q during BlackholeSubscribers", m)
+	}
+	p.Resume()
+	fresh := subscribe(t, c, "ch")
+	for _, ch := range []string{"ch", "other"} {
+		if err := pub.Publish(ctx, ch, "after").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m, ok := receive(fresh, 5*time.Second); !ok || m != "after" {
+		t.Fatalf("subscription made after Resume got %q, %v", m, ok)
+	}
+	if m, ok := receive(quietSub, 5*time.Second); !ok || m != "after" {
+		t.Fatalf("subscription that lost nothing got %q, %v", m, ok)
+	}
+	if m, ok := receive(lost, quiet); ok {
+		t.Fatalf("black-holed subscription got %q after Resume; want silence for good", m)
+	}
+}
+
+// TestProxyStallNext: the connection that sends the command (by name, any
+// case) has its replies held until release, while other connections and
+// a later same command elsewhere work; the subscriber fault set meanwhile
+// outlives the release.
+func TestProxyStallNext(t *testing.T) {
+	s := Start(t)
+	p := StartProxy(t, s.Addr())
+	held, other := dialRaw(t, p.Addr()), dialRaw(t, p.Addr())
+	seen, release := p.StallNext("HGETALL")
+
+	other.send("HSET h f v")
+	other.want(":1")
+	select {
+	case <-seen:
+		t.Fatal("seen closed before any HGETALL")
+	default:
+	}
+	held.send("hgetall h")
+	select {
+	case <-seen:
+	case <-time.After(5 * time.Second):
+		t.Fatal("seen not closed after HGETALL")
+	}
+	held.wantNothing()
+	other.send("HGETALL h") // matched once only
+	other.want("*2")
+	other.want("$1")
+	other.want("f")
+	other.want("$1")
+	other.want("v")
+	held.send("PING") // queued behind the held reply
+	held.wantNothing()
+
+	sub := p.Client(t)
+	ps := subscribe(t, sub, "ch")
+	p.DropSubscribers()
+	release()
+	release() // idempotent
+	held.want("*2")
+	for _, w := range []string{"$1", "f", "$1", "v", "+PONG"} {
+		held.want(w)
+	}
+	if err := s.Client(t).Publish(context.Background(), "ch", "lost").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := receive(ps, quiet); ok {
+		t.Fatalf("got %q after release: DropSubscribers must still hold", m)
+	}
+}
+
 // TestProxyNotRESP: bytes that are not a RESP command are passed through.
 func TestProxyNotRESP(t *testing.T) {
 	s := Start(t)

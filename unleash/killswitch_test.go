@@ -1,4 +1,4 @@
-package cronguard
+package unleash
 
 import (
 	"bytes"
@@ -17,13 +17,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/Unleash/unleash-client-go/v4"
+	unleashclient "github.com/Unleash/unleash-client-go/v4"
+	"github.com/cronguard/cronguard"
 )
 
 // These tests run against a real Unleash server (scripts/unleash-up):
 //
 //	scripts/unleash-up && set -a && . /tmp/cronguard-unleash/env && set +a
-//	go test -race -count=1 -run 'TestUnleash' .
+//	cd unleash && go test -race -count=1 -run 'TestUnleash' .
 //
 // Without UNLEASH_URL they skip, unless CI=true, where they fail.
 
@@ -113,20 +114,20 @@ func (l *unleashListener) OnUpdate()       {}
 // documentation recommends (a short refresh), its backup in backupDir
 // (a new temporary directory when ""), closed when the test ends — after
 // the schedulers made later, which t.Cleanup stops first.
-func (u unleashServer) newUnleashClient(t *testing.T, app, backupDir string) (*unleash.Client, *unleashListener) {
+func (u unleashServer) newUnleashClient(t *testing.T, app, backupDir string) (*unleashclient.Client, *unleashListener) {
 	t.Helper()
 	if backupDir == "" {
 		backupDir = t.TempDir()
 	}
 	l := &unleashListener{}
-	c, err := unleash.NewClient(
-		unleash.WithUrl(u.url),
-		unleash.WithAppName(app),
-		unleash.WithCustomHeaders(http.Header{"Authorization": {u.apiToken}}),
-		unleash.WithRefreshInterval(250*time.Millisecond),
-		unleash.WithBackupPath(backupDir),
-		unleash.WithHttpClient(&http.Client{Timeout: 2 * time.Second}),
-		unleash.WithListener(l),
+	c, err := unleashclient.NewClient(
+		unleashclient.WithUrl(u.url),
+		unleashclient.WithAppName(app),
+		unleashclient.WithCustomHeaders(http.Header{"Authorization": {u.apiToken}}),
+		unleashclient.WithRefreshInterval(250*time.Millisecond),
+		unleashclient.WithBackupPath(backupDir),
+		unleashclient.WithHttpClient(&http.Client{Timeout: 2 * time.Second}),
+		unleashclient.WithListener(l),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -149,9 +150,9 @@ func TestUnleashKillSwitchToggle(t *testing.T) {
 
 	client, _ := srv.newUnleashClient(t, unleashName("cronguard-test"), "")
 	ks := NewUnleashKillSwitch(client)
-	s, rec := newTest(t, WithKillSwitch(ks))
-	ran := 0
-	if err := s.Register(job, "@hourly", JobFunc(func(context.Context) error { ran++; return nil })); err != nil {
+	s, rec := newScheduler(t, cronguard.WithKillSwitch(ks))
+	var ran atomic.Int32
+	if err := s.Register(job, everySecond, cronguard.JobFunc(func(context.Context) error { ran.Add(1); return nil })); err != nil {
 		t.Fatal(err)
 	}
 	// The client has fetched once the toggle is known to it.
@@ -163,22 +164,20 @@ func TestUnleashKillSwitchToggle(t *testing.T) {
 		}
 		return false
 	})
-
-	tick := t0
-	next := func() Report { tick = tick.Add(time.Hour); return tickAt(t, s, job, tick) }
-	if rep := next(); rep.Skipped != SkipKilled || !errors.Is(rep.Err, ErrKilled) || ran != 0 {
-		t.Fatalf("toggle off: report = %v", rep)
+	seen := time.Now()
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
 	}
-	if ev, ok := rec.find(EventSkipped); !ok || ev.Skip != SkipKilled {
-		t.Fatalf("skip event = %+v, %v", ev, ok)
+	if ev := rec.outcome(t, job, seen); ev.Skip != cronguard.SkipKilled || !errors.Is(ev.Err, cronguard.ErrKilled) || ran.Load() != 0 {
+		t.Fatalf("toggle off: %+v, ran %d", ev, ran.Load())
 	}
 
 	flipped := time.Now()
 	srv.flip(t, toggle, true)
 	took := waitFor(t, 10*time.Second, "toggle on reaches the client", ksIs(ks, job, true))
 	t.Logf("Unleash flip on seen after %s (refresh 250ms)", took)
-	if rep := next(); rep.Skipped != "" || rep.Stop != StopDone || ran != 1 {
-		t.Fatalf("toggle on: report = %v, ran %d", rep, ran)
+	if ev := rec.outcome(t, job, time.Now()); ev.Kind != cronguard.EventFinished || ev.Report.Stop != cronguard.StopDone || ran.Load() == 0 {
+		t.Fatalf("toggle on: %+v, ran %d", ev, ran.Load())
 	}
 	if st := ks.State(job); !st.Enabled || !strings.Contains(st.Reason, toggle) {
 		t.Fatalf("State = %+v", st)
@@ -187,8 +186,8 @@ func TestUnleashKillSwitchToggle(t *testing.T) {
 	srv.flip(t, toggle, false)
 	took = waitFor(t, 10*time.Second, "toggle off reaches the client", ksIs(ks, job, false))
 	t.Logf("Unleash flip off seen after %s (refresh 250ms); round trip since first flip %s", took, time.Since(flipped))
-	if rep := next(); rep.Skipped != SkipKilled || ran != 1 {
-		t.Fatalf("toggle off again: report = %v", rep)
+	if ev := rec.outcome(t, job, time.Now()); ev.Skip != cronguard.SkipKilled {
+		t.Fatalf("toggle off again: %+v", ev)
 	}
 
 	// Unleash's rule: a toggle that does not exist is off.
@@ -201,7 +200,7 @@ func TestUnleashKillSwitchToggle(t *testing.T) {
 	}
 	// Flipped in Unleash, not here; the error names the toggle.
 	err := s.SetEnabled(context.Background(), job, true, "")
-	if !errors.Is(err, ErrNotFlippable) || !strings.Contains(err.Error(), `"`+toggle+`"`) || !strings.Contains(err.Error(), "in Unleash") {
+	if !errors.Is(err, cronguard.ErrNotFlippable) || !strings.Contains(err.Error(), `"`+toggle+`"`) || !strings.Contains(err.Error(), "in Unleash") {
 		t.Fatalf("SetEnabled: err = %v", err)
 	}
 	// A prefix of one's own, or none.
@@ -242,18 +241,22 @@ func TestUnleashKillSwitchServerDown(t *testing.T) {
 	waitFor(t, 5*time.Second, "client notices the server is gone", func() bool { return l.errors.Load() > errs })
 
 	// The last known value holds.
-	s, _ := newTest(t, WithKillSwitch(ks))
-	ran := map[string]int{}
+	s, rec := newScheduler(t, cronguard.WithKillSwitch(ks))
+	job := cronguard.JobFunc(func(context.Context) error { return nil })
 	for _, j := range []string{onJob, offJob} {
-		if err := s.Register(j, "@hourly", JobFunc(func(context.Context) error { ran[j]++; return nil })); err != nil {
+		if err := s.Register(j, everySecond, job); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if rep := tickAt(t, s, onJob, t0); rep.Stop != StopDone || ran[onJob] != 1 {
-		t.Fatalf("server down, toggle was on: report = %v", rep)
+	down := time.Now()
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
 	}
-	if rep := tickAt(t, s, offJob, t0); rep.Skipped != SkipKilled {
-		t.Fatalf("server down, toggle was off: report = %v", rep)
+	if ev := rec.outcome(t, onJob, down); ev.Kind != cronguard.EventFinished || ev.Report.Stop != cronguard.StopDone {
+		t.Fatalf("server down, toggle was on: %+v (err %v)", ev, ev.Err)
+	}
+	if ev := rec.outcome(t, offJob, down); ev.Skip != cronguard.SkipKilled {
+		t.Fatalf("server down, toggle was off: %+v (err %v)", ev, ev.Err)
 	}
 
 	// A client started now: nothing blocks, nothing is known, the fail
@@ -261,28 +264,31 @@ func TestUnleashKillSwitchServerDown(t *testing.T) {
 	begin := time.Now()
 	fresh, freshL := srv.newUnleashClient(t, unleashName("cronguard-test"), "")
 	freshKS := NewUnleashKillSwitch(fresh)
-	closed, rec := newTest(t, WithKillSwitch(freshKS))
-	open, _ := newTest(t, WithKillSwitch(freshKS), WithFailOpen())
+	closed, closedRec := newScheduler(t, cronguard.WithKillSwitch(freshKS))
+	open, openRec := newScheduler(t, cronguard.WithKillSwitch(freshKS), cronguard.WithFailOpen())
 	if err := closed.Start(); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(begin); d > time.Second {
 		t.Fatalf("NewClient, NewUnleashKillSwitch, New and Start took %s with the server down", d)
 	}
-	for _, sc := range []*Scheduler{closed, open} {
-		if err := sc.Register(onJob, "@hourly", JobFunc(func(context.Context) error { ran["fresh"]++; return nil })); err != nil {
+	if err := open.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range []*cronguard.Scheduler{closed, open} {
+		if err := sc.Register(onJob, everySecond, job); err != nil {
 			t.Fatal(err)
 		}
 	}
-	rep := tickAt(t, closed, onJob, t0)
-	if rep.Skipped != SkipBackend || !errors.Is(rep.Err, ErrFlagUnavailable) || !strings.Contains(rep.Err.Error(), "no toggles yet") {
-		t.Fatalf("fresh client, fail closed: report = %v", rep)
+	ev := closedRec.outcome(t, onJob, begin)
+	if ev.Skip != cronguard.SkipBackend || !errors.Is(ev.Err, cronguard.ErrFlagUnavailable) || !strings.Contains(ev.Err.Error(), "no toggles yet") {
+		t.Fatalf("fresh client, fail closed: %+v (err %v)", ev, ev.Err)
 	}
-	if ev, ok := rec.find(EventFlag); !ok || ev.Enabled {
+	if ev, ok := closedRec.find(onJob, cronguard.EventFlag); !ok || ev.Enabled {
 		t.Fatalf("EventFlag = %+v, %v", ev, ok)
 	}
-	if rep := tickAt(t, open, onJob, t0); rep.Stop != StopDone || ran["fresh"] != 1 {
-		t.Fatalf("fresh client, WithFailOpen: report = %v", rep)
+	if ev := openRec.outcome(t, onJob, begin); ev.Kind != cronguard.EventFinished || ev.Report.Stop != cronguard.StopDone {
+		t.Fatalf("fresh client, WithFailOpen: %+v (err %v)", ev, ev.Err)
 	}
 	if freshL.ready.Load() {
 		t.Fatal("fresh client ready with the server down")
@@ -299,8 +305,8 @@ func TestUnleashKillSwitchServerDown(t *testing.T) {
 	// The server comes back: the fresh client fetches and follows Unleash.
 	startUnleash(t)
 	waitFor(t, 15*time.Second, "fresh client fetches once the server is back", ksIs(freshKS, onJob, true))
-	if rep := tickAt(t, closed, onJob, t0.Add(time.Hour)); rep.Stop != StopDone {
-		t.Fatalf("server back: report = %v", rep)
+	if ev := closedRec.outcome(t, onJob, time.Now()); ev.Kind != cronguard.EventFinished || ev.Report.Stop != cronguard.StopDone {
+		t.Fatalf("server back: %+v (err %v)", ev, ev.Err)
 	}
 }
 
@@ -329,11 +335,12 @@ func stopUnleash(t *testing.T, pidFile string) {
 	waitFor(t, 20*time.Second, "Unleash exits", func() bool { return syscall.Kill(pid, 0) != nil })
 }
 
-// startUnleash runs scripts/unleash-up, which starts the server again if it
-// is not up (same port, same database).
+// startUnleash runs scripts/unleash-up (in the repository root, the parent
+// of this module), which starts the server again if it is not up (same
+// port, same database).
 func startUnleash(t *testing.T) {
 	t.Helper()
-	out, err := exec.Command("bash", "scripts/unleash-up").CombinedOutput()
+	out, err := exec.Command("bash", filepath.Join("..", "scripts", "unleash-up")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("scripts/unleash-up: %v\n%s", err, out)
 	}

@@ -1,4 +1,19 @@
-package cronguard
+// Package unleash is a cronguard kill switch on Unleash feature toggles.
+//
+// It is a module of its own, github.com/cronguard/cronguard/unleash, so
+// that a program that imports cronguard without Unleash does not link the
+// Unleash client and what it drags along (its module ships a non-test mock
+// that imports testify, objx and a YAML library).
+//
+//	import (
+//		unleashclient "github.com/Unleash/unleash-client-go/v4"
+//		"github.com/cronguard/cronguard"
+//		"github.com/cronguard/cronguard/unleash"
+//	)
+//
+//	ks := unleash.NewUnleashKillSwitch(client)
+//	s, err := cronguard.New(cronguard.WithKillSwitch(ks), ...)
+package unleash
 
 import (
 	"context"
@@ -6,7 +21,8 @@ import (
 	"fmt"
 	"sync/atomic"
 
-	"github.com/Unleash/unleash-client-go/v4"
+	unleashclient "github.com/Unleash/unleash-client-go/v4"
+	"github.com/cronguard/cronguard"
 )
 
 // DefaultUnleashPrefix is the default prefix of the Unleash toggle names of
@@ -17,15 +33,17 @@ const DefaultUnleashPrefix = "cronguard."
 
 // UnleashKillSwitch is a read-only kill switch on Unleash feature toggles:
 // a job runs while its toggle is enabled for the client. Toggles are flipped
-// in Unleash (UI or Admin API), never from cronguard: Scheduler.SetEnabled
-// returns ErrNotFlippable with the toggle's name, and the runaway guard
-// cannot switch such a job off by itself.
+// in Unleash (UI or Admin API), never from cronguard: SetEnabled always
+// fails with an error wrapping cronguard.ErrNotFlippable that names the
+// toggle, so cronguard's Scheduler.SetEnabled says where to flip it, and the runaway
+// guard cannot switch such a job off by itself (it stops the run; the next
+// tick runs again unless the toggle is turned off in Unleash).
 //
 // # Toggle names and Unleash's rules
 //
 // The toggle of a flag is the prefix (DefaultUnleashPrefix unless
 // UnleashPrefix) followed by the flag name, which is the job name unless the
-// job was registered with Flag. Unleash's own rules apply: a toggle that does
+// job was registered with cronguard.Flag. Unleash's own rules apply: a toggle that does
 // not exist, or is archived, is off, so a job does not run until its toggle
 // is created and turned on in the client's environment; strategies and
 // constraints are evaluated as for any toggle, with the client's static
@@ -33,7 +51,7 @@ const DefaultUnleashPrefix = "cronguard."
 // a partial rollout makes the job run on some ticks and not on others. Toggle
 // names are URL-friendly (letters, digits and - _ . ! ~ * ' ( ), at most 100
 // characters): for a job whose name is not, Enabled fails and the job does
-// not run; name its flag with Flag.
+// not run; name its flag with cronguard.Flag.
 //
 // # Evaluation, propagation and the fail policy
 //
@@ -47,8 +65,8 @@ const DefaultUnleashPrefix = "cronguard."
 // The client cannot tell a toggle that is off from one it has never
 // fetched, so until the client holds toggles — fetched from the server, or
 // read from its backup file at start — Enabled returns an error and the
-// Scheduler's fail policy applies: the job does not run unless WithFailOpen,
-// and each such decision is an EventFlag. (A project with no toggles at all
+// Scheduler's fail policy applies: the job does not run unless
+// cronguard.WithFailOpen, and each such decision is a cronguard.EventFlag. (A project with no toggles at all
 // looks the same as a client that has fetched nothing; every job's toggle
 // is then missing, hence off, anyway.) After that, while the server cannot be
 // reached the client keeps the toggles it last fetched, as Unleash clients
@@ -56,17 +74,17 @@ const DefaultUnleashPrefix = "cronguard."
 //
 // # Recommended client settings
 //
-//	client, err := unleash.NewClient(
-//		unleash.WithUrl("https://unleash.example.com/api"),
-//		unleash.WithAppName("billing-worker"),
-//		unleash.WithCustomHeaders(http.Header{"Authorization": {token}}), // a backend token
-//		unleash.WithRefreshInterval(time.Second),       // = how fast a flip reaches the jobs
-//		unleash.WithBackupPath("/var/lib/billing/unleash"), // persistent: last known toggles survive a restart
-//		unleash.WithHttpClient(&http.Client{Timeout: 5 * time.Second}),
-//		unleash.WithListener(myListener),               // errors: an unreachable server is silent otherwise
+//	client, err := unleashclient.NewClient(
+//		unleashclient.WithUrl("https://unleash.example.com/api"),
+//		unleashclient.WithAppName("billing-worker"),
+//		unleashclient.WithCustomHeaders(http.Header{"Authorization": {token}}), // a backend token
+//		unleashclient.WithRefreshInterval(time.Second),       // = how fast a flip reaches the jobs
+//		unleashclient.WithBackupPath("/var/lib/billing/unleash"), // persistent: last known toggles survive a restart
+//		unleashclient.WithHttpClient(&http.Client{Timeout: 5 * time.Second}),
+//		unleashclient.WithListener(myListener),               // errors: an unreachable server is silent otherwise
 //	)
 //	defer client.Close() // after Scheduler.Stop
-//	s, err := cronguard.New(cronguard.WithKillSwitch(cronguard.NewUnleashKillSwitch(client)), ...)
+//	s, err := cronguard.New(cronguard.WithKillSwitch(unleash.NewUnleashKillSwitch(client)), ...)
 //
 // Never call client.WaitForReady before starting the Scheduler: it does not
 // return while the server is unreachable. NewClient registers the client
@@ -78,7 +96,7 @@ const DefaultUnleashPrefix = "cronguard."
 // client started while the server is down answers from it; without one it
 // answers nothing, and the fail policy applies.
 type UnleashKillSwitch struct {
-	client *unleash.Client
+	client *unleashclient.Client
 	prefix string
 	ready  atomic.Bool // the client has held toggles once
 }
@@ -96,7 +114,7 @@ func UnleashPrefix(p string) UnleashOption {
 // NewUnleashKillSwitch returns a kill switch on the toggles of client. It
 // does not wait for the client to fetch anything. The caller keeps the
 // client and closes it after the Scheduler has stopped.
-func NewUnleashKillSwitch(client *unleash.Client, opts ...UnleashOption) *UnleashKillSwitch {
+func NewUnleashKillSwitch(client *unleashclient.Client, opts ...UnleashOption) *UnleashKillSwitch {
 	u := &UnleashKillSwitch{client: client, prefix: DefaultUnleashPrefix}
 	for _, opt := range opts {
 		if opt != nil {
@@ -112,12 +130,12 @@ func (u *UnleashKillSwitch) Toggle(flag string) string { return u.prefix + flag 
 // errUnleashNotLoaded is Enabled's error until the client holds toggles.
 var errUnleashNotLoaded = errors.New("unleash client holds no toggles yet (server not reached since start, no backup file)")
 
-// Enabled implements KillSwitch: whether the flag's toggle is enabled for
-// the client, evaluated locally. It fails while the client has no toggles
+// Enabled implements cronguard.KillSwitch: whether the flag's toggle is
+// enabled for the client, evaluated locally. It fails while the client has no toggles
 // (see the type's documentation), for a toggle name Unleash would refuse,
 // and with a nil client.
 func (u *UnleashKillSwitch) Enabled(_ context.Context, flag string) (bool, error) {
-	if isNil(u.client) {
+	if u.client == nil {
 		return false, errors.New("unleash kill switch: nil client")
 	}
 	name := u.Toggle(flag)
@@ -136,17 +154,22 @@ func (u *UnleashKillSwitch) Enabled(_ context.Context, flag string) (bool, error
 // State returns the flag's state as the client sees it now, for dashboards.
 // Reason names the toggle; who flipped it and when are in Unleash's event
 // log.
-func (u *UnleashKillSwitch) State(flag string) FlagState {
+func (u *UnleashKillSwitch) State(flag string) cronguard.FlagState {
 	on, err := u.Enabled(context.Background(), flag)
 	if err != nil {
-		return FlagState{Enabled: false, Reason: err.Error()}
+		return cronguard.FlagState{Enabled: false, Reason: err.Error()}
 	}
-	return FlagState{Enabled: on, Reason: fmt.Sprintf("Unleash toggle %q", u.Toggle(flag))}
+	return cronguard.FlagState{Enabled: on, Reason: fmt.Sprintf("Unleash toggle %q", u.Toggle(flag))}
 }
 
-// flipHint tells Scheduler.SetEnabled's caller where to flip the flag.
-func (u *UnleashKillSwitch) flipHint(flag string) string {
-	return fmt.Sprintf("flip toggle %q in Unleash (enabled in the client's environment: the job runs; disabled or missing: it does not)", u.Toggle(flag))
+// SetEnabled implements cronguard.FlippableKillSwitch, only to say where
+// the flag is flipped: it changes nothing and always returns an error
+// wrapping cronguard.ErrNotFlippable that names the flag's toggle. The
+// Scheduler passes that error on from Scheduler.SetEnabled, remembers
+// nothing, and its runaway guard does not report it as a failure.
+func (u *UnleashKillSwitch) SetEnabled(_ context.Context, flag string, _ bool, _ string) error {
+	return fmt.Errorf("%w: flip toggle %q in Unleash (enabled in the client's environment: the job runs; disabled or missing: it does not)",
+		cronguard.ErrNotFlippable, u.Toggle(flag))
 }
 
 // validToggleName checks name against Unleash's rule for toggle names:
