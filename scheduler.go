@@ -34,6 +34,8 @@ type Scheduler struct {
 	cancelBase context.CancelCauseFunc
 
 	flags flagMemory // last known kill switch answers
+
+	history historyRecorder // history_writer.go
 }
 
 type lifecycle int
@@ -63,6 +65,7 @@ type config struct {
 	stopGrace   time.Duration
 	redis       []redis.UniversalClient // set by WithRedis; turned into backends in New
 	owned       []io.Closer             // backends New made; closed by Stop
+	history     historyConfig           // history.go
 }
 
 // WithLocker sets the store of tick claims and run locks. The default is a
@@ -334,6 +337,8 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	s.state = stopped
 	s.mu.Unlock()
 	defer s.closeOwned()
+	// After the runs (defers run last first): their last entries are written.
+	defer s.history.close(ctx, s)
 	var cronDone <-chan struct{} // nil unless started
 	if wasStarted {
 		// robfig's Done waits for its job goroutines, which are our runs:
@@ -474,6 +479,7 @@ func (s *Scheduler) SetEnabled(ctx context.Context, name string, on bool, reason
 		return fmt.Errorf("cronguard: job %q: set flag %q to %t: %w", name, e.cfg.flag, on, err)
 	}
 	s.flags.remember(e.cfg.flag, on)
+	s.recordFlip(ctx, name, on, reason)
 	return nil
 }
 
