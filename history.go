@@ -67,7 +67,8 @@ type HistoryEntry struct {
 }
 
 // HistoryStore keeps the run history. Append is called from one goroutine,
-// the scheduler's history writer, with a context bounded by WithCallBudget;
+// the scheduler's history writer, with a context bounded by WithCallBudget
+// and canceled at Stop's bound: it must return when the context ends.
 // History may be called from any goroutine at the same time.
 type HistoryStore interface {
 	// Append records e, which has no ID yet.

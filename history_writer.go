@@ -20,9 +20,10 @@ type historyRecorder struct {
 	closed    bool
 	startOnce sync.Once
 	queue     chan HistoryEntry
-	quit      chan struct{}   // closed by close: flush and return
-	flushCtx  context.Context // bounds the flush; set before quit is closed
-	done      chan struct{}   // closed when the writer has returned
+	quit      chan struct{}      // closed by close: flush and return
+	ctx       context.Context    // parent of every write; canceled at the stop bound
+	cancel    context.CancelFunc // cancels ctx
+	done      chan struct{}      // closed when the writer has returned
 }
 
 // storeOf returns the history store, made from the options on first use.
@@ -69,6 +70,7 @@ func (h *historyRecorder) start(s *Scheduler) {
 	h.queue = make(chan HistoryEntry, cmp.Or(s.cfg.history.queue, DefaultHistoryQueue))
 	h.quit = make(chan struct{})
 	h.done = make(chan struct{})
+	h.ctx, h.cancel = context.WithCancel(context.Background())
 	store := h.storeOf(s)
 	go h.loop(s, store)
 }
@@ -78,7 +80,7 @@ func (h *historyRecorder) loop(s *Scheduler, store HistoryStore) {
 	for {
 		select {
 		case e := <-h.queue:
-			if err := h.write(context.Background(), s, store, e); err != nil {
+			if err := h.write(h.ctx, s, store, e); err != nil {
 				s.emit(Event{Kind: EventHistory, Job: e.Job, Trigger: e.Trigger, Tick: e.Tick, Err: err})
 			}
 		case <-h.quit:
@@ -98,13 +100,13 @@ func (h *historyRecorder) write(ctx context.Context, s *Scheduler, store History
 	return nil
 }
 
-// flush writes what is still queued until flushCtx ends; what it cannot
+// flush writes what is still queued until the stop bound; what it cannot
 // write is counted in one log line, not one event per entry.
 func (h *historyRecorder) flush(s *Scheduler, store HistoryStore) {
 	lost := 0
 	var last error
 	for len(h.queue) > 0 { // nothing is queued after close: len is exact
-		if err := h.write(h.flushCtx, s, store, <-h.queue); err != nil {
+		if err := h.write(h.ctx, s, store, <-h.queue); err != nil {
 			lost, last = lost+1, err
 		}
 	}
@@ -114,8 +116,10 @@ func (h *historyRecorder) flush(s *Scheduler, store HistoryStore) {
 }
 
 // close stops the writer after it has written what is queued, for at most
-// the stop grace (5s) or until ctx ends; entries recorded later are dropped.
-// It may be called more than once.
+// the stop grace (5s) or until ctx ends: then the write going on is canceled
+// (HistoryStore.Append must return when its context ends) and what is left
+// is dropped, with one log line. Entries recorded later are dropped. It may
+// be called more than once.
 func (h *historyRecorder) close(ctx context.Context, s *Scheduler) {
 	h.mu.Lock()
 	wasClosed := h.closed
@@ -125,9 +129,14 @@ func (h *historyRecorder) close(ctx context.Context, s *Scheduler) {
 	if wasClosed || !started {
 		return
 	}
-	flushCtx, cancel := context.WithTimeout(ctx, s.cfg.stopGrace)
+	bound, cancel := context.WithTimeout(ctx, s.cfg.stopGrace)
 	defer cancel()
-	h.flushCtx = flushCtx
+	defer h.cancel()
 	close(h.quit)
-	<-h.done
+	select {
+	case <-h.done:
+	case <-bound.Done():
+		h.cancel()
+		<-h.done
+	}
 }
