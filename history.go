@@ -114,8 +114,9 @@ func WithHistorySize(n int) Option {
 // WithRedis it shows the runs of every instance.
 //
 // Entries are written in the background: a run shows up shortly after its
-// Report is returned. Reading takes at most the call budget and never
-// delays a run.
+// Report is returned. Stop writes the entries still queued, for at most 5s
+// or until its context ends. Reading takes at most the call budget
+// (WithCallBudget) and never delays a run.
 func (s *Scheduler) History(ctx context.Context, job string, limit int) ([]HistoryEntry, error) {
 	if _, err := s.lookup(job); err != nil {
 		return nil, err

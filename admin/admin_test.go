@@ -516,3 +516,43 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// hungHistory is a history store whose reads hang until their context ends.
+type hungHistory struct{ *cronguard.MemoryHistory }
+
+func (hungHistory) History(ctx context.Context, _ string, _ int) ([]cronguard.HistoryEntry, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestListWithHungHistory: a history store that does not answer costs the
+// jobs list one bounded wait in all, not one per job; every job still shows,
+// with the history error.
+func TestListWithHungHistory(t *testing.T) {
+	s, err := cronguard.New(cronguard.WithHistoryStore(hungHistory{cronguard.NewMemoryHistory(10)}),
+		cronguard.WithCallBudget(time.Hour), cronguard.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	for _, n := range []string{"a", "b", "c", "d", "e"} {
+		must(t, s.Register(n, "@daily", cronguard.JobFunc(func(context.Context) error { return nil })))
+	}
+	h, _ := admin.Handler(s, admin.Token(token), admin.Logger(slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	f := &fixture{srv: srv}
+	start := time.Now()
+	list := decode[admin.JobList](t, f.do(t, "GET", "/api/jobs", token, ""))
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("list took %s with the history hung; want about 3s in all", took)
+	}
+	if len(list.Jobs) != 5 {
+		t.Fatalf("%d jobs", len(list.Jobs))
+	}
+	for _, j := range list.Jobs {
+		if !strings.Contains(j.HistoryError, "deadline") {
+			t.Errorf("job %s: history_error %q; want the deadline", j.Name, j.HistoryError)
+		}
+	}
+}

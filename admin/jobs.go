@@ -17,6 +17,10 @@ const (
 	// lastRunScan is how many history entries are searched for a job's
 	// last run in the jobs list.
 	lastRunScan = 20
+	// listHistoryBudget bounds all the history reads of one jobs list
+	// together, so a history store that is down costs the list this once,
+	// not once per job; past it, jobs show this instance's last run.
+	listHistoryBudget = 3 * time.Second
 )
 
 // Job is a job as the API shows it.
@@ -56,8 +60,10 @@ type JobDetail struct {
 func (h *handler) listJobs(w http.ResponseWriter, r *http.Request) {
 	infos := h.s.Jobs()
 	list := JobList{Jobs: make([]Job, 0, len(infos))}
+	ctx, cancel := context.WithTimeout(r.Context(), listHistoryBudget)
+	defer cancel()
 	for _, info := range infos {
-		list.Jobs = append(list.Jobs, h.view(r.Context(), info, nil))
+		list.Jobs = append(list.Jobs, h.view(ctx, info, nil))
 	}
 	writeJSON(w, http.StatusOK, list)
 }
