@@ -107,7 +107,9 @@ func WithHistorySize(n int) Option {
 	}
 }
 
-// History returns up to limit history entries of the job, newest first:
+// History returns up to limit history entries of the job, newest first (in
+// the order they were recorded: the runs of two instances that end within
+// moments of each other may come in either order):
 // runs with their Report, skipped ticks with their reason (a tick another
 // instance claimed is not a skip: its run is recorded by that instance),
 // missed ticks and switch flips. limit < 1 means every entry kept. With

@@ -66,6 +66,12 @@ func TestRedisHistoryThreeInstances(t *testing.T) {
 				ranBy[tick] = r.Instance
 			}
 		}
+		// Each instance writes in the background: wait for this tick's run
+		// to be recorded, so the stream's order is the ticks' order.
+		waitFor(t, 5*time.Second, "tick recorded", func() bool {
+			h, err := scheds[k%3].History(context.Background(), "j", 1)
+			return err == nil && len(h) == 1 && h[0].Tick.Equal(tick)
+		})
 	}
 	if len(ranBy) != ticks {
 		for _, r := range recs {
