@@ -170,9 +170,16 @@ func TestHistoryFullQueueNeverSlowsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	for range 10 {
+	for i := range 10 {
 		if rep, err := s.RunManually(context.Background(), "j"); err != nil || rep.Stop != StopDone {
 			t.Fatalf("run with the history stuck: %v, %v", rep, err)
+		}
+		if i == 0 { // the writer holds the first entry, stuck: the queue is empty
+			waitFor(t, 5*time.Second, "the writer stuck on the first entry", func() bool {
+				store.mu.Lock()
+				defer store.mu.Unlock()
+				return store.calls == 1
+			})
 		}
 	}
 	if took := time.Since(start); took > 3*time.Second {
