@@ -150,6 +150,11 @@ func (c *config) makeHistoryStore() HistoryStore {
 
 // historyFromEvent turns the events the history keeps into an entry.
 func historyFromEvent(ev Event) (HistoryEntry, bool) {
+	switch ev.Kind {
+	case EventFinished, EventSkipped, EventMissed:
+	default:
+		return HistoryEntry{}, false // the frequent ones (batch_done, item_failed) cost nothing
+	}
 	e := HistoryEntry{Job: ev.Job, Time: ev.Time, Instance: ev.Instance, Trigger: ev.Trigger, Tick: ev.Tick}
 	if ev.Err != nil {
 		e.Error = clipN(ev.Err.Error(), historyTextMax)
@@ -170,8 +175,6 @@ func historyFromEvent(ev Event) (HistoryEntry, bool) {
 		// The claim rework adds the missed count and first/last tick to
 		// Event: copy them into Missed, First and Last here.
 		e.Kind = HistoryMissed
-	default:
-		return e, false
 	}
 	return e, true
 }

@@ -295,3 +295,16 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// TestHistoryMissedEvent: an EventMissed (raised by the tick claim) lands
+// in the history as kind missed, with its tick and text.
+func TestHistoryMissedEvent(t *testing.T) {
+	s, _ := newTest(t)
+	_ = s.Register("j", "@every 1m", JobFunc(func(context.Context) error { return nil }))
+	s.emit(Event{Kind: EventMissed, Job: "j", Trigger: TriggerSchedule, Tick: t0, Err: errors.New("3 ticks missed")})
+	s.emit(Event{Kind: EventBatchDone, Job: "j"}) // not kept
+	h := waitHistory(t, s, "j", 1)
+	if len(h) != 1 || h[0].Kind != HistoryMissed || !h[0].Tick.Equal(t0) || h[0].Error != "3 ticks missed" || h[0].Instance != "test" {
+		t.Errorf("history = %+v; want one missed entry", h)
+	}
+}
