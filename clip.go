@@ -5,17 +5,22 @@ import (
 	"unicode/utf8"
 )
 
-// clipMax is the most bytes of an outside value (read from Redis, or an item
-// key taken from the user's data) that goes into an error or a log line.
+// clipMax bounds text read from outside (Redis values, user input) that ends
+// up in an error, an event or a log line.
 const clipMax = 200
 
-// clip cuts s to clipMax bytes on a UTF-8 boundary and says how long it was,
-// so a hostile or corrupt value cannot blow up an error or a log.
-func clip(s string) string {
-	if len(s) <= clipMax {
+// clip cuts s to 200 bytes on a UTF-8 boundary and says how long it was, so
+// a huge or hostile value read from a store cannot flood a log line or an
+// error message.
+func clip(s string) string { return clipN(s, clipMax) }
+
+// clipN cuts s to at most n bytes on a UTF-8 boundary, appending
+// "…(N bytes)" when it cut.
+func clipN(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	cut := clipMax
+	cut := n
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}

@@ -75,13 +75,16 @@ type Report struct {
 	// Skipped is set when the run did not start; Err then says why.
 	Skipped SkipReason `json:"skipped,omitempty"`
 
+	// By is who asked for a manual run (WithActor); empty for scheduled runs.
+	By string `json:"by,omitempty"`
+
 	Batches   int        `json:"batches"`   // batches fetched (Batch jobs)
 	Processed int        `json:"processed"` // items processed without error
 	Failed    int        `json:"failed"`    // items whose Process failed
 	Stop      StopReason `json:"stop,omitempty"`
 	// Tripped is set when the runaway guard switched the job's flag off.
 	Tripped bool  `json:"tripped,omitempty"`
-	Err     error `json:"-"`
+	Err     error `json:"-"` // in JSON as "error", its text (report_json.go)
 
 	// Duplicates counts RunManually items whose Key an earlier item of the
 	// same call had: each key is processed once.
@@ -118,6 +121,7 @@ const (
 	EventLockLost   EventKind = "lock_lost"   // the lease could not be extended; the run is canceled
 	EventRunaway    EventKind = "runaway"     // a batch repeated an item; the run stops, the switch goes off
 	EventFlag       EventKind = "flag"        // the kill switch store failed; see Err and Enabled for the decision taken
+	EventMissed     EventKind = "missed"      // ticks no instance claimed in time
 )
 
 // Event is one thing that happened to a job. Events go to the observer given

@@ -135,5 +135,6 @@ func (s *Scheduler) flip(ctx context.Context, e *entry, on bool, reason string) 
 		return fmt.Errorf("cronguard: job %q: set flag %q to %t: %w", e.name, e.cfg.flag, on, err)
 	}
 	s.flags.remember(e.cfg.flag, on)
+	s.recordFlip(ctx, e.name, on, reason)
 	return nil
 }

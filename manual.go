@@ -19,6 +19,11 @@ import (
 // whose Key an earlier item of the call had is processed once; the copies
 // are counted in Report.Duplicates.
 //
+// An item may also be a json.RawMessage: it is decoded into the Batch's
+// item type T (strictly: unknown fields and null are ErrItemType), and a
+// JSON array is spread into its items. The admin API runs items this way.
+// Report.By is the actor of ctx (WithActor), for the history.
+//
 // The returned error is Report.Err: nil when the run did its work. A run
 // ended by MaxBatches is not an error; Report.Stop says so.
 func (s *Scheduler) RunManually(ctx context.Context, name string, items ...any) (Report, error) {
@@ -32,7 +37,10 @@ func (s *Scheduler) RunManually(ctx context.Context, name string, items ...any) 
 			err := fmt.Errorf("%w: job %q is a %T, not a Batch; got %d items", ErrNotBatch, name, e.job, len(items))
 			return Report{Job: name, Trigger: TriggerManual, Err: err}, err
 		}
-		if flat, err = e.batch.checkItems(name, items); err != nil {
+		if items, err = decodeJSONItems(e.batch, name, items); err == nil { // items_json.go
+			flat, err = e.batch.checkItems(name, items)
+		}
+		if err != nil {
 			return Report{Job: name, Trigger: TriggerManual, Err: err}, err
 		}
 	}

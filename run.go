@@ -18,7 +18,8 @@ type run struct {
 	job     string
 	trigger Trigger
 	tick    time.Time
-	items   []any // RunManually's items; nil for a whole run
+	items   []any  // RunManually's items; nil for a whole run
+	by      string // who asked for a manual run (ActorFrom)
 
 	start     time.Time
 	batches   atomic.Int64
@@ -68,6 +69,9 @@ func (st *run) event(kind EventKind, err error) Event {
 // execute runs e once through the chain of trig and reports the outcome.
 func (s *Scheduler) execute(ctx context.Context, e *entry, trig Trigger, tick time.Time, items []any) Report {
 	st := &run{s: s, e: e, job: e.name, trigger: trig, tick: tick, items: items}
+	if trig == TriggerManual {
+		st.by = ActorFrom(ctx)
+	}
 	if !s.track(e.name) {
 		err := skip(SkipStopped, fmt.Errorf("%w: job %q not run", ErrStopped, e.name))
 		s.emit(Event{Kind: EventSkipped, Job: e.name, Trigger: trig, Tick: tick, Skip: SkipStopped, Err: err})
@@ -103,7 +107,7 @@ func (s *Scheduler) execute(ctx context.Context, e *entry, trig Trigger, tick ti
 func (st *run) report(err error) Report {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	r := Report{Job: st.job, Trigger: st.trigger, Tick: st.tick, Start: st.start, Err: err}
+	r := Report{Job: st.job, Trigger: st.trigger, Tick: st.tick, By: st.by, Start: st.start, Err: err}
 	if st.s != nil {
 		r.Instance = st.s.cfg.instance
 	}
@@ -209,6 +213,7 @@ func (s *Scheduler) emit(ev Event) {
 	}
 	s.observe(ev)
 	s.log(ev)
+	s.history.observe(s, ev) // never blocks: a bounded queue to one writer
 }
 
 // observe calls every observer.
@@ -236,7 +241,7 @@ func (s *Scheduler) log(ev Event) {
 	switch ev.Kind {
 	case EventStarted, EventBatchDone:
 		level = slog.LevelDebug
-	case EventItemFailed, EventFlag:
+	case EventItemFailed, EventFlag, EventHistory:
 		level = slog.LevelWarn
 	case EventLockLost, EventRunaway:
 		level = slog.LevelError

@@ -35,6 +35,8 @@ type Scheduler struct {
 	cancelBase context.CancelCauseFunc
 
 	flags flagMemory // last known kill switch answers
+
+	history historyRecorder // history_writer.go
 }
 
 type lifecycle int
@@ -64,6 +66,7 @@ type config struct {
 	stopGrace   time.Duration
 	redis       []redis.UniversalClient // set by WithRedis; turned into backends in New
 	owned       []io.Closer             // backends New made; closed by Stop
+	history     historyConfig           // history.go
 }
 
 // WithLocker sets the store of tick claims and run locks. The default is a
@@ -349,6 +352,8 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	s.state = stopped
 	s.mu.Unlock()
 	defer s.closeOwned()
+	// After the runs (defers run last first): their last entries are written.
+	defer s.history.close(ctx, s)
 	var cronDone <-chan struct{} // nil unless started
 	if wasStarted {
 		// robfig's Done waits for its job goroutines, which are our runs:

@@ -24,6 +24,14 @@
 //  3. A clean exit after -duration (default 30s) or Ctrl-C: Scheduler.Stop
 //     with a timeout, then a summary — users confirmed, outbox rows, and how
 //     many users got two e-mails (there must be none).
+//
+// While it runs it serves cronguard's admin API (package admin) on
+// 127.0.0.1, on a free port, and prints the address and a token made for
+// this run, so that the CLI can be tried against it:
+//
+//	CRONGUARD_URL=http://127.0.0.1:PORT CRONGUARD_TOKEN=... go run ./cmd/cronguard jobs
+//
+// -admin sets the address ("" turns the API off).
 package main
 
 import (
@@ -65,6 +73,11 @@ type options struct {
 	FlipAfter   time.Duration // kill switch off this long into the first scheduled run...
 	OffFor      time.Duration // ...and on again this long after that
 	StopTimeout time.Duration // bound on Scheduler.Stop
+	AdminAddr   string        // where the admin API listens; "" for none
+
+	// onAdmin, when set, is told the admin API's URL and token once it
+	// serves (the test uses it).
+	onAdmin func(url, token string)
 }
 
 func defaultOptions() options {
@@ -76,6 +89,7 @@ func defaultOptions() options {
 		FlipAfter:   1500 * time.Millisecond,
 		OffFor:      6 * time.Second, // one tick comes while the switch is off
 		StopTimeout: 10 * time.Second,
+		AdminAddr:   "127.0.0.1:0",
 	}
 }
 
@@ -96,6 +110,7 @@ func main() {
 	flag.IntVar(&o.Users, "users", o.Users, "users to seed")
 	flag.StringVar(&o.Spec, "spec", o.Spec, "cron spec of the job")
 	flag.Float64Var(&o.PerSecond, "rate", o.PerSecond, "e-mails per second")
+	flag.StringVar(&o.AdminAddr, "admin", o.AdminAddr, `address of the admin API ("" for none)`)
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -194,6 +209,22 @@ func run(ctx context.Context, out io.Writer, o options) (sum summary, err error)
 	if err := s.Register(jobName, o.Spec, job); err != nil {
 		return sum, err
 	}
+	stopAdmin := func() {}
+	if o.AdminAddr != "" {
+		url, token, shutdown, err := serveAdmin(s, o.AdminAddr)
+		if err != nil {
+			return sum, err
+		}
+		// The API goes down before the scheduler stops, so no operator
+		// call comes in during the stop; on an early return, at the end.
+		stopAdmin = sync.OnceFunc(func() { shutdown(o.StopTimeout) })
+		defer stopAdmin()
+		p.printf("admin API on %s, token %s; try:", url, token)
+		p.printf("  CRONGUARD_URL=%s CRONGUARD_TOKEN=%s go run ./cmd/cronguard jobs", url, token)
+		if o.onAdmin != nil {
+			o.onAdmin(url, token)
+		}
+	}
 
 	// 1. A manual run for one user, before the scheduler starts: a support
 	// agent re-sends the e-mail to the user who asked for it.
@@ -224,6 +255,7 @@ func run(ctx context.Context, out io.Writer, o options) (sum summary, err error)
 	}
 	stopOperator()
 	operator.Wait()
+	stopAdmin()
 	stopCtx, cancelStop := context.WithTimeout(context.Background(), o.StopTimeout)
 	defer cancelStop()
 	if err := s.Stop(stopCtx); err != nil {

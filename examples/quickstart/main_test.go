@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cronguard/cronguard"
+	"github.com/cronguard/cronguard/admin"
 	"go.uber.org/goleak"
 )
 
@@ -24,6 +28,7 @@ func shortOptions() options {
 		FlipAfter:   400 * time.Millisecond,
 		OffFor:      1500 * time.Millisecond,
 		StopTimeout: 10 * time.Second,
+		AdminAddr:   "127.0.0.1:0",
 	}
 }
 
@@ -102,5 +107,62 @@ func TestRejectsNoUsers(t *testing.T) {
 	o.Users = 0
 	if _, err := run(t.Context(), &bytes.Buffer{}, o); err == nil {
 		t.Fatal("run with 0 users: want an error")
+	}
+}
+
+// TestAdminAPI: while the scenario runs, its admin API answers on
+// 127.0.0.1 with the token it printed, and refuses a request without it.
+func TestAdminAPI(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	o := shortOptions()
+	o.Duration = 2 * time.Second
+	o.FlipAfter = time.Hour
+	type api struct{ url, token string }
+	got := make(chan api, 1)
+	o.onAdmin = func(url, token string) { got <- api{url, token} }
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		_, err := run(t.Context(), &out, o)
+		done <- err
+	}()
+	var a api
+	select {
+	case a = <-got:
+	case err := <-done:
+		t.Fatalf("run ended before serving the admin API: %v", err)
+	}
+	if !strings.HasPrefix(a.url, "http://127.0.0.1:") || len(a.token) < 16 {
+		t.Errorf("admin API at %q with token %q; want loopback and a long token", a.url, a.token)
+	}
+	get := func(token string) (int, []byte) {
+		req, _ := http.NewRequest("GET", a.url+"/api/jobs", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if code, _ := get(""); code != http.StatusUnauthorized {
+		t.Errorf("no token: %d, want 401", code)
+	}
+	code, body := get(a.token)
+	var list admin.JobList
+	if err := json.Unmarshal(body, &list); code != http.StatusOK || err != nil || len(list.Jobs) != 1 || list.Jobs[0].Name != jobName {
+		t.Errorf("GET /api/jobs: %d %s", code, body)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	http.DefaultClient.CloseIdleConnections()
+	for _, want := range []string{"admin API on " + a.url + ", token " + a.token, "CRONGUARD_URL=" + a.url} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
 	}
 }

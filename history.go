@@ -1,0 +1,196 @@
+package cronguard
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Bounds of the run history.
+const (
+	// DefaultHistorySize is how many entries are kept per job (WithHistorySize).
+	DefaultHistorySize = 1000
+	// DefaultHistoryQueue is how many entries may wait for the history writer;
+	// past it new entries are dropped with an EventHistory, never waited for.
+	DefaultHistoryQueue = 1024
+	// historyTextMax bounds each error and reason text kept in the history.
+	historyTextMax = 4096
+)
+
+// ErrHistory: the run history could not be written or read. A failed write
+// is an EventHistory, never a failed run.
+var ErrHistory = errors.New("cronguard: history store failed")
+
+// EventHistory is raised when a history entry could not be recorded: the
+// writer's queue was full or the store failed (see Err). The run itself is
+// not affected.
+const EventHistory EventKind = "history"
+
+// HistoryKind says what a history entry records.
+type HistoryKind string
+
+// History kinds.
+const (
+	HistoryRun     HistoryKind = "run"     // a run ended; see Report
+	HistorySkip    HistoryKind = "skip"    // a tick or manual run did not start; see Skip and Error
+	HistoryMissed  HistoryKind = "missed"  // ticks that no instance claimed; see Missed, First and Last
+	HistoryFlag    HistoryKind = "flag"    // Scheduler.SetEnabled flipped the job's switch; see Enabled, By, Reason
+	HistoryInvalid HistoryKind = "invalid" // an entry the store could not read; see Error
+)
+
+// HistoryEntry is one thing the run history remembers about a job.
+//
+// Error and Reason are cut to 4 KiB. Report.Err of a history entry is a
+// plain error with the run's error text: errors.Is does not reach the
+// sentinels of the original error (use Report.Stop and Skip to branch).
+type HistoryEntry struct {
+	// ID orders the entries of one job: the stream entry ID in Redis, a
+	// sequence number in memory.
+	ID       string      `json:"id,omitempty"`
+	Kind     HistoryKind `json:"kind"`
+	Job      string      `json:"job"`
+	Time     time.Time   `json:"time"`               // when it happened
+	Instance string      `json:"instance,omitempty"` // which instance recorded it
+	Trigger  Trigger     `json:"trigger,omitempty"`
+	Tick     time.Time   `json:"tick,omitzero"`
+	By       string      `json:"by,omitempty"`     // who asked: manual runs and flips (WithActor)
+	Report   *Report     `json:"report,omitempty"` // HistoryRun
+	Skip     SkipReason  `json:"skip,omitempty"`   // HistorySkip
+	Missed   int         `json:"missed,omitempty"` // HistoryMissed: how many ticks
+	First    time.Time   `json:"first,omitzero"`   // HistoryMissed: the first missed tick
+	Last     time.Time   `json:"last,omitzero"`    // HistoryMissed: the last missed tick
+	Enabled  *bool       `json:"enabled,omitempty"`
+	Reason   string      `json:"reason,omitempty"` // HistoryFlag
+	Error    string      `json:"error,omitempty"`
+}
+
+// HistoryStore keeps the run history. Append is called from one goroutine,
+// the scheduler's history writer, with a context bounded by WithCallBudget
+// and canceled at Stop's bound: it must return when the context ends.
+// History may be called from any goroutine at the same time.
+type HistoryStore interface {
+	// Append records e, which has no ID yet.
+	Append(ctx context.Context, e HistoryEntry) error
+	// History returns up to limit entries of job (limit >= 1), newest first.
+	History(ctx context.Context, job string, limit int) ([]HistoryEntry, error)
+}
+
+type historyConfig struct {
+	store HistoryStore // nil: memory, or Redis with WithRedis
+	size  int          // entries kept per job; 0: DefaultHistorySize
+	queue int          // writer queue; 0: DefaultHistoryQueue (tests shrink it)
+}
+
+// WithHistoryStore sets where the run history is kept. The default is a
+// MemoryHistory, or a RedisHistory on the first client with WithRedis.
+func WithHistoryStore(hs HistoryStore) Option {
+	return func(c *config) error {
+		if isNil(hs) {
+			return fmt.Errorf("%w: WithHistoryStore(nil)", ErrInvalidOption)
+		}
+		c.history.store = hs
+		return nil
+	}
+}
+
+// WithHistorySize sets how many history entries the default stores keep per
+// job (default 1,000): the memory ring's size, the Redis stream's MAXLEN.
+func WithHistorySize(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("%w: WithHistorySize %d: must be at least 1", ErrInvalidOption, n)
+		}
+		c.history.size = n
+		return nil
+	}
+}
+
+// History returns up to limit history entries of the job, newest first (in
+// the order they were recorded: the runs of two instances that end within
+// moments of each other may come in either order):
+// runs with their Report, skipped ticks with their reason (a tick another
+// instance claimed is not a skip: its run is recorded by that instance),
+// missed ticks and switch flips. limit < 1 means every entry kept. With
+// WithRedis it shows the runs of every instance.
+//
+// Entries are written in the background: a run shows up shortly after its
+// Report is returned. Stop writes the entries still queued, for at most 5s
+// or until its context ends. Reading takes at most the call budget
+// (WithCallBudget) and never delays a run.
+func (s *Scheduler) History(ctx context.Context, job string, limit int) ([]HistoryEntry, error) {
+	if _, err := s.lookup(job); err != nil {
+		return nil, err
+	}
+	size := cmp.Or(s.cfg.history.size, DefaultHistorySize)
+	if limit < 1 || limit > size {
+		limit = size
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.budget)
+	defer cancel()
+	entries, err := s.history.storeOf(s).History(ctx, job, limit)
+	if err != nil {
+		return nil, fmt.Errorf("cronguard: job %q: read history: %w", job, err)
+	}
+	return entries, nil
+}
+
+// makeStore returns the history store the options ask for.
+func (c *config) makeHistoryStore() HistoryStore {
+	size := cmp.Or(c.history.size, DefaultHistorySize)
+	switch {
+	case c.history.store != nil:
+		return c.history.store
+	case len(c.redis) > 0:
+		return NewRedisHistory(c.redis[0], c.prefix, size)
+	}
+	return NewMemoryHistory(size)
+}
+
+// historyFromEvent turns the events the history keeps into an entry.
+func historyFromEvent(ev Event) (HistoryEntry, bool) {
+	switch ev.Kind {
+	case EventFinished, EventSkipped, EventMissed:
+	default:
+		return HistoryEntry{}, false // the frequent ones (batch_done, item_failed) cost nothing
+	}
+	e := HistoryEntry{Job: ev.Job, Time: ev.Time, Instance: ev.Instance, Trigger: ev.Trigger, Tick: ev.Tick}
+	if ev.Err != nil {
+		e.Error = clipN(ev.Err.Error(), historyTextMax)
+	}
+	switch ev.Kind {
+	case EventFinished:
+		if ev.Report == nil {
+			return e, false
+		}
+		r := historyReport(*ev.Report)
+		e.Kind, e.Report, e.By = HistoryRun, &r, r.By
+	case EventSkipped:
+		if ev.Skip == SkipTickTaken {
+			return e, false // the tick ran elsewhere, and is recorded there
+		}
+		e.Kind, e.Skip = HistorySkip, ev.Skip
+	case EventMissed:
+		// The claim rework adds the missed count and first/last tick to
+		// Event: copy them into Missed, First and Last here.
+		e.Kind = HistoryMissed
+	}
+	return e, true
+}
+
+// historyReport is r as the history keeps it: its error as bounded text.
+func historyReport(r Report) Report {
+	if r.Err != nil {
+		r.Err = errors.New(clipN(r.Err.Error(), historyTextMax))
+	}
+	return r
+}
+
+// recordFlip records a switch flip made with SetEnabled.
+func (s *Scheduler) recordFlip(ctx context.Context, job string, on bool, reason string) {
+	s.history.record(s, HistoryEntry{
+		Kind: HistoryFlag, Job: job, Time: time.Now(), Instance: s.cfg.instance,
+		By: ActorFrom(ctx), Enabled: &on, Reason: clipN(reason, historyTextMax),
+	})
+}

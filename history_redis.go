@@ -1,0 +1,169 @@
+package cronguard
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// historyEntryMax bounds the size of one history entry read from Redis;
+// a bigger one is returned as HistoryInvalid without being parsed.
+const historyEntryMax = 64 << 10
+
+// historySkipMemory is how long the last recorded skip of a job is
+// remembered in Redis, to record a tick every instance skipped only once.
+const historySkipMemory = 24 * time.Hour
+
+// RedisHistory keeps the run history in Redis, so that every instance sees
+// the runs of every instance. WithRedis uses it.
+//
+// # Layout
+//
+// One capped stream per job, with the default prefix
+//
+//	cronguard:history:{job}            stream; each entry has one field "e",
+//	                                   the JSON of a HistoryEntry
+//	cronguard:history:{job}:lastskip   "tick|reason" of the last skip recorded
+//
+// Each write is one round trip (a Lua script): XADD with MAXLEN ~ perJob, so
+// the stream is trimmed in whole nodes and may hold up to about 100 entries
+// more than perJob (Redis's stream-node-max-entries). A tick skipped for the
+// same reason by several instances (the switch is off: every instance asks
+// it before the claim) is recorded once: the script compares it with the
+// last skip recorded. Both keys carry the job's {job} hash tag, as the lock
+// and the claim do, so the script runs on Redis Cluster too.
+//
+// Entries are read defensively: an entry that is not what Append writes
+// (edited by hand, another program) comes back as a HistoryInvalid entry
+// whose Error says why, cut to a bounded length; a key of the wrong type is
+// an error wrapping ErrHistory.
+type RedisHistory struct {
+	rdb    redis.UniversalClient
+	prefix string
+	size   int
+}
+
+// NewRedisHistory returns a HistoryStore on rdb under prefix (for example
+// "cronguard:") keeping about perJob entries per job (DefaultHistorySize
+// when perJob < 1).
+func NewRedisHistory(rdb redis.UniversalClient, prefix string, perJob int) *RedisHistory {
+	if perJob < 1 {
+		perJob = DefaultHistorySize
+	}
+	return &RedisHistory{rdb: rdb, prefix: prefix, size: perJob}
+}
+
+// Key returns the name of the job's stream.
+func (r *RedisHistory) Key(job string) string { return r.prefix + "history:{" + job + "}" }
+
+// historyAppend adds one entry to the stream. A scheduled skip (ARGV[3] not
+// empty) that matches the last skip recorded is not added again.
+//
+//	KEYS[1] stream, KEYS[2] last skip
+//	ARGV[1] MAXLEN, ARGV[2] entry JSON, ARGV[3] "tick|reason" or "", ARGV[4] its TTL in ms
+var historyAppend = redis.NewScript(`
+if ARGV[3] ~= '' then
+	if redis.call('GET', KEYS[2]) == ARGV[3] then
+		return 0
+	end
+	redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
+return 1
+`)
+
+// Append implements HistoryStore.
+func (r *RedisHistory) Append(ctx context.Context, e HistoryEntry) error {
+	if err := ctx.Err(); err != nil {
+		return err // at stop, past the flush bound: fail at once
+	}
+	e.ID = ""
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	var skip string
+	if e.Kind == HistorySkip && e.Trigger == TriggerSchedule && !e.Tick.IsZero() {
+		skip = e.Tick.UTC().Format(time.RFC3339Nano) + "|" + string(e.Skip)
+	}
+	key := r.Key(e.Job)
+	return historyAppend.Run(ctx, r.rdb, []string{key, key + ":lastskip"},
+		r.size, b, skip, historySkipMemory.Milliseconds()).Err()
+}
+
+// History implements HistoryStore.
+func (r *RedisHistory) History(ctx context.Context, job string, limit int) ([]HistoryEntry, error) {
+	key := r.Key(job)
+	msgs, err := r.rdb.XRevRangeN(ctx, key, "+", "-", int64(max(limit, 1))).Result()
+	if err != nil {
+		return nil, fmt.Errorf("%w: read stream %s: %s", ErrHistory, clip(key), clip(err.Error()))
+	}
+	out := make([]HistoryEntry, 0, len(msgs))
+	for _, m := range msgs {
+		out = append(out, parseHistoryEntry(job, m))
+	}
+	return out, nil
+}
+
+// parseHistoryEntry reads one stream entry; what it cannot read becomes a
+// HistoryInvalid entry with a bounded Error.
+func parseHistoryEntry(job string, m redis.XMessage) HistoryEntry {
+	bad := func(format string, args ...any) HistoryEntry {
+		return HistoryEntry{ID: clip(m.ID), Kind: HistoryInvalid, Job: job,
+			Error: clipN(fmt.Sprintf("unreadable history entry: "+format, args...), 512)}
+	}
+	v, ok := m.Values["e"]
+	if !ok {
+		return bad("no field \"e\" (fields: %s)", clip(strings.Join(fieldNames(m.Values), ",")))
+	}
+	raw, ok := v.(string)
+	if !ok {
+		return bad("field \"e\" is a %T", v)
+	}
+	if len(raw) > historyEntryMax {
+		return bad("%d bytes, more than %d", len(raw), historyEntryMax)
+	}
+	var e HistoryEntry
+	if err := json.Unmarshal([]byte(raw), &e); err != nil {
+		return bad("%v; value: %s", err, clip(raw))
+	}
+	switch e.Kind {
+	case HistoryRun:
+		if e.Report == nil {
+			return bad("a run without a report; value: %s", clip(raw))
+		}
+	case HistorySkip, HistoryMissed, HistoryFlag:
+	default:
+		return bad("kind %q; value: %s", clip(string(e.Kind)), clip(raw))
+	}
+	e.ID, e.Job = m.ID, job
+	boundEntry(&e)
+	return e
+}
+
+// boundEntry cuts the texts of an entry read from outside to their bounds.
+func boundEntry(e *HistoryEntry) {
+	e.Instance, e.By = clip(e.Instance), clip(e.By)
+	e.Trigger, e.Skip = Trigger(clip(string(e.Trigger))), SkipReason(clip(string(e.Skip)))
+	e.Reason, e.Error = clipN(e.Reason, historyTextMax), clipN(e.Error, historyTextMax)
+	if r := e.Report; r != nil {
+		r.Job, r.Instance, r.By = clip(r.Job), clip(r.Instance), clip(r.By)
+		r.Trigger, r.Skipped, r.Stop = Trigger(clip(string(r.Trigger))), SkipReason(clip(string(r.Skipped))), StopReason(clip(string(r.Stop)))
+		*r = historyReport(*r)
+	}
+}
+
+func fieldNames(values map[string]any) []string {
+	names := make([]string, 0, len(values))
+	for k := range values {
+		names = append(names, strconv.Quote(clip(k)))
+	}
+	slices.Sort(names)
+	return names
+}

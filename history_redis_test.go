@@ -1,0 +1,215 @@
+package cronguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cronguard/cronguard/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+// histSched returns a quiet scheduler named id on the Redis srv, with the
+// history capped at size, stopped at the end of the test.
+func histSched(t *testing.T, srv *redistest.Server, id string, size int) (*Scheduler, *recorder) {
+	t.Helper()
+	rec := &recorder{}
+	s, err := New(WithRedis(srv.Client(t)), WithInstanceID(id), WithHistorySize(size),
+		WithLogger(slog.New(slog.DiscardHandler)), WithObserver(rec.observe), WithLocation(time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rlStop(t, s) })
+	if err := s.Register("j", "@every 1m", JobFunc(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, id+"'s kill switch loaded", func() bool {
+		info, _ := s.Job("j")
+		return info.EnabledErr == nil
+	})
+	return s, rec
+}
+
+// TestRedisHistoryThreeInstances: 3 schedulers share one real Redis; every
+// tick is run by one of them, and every scheduler's History shows each run
+// exactly once, with the instance that ran it. The stream stays capped. A
+// tick that all three skip because the switch is off is recorded once.
+func TestRedisHistoryThreeInstances(t *testing.T) {
+	// Small stream nodes make MAXLEN ~ trim close to the cap.
+	srv := redistest.Start(t, redistest.Args("--stream-node-max-entries", "10"))
+	const size, ticks = 20, 60
+	var scheds []*Scheduler
+	var recs []*recorder
+	for i := range 3 {
+		s, rec := histSched(t, srv, fmt.Sprintf("i%d", i+1), size)
+		scheds, recs = append(scheds, s), append(recs, rec)
+	}
+	ranBy := map[time.Time]string{} // tick → instance that ran it
+	for k := range ticks {
+		tick := t0.Add(time.Duration(k) * time.Minute)
+		reps := make([]Report, 3)
+		var wg sync.WaitGroup
+		for i, s := range scheds {
+			wg.Go(func() { reps[i] = tickAt(t, s, "j", tick) })
+		}
+		wg.Wait()
+		for _, r := range reps {
+			if r.Skipped == "" {
+				if prev, dup := ranBy[tick]; dup {
+					t.Fatalf("tick %s ran on %s and %s", tick, prev, r.Instance)
+				}
+				ranBy[tick] = r.Instance
+			}
+		}
+		// Each instance writes in the background: wait for this tick's run
+		// to be recorded, so the stream's order is the ticks' order.
+		waitFor(t, 5*time.Second, "tick recorded", func() bool {
+			h, err := scheds[k%3].History(context.Background(), "j", 1)
+			return err == nil && len(h) == 1 && h[0].Tick.Equal(tick)
+		})
+	}
+	if len(ranBy) != ticks {
+		for _, r := range recs {
+			for _, ev := range r.kind(EventSkipped) {
+				t.Logf("%s %s %s %v", ev.Instance, ev.Tick, ev.Skip, ev.Err)
+			}
+		}
+		t.Fatalf("%d of %d ticks ran", len(ranBy), ticks)
+	}
+	last := t0.Add((ticks - 1) * time.Minute)
+	for _, s := range scheds {
+		waitFor(t, 5*time.Second, "the last run in "+s.cfg.instance+"'s view", func() bool {
+			h, err := s.History(context.Background(), "j", 1)
+			return err == nil && len(h) == 1 && h[0].Tick.Equal(last)
+		})
+		h, err := s.History(context.Background(), "j", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(h) != size {
+			t.Errorf("%s: History(0) has %d entries; want the cap, %d", s.cfg.instance, len(h), size)
+		}
+		seen := map[time.Time]int{}
+		for i, e := range h {
+			if e.Kind != HistoryRun || e.Report == nil {
+				t.Fatalf("%s: entry %d is %+v; want only runs (no tick_taken skips)", s.cfg.instance, i, e)
+			}
+			seen[e.Tick]++
+			if want := ranBy[e.Tick]; e.Instance != want || e.Report.Instance != want {
+				t.Errorf("%s: run of tick %s says instance %q/%q; it ran on %q", s.cfg.instance, e.Tick, e.Instance, e.Report.Instance, want)
+			}
+			if want := last.Add(-time.Duration(i) * time.Minute); !e.Tick.Equal(want) {
+				t.Errorf("%s: entry %d is tick %s; want %s (newest first, none missing)", s.cfg.instance, i, e.Tick, want)
+			}
+		}
+		for tick, n := range seen {
+			if n != 1 {
+				t.Errorf("%s: tick %s appears %d times", s.cfg.instance, tick, n)
+			}
+		}
+	}
+	key := scheds[0].history.storeOf(scheds[0]).(*RedisHistory).Key("j")
+	n, err := srv.Client(t).XLen(context.Background(), key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n > size+10 { // MAXLEN ~ trims whole nodes of 10
+		t.Errorf("XLEN %s = %d after %d runs; want at most the cap %d + one node of 10", key, n, ticks, size)
+	}
+
+	// The switch goes off (one flip, by bob); the three skip the next tick.
+	ctx := context.Background()
+	if err := scheds[0].SetEnabled(WithActor(ctx, "bob"), "j", false, "bad data"); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range scheds {
+		waitFor(t, 5*time.Second, s.cfg.instance+" sees the switch off", func() bool {
+			info, _ := s.Job("j")
+			return !info.Enabled
+		})
+	}
+	off := last.Add(time.Minute)
+	for _, s := range scheds {
+		if r := tickAt(t, s, "j", off); r.Skipped != SkipKilled {
+			t.Fatalf("%s: tick while off = %v; want skipped killed", s.cfg.instance, r)
+		}
+	}
+	h := waitHistory(t, scheds[2], "j", 1)
+	waitFor(t, 5*time.Second, "the skip recorded", func() bool {
+		h, _ = scheds[2].History(ctx, "j", 5)
+		return len(h) > 0 && h[0].Kind == HistorySkip
+	})
+	time.Sleep(200 * time.Millisecond) // let the other writers add theirs, if they were to
+	h, _ = scheds[2].History(ctx, "j", 5)
+	if got := strings.Join(kinds(h[:3]), " "); got != "skip:killed flag run" {
+		t.Errorf("newest entries = %q; want one skip for the 3 instances, the flip, the last run", got)
+	}
+	if f := h[1]; f.By != "bob" || f.Reason != "bad data" || f.Instance != "i1" {
+		t.Errorf("flip entry %+v: want by bob on i1, with the reason", f)
+	}
+}
+
+// TestRedisHistoryGarbage: entries that Append did not write, huge ones and
+// a key of the wrong type never panic; they give bounded errors.
+func TestRedisHistoryGarbage(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	s, rec := histSched(t, srv, "i1", 100)
+	ctx := context.Background()
+	key := "cronguard:history:{j}"
+	huge := strings.Repeat("x", 100<<10)
+	add := func(values ...any) {
+		t.Helper()
+		if err := c.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: values}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("e", "not json "+strings.Repeat("é", 300))
+	add("x", "y")
+	add("e", `{"kind":"run"}`)
+	add("e", `{"kind":"run","report":{"processed":"abc"}}`)
+	add("e", `{"kind":"boom","job":"j"}`)
+	add("e", huge)
+	add("e", `{"kind":"skip","skip":"`+huge[:5000]+`","error":"`+huge[:10000]+`","time":"2026-01-01T00:00:00Z"}`)
+	h, err := s.History(ctx, "j", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != 7 {
+		t.Fatalf("%d entries, want 7", len(h))
+	}
+	for i, e := range h[1:] {
+		if e.Kind != HistoryInvalid || e.Error == "" || len(e.Error) > 600 || e.ID == "" {
+			t.Errorf("garbage entry %d: kind %q, error %d bytes %q; want invalid with a bounded error", i, e.Kind, len(e.Error), e.Error)
+		}
+	}
+	if e := h[0]; e.Kind != HistorySkip || len(e.Skip) > 250 || len(e.Error) > historyTextMax+30 {
+		t.Errorf("readable entry with huge texts: kind %q, skip %d bytes, error %d bytes; want them cut", e.Kind, len(e.Skip), len(e.Error))
+	}
+
+	// A key of the wrong type: reading is a bounded error, writing an
+	// event, and the run is not failed.
+	if err := c.Del(ctx, key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, key, huge, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.History(ctx, "j", 10)
+	if !errors.Is(err, ErrHistory) || len(err.Error()) > 600 || !strings.Contains(err.Error(), "WRONGTYPE") {
+		t.Errorf("History on a string key: %v; want a bounded ErrHistory saying WRONGTYPE", err)
+	}
+	rep, err := s.RunManually(ctx, "j")
+	if err != nil || rep.Stop != StopDone {
+		t.Fatalf("run with the history key broken = %v, %v; want done", rep, err)
+	}
+	waitFor(t, 5*time.Second, "EventHistory", func() bool { return len(rec.kind(EventHistory)) > 0 })
+	if ev := rec.kind(EventHistory)[0]; !errors.Is(ev.Err, ErrHistory) || !strings.Contains(ev.Err.Error(), "WRONGTYPE") {
+		t.Errorf("EventHistory = %v; want ErrHistory with WRONGTYPE", ev.Err)
+	}
+}

@@ -1,0 +1,142 @@
+package cronguard
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"sync"
+)
+
+// historyRecorder hands history entries from the runs to one writer
+// goroutine through a bounded queue, so a slow or failing store never slows
+// or fails a run. Its zero value is ready: the store is made on first use
+// and the writer starts with the first entry (a scheduler that records
+// nothing starts no goroutine). Scheduler.Stop ends the writer.
+type historyRecorder struct {
+	storeOnce sync.Once
+	store     HistoryStore
+
+	mu        sync.RWMutex // write-held only by close, so closing waits for senders
+	closed    bool
+	startOnce sync.Once
+	queue     chan HistoryEntry
+	quit      chan struct{}      // closed by close: flush and return
+	ctx       context.Context    // parent of every write; canceled at the stop bound
+	cancel    context.CancelFunc // cancels ctx
+	done      chan struct{}      // closed when the writer has returned
+}
+
+// storeOf returns the history store, made from the options on first use.
+func (h *historyRecorder) storeOf(s *Scheduler) HistoryStore {
+	h.storeOnce.Do(func() { h.store = s.cfg.makeHistoryStore() })
+	return h.store
+}
+
+// observe records ev if the history keeps events of its kind. It is the
+// hook in Scheduler.emit.
+func (h *historyRecorder) observe(s *Scheduler, ev Event) {
+	if e, ok := historyFromEvent(ev); ok {
+		h.record(s, e)
+	}
+}
+
+// record queues e for the writer without ever waiting: a full queue drops e
+// and raises an EventHistory. After Stop it drops e silently.
+func (h *historyRecorder) record(s *Scheduler, e HistoryEntry) {
+	if !h.enqueue(s, e) {
+		s.emit(Event{Kind: EventHistory, Job: e.Job, Trigger: e.Trigger, Tick: e.Tick,
+			Err: fmt.Errorf("%w: job %q: %s entry dropped: %d entries already wait for the writer",
+				ErrHistory, e.Job, e.Kind, cap(h.queue))})
+	}
+}
+
+// enqueue reports false only when the queue is full.
+func (h *historyRecorder) enqueue(s *Scheduler, e HistoryEntry) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if h.closed {
+		return true
+	}
+	h.startOnce.Do(func() { h.start(s) })
+	select {
+	case h.queue <- e:
+		return true
+	default:
+		return false
+	}
+}
+
+func (h *historyRecorder) start(s *Scheduler) {
+	h.queue = make(chan HistoryEntry, cmp.Or(s.cfg.history.queue, DefaultHistoryQueue))
+	h.quit = make(chan struct{})
+	h.done = make(chan struct{})
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	store := h.storeOf(s)
+	go h.loop(s, store)
+}
+
+func (h *historyRecorder) loop(s *Scheduler, store HistoryStore) {
+	defer close(h.done)
+	for {
+		select {
+		case e := <-h.queue:
+			if err := h.write(h.ctx, s, store, e); err != nil {
+				s.emit(Event{Kind: EventHistory, Job: e.Job, Trigger: e.Trigger, Tick: e.Tick, Err: err})
+			}
+		case <-h.quit:
+			h.flush(s, store)
+			return
+		}
+	}
+}
+
+// write appends e, bounded by the call budget.
+func (h *historyRecorder) write(ctx context.Context, s *Scheduler, store HistoryStore, e HistoryEntry) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.budget)
+	defer cancel()
+	if err := store.Append(ctx, e); err != nil {
+		return fmt.Errorf("%w: job %q: %s entry not recorded: %w", ErrHistory, e.Job, e.Kind, err)
+	}
+	return nil
+}
+
+// flush writes what is still queued until the stop bound; what it cannot
+// write is counted in one log line, not one event per entry.
+func (h *historyRecorder) flush(s *Scheduler, store HistoryStore) {
+	lost := 0
+	var last error
+	for len(h.queue) > 0 { // nothing is queued after close: len is exact
+		if err := h.write(h.ctx, s, store, <-h.queue); err != nil {
+			lost, last = lost+1, err
+		}
+	}
+	if lost > 0 {
+		s.cfg.logger.Warn("cronguard: history entries not written at stop", "lost", lost, "err", last.Error())
+	}
+}
+
+// close stops the writer after it has written what is queued, for at most
+// the stop grace (5s) or until ctx ends: then the write going on is canceled
+// (HistoryStore.Append must return when its context ends) and what is left
+// is dropped, with one log line. Entries recorded later are dropped. It may
+// be called more than once.
+func (h *historyRecorder) close(ctx context.Context, s *Scheduler) {
+	h.mu.Lock()
+	wasClosed := h.closed
+	h.closed = true
+	started := h.queue != nil
+	h.mu.Unlock()
+	if wasClosed || !started {
+		return
+	}
+	bound, cancel := context.WithTimeout(ctx, s.cfg.stopGrace)
+	defer cancel()
+	defer h.cancel()
+	close(h.quit)
+	select {
+	case <-h.done:
+	case <-bound.Done():
+		h.cancel()
+		<-h.done
+	}
+}
