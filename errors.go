@@ -27,7 +27,8 @@ var (
 	// another instance.
 	ErrLocked = errors.New("cronguard: job is locked")
 	// ErrTickTaken: another run (usually another instance) already claimed
-	// this scheduled tick.
+	// this scheduled tick or a newer one, or this instance ran it already
+	// (a late second fire of one tick, after the process was paused).
 	ErrTickTaken = errors.New("cronguard: tick already claimed")
 	// ErrOverlap: a scheduled run was skipped because the previous run of the
 	// job is still going in this process.
@@ -60,6 +61,9 @@ var (
 	// ErrFlagUnavailable: the kill switch store could not answer and no
 	// earlier answer was known, so the job does not run.
 	ErrFlagUnavailable = errors.New("cronguard: kill switch unavailable")
+	// ErrMissed: in the Err of an EventMissed, ticks of the spec that no
+	// instance claimed.
+	ErrMissed = errors.New("cronguard: ticks missed")
 	// ErrBackend: the lock store could not be reached; the tick is skipped.
 	ErrBackend = errors.New("cronguard: lock store unavailable")
 )

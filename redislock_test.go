@@ -178,41 +178,64 @@ func TestRedisLockerOptions(t *testing.T) {
 	}
 }
 
+// The claim mark: a tick wins only when newer than the mark, a tick at or
+// behind it is lost naming the holder and the mark's tick, the mark has no
+// TTL, and a won claim says which mark it replaced.
 func TestRedisLockerClaim(t *testing.T) {
 	rlLeakCheck(t)
 	srv := redistest.Start(t)
 	c := srv.Client(t)
 	ctx := context.Background()
-	for _, legacy := range []bool{false, true} {
-		t.Run(fmt.Sprintf("script=%t", legacy), func(t *testing.T) {
-			l := rlLocker(t, c)
-			l.noSetGet[0].Store(legacy) // the Redis < 7 path
-			tick := t0.Add(time.Duration(rand.IntN(1e6)) * time.Second)
-			ok, holder, err := l.Claim(ctx, "mail", tick, 10*time.Second, "web-1")
-			if err != nil || !ok || holder != "web-1" {
-				t.Fatalf("first claim = %t, %q, %v", ok, holder, err)
-			}
-			ok, holder, err = l.Claim(ctx, "mail", tick, 10*time.Second, "web-2")
-			if err != nil || ok || holder != "web-1" {
-				t.Fatalf("second claim = %t, %q, %v; want lost to web-1", ok, holder, err)
-			}
-			// The same instance claiming again (a duplicate fire) loses too.
-			if ok, _, _ := l.Claim(ctx, "mail", tick, 10*time.Second, "web-1"); ok {
-				t.Fatal("a tick was claimed twice by its own holder")
-			}
-			key := "cronguard:tick:{mail}:" + tick.UTC().Format(time.RFC3339Nano)
-			if v, err := c.Get(ctx, key).Result(); err != nil || v != "web-1" {
-				t.Fatalf("GET %s = %q, %v", key, v, err)
-			}
-			if ttl := c.PTTL(ctx, key).Val(); ttl <= 9*time.Second || ttl > 10*time.Second {
-				t.Errorf("PTTL %s = %s, want about 10s", key, ttl)
-			}
-			if ok, _, err := l.Claim(ctx, "mail", tick.Add(time.Second), 10*time.Second, "web-2"); !ok || err != nil {
-				t.Errorf("next tick: %t, %v", ok, err)
-			}
-		})
+	l := rlLocker(t, c)
+	tick := t0.Add(250 * time.Millisecond)
+	cl, err := l.Claim(ctx, "mail", tick, 0, "web-1")
+	if err != nil || !cl.Won || cl.Holder != "web-1" || !cl.Prev.IsZero() || cl.Lease != nil || cl.LockErr != nil {
+		t.Fatalf("first claim = %+v, %v; want won, no previous mark, no lease", cl, err)
+	}
+	for _, try := range []struct {
+		tick time.Time
+		who  string
+	}{{tick, "web-2"}, {tick, "web-1"}, {tick.Add(-time.Nanosecond), "web-2"}, {tick.Add(-time.Hour), "web-3"}} {
+		cl, err = l.Claim(ctx, "mail", try.tick, 0, try.who)
+		if err != nil || cl.Won || cl.Holder != "web-1" || !cl.HolderTick.Equal(tick) {
+			t.Fatalf("claim of %s by %s = %+v, %v; want lost to web-1 at %s", fmtTick(try.tick), try.who, cl, err, fmtTick(tick))
+		}
+	}
+	const key = "cronguard:claim:{mail}"
+	h := c.HGetAll(ctx, key).Val()
+	if h["by"] != "web-1" || h["tick"] != fmtTick(tick) || !strings.HasPrefix(h["att"], rlOwner(l)+"/") {
+		t.Errorf("HGETALL %s = %v", key, h)
+	}
+	if ttl := c.PTTL(ctx, key).Val(); ttl != -1 {
+		t.Errorf("PTTL %s = %s, want none: the mark does not rest on a TTL", key, ttl)
+	}
+	next := tick.Add(time.Nanosecond) // ticks compare exactly, to the nanosecond
+	cl, err = l.Claim(ctx, "mail", next, 0, "web-2")
+	if err != nil || !cl.Won || !cl.Prev.Equal(tick) {
+		t.Fatalf("newer tick = %+v, %v; want won with Prev %s", cl, err, fmtTick(tick))
+	}
+	far := time.Date(2262, 4, 11, 23, 47, 16, 854775807, time.UTC) // beyond 2^53 nanoseconds and then some
+	if cl, err = l.Claim(ctx, "mail", far, 0, "web-3"); err != nil || !cl.Won || !cl.Prev.Equal(next) {
+		t.Fatalf("far tick = %+v, %v", cl, err)
+	}
+	if cl, err = l.Claim(ctx, "mail", far.Add(-time.Nanosecond), 0, "web-1"); err != nil || cl.Won || !cl.HolderTick.Equal(far) {
+		t.Fatalf("one nanosecond behind a far mark = %+v, %v; want lost", cl, err)
+	}
+	if _, err := l.Claim(ctx, "mail", far, -time.Second, "web-1"); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("negative lock TTL: %v", err)
+	}
+	// A hostile mark: the claim fails (fails closed), it does not win.
+	c.HSet(ctx, "cronguard:claim:{odd}", "s", "soon", "n", "0", "by", "x")
+	if cl, err := l.Claim(ctx, "odd", t0, time.Second, "web-1"); err == nil || cl.Won {
+		t.Errorf("claim over an unreadable mark = %+v, %v; want an error", cl, err)
+	}
+	if n := c.Exists(ctx, "cronguard:lock:{odd}").Val(); n != 0 {
+		t.Error("a failed claim left a lock behind")
 	}
 }
+
+// rlOwner is the owner part of l's lock values.
+func rlOwner(l *RedisLocker) string { return l.owner }
 
 func TestRedisLockerAcquire(t *testing.T) {
 	rlLeakCheck(t)
@@ -350,7 +373,7 @@ func TestRedisLockerRedisDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Stop(t)
-	_, _, err = l.Claim(ctx, "j", t0, time.Second, "me")
+	_, err = l.Claim(ctx, "j", t0, time.Second, "me")
 	if err == nil || errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), srv.Addr()) {
 		t.Errorf("Claim with Redis down: %v; want a Redis error naming %s", err, srv.Addr())
 	}
@@ -396,7 +419,7 @@ func TestRedisLockerBudget(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	l := rlLocker(t, c, RedisLockBudget(200*time.Millisecond))
 	start := time.Now()
-	_, _, err = l.Claim(context.Background(), "j", t0, time.Second, "me")
+	_, err = l.Claim(context.Background(), "j", t0, time.Second, "me")
 	if d := time.Since(start); err == nil || d > time.Second {
 		t.Errorf("Claim on a silent Redis: %v after %s; want an error within the 200ms budget", err, d)
 	}
@@ -423,8 +446,12 @@ func TestRedisLockerCluster(t *testing.T) {
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr()}})
 	t.Cleanup(func() { cc.Close() })
 	l := rlLocker(t, cc)
-	if ok, _, err := l.Claim(ctx, "billing", t0, time.Minute, "a"); !ok || err != nil {
-		t.Fatalf("Claim on Cluster: %t %v", ok, err)
+	cl, err := l.Claim(ctx, "billing", t0, time.Minute, "a")
+	if err != nil || !cl.Won || cl.Lease == nil {
+		t.Fatalf("Claim with lock on Cluster: %+v %v", cl, err)
+	}
+	if err := cl.Lease.Release(ctx); err != nil {
+		t.Fatal(err)
 	}
 	lease, err := l.Acquire(ctx, "billing", time.Minute)
 	if err != nil {
@@ -974,8 +1001,8 @@ func TestRedisRedlockClaimRace(t *testing.T) {
 		for i, l := range lockers {
 			id := fmt.Sprintf("c%d", i)
 			go func() {
-				ok, holder, err := l.Claim(ctx, job, tick, time.Minute, id)
-				out <- res{id, ok, holder, err}
+				c, err := l.Claim(ctx, job, tick, 0, id)
+				out <- res{id, c.Won, c.Holder, err}
 			}()
 		}
 		for range lockers {
@@ -1011,8 +1038,9 @@ func TestRedisRedlockClaimRace(t *testing.T) {
 	race("first down", t0.Add(2*time.Hour), 8)
 	srvs[0].Restart(t)
 
-	key := "cronguard:tick:{stale}:" + fmtTick(t0)
-	srvs[0].Client(t).Set(ctx, key, "gone", time.Minute)
+	// A mark on the first server only (its claimant died before the
+	// majority): every claimant of that tick loses to it, none wins twice.
+	srvs[0].Client(t).HSet(ctx, "cronguard:claim:{stale}", "s", t0.Unix(), "n", 0, "by", "gone", "att", "gone/x")
 	if winners, rs := claimAll("stale", t0); len(winners) > 1 {
 		t.Errorf("stale first claim: winners %v, %v", winners, rs)
 	}

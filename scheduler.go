@@ -334,6 +334,7 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	s.state = stopped
 	s.mu.Unlock()
 	defer s.closeOwned()
+	defer drainLocker(s.cfg.locker) // Redlock calls to slow servers, each within the budget
 	var cronDone <-chan struct{} // nil unless started
 	if wasStarted {
 		// robfig's Done waits for its job goroutines, which are our runs:
