@@ -334,7 +334,8 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	s.state = stopped
 	s.mu.Unlock()
 	defer s.closeOwned()
-	defer drainLocker(s.cfg.locker) // Redlock calls to slow servers, each within the budget
+	// Calls to slow Redlock servers that outlived their run, each within the budget.
+	defer drainLocker(s.cfg.locker)
 	var cronDone <-chan struct{} // nil unless started
 	if wasStarted {
 		// robfig's Done waits for its job goroutines, which are our runs:
