@@ -317,9 +317,17 @@ func TestManualRunsOfOverlapAllowExclude(t *testing.T) {
 	ctx := context.Background()
 	first := goAsync(func() error { _, err := s.RunManually(ctx, "j"); return err })
 	b.waitStarted(t)
-	rep, err := s.RunManually(ctx, "j")
-	if !errors.Is(err, ErrLocked) || rep.Skipped != SkipLocked {
-		t.Fatalf("second manual run of an OverlapAllow job: %v (%+v), want ErrLocked", err, rep)
+	second := goAsync(func() Report { rep, _ := s.RunManually(ctx, "j"); return rep })
+	select {
+	case rep := <-second:
+		if !errors.Is(rep.Err, ErrLocked) || rep.Skipped != SkipLocked {
+			t.Errorf("second manual run of an OverlapAllow job: %+v, want ErrLocked", rep)
+		}
+	case <-b.started:
+		t.Error("two manual runs of an OverlapAllow job ran at once")
+		b.release <- struct{}{}
+	case <-time.After(5 * time.Second):
+		t.Fatal("second manual run neither ran nor failed")
 	}
 	close(b.release)
 	if err := recv(t, first); err != nil {
