@@ -584,11 +584,11 @@ func replyLost(err error) bool {
 }
 
 // lockedError words a held lock: who holds it (the owner part of its
-// value, clipped) and for how long still.
+// value, which parseReply clipped) and for how long still.
 func lockedError(job, key, holder string, left time.Duration) error {
 	who := "another run"
 	if i := strings.LastIndexByte(holder, '/'); i >= 0 {
-		who = strconv.Quote(clip(holder[:i]))
+		who = strconv.Quote(holder[:i])
 	}
 	more := ""
 	if left > 0 {
