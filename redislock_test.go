@@ -510,9 +510,11 @@ func TestRedisLockReleasedAfterPanic(t *testing.T) {
 
 // ---- issue 3: one run per tick, never two at once, under real faults -------
 
-// Five schedulers share one Redis, each delaying its runs by its own offset
-// (0 to 800ms: clock skew as Redis sees it), a 1-second spec, jobs of 1-50ms:
-// every tick runs exactly once. CRONGUARD_SKEW_TICKS shortens it locally.
+// Five schedulers share one Redis, each delaying each run by a random
+// offset (0 to 800ms in steps of 200ms: clock skew as Redis sees it, with
+// the late instance changing from tick to tick, and ties that make claims
+// race), a 1-second spec, jobs of 1-50ms: every tick runs exactly once.
+// CRONGUARD_SKEW_TICKS shortens it locally.
 func TestRedisOneRunPerTickAcrossSkewedInstances(t *testing.T) {
 	t.Parallel()
 	ticks := 60
@@ -527,9 +529,9 @@ func TestRedisOneRunPerTickAcrossSkewedInstances(t *testing.T) {
 	var recs []*recorder
 	for i := range 5 {
 		id := fmt.Sprintf("skew-%d", i)
-		offset := time.Duration(i) * 200 * time.Millisecond
 		delay := func(next Job) Job {
 			return JobFunc(func(ctx context.Context) error {
+				offset := time.Duration(rand.IntN(5)) * 200 * time.Millisecond
 				select {
 				case <-time.After(offset):
 				case <-ctx.Done():
@@ -602,6 +604,9 @@ func TestRedisOneRunPerTickAcrossSkewedInstances(t *testing.T) {
 	}
 	if taken < 4*ticks {
 		t.Errorf("%d tick_taken skips, want at least %d (4 losers per tick)", taken, 4*ticks)
+	}
+	if len(wins) < 2 && ticks >= 10 {
+		t.Errorf("winners %v: one instance won every tick, so claims never raced", wins)
 	}
 	t.Logf("%d ticks, each run once; winners: %v; %d losers skipped", ticks, wins, taken)
 }
