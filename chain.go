@@ -6,16 +6,20 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 )
 
 // chain builds the guard chain of e for one trigger, outermost first:
 //
-//	scheduled: recover → middleware → kill switch → tick claim → overlap → run lock → timeout → job
+//	scheduled: recover → middleware → kill switch → overlap → tick claim + run lock → timeout → job
 //	manual:    recover → middleware → run lock → timeout → job
 //
-// Each guard is a Middleware: it runs next or returns a skip.
+// The claim and the run lock are one call to the Locker (one round trip on
+// Redis), after the checks that cost nothing: the kill switch (a
+// switched-off job claims nothing) and the local overlap. Each guard is a
+// Middleware: it runs next or returns a skip.
 func (s *Scheduler) chain(e *entry, trig Trigger) (Job, error) {
 	j := s.startGuard(e)
 	if e.cfg.hardKill && trig == TriggerSchedule {
@@ -24,12 +28,11 @@ func (s *Scheduler) chain(e *entry, trig Trigger) (Job, error) {
 	if e.cfg.timeout > 0 {
 		j = timeoutGuard(e)(j)
 	}
-	if trig == TriggerManual || e.cfg.overlap != OverlapAllow {
-		j = s.lockGuard(e)(j)
-	}
-	if trig == TriggerSchedule {
-		j = s.overlapGuard(e)(j)
+	if trig == TriggerManual {
+		j = s.lockGuard(e)(j) // whatever the overlap policy: manual runs exclude each other
+	} else {
 		j = s.claimGuard(e)(j)
+		j = s.overlapGuard(e)(j)
 		j = s.killGuard(e)(j)
 	}
 	for i, mw := range slices.Backward(s.cfg.middleware) {
@@ -106,24 +109,60 @@ func (s *Scheduler) checkSwitch(ctx context.Context, e *entry) error {
 }
 
 // claimGuard lets one run per tick through, across every instance sharing
-// the Locker. The claim lives for the tick's interval, at least the lock TTL.
+// the Locker: it moves the job's claim mark to the tick and, in the same
+// call, takes the run lock (not for OverlapAllow, which runs unlocked). The
+// winner of a tick reports the ticks missed since the mark (EventMissed);
+// a won tick whose lock is held (a run of an earlier tick still goes) is
+// skipped as locked, and stays claimed.
 func (s *Scheduler) claimGuard(e *entry) Middleware {
+	lockTTL := e.cfg.lockTTL
+	if e.cfg.overlap == OverlapAllow {
+		lockTTL = 0
+	}
 	return func(next Job) Job {
 		return JobFunc(func(ctx context.Context) error {
 			tick := TickFrom(ctx)
-			ttl := max(interval(e.sched, tick), e.cfg.lockTTL)
 			cctx, cancel := context.WithTimeout(ctx, s.cfg.budget)
-			ok, holder, err := s.cfg.locker.Claim(cctx, e.name, tick, ttl, s.cfg.instance)
+			c, err := s.cfg.locker.Claim(cctx, e.name, tick, lockTTL, s.cfg.instance)
 			cancel()
 			if err != nil {
 				return skip(SkipBackend, fmt.Errorf("%w: job %q: claim tick %s: %w", ErrBackend, e.name, fmtTick(tick), err))
 			}
-			if !ok {
-				return skip(SkipTickTaken, fmt.Errorf("%w: job %q: tick %s claimed by %q", ErrTickTaken, e.name, fmtTick(tick), holder))
+			if !c.Won {
+				return skip(SkipTickTaken, fmt.Errorf("%w: job %q: tick %s: the claim mark is at tick %s, claimed by %q",
+					ErrTickTaken, e.name, fmtTick(tick), fmtTick(c.HolderTick), clip(c.Holder)))
 			}
-			return next.Run(ctx)
+			if !c.Prev.IsZero() {
+				s.reportMissed(ctx, e, c.Prev, tick)
+			}
+			switch {
+			case lockTTL == 0:
+				return next.Run(ctx)
+			case errors.Is(c.LockErr, ErrLocked):
+				return skip(SkipLocked, c.LockErr)
+			case c.LockErr != nil || isNil(c.Lease):
+				return skip(SkipBackend, fmt.Errorf("%w: job %q: tick %s claimed, lock not taken: %w", ErrBackend, e.name, fmtTick(tick), c.LockErr))
+			}
+			return s.holdLease(ctx, e, c.Lease, lockTTL, next)
 		})
 	}
+}
+
+// reportMissed raises EventMissed when the spec names ticks strictly
+// between the previous claim mark and tick.
+func (s *Scheduler) reportMissed(ctx context.Context, e *entry, prev, tick time.Time) {
+	n, first, last, capped := missedTicks(e.sched, prev, tick)
+	if n == 0 {
+		return
+	}
+	count := strconv.Itoa(n)
+	if capped {
+		count = "at least " + count
+	}
+	ev := runFrom(ctx).event(EventMissed, fmt.Errorf("%w: job %q: %s tick(s) from %s to %s, before tick %s (claim mark was %s)",
+		ErrMissed, e.name, count, fmtTick(first), fmtTick(last), fmtTick(tick), fmtTick(prev)))
+	ev.Missed, ev.MissedCapped, ev.MissedFirst, ev.MissedLast = n, capped, first, last
+	s.emit(ev)
 }
 
 // overlapState is the local no-overlap bookkeeping of one job.
@@ -197,8 +236,8 @@ func (o *overlapState) done() {
 	}
 }
 
-// lockGuard holds the job's run lock for the run and keeps it alive with the
-// watchdog; losing it cancels the run with cause ErrLockLost.
+// lockGuard takes the job's run lock for a manual run (no claim) and holds
+// it for the run.
 func (s *Scheduler) lockGuard(e *entry) Middleware {
 	return func(next Job) Job {
 		return JobFunc(func(ctx context.Context) error {
@@ -212,26 +251,33 @@ func (s *Scheduler) lockGuard(e *entry) Middleware {
 			if err != nil {
 				return skip(SkipBackend, fmt.Errorf("%w: job %q: acquire lock: %w", ErrBackend, e.name, err))
 			}
-			runCtx, cancelRun := context.WithCancelCause(ctx)
-			dog := startWatchdog(lease, ttl, s.cfg.budget, func(err error) {
-				cause := err
-				if !errors.Is(err, ErrLockLost) { // a Redis error, say
-					cause = fmt.Errorf("%w: job %q: %w", ErrLockLost, e.name, err)
-				}
-				s.emit(runFrom(ctx).event(EventLockLost, cause))
-				cancelRun(cause)
-			})
-			defer func() {
-				if !dog.stop() {
-					rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.budget)
-					_ = lease.Release(rctx) // an unreleased lock expires after ttl
-					cancel()
-				}
-				cancelRun(nil)
-			}()
-			return next.Run(context.WithValue(runCtx, leaseKey{}, lease))
+			return s.holdLease(ctx, e, lease, ttl, next)
 		})
 	}
+}
+
+// holdLease runs next under lease, kept alive by the watchdog; losing it
+// cancels the run with cause ErrLockLost. The lease is released when the
+// run ends, unless it was lost.
+func (s *Scheduler) holdLease(ctx context.Context, e *entry, lease Lease, ttl time.Duration, next Job) error {
+	runCtx, cancelRun := context.WithCancelCause(ctx)
+	dog := startWatchdog(lease, ttl, s.cfg.budget, func(err error) {
+		cause := err
+		if !errors.Is(err, ErrLockLost) { // a Redis error, say
+			cause = fmt.Errorf("%w: job %q: %w", ErrLockLost, e.name, err)
+		}
+		s.emit(runFrom(ctx).event(EventLockLost, cause))
+		cancelRun(cause)
+	})
+	defer func() {
+		if !dog.stop() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.budget)
+			_ = lease.Release(rctx) // an unreleased lock expires after ttl
+			cancel()
+		}
+		cancelRun(nil)
+	}()
+	return next.Run(context.WithValue(runCtx, leaseKey{}, lease))
 }
 
 // timeoutGuard bounds the run by the job's Timeout.

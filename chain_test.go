@@ -43,8 +43,11 @@ func TestGuardOrderKillSwitchBeforeClaim(t *testing.T) {
 	}
 }
 
+// The claim and the lock are one Locker call; a tick that is taken takes
+// no lock (the fencing counter shows every lock taken).
 func TestGuardOrderClaimBeforeLock(t *testing.T) {
-	spy := &spyLocker{Locker: NewMemoryLocker()}
+	mem := NewMemoryLocker()
+	spy := &spyLocker{Locker: mem}
 	s, _ := newTest(t, WithLocker(spy))
 	_ = s.Register("j", "@every 1m", JobFunc(func(context.Context) error { return nil }))
 	if rep := tickAt(t, s, "j", t0); rep.Stop != StopDone {
@@ -54,9 +57,14 @@ func TestGuardOrderClaimBeforeLock(t *testing.T) {
 	if rep.Skipped != SkipTickTaken || !errors.Is(rep.Err, ErrTickTaken) || !strings.Contains(rep.Err.Error(), `"test"`) {
 		t.Fatalf("second run of one tick: %+v, want skipped tick_taken naming the holder", rep)
 	}
-	if spy.acquires.Load() != 1 {
-		t.Fatalf("acquires = %d: a taken tick must not reach the lock", spy.acquires.Load())
+	if spy.acquires.Load() != 0 || spy.claims.Load() != 2 {
+		t.Fatalf("acquires = %d, claims = %d: scheduled runs claim and lock in one call", spy.acquires.Load(), spy.claims.Load())
 	}
+	l, err := mem.Acquire(context.Background(), "j", time.Second)
+	if err != nil || l.Token() != 2 {
+		t.Fatalf("lock after the two ticks: %v, token %v; a taken tick must not reach the lock", err, l)
+	}
+	_ = l.Release(context.Background())
 	if rep := tickAt(t, s, "j", t0.Add(time.Minute)); rep.Stop != StopDone {
 		t.Fatalf("next tick: %+v; a skipped tick must not block the next", rep)
 	}

@@ -6,7 +6,7 @@
 // A Scheduler wraps github.com/robfig/cron/v3 and runs every job through a
 // fixed chain of guards, each a small Middleware around the next:
 //
-//	scheduled: recover → your middleware → kill switch → tick claim → no-overlap → run lock → timeout → job
+//	scheduled: recover → your middleware → kill switch → no-overlap → tick claim + run lock → timeout → job
 //	manual:    recover → your middleware → run lock → timeout → job
 //
 // The guards, outermost first:
@@ -17,15 +17,17 @@
 //     again before every batch of a Batch job. The flag is the job name
 //     unless Flag says otherwise. When the store cannot answer, the last
 //     answer holds; with none the job does not run (WithFailOpen to invert).
-//   - tick claim: Locker.Claim lets one run per job and tick through, across
-//     every instance that shares the Locker. The claim is keyed by the tick's
-//     scheduled time (TickFrom), not by the moment an instance woke up, and
-//     is never released early, so a late or clock-skewed instance skips.
 //   - no-overlap: Overlap(OverlapSkip) (default), OverlapQueue or
 //     OverlapAllow, within this process; the run lock covers other instances.
-//   - run lock: Locker.Acquire with a TTL (LockTTL, default 30s), extended
-//     every TTL/3 by a watchdog while the job runs. A failed extension
-//     cancels the run's context with cause ErrLockLost.
+//   - tick claim and run lock, one Locker.Claim call: each job has one
+//     claim mark, the latest tick claimed, moved only forward to a newer
+//     tick, so a late, clock-skewed or paused instance skips its tick. A
+//     fire stands for the latest tick the spec names (TickFrom), never a
+//     time it does not name. The same call takes the run lock (not for
+//     OverlapAllow) with a TTL (LockTTL, default 30s), extended every TTL/3
+//     by a watchdog while the job runs. A failed extension cancels the
+//     run's context with cause ErrLockLost. Ticks that no instance claimed
+//     are reported once, as EventMissed.
 //   - timeout: Timeout cancels the run with cause ErrTimeout.
 //
 // RunManually runs a job, or chosen items of a Batch job, now. It skips cron,
@@ -36,7 +38,7 @@
 //
 // New without options uses embedded in-memory backends (NewMemoryLocker,
 // NewMemoryKillSwitch): right for one process and for tests. For several
-// instances, WithRedis(rdb) puts locks, tick claims and the kill switch in
+// instances, WithRedis(rdb) puts locks, claim marks and the kill switch in
 // Redis; the module github.com/cronguard/cronguard/unleash reads the kill
 // switch from Unleash (unleash.NewUnleashKillSwitch), so that the Unleash
 // client is linked only into programs that use it.
@@ -45,7 +47,8 @@
 //
 // Every run ends in a Report (trigger, tick, batches, items processed and
 // failed, why it stopped, its error), and raises Events (started, skipped
-// with a SkipReason, batch done, item failed, lock lost, runaway, finished)
+// with a SkipReason, batch done, item failed, lock lost, runaway, missed,
+// finished)
 // that go to the WithObserver function and to log/slog. Every error a caller
 // can act on wraps a sentinel (ErrInvalidSpec, ErrLocked, ErrRunaway, ...)
 // for errors.Is, in a message that names the job and the offending value.

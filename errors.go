@@ -28,7 +28,8 @@ var (
 	// another instance.
 	ErrLocked = errors.New("cronguard: job is locked")
 	// ErrTickTaken: another run (usually another instance) already claimed
-	// this scheduled tick.
+	// this scheduled tick or a newer one, or this instance ran it already
+	// (a late second fire of one tick, after the process was paused).
 	ErrTickTaken = errors.New("cronguard: tick already claimed")
 	// ErrOverlap: a scheduled run was skipped because the previous run of the
 	// job is still going in this process.
@@ -66,6 +67,9 @@ var (
 	// job name, or the name given with Flag); it would be stored or sent
 	// under another name.
 	ErrInvalidFlag = errors.New("cronguard: invalid flag name")
+	// ErrMissed: in the Err of an EventMissed, ticks of the spec that no
+	// instance claimed.
+	ErrMissed = errors.New("cronguard: ticks missed")
 	// ErrBackend: the lock store could not be reached; the tick is skipped.
 	ErrBackend = errors.New("cronguard: lock store unavailable")
 )

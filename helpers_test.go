@@ -165,21 +165,75 @@ func recv[T any](t *testing.T, ch <-chan T) T {
 	}
 }
 
-// spyLocker counts calls to the Locker it wraps.
+// spyLocker counts calls to the Locker it wraps, records what the
+// scheduler passed, and counts the extensions of the leases it hands out.
 type spyLocker struct {
 	Locker
-	claims   atomic.Int32
-	acquires atomic.Int32
+	claims     atomic.Int32
+	acquires   atomic.Int32
+	extensions atomic.Int32
+
+	mu    sync.Mutex
+	calls []spyClaim // every Claim, in order
+	exts  []time.Time
 }
 
-func (s *spyLocker) Claim(ctx context.Context, job string, tick time.Time, ttl time.Duration, inst string) (bool, string, error) {
+// spyClaim is one Claim call as the spy saw it.
+type spyClaim struct {
+	job      string
+	tick     time.Time
+	lockTTL  time.Duration
+	instance string
+}
+
+func (s *spyLocker) Claim(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, inst string) (Claim, error) {
 	s.claims.Add(1)
-	return s.Locker.Claim(ctx, job, tick, ttl, inst)
+	s.mu.Lock()
+	s.calls = append(s.calls, spyClaim{job, tick, lockTTL, inst})
+	s.mu.Unlock()
+	c, err := s.Locker.Claim(ctx, job, tick, lockTTL, inst)
+	if c.Lease != nil {
+		c.Lease = &spyLease{Lease: c.Lease, spy: s}
+	}
+	return c, err
 }
 
 func (s *spyLocker) Acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error) {
 	s.acquires.Add(1)
-	return s.Locker.Acquire(ctx, job, ttl)
+	l, err := s.Locker.Acquire(ctx, job, ttl)
+	if l != nil {
+		l = &spyLease{Lease: l, spy: s}
+	}
+	return l, err
+}
+
+func (s *spyLocker) claimCalls() []spyClaim {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.calls)
+}
+
+func (s *spyLocker) extendTimes() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.exts)
+}
+
+// spyLease counts and times successful extensions.
+type spyLease struct {
+	Lease
+	spy *spyLocker
+}
+
+func (l *spyLease) Extend(ctx context.Context, ttl time.Duration) error {
+	err := l.Lease.Extend(ctx, ttl)
+	if err == nil {
+		l.spy.extensions.Add(1)
+		l.spy.mu.Lock()
+		l.spy.exts = append(l.spy.exts, time.Now())
+		l.spy.mu.Unlock()
+	}
+	return err
 }
 
 // waitFor polls cond until it holds, failing the test after d; it returns

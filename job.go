@@ -121,7 +121,11 @@ const (
 	EventLockLost   EventKind = "lock_lost"   // the lease could not be extended; the run is canceled
 	EventRunaway    EventKind = "runaway"     // a batch repeated an item; the run stops, the switch goes off
 	EventFlag       EventKind = "flag"        // the kill switch store failed; see Err and Enabled for the decision taken
-	EventMissed     EventKind = "missed"      // ticks no instance claimed in time
+	// EventMissed: the tick being run was claimed with ticks of the spec
+	// left unclaimed since the job's previous claim (no instance ran them);
+	// see Missed, MissedFirst and MissedLast. Only the instance that won
+	// the tick raises it, so it is raised once across instances.
+	EventMissed EventKind = "missed"
 )
 
 // Event is one thing that happened to a job. Events go to the observer given
@@ -141,6 +145,13 @@ type Event struct {
 	Err      error      `json:"-"`
 	Stack    string     `json:"stack,omitempty"` // for panics
 	Report   *Report    `json:"report,omitempty"`
+
+	// Missed counts the ticks missed before Tick (EventMissed), at most
+	// 10,000: MissedCapped says there were at least that many.
+	Missed       int       `json:"missed,omitempty"`
+	MissedCapped bool      `json:"missed_capped,omitempty"`
+	MissedFirst  time.Time `json:"missed_first,omitzero"` // the first missed tick
+	MissedLast   time.Time `json:"missed_last,omitzero"`  // the last missed tick
 }
 
 type tickKey struct{}
@@ -162,11 +173,14 @@ const (
 	// OverlapSkip skips the tick and reports it (SkipOverlap). The default.
 	OverlapSkip OverlapPolicy = iota
 	// OverlapQueue runs the tick once the current run ends. At most one run
-	// waits: further ticks while one waits are skipped (coalesced).
+	// waits: further ticks while one waits are skipped (coalesced). The
+	// queued run claims its tick only once its turn comes: when another
+	// instance claimed a newer tick meanwhile, it is skipped as taken.
 	OverlapQueue
 	// OverlapAllow lets runs of the job overlap, here and across instances:
-	// scheduled runs take no run lock (the tick claim still makes each tick
-	// run once). Manual runs still take the lock, so they exclude each other.
+	// scheduled runs take no run lock (the tick claim alone, one round trip,
+	// still makes each tick run once). Manual runs still take the lock, so
+	// they exclude each other (and scheduled runs do not wait for them).
 	OverlapAllow
 )
 

@@ -8,18 +8,53 @@ import (
 )
 
 // Locker is the coordination store shared by every instance of a service:
-// it hands out tick claims and run locks. NewMemoryLocker serves one process;
-// NewRedisLocker serves many.
+// it keeps each job's tick claim mark and hands out run locks.
+// NewMemoryLocker serves one process; NewRedisLocker serves many.
+//
+// The Scheduler calls Claim for a scheduled tick (with the run lock, unless
+// the job is OverlapAllow) and Acquire for a manual run. Implementations
+// must be safe for concurrent use.
 type Locker interface {
-	// Claim records that instance runs job's scheduled tick. It returns
-	// ok=false and the instance that holds the claim when another run
-	// claimed the tick first. A claim is never released; it expires after
-	// ttl, so a late or clock-skewed instance finds it taken.
-	Claim(ctx context.Context, job string, tick time.Time, ttl time.Duration, instance string) (ok bool, holder string, err error)
+	// Claim moves job's claim mark to tick if tick is newer than the mark,
+	// and when lockTTL > 0 also takes the job's run lock for lockTTL in the
+	// same step. A tick at or behind the mark is lost (Won false), however
+	// late the caller: the mark names the instance and the tick that hold
+	// it. The mark never expires; only a newer tick moves it.
+	//
+	// When the tick is won but the run lock is held (a run of an earlier
+	// tick still goes), the mark moves all the same, one decision per
+	// tick, and Claim.LockErr wraps ErrLocked. An error means the store
+	// could not decide; the mark may or may not have moved.
+	Claim(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error)
 
-	// Acquire takes job's run lock for ttl. When the lock is held it returns
-	// an error wrapping ErrLocked at once, without waiting.
+	// Acquire takes job's run lock for ttl, without touching the claim
+	// mark (manual runs). When the lock is held it returns an error
+	// wrapping ErrLocked at once, without waiting.
 	Acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error)
+}
+
+// Claim is what Locker.Claim decided.
+type Claim struct {
+	// Won: the mark moved to the tick asked for; this caller runs it.
+	Won bool
+	// Holder is the instance that holds the mark: the caller when Won,
+	// else the one that claimed HolderTick. A value read from a store is
+	// cut to 200 bytes.
+	Holder string
+	// HolderTick is the mark's tick when the claim was lost: the asked
+	// tick itself or a newer one.
+	HolderTick time.Time
+	// Prev is the mark before a won claim; zero for the job's first claim
+	// (or after the store lost the mark). The ticks of the spec strictly
+	// between Prev and the tick were missed.
+	Prev time.Time
+	// Lease is the run lock taken with a won claim, when lockTTL > 0 and
+	// the lock was free; nil otherwise.
+	Lease Lease
+	// LockErr says why a won claim holds no Lease although lockTTL > 0:
+	// it wraps ErrLocked when another run holds the lock, else it is the
+	// store's error.
+	LockErr error
 }
 
 // Lease is a held run lock. The Scheduler extends it every ttl/3 while the
@@ -110,25 +145,22 @@ func (w *watchdog) stop() (lost bool) {
 	return w.wasLost
 }
 
-// MemoryLocker is the embedded Locker: claims and locks in this process's
-// memory. It suits a single instance and tests; use NewRedisLocker when
-// several instances run the same jobs.
+// MemoryLocker is the embedded Locker: claim marks and locks in this
+// process's memory, one entry per job, so each call costs O(1) whatever
+// the number of jobs. It suits a single instance and tests; use
+// NewRedisLocker when several instances run the same jobs.
 type MemoryLocker struct {
 	mu     sync.Mutex
-	claims map[claimID]claim
+	marks  map[string]memMark
 	locks  map[string]*memLock
 	tokens map[string]int64
 	now    func() time.Time
 }
 
-type claimID struct {
-	job  string
-	tick int64
-}
-
-type claim struct {
-	holder  string
-	expires time.Time
+// memMark is a job's claim mark: the latest tick claimed and by whom.
+type memMark struct {
+	tick   time.Time
+	holder string
 }
 
 type memLock struct {
@@ -139,35 +171,56 @@ type memLock struct {
 // NewMemoryLocker returns an empty in-memory Locker.
 func NewMemoryLocker() *MemoryLocker {
 	return &MemoryLocker{
-		claims: map[claimID]claim{},
+		marks:  map[string]memMark{},
 		locks:  map[string]*memLock{},
 		tokens: map[string]int64{},
 		now:    time.Now,
 	}
 }
 
+// checkLockTTL refuses a lock TTL that no store can keep: negative, or
+// below Redis's millisecond. Zero means no lock.
+func checkLockTTL(job string, ttl time.Duration) error {
+	if ttl < 0 || ttl > 0 && ttl < time.Millisecond {
+		return fmt.Errorf("%w: job %q: lock TTL %s: must be 0 (no lock) or at least 1ms", ErrInvalidOption, job, ttl)
+	}
+	return nil
+}
+
 // Claim implements Locker.
-func (m *MemoryLocker) Claim(_ context.Context, job string, tick time.Time, ttl time.Duration, instance string) (bool, string, error) {
+func (m *MemoryLocker) Claim(_ context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error) {
+	if err := checkLockTTL(job, lockTTL); err != nil {
+		return Claim{}, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now()
-	for id, c := range m.claims { // few live claims: one per job and recent tick
-		if now.After(c.expires) {
-			delete(m.claims, id)
-		}
+	mark, had := m.marks[job]
+	if had && !tick.After(mark.tick) {
+		return Claim{Holder: mark.holder, HolderTick: mark.tick}, nil
 	}
-	id := claimID{job, tick.UnixNano()}
-	if c, ok := m.claims[id]; ok {
-		return false, c.holder, nil
+	m.marks[job] = memMark{tick: tick, holder: instance}
+	c := Claim{Won: true, Holder: instance}
+	if had {
+		c.Prev = mark.tick
 	}
-	m.claims[id] = claim{holder: instance, expires: now.Add(ttl)}
-	return true, instance, nil
+	if lockTTL > 0 {
+		c.Lease, c.LockErr = m.acquireLocked(job, lockTTL)
+	}
+	return c, nil
 }
 
 // Acquire implements Locker.
 func (m *MemoryLocker) Acquire(_ context.Context, job string, ttl time.Duration) (Lease, error) {
+	if ttl < time.Millisecond {
+		return nil, fmt.Errorf("%w: job %q: lock TTL %s: must be at least 1ms", ErrInvalidOption, job, ttl)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.acquireLocked(job, ttl)
+}
+
+// acquireLocked takes job's lock; m.mu is held.
+func (m *MemoryLocker) acquireLocked(job string, ttl time.Duration) (Lease, error) {
 	now := m.now()
 	if l, ok := m.locks[job]; ok && now.Before(l.expires) {
 		return nil, fmt.Errorf("%w: job %q: held until %s", ErrLocked, job, l.expires.Format(time.RFC3339Nano))
@@ -186,6 +239,8 @@ type memLease struct {
 
 func (l *memLease) Token() int64 { return l.token }
 
+// Extend fails once the lock expired or passed to another lease (another
+// token), even if that one holds it now: a lease extends only itself.
 func (l *memLease) Extend(_ context.Context, ttl time.Duration) error {
 	l.m.mu.Lock()
 	defer l.m.mu.Unlock()

@@ -7,33 +7,30 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/go-redsync/redsync/v4"
 	redsyncredis "github.com/go-redsync/redsync/v4/redis"
 	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/redis/go-redis/v9"
 )
 
-// RedisLocker is the Locker for several instances: tick claims and run locks
-// live in Redis, on github.com/redis/go-redis/v9 and
-// github.com/go-redsync/redsync/v4. Create it with NewRedisLocker, or let
-// WithRedis do it. It holds no goroutine and no connection of its own (the
-// clients are the caller's), so it needs no closing. It is safe for
+// RedisLocker is the Locker for several instances: claim marks and run
+// locks live in Redis, on github.com/redis/go-redis/v9, with the extension
+// and release scripts of github.com/go-redsync/redsync/v4. Create it with
+// NewRedisLocker, or let WithRedis do it. It holds no connection of its own
+// (the clients are the caller's), so it needs no closing. It is safe for
 // concurrent use.
 //
-// With several independent servers (RedlockWith) the run lock is a redsync
-// Mutex: Redlock, with redsync's quorum and validity rules. With one server
-// (a single Redis, Sentinel or Cluster) it runs redsync's extension and
-// release scripts through redsync's pool for that server, from the calling
-// goroutine. Either way the lock is taken by one script of cronguard's own,
-// which also issues the fencing token (see below).
+// NewRedisLocker picks one of two implementations once: one server (a single
+// Redis, Sentinel or Cluster), where claim, lock and fencing token are one
+// script; or a Redlock quorum over several independent masters
+// (RedlockWith), see redlock.go.
 //
 // # Keys
 //
@@ -41,48 +38,83 @@ import (
 // RedisLockPrefix) and names its purpose and the job, so redis-cli shows
 // what is going on:
 //
-//	cronguard:tick:{billing}:2026-11-27T12:00:00Z  = "web-1"   the tick claim: the instance that runs it
-//	cronguard:lock:{billing}                       = "web-1/Q3M…"  the run lock: holder and random part
-//	cronguard:fence:{billing}                      = 1795780800000123  the last fencing token issued
+//	cronguard:claim:{billing}   hash: the claim mark, no TTL
+//	    tick = 2026-11-27T12:00:00Z  the latest tick claimed (s, n: the same in Unix seconds and nanoseconds)
+//	    by   = web-1                 the instance that claimed it
+//	    att  = web-1/Q3M…            the claiming attempt (also the lock value it took)
+//	    ps, pn                       the mark before it (so that a retried claim answers the same)
+//	cronguard:lock:{billing}    = "web-1/Q3M…"       the run lock: holder and random attempt value, TTL LockTTL
+//	cronguard:fence:{billing}   = "1795780800000123" the last fencing token issued
+//
+// The claim mark is one key per job that never expires: correctness does
+// not rest on any TTL (a late instance, however late, finds its tick at or
+// behind the mark), and Redis keeps one small hash per job name ever used;
+// DEL it by hand for a job removed for good. The keys of versions before
+// the claim mark (cronguard:tick:{job}:<tick>) are not read: during a
+// rolling upgrade from such a version an old and a new instance may both
+// run one tick.
 //
 // The braces are a Redis Cluster hash tag: a job's keys share one slot, so
-// the script that takes the lock and issues the fencing token may touch two
-// of them. (A job name that itself holds "{" or "}" still works on a single
-// Redis; on Cluster its keys may land in different slots.)
+// one script can use all three. A job name holding "{", "}" or "%" is
+// escaped inside the tag (%7B, %7D, %25), as is a prefix holding braces, so
+// that every name works on Cluster (an unescaped "}x" would scatter the
+// keys over slots: CROSSSLOT).
 //
 // # Round trips
 //
-// A scheduled run that wins its tick costs three round trips per Redis
-// server: the claim (SET NX GET), the lock (one script that sets the lock
-// and issues the token) and the release (redsync's compare-and-delete
-// script); plus one per lease extension (every LockTTL/3). An instance
-// that loses the tick costs one: the claim, whose reply names the winner. A
-// run that finds the lock taken costs one as well. The first use of each
-// script on a Redis that has not seen it yet (a fresh or restarted server)
-// costs one more round trip (EVALSHA, NOSCRIPT, then EVAL); on Redis older
-// than 7.0, which cannot combine SET NX with GET, the claim is a script too.
-// With RedlockWith the counts are per server, and at most these: a claim
-// asks the servers one after the other and stops once decided (see Claim),
-// so a loser usually talks to the first server only; lock, extension and
-// release go to every server in parallel.
+// On one server, a scheduled run that wins its tick costs two round trips:
+// the claim script, which moves the mark, takes the lock and issues the
+// fencing token, and the release (redsync's compare-and-delete script);
+// plus one per lease extension (every LockTTL/3). An instance that loses
+// the tick costs one: the claim, whose reply names the holder. So does a
+// won tick whose lock is held. With OverlapAllow the claim takes no lock
+// and a run costs one round trip; a manual run costs two (lock, release).
+// Three instances cost at most four round trips per tick. The first use of
+// each script on a Redis that has not seen it (a fresh or restarted server)
+// costs one more round trip (EVALSHA, NOSCRIPT, then EVAL).
+//
+// With RedlockWith see the quorum implementation: a claim asks the servers
+// one after the other, then the lock goes to every server in parallel.
 //
 // # Budget
 //
 // Every call is bounded by the call budget (default 2s, see RedisLockBudget;
 // WithRedis uses the scheduler's WithCallBudget), or by the caller's context
-// when it ends sooner. go-redis applies context deadlines to connection set
-// up and pool waits; for socket reads and writes to honour them too, set
-// ContextTimeoutEnabled in the client's options, or keep ReadTimeout and
-// WriteTimeout below the budget. A server that refuses connections costs
-// go-redis's retries (0.1 to 2 seconds with the default MaxRetries and
-// DialerRetries) before it fails: with Redlock, where a server may be down
-// for long, lower those in the clients' options.
+// when it ends sooner; a call that takes the lock is bounded by a third of
+// the lock TTL too, so that most of the TTL is left when it returns. go-redis
+// applies context deadlines to connection set up and pool waits; for socket
+// reads and writes to honour them too, set ContextTimeoutEnabled in the
+// client's options, or keep ReadTimeout and WriteTimeout below the budget. A
+// server that refuses connections costs go-redis's retries (0.1 to 2 seconds
+// with the default MaxRetries and DialerRetries) before it fails: with
+// Redlock, where a server may be down for long, lower those in the clients'
+// options. A call whose reply is lost (a timeout) is followed by a clean-up
+// of at most a quarter of the budget (see Lost replies).
+//
+// # Lost replies
+//
+// A claim or lock call that times out on the client may still run on Redis
+// (a Redis stalled past the budget that then wakes; go-redis re-sending a
+// command after a read timeout). Each call therefore carries a value of its
+// own, "owner/random": the scripts recognise their own attempt, so a
+// re-sent claim is answered as won, not as "claimed by" its own instance,
+// and a re-sent lock as granted. When a call fails without an answer, the
+// locker deletes the lock if it holds that call's value, synchronously and
+// within a quarter of the budget, and remembers the value (the last 4 per
+// job, for up to 1,024 jobs): the next claim or lock of this locker for the
+// job frees a lock holding a remembered value, so an orphan of this process
+// never blocks it for a whole TTL. Another instance finds such an orphan
+// held until its TTL passes or this process claims the job again. A tick
+// whose claim reply was lost is neither run nor reported missed.
 //
 // # What it promises, and what it cannot
 //
-// One run per tick: the claim key is set only if absent and never deleted
-// early; it lives for the tick's interval, at least the lock TTL. As long as
-// Redis keeps its data, a late or clock-skewed instance finds it taken.
+// One run per tick: the claim mark moves only forward, atomically, to a
+// tick newer than itself. As long as Redis keeps its data, a late,
+// clock-skewed or paused instance finds its tick at or behind the mark and
+// skips it. If Redis loses the mark (a restart without persistence, a
+// failover to a replica that had not received it), a tick claimed just
+// before the loss can be claimed again by an instance that is late for it.
 //
 // No two runs at once: the run lock is a lease. It holds while the holder
 // keeps extending it; if the holder stops (crash, kill -9) the lock frees
@@ -93,8 +125,8 @@ import (
 // trip after the loss, but cancellation is cooperative and code already
 // past its last check of ctx goes on. Redis replication is asynchronous: a
 // failover to a replica that had not yet received the lock, or a restart
-// without persistence, forgets the lock and the claim, and a second run can
-// start. Redlock (several independent masters, see RedlockWith) survives a
+// without persistence, forgets the lock, and a second run can start.
+// Redlock (several independent masters, see RedlockWith) survives a
 // minority of servers failing, but its safety rests on bounded clock drift
 // and bounded pauses, not on consensus (see Martin Kleppmann, "How to do
 // distributed locking", 2016). Where a second concurrent run would corrupt
@@ -104,29 +136,51 @@ import (
 // # Fencing token
 //
 // Lease.Token (LeaseFrom(ctx).Token() in job code) is issued in the same
-// round trip as the lock, by the same server-side script: it is the larger
-// of the job's counter plus one and the Redis server's clock in
-// microseconds. On one Redis it therefore grows with every acquisition of
-// the job's lock, and keeps growing after Redis lost its data (a restart
-// without persistence, a failover), unless the server's clock went back. With
-// Redlock the token is the largest one issued by the servers that granted
-// the lock; it grows only as long as those servers' clocks agree to within
-// the time between two acquisitions. A token helps only if the store that
-// the job writes to checks it: record the highest token seen with each
-// write (a column, a conditional UPDATE ... WHERE token <= $1) and reject
-// writes carrying a lower one. cronguard cannot do that check for you.
+// round trip as the lock, by the same server-side script: INCR of the
+// job's fence key, exact in 64 bits (Lua numbers are doubles: the script
+// never computes with the counter, it returns it as a string), raised to
+// the Redis server's clock in microseconds when that is larger. On one
+// Redis it therefore grows with every acquisition of the job's lock, never
+// repeats, and keeps growing after Redis lost its data (a restart without
+// persistence, a failover), unless the server's clock went back. At
+// 2^63-1 the counter cannot grow: the lock is then refused with the
+// server's error, and left untaken. With Redlock the token is the largest
+// one issued by the servers that granted the lock; it grows only as long
+// as those servers' clocks agree to within the time between two
+// acquisitions. A token helps only if the store that the job writes to
+// checks it: record the highest token seen with each write (a column, a
+// conditional UPDATE ... WHERE token <= $1) and reject writes carrying a
+// lower one. cronguard cannot do that check for you.
+//
+// The scripts do everything that can fail (reading the keys, INCR of the
+// fence) before they write the mark or the lock: Redis does not roll back a
+// script that fails halfway, and a failed claim or lock leaves neither.
 type RedisLocker struct {
-	clients []redis.UniversalClient
-	names   []string // of the servers, for error messages
-	pools   []*fencePool
-	rs      *redsync.Redsync
-	quorum  int
-	prefix  string
-	budget  time.Duration
-	owner   string
-	// noSetGet[i] is set once server i refused SET NX GET (Redis < 7.0):
-	// its claims then go through claimScript.
-	noSetGet []atomic.Bool
+	redisStore
+	impl redisImpl // oneServer or quorum, chosen by NewRedisLocker
+}
+
+// redisImpl is what differs between one server and a Redlock quorum.
+type redisImpl interface {
+	claim(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error)
+	acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error)
+	// drain waits for the calls that returned early left running on slow
+	// servers (each within the budget).
+	drain()
+}
+
+// redisStore is what both implementations share: the servers, the key
+// layout and this process's abandoned attempt values.
+type redisStore struct {
+	clients   []redis.UniversalClient
+	names     []string // of the servers, for error messages
+	pools     []redsyncredis.Pool
+	quorum    int
+	prefix    string
+	keyPrefix string // prefix, with braces escaped
+	budget    time.Duration
+	owner     string
+	abandoned abandonedValues
 }
 
 // RedisLockerOption configures NewRedisLocker.
@@ -218,22 +272,25 @@ func NewRedisLocker(client redis.UniversalClient, opts ...RedisLockerOption) (*R
 }
 
 func newRedisLocker(clients []redis.UniversalClient, cfg redisLockerConfig) *RedisLocker {
-	l := &RedisLocker{
-		clients:  clients,
-		names:    make([]string, len(clients)),
-		quorum:   len(clients)/2 + 1,
-		prefix:   cfg.prefix,
-		budget:   cfg.budget,
-		owner:    cfg.owner,
-		noSetGet: make([]atomic.Bool, len(clients)),
-	}
-	pools := make([]redsyncredis.Pool, len(clients))
+	l := &RedisLocker{redisStore: redisStore{
+		clients:   clients,
+		names:     make([]string, len(clients)),
+		pools:     make([]redsyncredis.Pool, len(clients)),
+		quorum:    len(clients)/2 + 1,
+		prefix:    cfg.prefix,
+		keyPrefix: escapePrefix(cfg.prefix),
+		budget:    cfg.budget,
+		owner:     cfg.owner,
+	}}
 	for i, c := range clients {
 		l.names[i] = serverName(i, c)
-		p := &fencePool{node: i, client: c, Pool: goredis.NewPool(c)}
-		l.pools, pools[i] = append(l.pools, p), p
+		l.pools[i] = goredis.NewPool(c)
 	}
-	l.rs = redsync.New(pools...)
+	if len(clients) == 1 {
+		l.impl = &oneServer{&l.redisStore}
+	} else {
+		l.impl = &quorum{redisStore: &l.redisStore}
+	}
 	return l
 }
 
@@ -248,6 +305,45 @@ func (c *config) useRedisLocker() {
 	})
 }
 
+// Claim implements Locker: it moves <prefix>claim:{job} to tick if tick is
+// newer and, when lockTTL > 0, takes <prefix>lock:{job} and a fencing token
+// in the same step (one script, one round trip on one server). A lost
+// claim names the instance and tick that hold the mark; a held lock is
+// Claim.LockErr wrapping ErrLocked. Redis errors are returned as they are.
+func (l *RedisLocker) Claim(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error) {
+	if err := checkLockTTL(job, lockTTL); err != nil {
+		return Claim{}, err
+	}
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
+	return l.impl.claim(ctx, job, tick, lockTTL, instance)
+}
+
+// Acquire implements Locker. It takes <prefix>lock:{job} in one try,
+// without touching the claim mark: a held lock is an error wrapping
+// ErrLocked at once, naming the holder and how long it still holds. Redis
+// errors, and a quorum that could not be reached because servers failed,
+// are returned as they are, never wrapping ErrLocked.
+func (l *RedisLocker) Acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error) {
+	if ttl < time.Millisecond {
+		return nil, fmt.Errorf("%w: job %q: lock TTL %s: must be at least 1ms", ErrInvalidOption, job, ttl)
+	}
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
+	return l.impl.acquire(ctx, job, ttl)
+}
+
+// drain waits for calls still on their way to slow Redlock servers;
+// Scheduler.Stop calls it so that no goroutine outlives it.
+func (l *RedisLocker) drain() { l.impl.drain() }
+
+// drainLocker waits for the calls l left running, if it is a RedisLocker.
+func drainLocker(l Locker) {
+	if d, ok := l.(interface{ drain() }); ok {
+		d.drain()
+	}
+}
+
 // serverName names client i in error messages: its address when it has one.
 func serverName(i int, c redis.UniversalClient) string {
 	switch c := c.(type) {
@@ -259,196 +355,38 @@ func serverName(i int, c redis.UniversalClient) string {
 	return fmt.Sprintf("redis #%d (%T)", i, c)
 }
 
-func (l *RedisLocker) tickKey(job string, tick time.Time) string {
-	return l.prefix + "tick:{" + job + "}:" + fmtTick(tick)
+var braceEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
+
+// hashTag returns job as a Cluster hash tag that holds no brace, so every
+// key of the job lands in one slot. An empty name gets "{%}", which no
+// escaped name can be.
+func hashTag(job string) string {
+	switch {
+	case job == "":
+		return "{%}"
+	case strings.ContainsAny(job, "{}%"):
+		return "{" + braceEscaper.Replace(job) + "}"
+	}
+	return "{" + job + "}"
 }
 
-func (l *RedisLocker) lockKey(job string) string  { return l.prefix + "lock:{" + job + "}" }
-func (l *RedisLocker) fenceKey(job string) string { return l.prefix + "fence:{" + job + "}" }
+// escapePrefix escapes a prefix with braces, which would make the hash tag.
+func escapePrefix(p string) string {
+	if strings.ContainsAny(p, "{}") {
+		return braceEscaper.Replace(p)
+	}
+	return p
+}
+
+func (l *redisStore) claimKey(job string) string { return l.keyPrefix + "claim:" + hashTag(job) }
+func (l *redisStore) lockKey(job string) string  { return l.keyPrefix + "lock:" + hashTag(job) }
+func (l *redisStore) fenceKey(job string) string { return l.keyPrefix + "fence:" + hashTag(job) }
 
 func noCancel() {}
 
 // bound applies the call budget to ctx unless ctx ends sooner.
-func (l *RedisLocker) bound(ctx context.Context) (context.Context, context.CancelFunc) {
-	if d, ok := ctx.Deadline(); ok && time.Until(d) <= l.budget {
-		return ctx, noCancel
-	}
-	return context.WithTimeout(ctx, l.budget)
-}
-
-// claimScript is the claim on Redis < 7.0, where SET cannot take NX and GET
-// together: nil when this call set the key, else the instance that did.
-var claimScript = redis.NewScript(`
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-	return false
-end
-return redis.call('GET', KEYS[1])
-`)
-
-type claimResult struct {
-	won    bool
-	holder string // when !won and err == nil
-	err    error
-}
-
-// Claim implements Locker: SET <prefix>tick:{job}:<tick> instance NX PX ttl
-// GET, one round trip per server, whose reply names the winner when this
-// instance lost.
-//
-// With several servers (RedlockWith) the claim is won on a majority of
-// them. The servers are asked one after the other, always in the order
-// given, and a claimant stops at the first server that names another
-// claimant: so claimants arriving at once cannot split the servers between
-// them (the first server that answers them both decides), a loser costs one
-// round trip, and a winner one per server up to the majority. A server that
-// does not answer within its share of the budget (budget/N) is skipped. A
-// claim never returns won without a majority, so no tick runs twice; a
-// tick can be missed if the servers are partitioned so that two claimants
-// see different first servers, or a winner dies halfway.
-func (l *RedisLocker) Claim(ctx context.Context, job string, tick time.Time, ttl time.Duration, instance string) (bool, string, error) {
-	ctx, cancel := l.bound(ctx)
-	defer cancel()
-	key := l.tickKey(job, tick)
-	ttl = max(ttl, time.Millisecond)
-	if len(l.clients) == 1 {
-		r := l.claimOn(ctx, 0, key, instance, ttl)
-		switch {
-		case r.err != nil:
-			return false, "", fmt.Errorf("%s: key %s: %w", l.names[0], key, r.err)
-		case r.won:
-			return true, instance, nil
-		}
-		return false, r.holder, nil
-	}
-	share := l.budget / time.Duration(len(l.clients))
-	won := 0
-	var errs []error
-	for i := range l.clients {
-		sctx, cancel := within(ctx, share)
-		r := l.claimOn(sctx, i, key, instance, ttl)
-		cancel()
-		switch {
-		case r.err != nil:
-			errs = append(errs, fmt.Errorf("%s: %w", l.names[i], r.err))
-		case r.won:
-			if won++; won >= l.quorum {
-				return true, instance, nil
-			}
-		default:
-			return false, r.holder, nil
-		}
-	}
-	return false, "", fmt.Errorf("claim %s: no majority: %d of %d servers claimed, %d needed: %w",
-		key, won, len(l.clients), l.quorum, errors.Join(errs...))
-}
-
-func (l *RedisLocker) claimOn(ctx context.Context, i int, key, instance string, ttl time.Duration) claimResult {
-	c := l.clients[i]
-	if !l.noSetGet[i].Load() {
-		old, err := c.SetArgs(ctx, key, instance, redis.SetArgs{Mode: "NX", TTL: ttl, Get: true}).Result()
-		switch {
-		case errors.Is(err, redis.Nil):
-			return claimResult{won: true}
-		case err == nil:
-			return claimResult{holder: old}
-		case !isSyntaxError(err):
-			return claimResult{err: err}
-		}
-		l.noSetGet[i].Store(true) // Redis < 7.0
-	}
-	old, err := claimScript.Run(ctx, c, []string{key}, instance, ttl.Milliseconds()).Text()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return claimResult{won: true}
-	case err != nil:
-		return claimResult{err: err}
-	}
-	return claimResult{holder: old}
-}
-
-func isSyntaxError(err error) bool {
-	var re redis.Error
-	return errors.As(err, &re) && strings.Contains(strings.ToLower(err.Error()), "syntax error")
-}
-
-// acquireScript takes the run lock and issues the fencing token in one
-// round trip. It replaces the SET NX that redsync sends (see fencePool).
-// On success it returns the token: the job's counter plus one, or the
-// server's clock in microseconds when that is larger, so tokens keep growing
-// after Redis lost the counter. When the lock is taken it returns the
-// holder's value and the lock's remaining time in milliseconds.
-var acquireScript = redis.NewScript(`
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-	local t = redis.call('TIME')
-	local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-	local token = redis.call('INCR', KEYS[2])
-	if token < now then
-		token = now
-		redis.call('SET', KEYS[2], string.format('%d', now))
-	end
-	return token
-end
-return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
-`)
-
-// Acquire implements Locker. It takes <prefix>lock:{job} in one try: a
-// held lock is an error wrapping ErrLocked at once, naming the holder and
-// how long it still holds. Redis errors, and a quorum that could not be
-// reached because servers failed, are returned as they are, never wrapping
-// ErrLocked.
-//
-// With several servers the lock is a redsync Mutex (Redlock). With one,
-// the same three scripts go through redsync's pool for that server
-// directly, from the calling goroutine: redsync asks every server from a
-// goroutine of its own, which cost a third to a half of a round trip per
-// call on a two-core machine (BenchmarkRedisGuardedRunVsPing) and buys
-// nothing when there is one server to ask.
-func (l *RedisLocker) Acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error) {
-	if ttl < time.Millisecond {
-		return nil, fmt.Errorf("%w: job %q: lock TTL %s: must be at least 1ms", ErrInvalidOption, job, ttl)
-	}
-	ctx, cancel := l.bound(ctx)
-	defer cancel()
-	key := l.lockKey(job)
-	a := &lockAttempt{fence: l.fenceKey(job), nodes: make([]nodeAttempt, len(l.clients))}
-	if len(l.clients) > 1 {
-		a.ctx = detached(ctx) // the lock is set on every server that answers in time
-		m := l.mutex(key, ttl, true, redsync.WithGenValueFunc(l.genValue))
-		if err := m.TryLockContext(context.WithValue(ctx, attemptKey{}, a)); err != nil {
-			return nil, l.acquireError(job, key, a, err)
-		}
-		m = l.mutex(key, ttl, false, redsync.WithValue(m.Value())) // for Extend
-		return &redisLease{l: l, job: job, key: key, token: a.token(), value: m.Value(), ttl: ttl, m: m}, nil
-	}
-	value, _ := l.genValue()
-	start := time.Now()
-	actx, cancel := within(ctx, ttl/3) // as redsync: leave most of the TTL valid
-	defer cancel()
-	c := &fenceConn{ctx: actx, p: l.pools[0], a: a}
-	ok, err := c.SetNX(key, value, ttl)
-	if err != nil || !ok {
-		return nil, l.acquireError(job, key, a, err)
-	}
-	lease := &redisLease{l: l, job: job, key: key, token: a.token(), value: value, ttl: ttl}
-	if elapsed := time.Since(start); elapsed >= ttl-ttl/100 { // redsync's drift factor
-		_ = lease.Release(ctx)
-		return nil, fmt.Errorf("lock %s: granted after %s, too late to be valid for its TTL %s", key, elapsed, ttl)
-	}
-	return lease, nil
-}
-
-// detached returns a context with ctx's values and deadline but not its
-// cancellation: calls that redsync leaves running once a majority answered
-// go on until they end or the deadline passes, instead of being cut off
-// when the call that started them returns.
-func detached(ctx context.Context) context.Context {
-	dl, ok := ctx.Deadline()
-	if !ok {
-		return context.WithoutCancel(ctx)
-	}
-	d, stop := context.WithDeadline(context.WithoutCancel(ctx), dl)
-	time.AfterFunc(time.Until(dl), stop)
-	return d
+func (l *redisStore) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return within(ctx, l.budget)
 }
 
 // within bounds ctx by d unless it ends sooner.
@@ -459,202 +397,328 @@ func within(ctx context.Context, d time.Duration) (context.Context, context.Canc
 	return context.WithTimeout(ctx, d)
 }
 
-// mutex returns a redsync mutex on key: one try, since a loser must skip,
-// not wait; and each server gets at most a third of the TTL to answer.
+// newValue makes the value of one claim or lock attempt: the owner, for
+// messages, and 128 random bits.
+func (l *redisStore) newValue() string { return l.owner + "/" + rand.Text() }
+
+// fenceLua issues a fencing token (see RedisLocker, Fencing token). INCR
+// comes first: it fails on a key of the wrong type or at 2^63-1, before
+// anything is written. The counter is compared with the clock through
+// tonumber only: the clock (below 2^53 until 2255) is exact, so the
+// comparison is right even where the counter is not; the counter itself
+// goes back as a string.
+const fenceLua = `
+local function fence(key)
+	redis.call('INCR', key)
+	local c = redis.call('GET', key)
+	local t = redis.call('TIME')
+	local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+	if tonumber(c) < now then
+		c = string.format('%d', now)
+		redis.call('SET', key, c)
+	end
+	return c
+end
+local function abandoned(cur, from)
+	for i = from, #ARGV do
+		if cur == ARGV[i] then return true end
+	end
+	return false
+end
+`
+
+// claimScript moves the claim mark and, when the lock TTL is not 0, takes
+// the run lock and issues a fencing token, in one step.
 //
-// With fast, redsync answers as soon as a majority has (WithFailFast): that
-// suits taking and releasing the lock, which a server that is down must not
-// delay (go-redis retries a server that refuses connections for 0.1 to 2
-// seconds with its default options). The calls still on their way to the
-// other servers go on in redsync's goroutines, within the budget (see
-// detached), so that the lock is set and removed on every server that
-// answers. Extensions, done off the run's path by the watchdog, wait for
-// every server.
-func (l *RedisLocker) mutex(key string, ttl time.Duration, fast bool, opt redsync.Option) *redsync.Mutex {
-	return l.rs.NewMutex(key, redsync.WithExpiry(ttl), redsync.WithTries(1),
-		redsync.WithTimeoutFactor(1.0/3), redsync.WithFailFast(fast), opt)
+//	KEYS: claim mark, lock, fence
+//	ARGV: tick seconds, tick nanoseconds, instance, attempt value, lock TTL ms (0: no lock), tick text, abandoned values...
+//
+// It answers {state, a, b, c[, d]}: {"won", prev s, prev n, token}, {"taken",
+// holder, mark s, mark n} or {"locked", prev s, prev n, lock value, PTTL}.
+// A mark or lock that holds the attempt value is this attempt's own, re-run:
+// won, and the lock granted again. A lock holding an abandoned value of
+// this process is deleted first.
+var claimScript = redis.NewScript(fenceLua + `
+local ts, tn = tonumber(ARGV[1]), tonumber(ARGV[2])
+local att, ttl = ARGV[4], tonumber(ARGV[5])
+local cur = redis.call('GET', KEYS[2])
+if cur and abandoned(cur, 7) then
+	redis.call('DEL', KEYS[2])
+	cur = false
+end
+local m = redis.call('HMGET', KEYS[1], 's', 'n', 'by', 'att', 'ps', 'pn')
+local ps, pn = '', ''
+if m[1] then
+	local ms, mn = tonumber(m[1]), tonumber(m[2])
+	if not ms or not mn then
+		return redis.error_reply('cronguard: unreadable claim mark in ' .. KEYS[1])
+	end
+	if m[4] == att and ms == ts and mn == tn then
+		ps, pn = m[5] or '', m[6] or ''
+	elseif ts > ms or (ts == ms and tn > mn) then
+		ps, pn = m[1], m[2]
+	else
+		return {'taken', m[3] or '', m[1], m[2]}
+	end
+end
+local token = ''
+if ttl > 0 then
+	if cur and cur ~= att then
+		redis.call('HSET', KEYS[1], 's', ARGV[1], 'n', ARGV[2], 'by', ARGV[3], 'att', att, 'ps', ps, 'pn', pn, 'tick', ARGV[6])
+		return {'locked', ps, pn, cur, redis.call('PTTL', KEYS[2])}
+	end
+	token = fence(KEYS[3])
+end
+redis.call('HSET', KEYS[1], 's', ARGV[1], 'n', ARGV[2], 'by', ARGV[3], 'att', att, 'ps', ps, 'pn', pn, 'tick', ARGV[6])
+if ttl > 0 then
+	redis.call('SET', KEYS[2], att, 'PX', ARGV[5])
+end
+return {'won', ps, pn, token}
+`)
+
+// acquireScript takes the run lock and issues a fencing token, for manual
+// runs and Redlock servers; it answers as claimScript does.
+//
+//	KEYS: lock, fence
+//	ARGV: attempt value, lock TTL ms, abandoned values...
+var acquireScript = redis.NewScript(fenceLua + `
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] and not abandoned(cur, 3) then
+	return {'locked', '', '', cur, redis.call('PTTL', KEYS[1])}
+end
+local token = fence(KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {'won', '', '', token}
+`)
+
+// scriptReply is a parsed answer of claimScript or acquireScript.
+type scriptReply struct {
+	state      string // "won", "taken" or "locked"
+	holder     string // taken: the mark's instance; locked: the lock's value
+	holderTick time.Time
+	prev       time.Time
+	token      int64
+	left       time.Duration // locked: the lock's remaining TTL
 }
 
-// genValue makes a lock value: the owner, for messages, and 128 random bits.
-func (l *RedisLocker) genValue() (string, error) {
-	return l.owner + "/" + rand.Text(), nil
-}
-
-// acquireError explains a failed TryLock from what each server answered.
-func (l *RedisLocker) acquireError(job, key string, a *lockAttempt, err error) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	granted, taken := 0, 0
-	var holder string
-	var left time.Duration
-	var errs []error
-	for i, n := range a.nodes {
-		switch n.state {
-		case nodeGranted:
-			granted++
-		case nodeTaken:
-			taken++
-			if holder == "" {
-				holder, left = n.holder, n.left
+func parseReply(res any, loc *time.Location) (scriptReply, error) {
+	v, ok := res.([]any)
+	if !ok || len(v) < 4 {
+		return scriptReply{}, fmt.Errorf("unexpected reply %T from the lock script", res)
+	}
+	str := func(i int) string { s, _ := v[i].(string); return s }
+	r := scriptReply{state: str(0)}
+	var err error
+	switch r.state {
+	case "taken":
+		r.holder = clip(str(1))
+		r.holderTick, err = parseTick(str(2), str(3), loc)
+	case "won", "locked":
+		if str(1) != "" {
+			r.prev, err = parseTick(str(1), str(2), loc)
+		}
+		if r.state == "locked" {
+			r.holder = clip(str(3))
+			if ms, ok := v[len(v)-1].(int64); ok && ms > 0 {
+				r.left = time.Duration(ms) * time.Millisecond
 			}
-		case nodeFailed:
-			errs = append(errs, fmt.Errorf("%s: %w", l.names[i], n.err))
+		} else if tok := str(3); tok != "" && err == nil {
+			if r.token, err = strconv.ParseInt(tok, 10, 64); err != nil {
+				err = fmt.Errorf("fencing token %q: %w", clip(tok), err)
+			}
 		}
+	default:
+		err = fmt.Errorf("unexpected reply %q from the lock script", clip(r.state))
 	}
-	if taken >= l.quorum || taken > 0 && len(errs) == 0 {
-		who := "another run"
-		if i := strings.LastIndexByte(holder, '/'); i >= 0 {
-			who = strconv.Quote(holder[:i])
-		}
-		more := ""
-		if left > 0 {
-			more = " for " + left.String() + " more"
-		}
-		return fmt.Errorf("%w: job %q: %s holds %s%s", ErrLocked, job, who, key, more)
-	}
-	if len(errs) == 0 { // every server granted it, too slowly to leave any validity
-		return fmt.Errorf("lock %s: granted too late to be valid: %w", key, err)
-	}
-	if len(l.clients) == 1 {
-		return fmt.Errorf("lock %s: %w", key, errs[0])
-	}
-	return fmt.Errorf("lock %s: no majority: %d of %d servers granted it, %d needed: %w",
-		key, granted, len(l.clients), l.quorum, errors.Join(errs...))
+	return r, err
 }
 
-type attemptKey struct{}
-
-// lockAttempt records what each server answered to one Acquire.
-type lockAttempt struct {
-	fence string
-	// ctx, when set, is the context of the lock scripts instead of the one
-	// redsync gives, which it cancels once a majority answered.
-	ctx   context.Context
-	mu    sync.Mutex
-	nodes []nodeAttempt
+func parseTick(s, n string, loc *time.Location) (time.Time, error) {
+	sec, err1 := strconv.ParseInt(s, 10, 64)
+	nsec, err2 := strconv.ParseInt(n, 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return time.Time{}, fmt.Errorf("claim mark %q %q: %w", clip(s), clip(n), err)
+	}
+	return time.Unix(sec, nsec).In(loc), nil
 }
 
-type nodeState int
+// claimOn runs claimScript on server i.
+func (l *redisStore) claimOn(ctx context.Context, i int, job string, tick time.Time, lockTTL time.Duration, instance, value string) (scriptReply, error) {
+	args := []any{tick.Unix(), tick.Nanosecond(), instance, value, lockTTL.Milliseconds(), fmtTick(tick)}
+	for _, v := range l.abandoned.list(job) {
+		args = append(args, v)
+	}
+	res, err := claimScript.Run(ctx, l.clients[i], []string{l.claimKey(job), l.lockKey(job), l.fenceKey(job)}, args...).Result()
+	if err != nil {
+		return scriptReply{}, err
+	}
+	return parseReply(res, tick.Location())
+}
 
+// acquireOn runs acquireScript on server i.
+func (l *redisStore) acquireOn(ctx context.Context, i int, job string, ttl time.Duration, value string) (scriptReply, error) {
+	args := []any{value, ttl.Milliseconds()}
+	for _, v := range l.abandoned.list(job) {
+		args = append(args, v)
+	}
+	res, err := acquireScript.Run(ctx, l.clients[i], []string{l.lockKey(job), l.fenceKey(job)}, args...).Result()
+	if err != nil {
+		return scriptReply{}, err
+	}
+	return parseReply(res, time.UTC)
+}
+
+// replyLost reports whether a call that failed with err may still have run
+// on the server: not when the server answered with an error, nor when the
+// command was never sent (no connection).
+func replyLost(err error) bool {
+	var re redis.Error
+	var op *net.OpError
+	switch {
+	case errors.As(err, &re):
+		return false
+	case errors.As(err, &op) && op.Op == "dial":
+		return false
+	}
+	return true
+}
+
+// lockedError words a held lock: who holds it (the owner part of its
+// value, which parseReply clipped) and for how long still.
+func lockedError(job, key, holder string, left time.Duration) error {
+	who := "another run"
+	if i := strings.LastIndexByte(holder, '/'); i >= 0 {
+		who = strconv.Quote(holder[:i])
+	}
+	more := ""
+	if left > 0 {
+		more = " for " + left.String() + " more"
+	}
+	return fmt.Errorf("%w: job %q: %s holds %s%s", ErrLocked, job, who, key, more)
+}
+
+// validFor is what is left of a lock of ttl taken by a call that started at
+// start, after redsync's drift allowance (1% of the TTL plus 2ms).
+func validFor(ttl time.Duration, start time.Time) time.Duration {
+	return ttl - time.Since(start) - ttl/100 - 2*time.Millisecond
+}
+
+// maxAbandoned and maxAbandonedJobs bound abandonedValues.
 const (
-	nodeUnknown nodeState = iota
-	nodeGranted
-	nodeTaken
-	nodeFailed
+	maxAbandoned     = 4
+	maxAbandonedJobs = 1024
 )
 
-type nodeAttempt struct {
-	state  nodeState
-	token  int64
-	holder string        // value of the lock, when taken
-	left   time.Duration // its remaining TTL, when taken
-	err    error
+// abandonedValues remembers, per job, the values of this process's lock
+// attempts whose replies were lost: a lock holding one is this process's
+// orphan, which its next claim or lock frees.
+type abandonedValues struct {
+	mu    sync.Mutex
+	byJob map[string][]string
 }
 
-func (a *lockAttempt) set(node int, n nodeAttempt) {
+func (a *abandonedValues) add(job, value string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.nodes[node] = n
-}
-
-func (a *lockAttempt) state(node int) nodeState {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.nodes[node].state
-}
-
-// token is the largest token the granting servers issued.
-func (a *lockAttempt) token() int64 {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var t int64
-	for _, n := range a.nodes {
-		if n.state == nodeGranted {
-			t = max(t, n.token)
+	if a.byJob == nil {
+		a.byJob = map[string][]string{}
+	}
+	vs, ok := a.byJob[job]
+	if !ok && len(a.byJob) >= maxAbandonedJobs {
+		for j := range a.byJob { // forget one job's values: a bound, not a policy
+			delete(a.byJob, j)
+			break
 		}
 	}
-	return t
-}
-
-// fencePool is redsync's go-redis pool for one server, adapted so that the
-// lock and its fencing token come in one round trip: within an Acquire (its
-// context carries a lockAttempt), the SET NX that redsync sends to take the
-// lock is acquireScript instead, and the release that redsync sends after a
-// failed try is skipped on the servers where the lock was found taken.
-// Everything else (quorum, validity, extension, release) is redsync's.
-type fencePool struct {
-	redsyncredis.Pool
-	node   int
-	client redis.UniversalClient
-}
-
-// Get implements redsyncredis.Pool.
-func (p *fencePool) Get(ctx context.Context) (redsyncredis.Conn, error) {
-	c, err := p.Pool.Get(ctx)
-	if err != nil || ctx == nil {
-		return c, err
+	if len(vs) == maxAbandoned {
+		vs = vs[1:]
 	}
-	a, _ := ctx.Value(attemptKey{}).(*lockAttempt)
-	if a == nil {
-		return c, nil
-	}
-	return &fenceConn{Conn: c, ctx: ctx, p: p, a: a}, nil
+	a.byJob[job] = append(slices.Clone(vs), value)
 }
 
-type fenceConn struct {
-	redsyncredis.Conn // nil when used outside redsync (one server)
-	ctx               context.Context
-	p                 *fencePool
-	a                 *lockAttempt
+func (a *abandonedValues) list(job string) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.byJob[job]
 }
 
-// SetNX takes the lock with acquireScript and records the token, or the
-// holder when the lock is taken.
-func (c *fenceConn) SetNX(name, value string, expiry time.Duration) (bool, error) {
-	ctx := c.ctx
-	if c.a.ctx != nil {
-		ctx = c.a.ctx
+// abandon is called after a lock attempt failed with err on server i: when
+// the reply may have been lost, it deletes the lock if it holds value,
+// within a quarter of the budget, and remembers value for the job.
+func (l *redisStore) abandon(ctx context.Context, i int, job, value string, err error) {
+	if !replyLost(err) {
+		return
 	}
-	res, err := acquireScript.Run(ctx, c.p.client, []string{name, c.a.fence}, value, expiry.Milliseconds()).Result()
+	l.abandoned.add(job, value)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.budget/4)
+	defer cancel()
+	_, _ = l.eval(cctx, i, deleteScript, l.lockKey(job), value)
+}
+
+// oneServer is the RedisLocker of one Redis (single, Sentinel or Cluster).
+type oneServer struct{ *redisStore }
+
+func (o *oneServer) drain() {}
+
+func (o *oneServer) claim(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error) {
+	value := o.newValue()
+	start := time.Now()
+	if lockTTL > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = within(ctx, lockTTL/3) // as redsync: leave most of the TTL valid
+		defer cancel()
+	}
+	r, err := o.claimOn(ctx, 0, job, tick, lockTTL, instance, value)
 	if err != nil {
-		c.a.set(c.p.node, nodeAttempt{state: nodeFailed, err: err})
-		return false, err
-	}
-	switch v := res.(type) {
-	case int64:
-		c.a.set(c.p.node, nodeAttempt{state: nodeGranted, token: v})
-		return true, nil
-	case []any:
-		n := nodeAttempt{state: nodeTaken}
-		if len(v) == 2 {
-			n.holder, _ = v[0].(string)
-			if ms, ok := v[1].(int64); ok && ms > 0 {
-				n.left = time.Duration(ms) * time.Millisecond
-			}
+		if lockTTL > 0 {
+			o.abandon(ctx, 0, job, value, err)
 		}
-		c.a.set(c.p.node, n)
-		return false, nil
+		return Claim{}, fmt.Errorf("%s: claim %s: %w", o.names[0], o.claimKey(job), err)
 	}
-	err = fmt.Errorf("unexpected reply %T %v from the lock script", res, res)
-	c.a.set(c.p.node, nodeAttempt{state: nodeFailed, err: err})
-	return false, err
+	switch r.state {
+	case "taken":
+		return Claim{Holder: r.holder, HolderTick: r.holderTick}, nil
+	case "locked":
+		return Claim{Won: true, Holder: instance, Prev: r.prev, LockErr: lockedError(job, o.lockKey(job), r.holder, r.left)}, nil
+	}
+	c := Claim{Won: true, Holder: instance, Prev: r.prev}
+	if lockTTL > 0 {
+		c.Lease, c.LockErr = o.lease(ctx, job, lockTTL, value, r.token, start)
+	}
+	return c, nil
 }
 
-// Eval runs redsync's scripts; within an Acquire that is only the release
-// after a failed try, needless where the lock was found taken (our value was
-// never set there).
-func (c *fenceConn) Eval(script *redsyncredis.Script, keysAndArgs ...any) (any, error) {
-	if c.a.state(c.p.node) == nodeTaken {
-		return int64(0), nil // what the release script answers for a value not ours
+func (o *oneServer) acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error) {
+	value := o.newValue()
+	start := time.Now()
+	ctx, cancel := within(ctx, ttl/3)
+	defer cancel()
+	r, err := o.acquireOn(ctx, 0, job, ttl, value)
+	if err != nil {
+		o.abandon(ctx, 0, job, value, err)
+		return nil, fmt.Errorf("%s: lock %s: %w", o.names[0], o.lockKey(job), err)
 	}
-	return c.Conn.Eval(script, keysAndArgs...)
+	if r.state == "locked" {
+		return nil, lockedError(job, o.lockKey(job), r.holder, r.left)
+	}
+	return o.lease(ctx, job, ttl, value, r.token, start)
+}
+
+// lease wraps a granted lock, unless it was granted too late to be valid.
+func (o *oneServer) lease(ctx context.Context, job string, ttl time.Duration, value string, token int64, start time.Time) (Lease, error) {
+	lease := &oneLease{leaseState: leaseState{job: job, key: o.lockKey(job), token: token, value: value, ttl: ttl}, o: o}
+	if validFor(ttl, start) <= 0 {
+		_ = lease.Release(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("lock %s: granted after %s, too late to be valid for its TTL %s", lease.key, time.Since(start), ttl)
+	}
+	return lease, nil
 }
 
 // touchScript and deleteScript are redsync's extension and release scripts
-// (redsync v4 scripts.go, same text, so Redis caches them once), used
-// directly on a single server. touch answers 1 when it extended the lock,
-// 0 when the lock is gone or another's; delete answers 1 when it released
-// it, 0 when it is another's, -1 when it is gone.
+// (redsync v4 scripts.go, same text, so Redis caches them once). touch
+// answers 1 when it extended the lock, 0 when the lock is gone or another's;
+// delete answers 1 when it released it, 0 when it is another's, -1 when it
+// is gone.
 var (
 	touchScript = newRedsyncScript(`
 	if redis.call("GET", KEYS[1]) == ARGV[1] then
@@ -680,114 +744,9 @@ func newRedsyncScript(src string) *redsyncredis.Script {
 	return redsyncredis.NewScript(1, src, hex.EncodeToString(sum[:]))
 }
 
-// redisLease is a run lock held in Redis. Its redsync mutex (Redlock) is
-// used under mu only: a redsync Mutex must not be shared between goroutines.
-type redisLease struct {
-	l     *RedisLocker
-	job   string
-	key   string
-	token int64
-	value string
-
-	mu       sync.Mutex
-	ttl      time.Duration
-	m        *redsync.Mutex // with several servers; nil with one
-	lost     error          // set once an extension or a release found the lock gone
-	released bool
-}
-
-// Token implements Lease.
-func (r *redisLease) Token() int64 { return r.token }
-
-// Extend implements Lease with redsync's compare-and-PEXPIRE script. The
-// lease is lost (ErrLockLost) when the key is gone or holds another value,
-// and also when Redis cannot be reached: the lock can then no longer be
-// shown to be held. A lost lease is never extended or released again.
-func (r *redisLease) Extend(ctx context.Context, ttl time.Duration) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.lost != nil {
-		return r.lost
-	}
-	if r.released {
-		return fmt.Errorf("%w: job %q: lease %d was released", ErrLockLost, r.job, r.token)
-	}
-	ctx, cancel := r.l.bound(ctx)
-	defer cancel()
-	if ttl < time.Millisecond {
-		ttl = r.ttl
-	}
-	var ok bool
-	var err error
-	if r.m == nil {
-		var st any
-		if st, err = r.l.eval(ctx, 0, touchScript, r.key, r.value, ttl.Milliseconds()); err != nil {
-			err = &redsync.RedisError{Node: 0, Err: err}
-		}
-		ok = err == nil && st == int64(1)
-	} else {
-		if ttl != r.ttl {
-			r.m = r.l.mutex(r.key, ttl, false, redsync.WithValue(r.value))
-		}
-		ok, err = r.m.ExtendContext(ctx)
-	}
-	if ok && err == nil {
-		r.ttl = ttl
-		return nil
-	}
-	r.lost = fmt.Errorf("%w: job %q: lease %d on %s: extend: %w", ErrLockLost, r.job, r.token, r.key, r.l.why(err))
-	return r.lost
-}
-
-// Release implements Lease with redsync's compare-and-delete script: only
-// a lock still holding this lease's value is deleted. Releasing a lost
-// lease does nothing and returns the loss; releasing twice does nothing.
-func (r *redisLease) Release(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.lost != nil {
-		return r.lost
-	}
-	if r.released {
-		return nil
-	}
-	ctx, cancel := r.l.bound(ctx)
-	defer cancel()
-	var ok bool
-	var err error
-	if r.m == nil {
-		var st any
-		st, err = r.l.eval(ctx, 0, deleteScript, r.key, r.value)
-		switch {
-		case err != nil:
-			err = &redsync.RedisError{Node: 0, Err: err}
-		case st == int64(-1):
-			err = redsync.ErrLockAlreadyExpired
-		}
-		ok = err == nil && st == int64(1)
-	} else {
-		// Answer once a majority released it; let the calls still on
-		// their way to the other servers finish (within the budget)
-		// rather than cancel them, which would leave the lock there
-		// until its TTL.
-		ok, err = r.l.mutex(r.key, r.ttl, true, redsync.WithValue(r.value)).UnlockContext(detached(ctx))
-	}
-	if ok {
-		r.released = true
-		return nil
-	}
-	if hasRedisError(err) {
-		// Not released: a server could not be reached. The lock frees
-		// itself after its TTL.
-		return fmt.Errorf("lock %s: release: %w", r.key, err)
-	}
-	r.lost = fmt.Errorf("%w: job %q: lease %d on %s: release: %w", ErrLockLost, r.job, r.token, r.key, r.l.why(err))
-	return r.lost
-}
-
 // eval runs a redsync script on server i, through redsync's pool.
-func (l *RedisLocker) eval(ctx context.Context, i int, script *redsyncredis.Script, keysAndArgs ...any) (any, error) {
-	conn, err := l.pools[i].Pool.Get(ctx)
+func (l *redisStore) eval(ctx context.Context, i int, script *redsyncredis.Script, keysAndArgs ...any) (any, error) {
+	conn, err := l.pools[i].Get(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -795,23 +754,101 @@ func (l *RedisLocker) eval(ctx context.Context, i int, script *redsyncredis.Scri
 	return conn.Eval(script, keysAndArgs...)
 }
 
-// why words a failed extension or release: the lock gone or taken, or the
-// errors of the servers that could not answer.
-func (l *RedisLocker) why(err error) error {
-	switch {
-	case hasRedisError(err):
-		return err
-	case errors.Is(err, redsync.ErrLockAlreadyExpired):
-		return errors.New("the lock had expired")
-	case errors.Is(err, redsync.ErrExtendFailed):
-		return errors.New("extended too late to be valid")
-	}
-	return errors.New("the lock expired, was deleted or is held by another run")
+// leaseState is what every Redis lease keeps. mu guards the mutable part.
+type leaseState struct {
+	job   string
+	key   string
+	token int64
+	value string
+
+	mu       sync.Mutex
+	ttl      time.Duration
+	lost     error // set once an extension or a release found the lock gone
+	released bool
 }
 
-// hasRedisError reports whether a redsync error holds a server's error, as
-// opposed to only answers (taken, expired).
-func hasRedisError(err error) bool {
-	var re *redsync.RedisError
-	return errors.As(err, &re)
+// Token implements Lease.
+func (s *leaseState) Token() int64 { return s.token }
+
+// check returns why the lease cannot be extended: lost or released.
+func (s *leaseState) check() error {
+	if s.lost != nil {
+		return s.lost
+	}
+	if s.released {
+		return fmt.Errorf("%w: job %q: lease %d was released", ErrLockLost, s.job, s.token)
+	}
+	return nil
+}
+
+func (s *leaseState) lose(op string, why error) error {
+	s.lost = fmt.Errorf("%w: job %q: lease %d on %s: %s: %w", ErrLockLost, s.job, s.token, s.key, op, why)
+	return s.lost
+}
+
+var (
+	errGone    = errors.New("the lock expired, was deleted or is held by another run")
+	errExpired = errors.New("the lock had expired")
+	errTaken   = errors.New("the lock is held by another run")
+)
+
+// oneLease is a run lock held on one Redis.
+type oneLease struct {
+	leaseState
+	o *oneServer
+}
+
+// Extend implements Lease with redsync's compare-and-PEXPIRE script. The
+// lease is lost (ErrLockLost) when the key is gone or holds another value,
+// and also when Redis cannot be reached: the lock can then no longer be
+// shown to be held. A lost lease is never extended or released again.
+func (r *oneLease) Extend(ctx context.Context, ttl time.Duration) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.check(); err != nil {
+		return err
+	}
+	ctx, cancel := r.o.bound(ctx)
+	defer cancel()
+	if ttl < time.Millisecond {
+		ttl = r.ttl
+	}
+	st, err := r.o.eval(ctx, 0, touchScript, r.key, r.value, ttl.Milliseconds())
+	switch {
+	case err != nil:
+		return r.lose("extend", fmt.Errorf("%s: %w", r.o.names[0], err))
+	case st != int64(1):
+		return r.lose("extend", errGone)
+	}
+	r.ttl = ttl
+	return nil
+}
+
+// Release implements Lease with redsync's compare-and-delete script: only
+// a lock still holding this lease's value is deleted. Releasing a lost
+// lease does nothing and returns the loss; releasing twice does nothing.
+// When Redis cannot be reached the lock is not released (it frees itself
+// after its TTL) and the error says so.
+func (r *oneLease) Release(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lost != nil {
+		return r.lost
+	}
+	if r.released {
+		return nil
+	}
+	ctx, cancel := r.o.bound(ctx)
+	defer cancel()
+	st, err := r.o.eval(ctx, 0, deleteScript, r.key, r.value)
+	switch {
+	case err != nil:
+		return fmt.Errorf("lock %s: release: %s: %w", r.key, r.o.names[0], err)
+	case st == int64(1):
+		r.released = true
+		return nil
+	case st == int64(-1):
+		return r.lose("release", errExpired)
+	}
+	return r.lose("release", errTaken)
 }

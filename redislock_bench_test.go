@@ -2,6 +2,7 @@ package cronguard
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -13,10 +14,10 @@ import (
 // Redis against the floor of the same number of PINGs on the same client,
 // interleaved in one run so both see the same machine:
 //
-//	winner/locker: Claim + Acquire + Release (3 round trips) vs 3 PINGs
+//	winner/locker: Claim with the lock + Release (2 round trips) vs 2 PINGs
 //	winner/chain:  a scheduled tick of a no-op job through the whole guard
 //	               chain (kill switch, claim, overlap, lock and watchdog,
-//	               release) vs 3 PINGs
+//	               release) vs 2 PINGs
 //	loser:         a Claim that finds the tick taken (1 round trip) vs 1 PING
 //
 // x-ping is the ratio; run it with
@@ -68,20 +69,16 @@ func BenchmarkRedisGuardedRunVsPing(b *testing.B) {
 		b.ReportMetric(float64(g)/float64(p), "x-ping")
 	}
 	b.Run("winner/locker", func(b *testing.B) {
-		compare(b, 3, func() error {
-			ok, _, err := l.Claim(ctx, "bench", tick(), 30*time.Second, "bench")
-			if err != nil || !ok {
-				return err
+		compare(b, 2, func() error {
+			c, err := l.Claim(ctx, "bench", tick(), 30*time.Second, "bench")
+			if err != nil || !c.Won || c.Lease == nil {
+				return fmt.Errorf("claim: %+v, %w", c, err)
 			}
-			lease, err := l.Acquire(ctx, "bench", 30*time.Second)
-			if err != nil {
-				return err
-			}
-			return lease.Release(ctx)
+			return c.Lease.Release(ctx)
 		})
 	})
 	b.Run("winner/chain", func(b *testing.B) {
-		compare(b, 3, func() error {
+		compare(b, 2, func() error {
 			rep := s.execute(s.base, e, TriggerSchedule, tick(), nil)
 			if rep.Stop != StopDone {
 				return rep.Err
@@ -91,11 +88,11 @@ func BenchmarkRedisGuardedRunVsPing(b *testing.B) {
 	})
 	b.Run("loser", func(b *testing.B) {
 		taken := tick()
-		if _, _, err := l.Claim(ctx, "bench", taken, time.Minute, "other"); err != nil {
+		if _, err := l.Claim(ctx, "bench", taken, 0, "other"); err != nil {
 			b.Fatal(err)
 		}
 		compare(b, 1, func() error {
-			_, _, err := l.Claim(ctx, "bench", taken, time.Minute, "bench")
+			_, err := l.Claim(ctx, "bench", taken, time.Minute, "bench")
 			return err
 		})
 	})

@@ -354,6 +354,8 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	defer s.closeOwned()
 	// After the runs (defers run last first): their last entries are written.
 	defer s.history.close(ctx, s)
+	// Calls to slow Redlock servers that outlived their run, each within the budget.
+	defer drainLocker(s.cfg.locker)
 	var cronDone <-chan struct{} // nil unless started
 	if wasStarted {
 		// robfig's Done waits for its job goroutines, which are our runs:

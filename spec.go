@@ -77,13 +77,3 @@ func (e everySchedule) Next(t time.Time) time.Time {
 	}
 	return time.Unix(0, next).In(t.Location())
 }
-
-// interval returns the time from tick to the tick after it, the natural
-// lifetime of a tick claim.
-func interval(s cron.Schedule, tick time.Time) time.Duration {
-	next := s.Next(tick)
-	if next.IsZero() || !next.After(tick) {
-		return time.Minute
-	}
-	return next.Sub(tick)
-}
