@@ -172,9 +172,7 @@ func historyFromEvent(ev Event) (HistoryEntry, bool) {
 		}
 		e.Kind, e.Skip = HistorySkip, ev.Skip
 	case EventMissed:
-		// The claim rework adds the missed count and first/last tick to
-		// Event: copy them into Missed, First and Last here.
-		e.Kind = HistoryMissed
+		e.Kind, e.Missed, e.First, e.Last = HistoryMissed, ev.Missed, ev.MissedFirst, ev.MissedLast
 	}
 	return e, true
 }

@@ -296,15 +296,27 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// TestHistoryMissedEvent: an EventMissed (raised by the tick claim) lands
-// in the history as kind missed, with its tick and text.
+// TestHistoryMissedEvent: ticks that no instance claimed (the claim mark
+// jumped over them) land in the history once, as kind missed, with their
+// count and first and last tick.
 func TestHistoryMissedEvent(t *testing.T) {
 	s, _ := newTest(t)
 	_ = s.Register("j", "@every 1m", JobFunc(func(context.Context) error { return nil }))
-	s.emit(Event{Kind: EventMissed, Job: "j", Trigger: TriggerSchedule, Tick: t0, Err: errors.New("3 ticks missed")})
-	s.emit(Event{Kind: EventBatchDone, Job: "j"}) // not kept
-	h := waitHistory(t, s, "j", 1)
-	if len(h) != 1 || h[0].Kind != HistoryMissed || !h[0].Tick.Equal(t0) || h[0].Error != "3 ticks missed" || h[0].Instance != "test" {
-		t.Errorf("history = %+v; want one missed entry", h)
+	tickAt(t, s, "j", t0)
+	tickAt(t, s, "j", t0.Add(4*time.Minute)) // t0+1m, +2m and +3m were never claimed
+	var missed []HistoryEntry
+	waitFor(t, 5*time.Second, "the missed entry", func() bool {
+		h, _ := s.History(context.Background(), "j", 0)
+		missed = missed[:0]
+		for _, e := range h {
+			if e.Kind == HistoryMissed {
+				missed = append(missed, e)
+			}
+		}
+		return len(missed) > 0
+	})
+	if len(missed) != 1 || missed[0].Missed != 3 || !missed[0].First.Equal(t0.Add(time.Minute)) ||
+		!missed[0].Last.Equal(t0.Add(3*time.Minute)) || !missed[0].Tick.Equal(t0.Add(4*time.Minute)) {
+		t.Errorf("missed entries = %+v; want one of 3 ticks, t0+1m to t0+3m, at tick t0+4m", missed)
 	}
 }

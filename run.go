@@ -241,7 +241,7 @@ func (s *Scheduler) log(ev Event) {
 	switch ev.Kind {
 	case EventStarted, EventBatchDone:
 		level = slog.LevelDebug
-	case EventItemFailed, EventFlag, EventHistory:
+	case EventItemFailed, EventFlag, EventHistory, EventMissed:
 		level = slog.LevelWarn
 	case EventLockLost, EventRunaway:
 		level = slog.LevelError

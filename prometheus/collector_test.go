@@ -336,15 +336,15 @@ func TestLockLostOnRealRedis(t *testing.T) {
 // drive without waiting for real minutes).
 func TestMissedTicks(t *testing.T) {
 	c := cgprom.New()
-	c.Observe(cronguard.Event{Kind: cronguard.EventKind("missed"), Job: "emails"})
-	c.Observe(cronguard.Event{Kind: cronguard.EventKind("missed"), Job: "emails"})
-	c.Observe(cronguard.Event{Kind: cronguard.EventKind("missed"), Job: "reports"})
+	c.Observe(cronguard.Event{Kind: cronguard.EventMissed, Job: "emails", Missed: 3})
+	c.Observe(cronguard.Event{Kind: cronguard.EventMissed, Job: "emails", Missed: 2})
+	c.Observe(cronguard.Event{Kind: cronguard.EventMissed, Job: "reports", Missed: 1})
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP cronguard_missed_ticks_total Scheduled ticks that no instance claimed in time.
 # TYPE cronguard_missed_ticks_total counter
-cronguard_missed_ticks_total{job_name="emails"} 2
+cronguard_missed_ticks_total{job_name="emails"} 5
 cronguard_missed_ticks_total{job_name="reports"} 1
 `), "cronguard_missed_ticks_total"); err != nil {
 		t.Fatal(err)

@@ -1,17 +1,11 @@
 package cgprom
 
 import (
-	"reflect"
 	"strings"
 	"time"
 
 	"github.com/cronguard/cronguard"
 )
-
-// eventMissed is the kind of the event the core raises for ticks that no
-// instance claimed in time. INTEGRATION: once the core defines
-// cronguard.EventMissed, use it here.
-const eventMissed = cronguard.EventKind("missed")
 
 // Observe records one event. Pass it to cronguard.WithObserver. It is quick
 // (a few map lookups under client_golang's locks), safe for concurrent use,
@@ -34,7 +28,7 @@ func (c *Collector) Observe(ev cronguard.Event) {
 		c.finished(job, ev)
 	case cronguard.EventSkipped:
 		c.skips.WithLabelValues(job, orUnknown(string(ev.Skip))).Inc()
-	case eventMissed:
+	case cronguard.EventMissed:
 		c.missed.WithLabelValues(job).Add(float64(missedCount(ev)))
 	case cronguard.EventLockLost:
 		c.lockLost.WithLabelValues(job).Inc()
@@ -67,25 +61,9 @@ func (c *Collector) finished(job string, ev cronguard.Event) {
 }
 
 // missedCount is how many ticks a missed event stands for: its Missed
-// field, at least 1. The field is read by name because the core adds it
-// together with the event kind. INTEGRATION: once cronguard.Event has
-// Missed, this is max(ev.Missed, 1).
+// field, at least 1.
 func missedCount(ev cronguard.Event) int {
-	return fieldInt(ev, "Missed", 1)
-}
-
-// fieldInt returns the int field name of the struct v, or def when v has
-// no such int field or it is below def.
-func fieldInt(v any, name string, def int) int {
-	rv := reflect.ValueOf(v)
-	if rv.Kind() != reflect.Struct {
-		return def
-	}
-	f := rv.FieldByName(name)
-	if !f.IsValid() || !f.CanInt() {
-		return def
-	}
-	return int(max(f.Int(), int64(def)))
+	return max(ev.Missed, 1)
 }
 
 // label makes s a valid label value: client_golang refuses (panics on)
