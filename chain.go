@@ -133,7 +133,10 @@ func (s *Scheduler) claimGuard(e *entry) Middleware {
 					ErrTickTaken, e.name, fmtTick(tick), fmtTick(c.HolderTick), clip(c.Holder)))
 			}
 			if !c.Prev.IsZero() {
-				s.reportMissed(ctx, e, c.Prev, tick)
+				// Ticks this process fired and skipped before claiming
+				// (switched off, overlap, store down) were decided, and
+				// reported as skips: they are not missed.
+				s.reportMissed(ctx, e, later(c.Prev, e.decidedTick()), tick)
 			}
 			switch {
 			case lockTTL == 0:
@@ -146,6 +149,13 @@ func (s *Scheduler) claimGuard(e *entry) Middleware {
 			return s.holdLease(ctx, e, c.Lease, lockTTL, next)
 		})
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // reportMissed raises EventMissed when the spec names ticks strictly

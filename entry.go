@@ -24,8 +24,26 @@ type entry struct {
 
 	overlap overlapState
 
-	mu   sync.Mutex
-	last *Report
+	mu      sync.Mutex
+	last    *Report
+	decided time.Time // the latest scheduled tick this process ran or skipped
+}
+
+// noteDecided records that this process fired tick and decided it: ran
+// it, or skipped it (switched off, overlap, store down, taken elsewhere).
+func (e *entry) noteDecided(tick time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if tick.After(e.decided) {
+		e.decided = tick
+	}
+}
+
+// decidedTick returns the latest tick noted by noteDecided.
+func (e *entry) decidedTick() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.decided
 }
 
 func (e *entry) setLast(r Report) {

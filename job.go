@@ -124,7 +124,11 @@ const (
 	// EventMissed: the tick being run was claimed with ticks of the spec
 	// left unclaimed since the job's previous claim (no instance ran them);
 	// see Missed, MissedFirst and MissedLast. Only the instance that won
-	// the tick raises it, so it is raised once across instances.
+	// the tick raises it, so it is raised once across instances. Ticks that
+	// this instance fired and skipped before claiming (switched off,
+	// overlap, store down) are skips, reported as such, not missed; ticks
+	// that only other instances skipped that way, while this one was down,
+	// are counted as missed.
 	EventMissed EventKind = "missed"
 )
 

@@ -90,6 +90,9 @@ func (s *Scheduler) execute(ctx context.Context, e *entry, trig Trigger, tick ti
 		chain = e.manual
 	}
 	rep := st.report(chain.Run(ctx))
+	if trig == TriggerSchedule {
+		e.noteDecided(tick)
+	}
 	if rep.Skipped != "" {
 		ev := st.event(EventSkipped, rep.Err)
 		ev.Skip = rep.Skipped

@@ -1,0 +1,294 @@
+package cronguard
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cronguard/cronguard/internal/redistest"
+)
+
+// The chaos test runs the promise the way production breaks it: three
+// instances as separate OS processes share one real redis-server through a
+// fault-injecting proxy, on a 1s spec, while the test freezes them at random
+// (SIGSTOP for 0.5 to 3 intervals, then SIGCONT), stalls Redis's replies past
+// the call budget, and restarts Redis. Every instance writes each event it
+// raises to a file of its own; the test then counts, per tick, the runs.
+//
+// The promise checked: no tick runs twice; a tick that did not run is
+// explained by an event (missed, or skipped with a reason); and a tick that
+// no instance even tried (missed) falls in a window where every instance was
+// frozen or Redis could not answer.
+//
+// Rerun it alone with
+//
+//	CRONGUARD_CHAOS_TICKS=120 go test -race -run TestChaos -count=1 -v .
+//
+// It prints one line: ticks, once, twice, missed, skipped.
+
+const chaosChildEnv = "CRONGUARD_CHAOS_CHILD" // "addr|instance|outfile"
+
+// chaosRecord is one event of a child, as written to its file.
+type chaosRecord struct {
+	Kind     EventKind  `json:"kind"`
+	Instance string     `json:"instance"`
+	Tick     time.Time  `json:"tick"`
+	Skip     SkipReason `json:"skip,omitempty"`
+	Err      string     `json:"err,omitempty"`
+	Missed   int        `json:"missed,omitempty"`
+	First    time.Time  `json:"first,omitzero"`
+	Last     time.Time  `json:"last,omitzero"`
+	Time     time.Time  `json:"time"`
+}
+
+// chaosChild is the main of an instance process (see TestMain): it runs
+// one scheduler until SIGTERM and writes every event to its file.
+func chaosChild(spec string) int {
+	var addr, inst, out string
+	if parts := strings.SplitN(spec, "|", 3); len(parts) == 3 {
+		addr, inst, out = parts[0], parts[1], parts[2]
+	} else {
+		fmt.Fprintln(os.Stderr, "chaos child: bad", chaosChildEnv, spec)
+		return 2
+	}
+	f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	defer f.Close()
+	var mu sync.Mutex
+	enc := json.NewEncoder(f) // one Write per event: a frozen process loses nothing it wrote
+	observe := func(ev Event) {
+		r := chaosRecord{Kind: ev.Kind, Instance: ev.Instance, Tick: ev.Tick, Skip: ev.Skip, Time: ev.Time}
+		if ev.Err != nil {
+			r.Err = clipString(ev.Err.Error(), 300)
+		}
+		r.Missed, r.First, r.Last = ev.Missed, ev.MissedFirst, ev.MissedLast
+		mu.Lock()
+		defer mu.Unlock()
+		_ = enc.Encode(r)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 300 * time.Millisecond,
+		ReadTimeout: 400 * time.Millisecond, WriteTimeout: 400 * time.Millisecond})
+	defer rdb.Close()
+	s, err := New(WithRedis(rdb), WithInstanceID(inst), WithObserver(observe),
+		WithCallBudget(500*time.Millisecond), WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	job := JobFunc(func(ctx context.Context) error {
+		time.Sleep(20 * time.Millisecond) // a short job: a freeze sometimes lands inside it
+		return nil
+	})
+	if err := s.Register("chaos", "* * * * * *", job, LockTTL(2*time.Second)); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	if err := s.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	<-sig
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.Stop(ctx)
+	return 0
+}
+
+func clipString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// window is a span of wall time during which a fault held.
+type window struct{ from, to time.Time }
+
+func (w window) covers(t time.Time, slack time.Duration) bool {
+	return !t.Before(w.from.Add(-slack)) && !t.After(w.to.Add(slack))
+}
+
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos test: 2 minutes of real time; not with -short")
+	}
+	ticks := 120
+	if v, err := strconv.Atoi(os.Getenv("CRONGUARD_CHAOS_TICKS")); err == nil && v > 0 {
+		ticks = v
+	}
+	// AOF with fsync on every write: the restart in the middle keeps the
+	// claim marks, as a production Redis with persistence does. (Without
+	// persistence a restart forgets them; see the README's guarantees.)
+	srv := redistest.Start(t, redistest.Args("--appendonly", "yes", "--appendfsync", "always"))
+	proxy := redistest.StartProxy(t, srv.Addr())
+	dir := t.TempDir()
+
+	const n = 3
+	procs := make([]*exec.Cmd, n)
+	files := make([]string, n)
+	for i := range procs {
+		inst := fmt.Sprintf("proc-%d", i)
+		files[i] = filepath.Join(dir, inst+".jsonl")
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), chaosChildEnv+"="+proxy.Addr()+"|"+inst+"|"+files[i])
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs[i] = cmd
+	}
+	stopAll := func() {
+		for _, p := range procs {
+			_ = p.Process.Signal(syscall.SIGCONT)
+			_ = p.Process.Signal(syscall.SIGTERM)
+		}
+		for _, p := range procs {
+			_ = p.Wait()
+		}
+	}
+	defer stopAll()
+
+	start := time.Now()
+	end := start.Add(time.Duration(ticks) * time.Second)
+	rng := rand.New(rand.NewPCG(uint64(start.UnixNano()), 7))
+	var frozen [n][]window
+	var outages []window
+	stalled, restarted := false, false
+	next := make([]time.Time, n) // when process i may be frozen again
+	for now := time.Now(); now.Before(end); now = time.Now() {
+		el := now.Sub(start)
+		switch {
+		case !stalled && el > time.Duration(ticks)*time.Second/3:
+			stalled = true
+			from := time.Now()
+			proxy.Stall()
+			time.Sleep(2 * time.Second) // four call budgets
+			proxy.Resume()
+			outages = append(outages, window{from, time.Now()})
+			continue
+		case !restarted && el > time.Duration(ticks)*time.Second*2/3:
+			restarted = true
+			from := time.Now()
+			srv.Restart(t)
+			outages = append(outages, window{from, time.Now()})
+			continue
+		}
+		for i, p := range procs {
+			if now.Before(next[i]) || rng.IntN(4) != 0 {
+				continue
+			}
+			d := time.Duration(500+rng.IntN(2500)) * time.Millisecond
+			_ = p.Process.Signal(syscall.SIGSTOP)
+			from := time.Now()
+			go func() { // the freeze ends on its own while others start
+				time.Sleep(d)
+				_ = p.Process.Signal(syscall.SIGCONT)
+			}()
+			frozen[i] = append(frozen[i], window{from, from.Add(d)})
+			next[i] = from.Add(d + time.Duration(rng.IntN(3000))*time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(3500 * time.Millisecond) // the last freezes end; the processes catch up
+	stopAll()
+
+	runs := map[time.Time][]string{} // tick -> instances that ran it
+	explained := map[time.Time]bool{}
+	var missedTicks []time.Time
+	for _, f := range files {
+		for _, r := range readChaos(t, f) {
+			switch r.Kind {
+			case EventFinished:
+				runs[r.Tick] = append(runs[r.Tick], r.Instance)
+			case EventSkipped:
+				explained[r.Tick] = true
+			case EventMissed:
+				for tk := r.First; !tk.After(r.Last); tk = tk.Add(time.Second) {
+					missedTicks = append(missedTicks, tk)
+					explained[tk] = true
+				}
+			}
+		}
+	}
+	// Count the ticks well inside the run: the first ones may fire before
+	// every process has started, the last ones after they were stopped.
+	first := start.Truncate(time.Second).Add(3 * time.Second)
+	last := end.Truncate(time.Second)
+	var once, twice, missed, skipped int
+	for tk := first; !tk.After(last); tk = tk.Add(time.Second) {
+		switch got := runs[tk]; {
+		case len(got) == 1:
+			once++
+		case len(got) > 1:
+			twice++
+			t.Errorf("tick %s ran %d times: %v", fmtTick(tk), len(got), got)
+		case slices.ContainsFunc(missedTicks, tk.Equal):
+			missed++
+		case explained[tk]:
+			skipped++
+		default:
+			t.Errorf("tick %s did not run and no event says why", fmtTick(tk))
+		}
+	}
+	for _, tk := range missedTicks {
+		if tk.Before(first) || tk.After(last) {
+			continue
+		}
+		allFrozen := true
+		for i := range frozen {
+			if !slices.ContainsFunc(frozen[i], func(w window) bool { return w.covers(tk, 1500*time.Millisecond) }) {
+				allFrozen = false
+			}
+		}
+		down := slices.ContainsFunc(outages, func(w window) bool { return w.covers(tk, 2*time.Second) })
+		if !allFrozen && !down {
+			t.Errorf("tick %s was missed while an instance was up and Redis answered", fmtTick(tk))
+		}
+	}
+	t.Logf("chaos: ticks=%d once=%d twice=%d missed=%d skipped=%d (3 processes, %d freezes, 1 reply stall, 1 Redis restart)",
+		once+twice+missed+skipped, once, twice, missed, skipped, len(frozen[0])+len(frozen[1])+len(frozen[2]))
+	if once < (once+twice+missed+skipped)/2 {
+		t.Errorf("fewer than half the ticks ran once: the harness, not the promise, is broken")
+	}
+}
+
+func readChaos(t *testing.T, path string) []chaosRecord {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []chaosRecord
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var r chaosRecord
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("%s: %v: %q", path, err, sc.Text())
+		}
+		out = append(out, r)
+	}
+	return out
+}
