@@ -174,7 +174,7 @@ func TestChaos(t *testing.T) {
 	rng := rand.New(rand.NewPCG(uint64(start.UnixNano()), 7))
 	var frozen [n][]window
 	var outages []window
-	stalled, restarted := false, false
+	stalled, restarted, allFrozen := false, false, false
 	next := make([]time.Time, n) // when process i may be frozen again
 	for now := time.Now(); now.Before(end); now = time.Now() {
 		el := now.Sub(start)
@@ -186,6 +186,21 @@ func TestChaos(t *testing.T) {
 			time.Sleep(2 * time.Second) // four call budgets
 			proxy.Resume()
 			outages = append(outages, window{from, time.Now()})
+			continue
+		case !allFrozen && el > time.Duration(ticks)*time.Second/2 && noneFrozen(frozen[:], now):
+			// Every instance frozen at once for 2.5 intervals: the ticks
+			// in between are missed, and must be reported as such.
+			allFrozen = true
+			from := time.Now()
+			for _, p := range procs {
+				_ = p.Process.Signal(syscall.SIGSTOP)
+			}
+			time.Sleep(2500 * time.Millisecond)
+			for i, p := range procs {
+				_ = p.Process.Signal(syscall.SIGCONT)
+				frozen[i] = append(frozen[i], window{from, time.Now()})
+				next[i] = time.Now().Add(time.Second)
+			}
 			continue
 		case !restarted && el > time.Duration(ticks)*time.Second*2/3:
 			restarted = true
@@ -213,20 +228,20 @@ func TestChaos(t *testing.T) {
 	time.Sleep(3500 * time.Millisecond) // the last freezes end; the processes catch up
 	stopAll()
 
-	runs := map[time.Time][]string{} // tick -> instances that ran it
-	explained := map[time.Time]bool{}
+	runs := map[int64][]string{} // tick (Unix seconds) -> instances that ran it
+	explained := map[int64]bool{}
 	var missedTicks []time.Time
 	for _, f := range files {
 		for _, r := range readChaos(t, f) {
 			switch r.Kind {
 			case EventFinished:
-				runs[r.Tick] = append(runs[r.Tick], r.Instance)
+				runs[r.Tick.Unix()] = append(runs[r.Tick.Unix()], r.Instance)
 			case EventSkipped:
-				explained[r.Tick] = true
+				explained[r.Tick.Unix()] = true
 			case EventMissed:
 				for tk := r.First; !tk.After(r.Last); tk = tk.Add(time.Second) {
 					missedTicks = append(missedTicks, tk)
-					explained[tk] = true
+					explained[tk.Unix()] = true
 				}
 			}
 		}
@@ -237,7 +252,7 @@ func TestChaos(t *testing.T) {
 	last := end.Truncate(time.Second)
 	var once, twice, missed, skipped int
 	for tk := first; !tk.After(last); tk = tk.Add(time.Second) {
-		switch got := runs[tk]; {
+		switch got := runs[tk.Unix()]; {
 		case len(got) == 1:
 			once++
 		case len(got) > 1:
@@ -245,7 +260,7 @@ func TestChaos(t *testing.T) {
 			t.Errorf("tick %s ran %d times: %v", fmtTick(tk), len(got), got)
 		case slices.ContainsFunc(missedTicks, tk.Equal):
 			missed++
-		case explained[tk]:
+		case explained[tk.Unix()]:
 			skipped++
 		default:
 			t.Errorf("tick %s did not run and no event says why", fmtTick(tk))
@@ -268,9 +283,23 @@ func TestChaos(t *testing.T) {
 	}
 	t.Logf("chaos: ticks=%d once=%d twice=%d missed=%d skipped=%d (3 processes, %d freezes, 1 reply stall, 1 Redis restart)",
 		once+twice+missed+skipped, once, twice, missed, skipped, len(frozen[0])+len(frozen[1])+len(frozen[2]))
+	if missed == 0 {
+		t.Errorf("no tick was reported missed, though every instance was frozen for 2.5 intervals")
+	}
 	if once < (once+twice+missed+skipped)/2 {
 		t.Errorf("fewer than half the ticks ran once: the harness, not the promise, is broken")
 	}
+}
+
+// noneFrozen reports whether every freeze began before now has ended, so
+// that no pending SIGCONT ends a freeze of all the processes early.
+func noneFrozen(frozen [][]window, now time.Time) bool {
+	for _, ws := range frozen {
+		if len(ws) > 0 && ws[len(ws)-1].to.After(now) {
+			return false
+		}
+	}
+	return true
 }
 
 func readChaos(t *testing.T, path string) []chaosRecord {
