@@ -61,6 +61,7 @@ type config struct {
 	auth     func(*http.Request) (string, bool)
 	maxBody  int64
 	logger   *slog.Logger
+	dash     dashConfig // session.go
 }
 
 // Token makes requests that carry "Authorization: Bearer <token>" pass, as
@@ -115,9 +116,10 @@ func Logger(l *slog.Logger) Option {
 
 // handler is the http.Handler Handler returns.
 type handler struct {
-	s   *cronguard.Scheduler
-	cfg config
-	mux *http.ServeMux
+	s    *cronguard.Scheduler
+	cfg  config
+	mux  *http.ServeMux
+	dash *dashboard // every path outside /api (dashboard.go)
 }
 
 // Handler returns the admin API of s. It fails with ErrNoAuth without
@@ -140,6 +142,10 @@ func Handler(s *cronguard.Scheduler, opts ...Option) (http.Handler, error) {
 	}
 	h := &handler{s: s, cfg: cfg, mux: http.NewServeMux()}
 	h.routes()
+	var err error
+	if h.dash, err = newDashboard(h); err != nil {
+		return nil, err
+	}
 	return h, nil
 }
 
@@ -184,10 +190,17 @@ func methodNotAllowed(allow string) http.HandlerFunc {
 	}
 }
 
-// ServeHTTP authenticates the request, then routes it.
+// ServeHTTP authenticates the request, then routes it: /api/... to the
+// JSON API, which takes only the request's own credentials (never the
+// dashboard's cookie, so it needs no CSRF defence), the rest to the
+// dashboard.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if r.URL.Path != "/api" && !strings.HasPrefix(r.URL.Path, "/api/") {
+		h.dash.ServeHTTP(w, r)
+		return
+	}
 	who, ok := h.authenticate(r)
 	if !ok {
 		h.cfg.logger.Warn("cronguard admin: unauthorized request",
