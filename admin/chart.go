@@ -9,7 +9,12 @@ import (
 )
 
 // chartRuns is how many runs the job page charts at most: the newest.
-const chartRuns = 100
+// The chart has room for at least chartSlots bars, so that a few runs make
+// thin bars on the right, not blocks.
+const (
+	chartRuns  = 100
+	chartSlots = 40
+)
 
 // Chart geometry, in SVG user units (the SVG scales to the page's width).
 const (
@@ -21,7 +26,7 @@ const (
 
 // chart is the job page's SVG: one bar per run for its duration, and one
 // for its items (processed, with the failed stacked on top), oldest on the
-// left. Every number is computed here; the template only places them.
+// left and the newest at the right edge. Every number is computed here; the template only places them.
 type chart struct {
 	Runs        int
 	W, H        float64
@@ -73,10 +78,11 @@ func newChart(entries []cronguard.HistoryEntry) chart {
 		c.MaxItems = max(c.MaxItems, r.Processed+r.Failed)
 	}
 	c.MaxDuration = formatDuration(maxD)
-	step := chartW / float64(len(runs))
+	slots := max(len(runs), chartSlots)
+	step := chartW / float64(slots)
 	width := max(step*0.8, 0.5)
 	for i, r := range runs {
-		x := float64(i)*step + (step-width)/2
+		x := float64(slots-len(runs)+i)*step + (step-width)/2 // the newest at the right edge
 		tip := runTitle(r)
 		h := scale(float64(r.Duration), float64(maxD))
 		c.Duration = append(c.Duration, bar{X: x, Y: c.DurY + chartPanelH - h, W: width, H: h, Class: "bar-" + outcomeClass(r), Title: tip})

@@ -166,7 +166,7 @@ func TestDashboardLogin(t *testing.T) {
 	if !c.Secure || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Path != "/" {
 		t.Errorf("session cookie %q: want Secure, HttpOnly, SameSite=Strict, Path=/", p.header.Get("Set-Cookie"))
 	}
-	if c.MaxAge < int((admin.DefaultSessionTTL - time.Minute).Seconds()) || c.MaxAge > int(admin.DefaultSessionTTL.Seconds()) {
+	if c.MaxAge < int((admin.DefaultSessionTTL-time.Minute).Seconds()) || c.MaxAge > int(admin.DefaultSessionTTL.Seconds()) {
 		t.Errorf("session cookie Max-Age %d, want about %s", c.MaxAge, admin.DefaultSessionTTL)
 	}
 	if strings.Contains(c.Value, token) {
