@@ -1,11 +1,34 @@
 // Package admin serves cronguard's operator API over HTTP: list the jobs
 // with their state, read a job's history, run a job now (whole, or chosen
-// items given as JSON), and switch a job off or on with a reason.
+// items given as JSON), and switch a job off or on with a reason; and the
+// same as an HTML dashboard for people.
 //
 //	h, err := admin.Handler(s, admin.Token(os.Getenv("CRONGUARD_TOKEN")))
 //	mux.Handle("/admin/", http.StripPrefix("/admin", h))
 //
-// Routes (JSON in, JSON out):
+// Dashboard routes (HTML; server-rendered with html/template, files
+// embedded, a little plain JavaScript for confirmations and a 5-second
+// refresh, every page usable without it):
+//
+//	GET  /                          the jobs table
+//	GET  /jobs/{name}?limit=N       a job: its facts, an SVG chart of its newest 100 runs, its newest N entries (default 200, at most 1000)
+//	GET  /login, POST /login        sign in: the token, or (with Authenticate) a user and password sent to it as Basic auth
+//	POST /logout
+//	POST /jobs/{name}/disable       form: reason (required), csrf
+//	POST /jobs/{name}/enable        form: reason, csrf
+//	POST /jobs/{name}/run           form: reason (logged), csrf; waits up to 5s for the run
+//	GET  /static/{file}             the stylesheet and the script
+//
+// A dashboard request passes with a session cookie (set by the sign-in
+// form: HMAC-signed under a key drawn per handler, with an expiry,
+// SessionTTL, Secure, HttpOnly, SameSite=Strict) or with the credentials
+// the API takes. Every state change needs the caller's CSRF token (a hidden
+// field, compared in constant time) and is refused with 403 when the
+// browser says it comes from another origin (Sec-Fetch-Site, Origin).
+// Every dashboard response carries a strict Content-Security-Policy. The
+// JSON API never takes the cookie.
+//
+// API routes (JSON in, JSON out):
 //
 //	GET  /api/jobs                  {"jobs": [Job...]}
 //	GET  /api/jobs/{name}?limit=N   {"job": Job, "history": [HistoryEntry...]}  (N: 1..1000, default 100)
@@ -61,6 +84,7 @@ type config struct {
 	auth     func(*http.Request) (string, bool)
 	maxBody  int64
 	logger   *slog.Logger
+	dash     dashConfig // session.go
 }
 
 // Token makes requests that carry "Authorization: Bearer <token>" pass, as
@@ -115,9 +139,10 @@ func Logger(l *slog.Logger) Option {
 
 // handler is the http.Handler Handler returns.
 type handler struct {
-	s   *cronguard.Scheduler
-	cfg config
-	mux *http.ServeMux
+	s    *cronguard.Scheduler
+	cfg  config
+	mux  *http.ServeMux
+	dash *dashboard // every path outside /api (dashboard.go)
 }
 
 // Handler returns the admin API of s. It fails with ErrNoAuth without
@@ -140,6 +165,10 @@ func Handler(s *cronguard.Scheduler, opts ...Option) (http.Handler, error) {
 	}
 	h := &handler{s: s, cfg: cfg, mux: http.NewServeMux()}
 	h.routes()
+	var err error
+	if h.dash, err = newDashboard(h); err != nil {
+		return nil, err
+	}
 	return h, nil
 }
 
@@ -184,10 +213,17 @@ func methodNotAllowed(allow string) http.HandlerFunc {
 	}
 }
 
-// ServeHTTP authenticates the request, then routes it.
+// ServeHTTP authenticates the request, then routes it: /api/... to the
+// JSON API, which takes only the request's own credentials (never the
+// dashboard's cookie, so it needs no CSRF defence), the rest to the
+// dashboard.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if r.URL.Path != "/api" && !strings.HasPrefix(r.URL.Path, "/api/") {
+		h.dash.ServeHTTP(w, r)
+		return
+	}
 	who, ok := h.authenticate(r)
 	if !ok {
 		h.cfg.logger.Warn("cronguard admin: unauthorized request",

@@ -499,7 +499,10 @@ func TestMethodsAndRoutes(t *testing.T) {
 		}
 	}
 	wantError(t, f.do(t, "GET", "/api/nope", token, ""), http.StatusNotFound, "not_found")
-	wantError(t, f.do(t, "GET", "/", token, ""), http.StatusNotFound, "not_found")
+	// Paths outside /api are the dashboard's (dashboard_test.go).
+	if r := f.do(t, "GET", "/nope", token, ""); r.status != http.StatusNotFound || !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") {
+		t.Errorf("GET /nope: %d %q; want the dashboard's 404 page", r.status, r.header.Get("Content-Type"))
+	}
 	if r := f.do(t, "HEAD", "/api/jobs", token, ""); r.status != http.StatusOK {
 		t.Errorf("HEAD /api/jobs: %d", r.status)
 	}

@@ -25,13 +25,16 @@
 //     with a timeout, then a summary — users confirmed, outbox rows, and how
 //     many users got two e-mails (there must be none).
 //
-// While it runs it serves cronguard's admin API (package admin) on
-// 127.0.0.1, on a free port, and prints the address and a token made for
-// this run, so that the CLI can be tried against it:
+// While it runs it serves, on 127.0.0.1 on a free port, cronguard's admin
+// handler (package admin: the dashboard at /, the JSON API under /api) and
+// Prometheus metrics at /metrics (package cgprom), and prints the address
+// and a token made for this run: sign in to the dashboard with the token,
+// or try the CLI against the API:
 //
 //	CRONGUARD_URL=http://127.0.0.1:PORT CRONGUARD_TOKEN=... go run ./cmd/cronguard jobs
 //
-// -admin sets the address ("" turns the API off).
+// -admin sets the address ("" turns the server off: no dashboard, API or
+// metrics).
 package main
 
 import (
@@ -51,6 +54,7 @@ import (
 	"time"
 
 	"github.com/cronguard/cronguard"
+	cgprom "github.com/cronguard/cronguard/prometheus"
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
@@ -184,13 +188,16 @@ func run(ctx context.Context, out io.Writer, o options) (sum summary, err error)
 		}
 	}
 
+	metrics := cgprom.New() // Prometheus metrics, served at /metrics with the admin handler
 	s, err = cronguard.New(
 		cronguard.WithLogger(slog.New(slog.DiscardHandler)),
 		cronguard.WithObserver(observe),
+		cronguard.WithObserver(metrics.Observe),
 	)
 	if err != nil {
 		return sum, err
 	}
+	metrics.Watch(s)
 	// Stop even on an early return; the normal path stops below, with a
 	// timeout, and a second Stop is a no-op.
 	defer s.Stop(context.Background())
@@ -211,7 +218,7 @@ func run(ctx context.Context, out io.Writer, o options) (sum summary, err error)
 	}
 	stopAdmin := func() {}
 	if o.AdminAddr != "" {
-		url, token, shutdown, err := serveAdmin(s, o.AdminAddr)
+		url, token, shutdown, err := serveAdmin(s, metrics, o.AdminAddr)
 		if err != nil {
 			return sum, err
 		}
@@ -219,6 +226,7 @@ func run(ctx context.Context, out io.Writer, o options) (sum summary, err error)
 		// call comes in during the stop; on an early return, at the end.
 		stopAdmin = sync.OnceFunc(func() { shutdown(o.StopTimeout) })
 		defer stopAdmin()
+		p.printf("dashboard on %s/ (sign in with the token), metrics on %s/metrics", url, url)
 		p.printf("admin API on %s, token %s; try:", url, token)
 		p.printf("  CRONGUARD_URL=%s CRONGUARD_TOKEN=%s go run ./cmd/cronguard jobs", url, token)
 		if o.onAdmin != nil {

@@ -156,13 +156,47 @@ func TestAdminAPI(t *testing.T) {
 	if err := json.Unmarshal(body, &list); code != http.StatusOK || err != nil || len(list.Jobs) != 1 || list.Jobs[0].Name != jobName {
 		t.Errorf("GET /api/jobs: %d %s", code, body)
 	}
+	checkDashboardAndMetrics(t, a.url, a.token)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	http.DefaultClient.CloseIdleConnections()
-	for _, want := range []string{"admin API on " + a.url + ", token " + a.token, "CRONGUARD_URL=" + a.url} {
+	for _, want := range []string{"admin API on " + a.url + ", token " + a.token, "CRONGUARD_URL=" + a.url,
+		"dashboard on " + a.url + "/ (sign in with the token), metrics on " + a.url + "/metrics"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// checkDashboardAndMetrics: / is the dashboard (the sign-in form without
+// credentials, the jobs with the token) and /metrics answers with the
+// job's series, without a token.
+func checkDashboardAndMetrics(t *testing.T, base, token string) {
+	t.Helper()
+	get := func(path, token string) (int, string) {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req) // follows the redirect to the sign-in form
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/", ""); code != http.StatusOK || !strings.Contains(body, "<h1>Sign in</h1>") {
+		t.Errorf("GET / without a token: %d; want the sign-in form:\n%s", code, body)
+	}
+	if code, body := get("/", token); code != http.StatusOK || !strings.Contains(body, `<a href="/jobs/`+jobName+`">`) {
+		t.Errorf("GET / with the token: %d; want the jobs page with %s:\n%s", code, jobName, body)
+	}
+	code, body := get("/metrics", "")
+	for _, want := range []string{`cronguard_job_enabled{job_name="` + jobName + `"}`, `cronguard_runs_total{job_name="` + jobName + `"`} {
+		if code != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("GET /metrics: %d, lacks %q:\n%s", code, want, body)
 		}
 	}
 }
