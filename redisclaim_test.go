@@ -492,3 +492,55 @@ func TestRedisRedlockStopWithFrozenServer(t *testing.T) {
 	goleak.VerifyNone(t, before)
 	srvs[1].Continue(t)
 }
+
+// The same through redistest's proxy: Redis runs every command at once but
+// its replies are held past the call budget (Stall) or lost (Drop), as a
+// congested network or a stalled proxy does. The lock that the timed-out
+// call set must not outlive the call: the manual run and the tick after
+// the fault run, and find no lock "held by" their own instance.
+func TestRedisStalledRepliesLeaveNoOrphan(t *testing.T) {
+	for _, mode := range []string{"stall", "drop"} {
+		t.Run(mode, func(t *testing.T) {
+			rlLeakCheck(t)
+			srv := redistest.Start(t)
+			proxy := redistest.StartProxy(t, srv.Addr())
+			opts := proxy.Options()
+			opts.ContextTimeoutEnabled = true
+			opts.MaxRetries = -1
+			c := redis.NewClient(opts)
+			t.Cleanup(func() { c.Close() })
+			check := srv.Client(t) // straight to Redis
+			ctx := context.Background()
+			const budget = 300 * time.Millisecond
+			s, _ := rlSched(t, "web-1", rlLocker(t, c, RedisLockBudget(budget), RedisLockOwner("web-1")), WithCallBudget(budget))
+			runs, tick := 0, t0
+			if err := s.Register("j", "@every 1m", JobFunc(func(context.Context) error { runs++; return nil })); err != nil {
+				t.Fatal(err)
+			}
+			nextTick := func() time.Time { tick = tick.Add(time.Minute); return tick }
+			tickAt(t, s, "j", nextTick()) // scripts loaded
+			for i, run := range []func() Report{
+				func() Report { r, _ := s.RunManually(ctx, "j"); return r },
+				func() Report { return tickAt(t, s, "j", nextTick()) },
+			} {
+				if mode == "stall" {
+					proxy.Stall()
+				} else {
+					proxy.Drop()
+				}
+				if rep := run(); rep.Skipped != SkipBackend {
+					t.Fatalf("case %d: run with replies %sed: %+v, want a backend skip", i, mode, rep)
+				}
+				proxy.Resume()
+				before := runs
+				rep := run()
+				if rep.Stop != StopDone || runs != before+1 {
+					t.Fatalf("case %d: the run after the %s: %+v; the timed-out call's lock blocked it", i, mode, rep)
+				}
+				if n := check.Exists(ctx, "cronguard:lock:{j}").Val(); n != 0 {
+					t.Errorf("case %d: a lock is left: %q", i, check.Get(ctx, "cronguard:lock:{j}").Val())
+				}
+			}
+		})
+	}
+}
