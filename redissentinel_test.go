@@ -149,18 +149,21 @@ func checkTokensGrow(t *testing.T, log *runLog, job string, first, last time.Tim
 }
 
 // Five instances (WithRedis on a failover client each) run two jobs on
-// "* * * * * *" — short, and long (600ms, LockTTL 900ms: an extension
-// every 300ms) — with runs delayed 0-200ms at random. Three seconds in, the
-// master is killed (SIGKILL) or frozen (SIGSTOP, continued once the
-// replica is promoted); the schedule goes on for four more seconds.
+// "* * * * * *" — short, and long (600ms, LockTTL 900ms: claims bounded by
+// TTL/3 = 300ms) — with runs delayed 0-200ms at random. Three seconds in,
+// while a run of a third job (LockTTL 1.5s) is in flight, the master is
+// killed (SIGKILL) or frozen (SIGSTOP, continued once the replica is
+// promoted); the schedule goes on for four more seconds.
 //
 // Guaranteed, and asserted: no tick runs twice (replication was in sync:
 // on loopback the replica is microseconds behind, and no instance is late
 // for a tick by more than the failover takes); fencing tokens grow with the
-// tick across the failover; the schedule resumes by itself (the last tick
-// runs once). Measured and logged, not asserted: the ticks missed during
-// the failover, whether each was reported (EventMissed), runs canceled with
-// ErrLockLost, the skips by reason, the failover time.
+// tick across the failover; every tick no one ran is reported by
+// EventMissed (the kill falls mid-second, away from the claims, so no claim
+// reply is lost); the schedule resumes by itself (the last tick runs once);
+// the run in flight is canceled with ErrLockLost within 2×TTL/3 of the
+// failover's start (its next extension, bounded by TTL/3, fails). Measured
+// and logged: the ticks missed, the skips by reason, the failover time.
 func TestRedisSentinelFailoverMidSchedule(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -178,8 +181,13 @@ func failoverSchedule(t *testing.T, name string, mode redistest.FailoverMode) {
 	t.Cleanup(rlAwaitDialers)
 	sn := redistest.StartSentinel(t)
 	log := newRunLog()
+	const inflightTTL = 1500 * time.Millisecond
+	inflight := newEndingJob()
 	delay := func(next Job) Job {
 		return JobFunc(func(ctx context.Context) error {
+			if TickFrom(ctx).Equal(t0) { // the run in flight starts at once
+				return next.Run(ctx)
+			}
 			select {
 			case <-time.After(time.Duration(rand.IntN(5)) * 50 * time.Millisecond):
 			case <-ctx.Done():
@@ -200,6 +208,9 @@ func failoverSchedule(t *testing.T, name string, mode redistest.FailoverMode) {
 			LockTTL(900*time.Millisecond)); err != nil {
 			t.Fatal(err)
 		}
+		if err := s.Register("inflight", "0 0 0 1 1 *", inflight.job(), LockTTL(inflightTTL)); err != nil {
+			t.Fatal(err)
+		}
 		scheds, recs = append(scheds, s), append(recs, rec)
 	}
 	for _, s := range scheds {
@@ -215,6 +226,8 @@ func failoverSchedule(t *testing.T, name string, mode redistest.FailoverMode) {
 	// that no claim is caught between its execution and its reply.
 	sleepUntil(first.Add(3*time.Second + 400*time.Millisecond))
 
+	inflightRep := goAsyncRL(func() Report { return tickAt(t, scheds[0], "inflight", t0) })
+	inflight.waitStarted(t)
 	old := sn.Master()
 	began := time.Now()
 	promoted := sn.Failover(t, mode)
@@ -233,6 +246,20 @@ func failoverSchedule(t *testing.T, name string, mode redistest.FailoverMode) {
 	}
 	wg.Wait()
 
+	e := inflight.ended(t)
+	canceled := e.at.Sub(began)
+	t.Logf("failover by %s: the run in flight (LockTTL %s) was canceled %s after the failover began: %v",
+		name, inflightTTL, canceled.Round(10*time.Millisecond), e.cause)
+	if !errors.Is(e.cause, ErrLockLost) {
+		t.Errorf("run in flight across the failover ended with %v, want ErrLockLost", e.cause)
+	}
+	if limit := 2*inflightTTL/3 + time.Second; canceled > limit { // 1s of slack for a busy machine
+		t.Errorf("run in flight canceled %s after the failover began, want within 2×TTL/3 (+1s) = %s", canceled, limit)
+	}
+	if rep := recv(t, inflightRep); rep.Stop != StopLockLost {
+		t.Errorf("report of the run in flight: %v", rep)
+	}
+
 	for _, job := range []string{"short", "long"} {
 		f := figures(log, recs, job, first, last)
 		t.Logf("failover by %s, job %s: %v; failover took %s", name, job, f, took.Round(10*time.Millisecond))
@@ -249,6 +276,57 @@ func failoverSchedule(t *testing.T, name string, mode redistest.FailoverMode) {
 	}
 	if who := log.who("short", last); len(who) != 1 {
 		t.Errorf("the last tick %s ran %d times %v: the schedule did not resume after the failover", fmtTick(last), len(who), who)
+	}
+}
+
+// runEnd is when and why a run ended.
+type runEnd struct {
+	at    time.Time
+	cause error
+}
+
+// endingJob runs until its context ends (at most a minute), and tells
+// when it started and how it ended.
+type endingJob struct {
+	started chan int64 // the run's fencing token
+	end     chan runEnd
+}
+
+func newEndingJob() *endingJob {
+	return &endingJob{started: make(chan int64, 1), end: make(chan runEnd, 1)}
+}
+
+func (j *endingJob) job() Job {
+	return JobFunc(func(ctx context.Context) error {
+		j.started <- LeaseFrom(ctx).Token()
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Minute):
+		}
+		j.end <- runEnd{time.Now(), context.Cause(ctx)}
+		return context.Cause(ctx)
+	})
+}
+
+func (j *endingJob) waitStarted(t *testing.T) int64 {
+	t.Helper()
+	select {
+	case tok := <-j.started:
+		return tok
+	case <-time.After(5 * time.Second):
+		t.Fatal("the run did not start")
+		return 0
+	}
+}
+
+func (j *endingJob) ended(t *testing.T) runEnd {
+	t.Helper()
+	select {
+	case e := <-j.end:
+		return e
+	case <-time.After(15 * time.Second):
+		t.Fatal("the run did not end")
+		return runEnd{}
 	}
 }
 
