@@ -360,12 +360,8 @@ func TestRedisSentinelFailoverBeforeReplication(t *testing.T) {
 	a, recA := rlSched(t, "a", rlLocker(t, ca, RedisLockOwner("a")))
 	b, _ := rlSched(t, "b", rlLocker(t, cb, RedisLockOwner("b")))
 	log := newRunLog()
-	type end struct {
-		at    time.Time
-		cause error
-	}
 	holdStarted := make(chan int64, 1)
-	holdEnded := make(chan end, 1)
+	holdEnded := make(chan runEnd, 1)
 	hold := func(id string) Job {
 		return JobFunc(func(ctx context.Context) error {
 			log.record("hold", id, TickFrom(ctx), LeaseFrom(ctx))
@@ -374,7 +370,7 @@ func TestRedisSentinelFailoverBeforeReplication(t *testing.T) {
 			}
 			holdStarted <- LeaseFrom(ctx).Token()
 			<-ctx.Done()
-			holdEnded <- end{time.Now(), context.Cause(ctx)}
+			holdEnded <- runEnd{time.Now(), context.Cause(ctx)}
 			return context.Cause(ctx)
 		})
 	}
@@ -487,7 +483,7 @@ func TestRedisSentinelFailoverBeforeReplication(t *testing.T) {
 	}
 
 	// Guaranteed: a's run learns at its next extension, and is canceled.
-	var e end
+	var e runEnd
 	select {
 	case e = <-holdEnded:
 	case <-time.After(ttl/3 + 5*time.Second):
