@@ -340,8 +340,8 @@ func (j *endingJob) ended(t *testing.T) runEnd {
 //
 //   - the claim mark of dup is at T0, the lock of hold is gone, and the fence
 //     counter of dup is below the tokens issued before the failover;
-//   - instance "b", late for T1, claims it and runs it: T1 runs twice (not
-//     guaranteed: the documented limit);
+//   - instance "b", late for T1, claims it and runs it: T1 runs twice (the
+//     documented limit, provoked on purpose);
 //   - b's token is above every token issued before (guaranteed: the token
 //     is raised to the server's clock in microseconds, and here both
 //     servers share one clock);
