@@ -23,7 +23,11 @@ type catchUpState struct {
 	mu      sync.Mutex
 	killed  time.Time // the latest tick skipped here as switched off
 	ranTick time.Time // the latest tick run here
-	ranEnd  time.Time // when the run of ranTick ended
+	// ranEnd is when the run of ranTick ended, on the ticks' clock: its
+	// tick plus how long it took from its claim. Real fires start at their
+	// tick, give or take the claim's latency; ticks given by hand (RunTick)
+	// are compared on their own clock, not with time.Now.
+	ranEnd time.Time
 }
 
 // skipped notes a scheduled tick that did not run here. Only a switched-off
@@ -40,7 +44,7 @@ func (c *catchUpState) skipped(trig Trigger, tick time.Time, why SkipReason) {
 }
 
 // ran notes that the run of tick (after its catch-up run, if any) ended
-// here at end.
+// here at end (on the ticks' clock).
 func (c *catchUpState) ran(tick, end time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -74,8 +78,8 @@ func (c *catchUpState) declined(prev, last time.Time) string {
 // it first runs the one catch-up run, then the tick.
 func (s *Scheduler) catchUpGuard(e *entry, prev, lastMissed time.Time, next Job) Job {
 	return JobFunc(func(ctx context.Context) error {
-		tick := TickFrom(ctx)
-		defer func() { e.catchUp.ran(tick, time.Now()) }()
+		tick, claimed := TickFrom(ctx), time.Now()
+		defer func() { e.catchUp.ran(tick, tick.Add(time.Since(claimed))) }()
 		if lastMissed.IsZero() {
 			return next.Run(ctx)
 		}
