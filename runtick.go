@@ -20,7 +20,8 @@ var ErrNotATick = errors.New("cronguard: not a tick of the job's spec")
 // Scheduler need not be started. RunTick does not move what JobInfo.Prev
 // reports (the last tick cron fired here).
 //
-// tick must be a time the spec names, in any location: otherwise RunTick
+// tick must be a time the spec names, in any location (TickFrom gives it
+// back as given): otherwise RunTick
 // runs nothing and returns an error wrapping ErrNotATick that names the
 // spec's ticks around it. An unknown job is ErrUnknownJob.
 //
@@ -40,11 +41,11 @@ func (s *Scheduler) RunTick(ctx context.Context, name string, tick time.Time) (R
 	return rep, rep.Err
 }
 
-// specTick returns tick as the spec names it (in the spec's location), or
-// an ErrNotATick naming the ticks around it.
+// specTick returns tick when the spec names it, or an ErrNotATick naming
+// the ticks around it.
 func specTick(e *entry, tick time.Time) (time.Time, error) {
 	if t := e.sched.Next(tick.Add(-time.Nanosecond)); !tick.IsZero() && t.Equal(tick) {
-		return t, nil
+		return tick, nil
 	}
 	around := ""
 	if !tick.IsZero() {
