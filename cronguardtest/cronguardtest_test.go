@@ -209,7 +209,10 @@ func TestRecorderWait(t *testing.T) {
 		t.Fatalf("%d events after Reset", n)
 	}
 	var zero cronguardtest.Recorder // usable as is
-	go func() { time.Sleep(10 * time.Millisecond); zero.Observe(cronguard.Event{Kind: cronguard.EventStarted, Job: "x"}) }()
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		zero.Observe(cronguard.Event{Kind: cronguard.EventStarted, Job: "x"})
+	}()
 	zero.Wait(t, cronguard.EventStarted, "x", 5*time.Second)
 }
 
