@@ -111,7 +111,8 @@ func (s *Scheduler) checkSwitch(ctx context.Context, e *entry) error {
 // claimGuard lets one run per tick through, across every instance sharing
 // the Locker: it moves the job's claim mark to the tick and, in the same
 // call, takes the run lock (not for OverlapAllow, which runs unlocked). The
-// winner of a tick reports the ticks missed since the mark (EventMissed);
+// winner of a tick reports the ticks missed since the mark (EventMissed)
+// and, with CatchUp, runs one catch-up run for them first (catchup.go);
 // a won tick whose lock is held (a run of an earlier tick still goes) is
 // skipped as locked, and stays claimed.
 func (s *Scheduler) claimGuard(e *entry) Middleware {
@@ -132,21 +133,26 @@ func (s *Scheduler) claimGuard(e *entry) Middleware {
 				return skip(SkipTickTaken, fmt.Errorf("%w: job %q: tick %s: the claim mark is at tick %s, claimed by %q",
 					ErrTickTaken, e.name, fmtTick(tick), fmtTick(c.HolderTick), clip(c.Holder)))
 			}
+			var lastMissed time.Time
 			if !c.Prev.IsZero() {
 				// Ticks this process fired and skipped before claiming
 				// (switched off, overlap, store down) were decided, and
 				// reported as skips: they are not missed.
-				s.reportMissed(ctx, e, later(c.Prev, e.decidedTick()), tick)
+				lastMissed = s.reportMissed(ctx, e, later(c.Prev, e.decidedTick()), tick)
+			}
+			job := next
+			if e.cfg.catchUp {
+				job = s.catchUpGuard(e, c.Prev, lastMissed, next) // catchup.go
 			}
 			switch {
 			case lockTTL == 0:
-				return next.Run(ctx)
+				return job.Run(ctx)
 			case errors.Is(c.LockErr, ErrLocked):
 				return skip(SkipLocked, c.LockErr)
 			case c.LockErr != nil || isNil(c.Lease):
 				return skip(SkipBackend, fmt.Errorf("%w: job %q: tick %s claimed, lock not taken: %w", ErrBackend, e.name, fmtTick(tick), c.LockErr))
 			}
-			return s.holdLease(ctx, e, c.Lease, lockTTL, next)
+			return s.holdLease(ctx, e, c.Lease, lockTTL, job)
 		})
 	}
 }
@@ -159,11 +165,12 @@ func later(a, b time.Time) time.Time {
 }
 
 // reportMissed raises EventMissed when the spec names ticks strictly
-// between the previous claim mark and tick.
-func (s *Scheduler) reportMissed(ctx context.Context, e *entry, prev, tick time.Time) {
+// between the previous claim mark and tick, and returns the last of them
+// (zero when none).
+func (s *Scheduler) reportMissed(ctx context.Context, e *entry, prev, tick time.Time) time.Time {
 	n, first, last, capped := missedTicks(e.sched, prev, tick)
 	if n == 0 {
-		return
+		return time.Time{}
 	}
 	count := strconv.Itoa(n)
 	if capped {
@@ -173,6 +180,7 @@ func (s *Scheduler) reportMissed(ctx context.Context, e *entry, prev, tick time.
 		ErrMissed, e.name, count, fmtTick(first), fmtTick(last), fmtTick(tick), fmtTick(prev)))
 	ev.Missed, ev.MissedCapped, ev.MissedFirst, ev.MissedLast = n, capped, first, last
 	s.emit(ev)
+	return last
 }
 
 // overlapState is the local no-overlap bookkeeping of one job.

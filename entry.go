@@ -23,6 +23,7 @@ type entry struct {
 	manual    Job // the guard chain for RunManually
 
 	overlap overlapState
+	catchUp catchUpState // catchup.go
 
 	mu      sync.Mutex
 	last    *Report

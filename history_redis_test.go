@@ -140,7 +140,7 @@ func TestRedisHistoryThreeInstances(t *testing.T) {
 		}
 	}
 	h := waitHistory(t, scheds[2], "j", 1)
-	waitFor(t, 5*time.Second, "the skip recorded", func() bool {
+	waitFor(t, 15*time.Second, "the skip recorded", func() bool {
 		h, _ = scheds[2].History(ctx, "j", 5)
 		return len(h) > 0 && h[0].Kind == HistorySkip
 	})

@@ -32,6 +32,10 @@ type Trigger string
 const (
 	TriggerSchedule Trigger = "schedule" // a cron tick
 	TriggerManual   Trigger = "manual"   // RunManually
+	// TriggerCatchUp: the one run a CatchUp job gets for the ticks it
+	// missed, run just before the tick that revealed them; its tick is the
+	// last missed tick.
+	TriggerCatchUp Trigger = "catchup"
 )
 
 // StopReason says why a run ended.
@@ -214,6 +218,7 @@ type jobConfig struct {
 	flag     string
 	overlap  OverlapPolicy
 	hardKill bool
+	catchUp  bool
 }
 
 // LockTTL sets the run lock's time to live (default 30s). The lease is
@@ -271,6 +276,34 @@ func Overlap(p OverlapPolicy) JobOption {
 func HardKill() JobOption {
 	return func(c *jobConfig) error {
 		c.hardKill = true
+		return nil
+	}
+}
+
+// CatchUp gives the job one catch-up run for the ticks it missed (ticks
+// that no instance claimed: every instance down, paused or unable to reach
+// the store). Off by default: missed ticks are then only reported
+// (EventMissed).
+//
+// The bound: at most one catch-up run per gap, whatever the number of
+// ticks in it (a day of downtime on a 1s spec, a DST jump), never more, and
+// only when the instance that claims the first tick after the gap has
+// CatchUp on. Only the winner of that tick sees the gap, so the catch-up
+// runs once across instances. It runs first, with Trigger TriggerCatchUp
+// and TickFrom the last missed tick, then the tick that revealed the gap
+// runs as usual: both under the run lock that tick's claim took, each with
+// its own Timeout and Report. So the job sees its ticks in order, and the
+// current tick starts once the catch-up run ends.
+//
+// No catch-up when that tick does not run (its run lock is held, say): the
+// gap is reported once and the next claim does not see it again. Nor for
+// ticks the claiming instance skipped on purpose: the latest missed tick
+// was skipped here as switched off, or fell while this instance's own run
+// of the previous tick was still going (OverlapSkip). Ticks that only other
+// instances skipped so are caught up.
+func CatchUp() JobOption {
+	return func(c *jobConfig) error {
+		c.catchUp = true
 		return nil
 	}
 }

@@ -16,5 +16,8 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(chaosChildEnv); spec != "" {
 		os.Exit(chaosChild(spec))
 	}
+	if spec := os.Getenv(missedChildEnv); spec != "" { // an instance of TestMissedTicksAndCatchUpSeparateProcesses
+		os.Exit(missedChild(spec))
+	}
 	goleak.VerifyTestMain(m)
 }

@@ -1,0 +1,146 @@
+package cronguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Catch-up (the CatchUp job option): the winner of the first tick after a
+// gap of missed ticks runs one catch-up run for all of them, then the tick
+// itself, under the run lock its claim took. Only the winner of a tick sees
+// the gap (the claim mark moves once), so the catch-up runs once across
+// instances; and it is one run whatever the gap's size.
+
+// catchUpState is what this instance knows of a CatchUp job's recent ticks:
+// enough to tell a gap left by downtime, which is caught up, from ticks it
+// skipped on purpose, which are not.
+type catchUpState struct {
+	mu      sync.Mutex
+	killed  time.Time // the latest tick skipped here as switched off
+	ranTick time.Time // the latest tick run here
+	// ranEnd is when the run of ranTick ended, on the ticks' clock: its
+	// tick plus how long it took from its claim. Real fires start at their
+	// tick, give or take the claim's latency; ticks given by hand (RunTick)
+	// are compared on their own clock, not with time.Now.
+	ranEnd time.Time
+}
+
+// skipped notes a scheduled tick that did not run here. Only a switched-off
+// tick matters: an operator stopped the job on purpose.
+func (c *catchUpState) skipped(trig Trigger, tick time.Time, why SkipReason) {
+	if trig != TriggerSchedule || why != SkipKilled {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if tick.After(c.killed) {
+		c.killed = tick
+	}
+}
+
+// ran notes that the run of tick (after its catch-up run, if any) ended
+// here at end (on the ticks' clock).
+func (c *catchUpState) ran(tick, end time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !tick.Before(c.ranTick) {
+		c.ranTick, c.ranEnd = tick, end
+	}
+}
+
+// declined says why the gap after the claim mark prev, whose last missed
+// tick is last, is not caught up here; "" when it is. Every missed tick
+// lies strictly between prev and the tick being claimed, so a switched-off
+// tick after prev is one of them.
+func (c *catchUpState) declined(prev, last time.Time) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case !last.After(c.killed):
+		return fmt.Sprintf("the last missed tick, %s, was skipped here as switched off", fmtTick(last))
+	case c.ranTick.Equal(prev) && last.Before(c.ranEnd):
+		// Nobody claimed them because this instance was busy with prev
+		// (OverlapSkip); the other instances, if any, were down.
+		return fmt.Sprintf("the missed ticks fell while this instance's run of tick %s was going (it ended at %s)",
+			fmtTick(prev), fmtTick(c.ranEnd))
+	}
+	return ""
+}
+
+// catchUpGuard wraps the run of a won tick of a CatchUp job, inside the
+// claim guard and under the run lock the claim took: when the claim found
+// missed ticks (lastMissed not zero; prev is the claim mark it moved from),
+// it first runs the one catch-up run, then the tick.
+func (s *Scheduler) catchUpGuard(e *entry, prev, lastMissed time.Time, next Job) Job {
+	return JobFunc(func(ctx context.Context) error {
+		tick, claimed := TickFrom(ctx), time.Now()
+		defer func() { e.catchUp.ran(tick, tick.Add(time.Since(claimed))) }()
+		if lastMissed.IsZero() {
+			return next.Run(ctx)
+		}
+		if why := e.catchUp.declined(prev, lastMissed); why != "" {
+			s.logAttrs(slog.LevelInfo, "cronguard: no catch-up run", slog.String("job", e.name),
+				slog.Time("tick", tick), slog.String("reason", why))
+			return next.Run(ctx)
+		}
+		s.runCatchUp(ctx, e, lastMissed, next)
+		if err := s.afterCatchUp(ctx, e, tick); err != nil {
+			return err
+		}
+		return next.Run(ctx)
+	})
+}
+
+// runCatchUp runs the catch-up run of e, with tick last (the last missed
+// tick), through inner (timeout and hard kill, as every run) wrapped in the
+// recover guard and the user middleware: it gets its own Report and
+// events, with Trigger TriggerCatchUp.
+func (s *Scheduler) runCatchUp(ctx context.Context, e *entry, last time.Time, inner Job) Report {
+	st := &run{s: s, e: e, job: e.name, trigger: TriggerCatchUp, tick: last}
+	ctx = context.WithValue(ctx, runKey{}, st)
+	ctx = context.WithValue(ctx, tickKey{}, last)
+	j, err := s.catchUpChain(e, inner)
+	if err == nil {
+		err = j.Run(ctx)
+	}
+	rep := st.report(err)
+	e.setLast(rep)
+	ev := st.event(EventFinished, rep.Err)
+	ev.Report = &rep
+	s.emit(ev)
+	return rep
+}
+
+// catchUpChain is recover → user middleware → inner. It is built for each
+// catch-up run (one per gap at most, so rarely), as Register builds the
+// others.
+func (s *Scheduler) catchUpChain(e *entry, inner Job) (Job, error) {
+	j := inner
+	for i, mw := range slices.Backward(s.cfg.middleware) {
+		var err error
+		if j, err = wrap(mw, j); err != nil {
+			return nil, fmt.Errorf("job %q: catch-up run: middleware %d: %w", e.name, i, err)
+		}
+	}
+	return s.recoverGuard(e)(j), nil
+}
+
+// afterCatchUp decides whether the tick runs after its catch-up run: not
+// when the run's context ended meanwhile (the lock was lost, the scheduler
+// stops), nor when the job was switched off during the catch-up run.
+func (s *Scheduler) afterCatchUp(ctx context.Context, e *entry, tick time.Time) error {
+	if ctx.Err() != nil {
+		cause := context.Cause(ctx)
+		err := fmt.Errorf("job %q: tick %s not run after its catch-up run: %w", e.name, fmtTick(tick), cause)
+		if errors.Is(cause, ErrLockLost) {
+			return skip(SkipBackend, err)
+		}
+		return skip(SkipStopped, err)
+	}
+	return s.checkSwitch(ctx, e)
+}
