@@ -16,31 +16,19 @@ import (
 // the gap (the claim mark moves once), so the catch-up runs once across
 // instances; and it is one run whatever the gap's size.
 
-// catchUpState is what this instance knows of a CatchUp job's recent ticks:
-// enough to tell a gap left by downtime, which is caught up, from ticks it
-// skipped on purpose, which are not.
+// catchUpState is what this instance knows of a CatchUp job's recent runs.
+// Ticks it fired and skipped (switched off, overlap) are not missed at all
+// (see entry.noteDecided); this covers the ticks that fell while its own
+// run of the previous tick was going and were never fired, such as ticks
+// given by hand (RunTick).
 type catchUpState struct {
 	mu      sync.Mutex
-	killed  time.Time // the latest tick skipped here as switched off
 	ranTick time.Time // the latest tick run here
 	// ranEnd is when the run of ranTick ended, on the ticks' clock: its
 	// tick plus how long it took from its claim. Real fires start at their
 	// tick, give or take the claim's latency; ticks given by hand (RunTick)
 	// are compared on their own clock, not with time.Now.
 	ranEnd time.Time
-}
-
-// skipped notes a scheduled tick that did not run here. Only a switched-off
-// tick matters: an operator stopped the job on purpose.
-func (c *catchUpState) skipped(trig Trigger, tick time.Time, why SkipReason) {
-	if trig != TriggerSchedule || why != SkipKilled {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if tick.After(c.killed) {
-		c.killed = tick
-	}
 }
 
 // ran notes that the run of tick (after its catch-up run, if any) ended
@@ -54,16 +42,11 @@ func (c *catchUpState) ran(tick, end time.Time) {
 }
 
 // declined says why the gap after the claim mark prev, whose last missed
-// tick is last, is not caught up here; "" when it is. Every missed tick
-// lies strictly between prev and the tick being claimed, so a switched-off
-// tick after prev is one of them.
+// tick is last, is not caught up here; "" when it is.
 func (c *catchUpState) declined(prev, last time.Time) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch {
-	case !last.After(c.killed):
-		return fmt.Sprintf("the last missed tick, %s, was skipped here as switched off", fmtTick(last))
-	case c.ranTick.Equal(prev) && last.Before(c.ranEnd):
+	if c.ranTick.Equal(prev) && last.Before(c.ranEnd) {
 		// Nobody claimed them because this instance was busy with prev
 		// (OverlapSkip); the other instances, if any, were down.
 		return fmt.Sprintf("the missed ticks fell while this instance's run of tick %s was going (it ended at %s)",

@@ -94,7 +94,6 @@ func (s *Scheduler) execute(ctx context.Context, e *entry, trig Trigger, tick ti
 		e.noteDecided(tick)
 	}
 	if rep.Skipped != "" {
-		e.catchUp.skipped(trig, tick, rep.Skipped) // catchup.go
 		ev := st.event(EventSkipped, rep.Err)
 		ev.Skip = rep.Skipped
 		s.emit(ev)
