@@ -544,3 +544,79 @@ func TestRedisStalledRepliesLeaveNoOrphan(t *testing.T) {
 		})
 	}
 }
+
+// Redlock: a server slow at claim time (it never got the mark), then
+// another losing its data (a restart without persistence): one fault at a
+// time, a minority each. A late instance must still find the tick taken,
+// on the server that kept it.
+func TestRedisRedlockClaimSurvivesOneServerLosingData(t *testing.T) {
+	srvs, cs, x := rlRedlock(t, RedisLockOwner("x"), RedisLockBudget(600*time.Millisecond))
+	ctx := context.Background()
+	srvs[1].Pause(t)
+	c1, err := x.Claim(ctx, "j", t0, 0, "x")
+	srvs[1].Continue(t)
+	if err != nil || !c1.Won {
+		t.Fatalf("x: %+v %v", c1, err)
+	}
+	cs[0].FlushAll(ctx)
+	y := rlLocker(t, cs[0], RedisLockOwner("y"), RedlockWith(cs[1], cs[2]))
+	c2, err := y.Claim(ctx, "j", t0, 0, "y")
+	if err == nil && c2.Won {
+		t.Fatalf("tick %s won twice: x, then y after server 0 lost its data (%+v)", fmtTick(t0), c2)
+	}
+}
+
+// One instance whose clock jumped a day ahead claims a tick of tomorrow:
+// the mark must not make every other instance skip every tick until then.
+// Ticks of the future themselves are still claimed against the mark.
+func TestRedisWildMarkDoesNotStopTheFleet(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Minute)
+	wild := rlLocker(t, c, RedisLockOwner("wild"))
+	tomorrow := now.Add(24 * time.Hour)
+	if cl, err := wild.Claim(ctx, "j", tomorrow, 0, "wild"); err != nil || !cl.Won {
+		t.Fatal(cl, err)
+	}
+	if cl, err := wild.Claim(ctx, "j", tomorrow, 0, "wild-2"); err != nil || cl.Won {
+		t.Fatalf("the same future tick claimed again: %+v %v; want taken", cl, err)
+	}
+	ok := rlLocker(t, c, RedisLockOwner("web-1"))
+	for i := 1; i <= 5; i++ {
+		cl, err := ok.Claim(ctx, "j", now.Add(time.Duration(i)*time.Minute), 0, "web-1")
+		if err != nil || !cl.Won {
+			t.Fatalf("tick %d of the present behind a mark a day ahead: %+v %v; want won", i, cl, err)
+		}
+	}
+}
+
+// A claim mark whose fields are not integers (a hand edit, another
+// program) is refused before anything is written: no instance is told the
+// tick is taken by one that did not run it.
+func TestRedisGarbageClaimMarkWritesNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	for _, fields := range [][]any{{"s", "1.5", "n", "0"}, {"s", "1e9", "n", "0"}, {"s", "x", "n", "0"}} {
+		c.Del(ctx, "cronguard:claim:{j}", "cronguard:lock:{j}")
+		c.HSet(ctx, "cronguard:claim:{j}", fields...)
+		l := rlLocker(t, c, RedisLockOwner("web-1"))
+		if _, err := l.Claim(ctx, "j", t0, 10*time.Second, "web-1"); err == nil {
+			t.Errorf("mark %v: claim succeeded; want an error", fields)
+		}
+		if got := c.HGet(ctx, "cronguard:claim:{j}", "by").Val(); got != "" {
+			t.Errorf("mark %v: the failed claim wrote by=%q", fields, got)
+		}
+		if n := c.Exists(ctx, "cronguard:lock:{j}").Val(); n != 0 {
+			t.Errorf("mark %v: the failed claim left a lock", fields)
+		}
+	}
+}
+
+// Two prefixes never map to the same keys, escaped or not.
+func TestEscapedPrefixesStayApart(t *testing.T) {
+	if a, b := escapePrefix("x{"), escapePrefix("x%7B"); a == b {
+		t.Fatalf("prefixes %q and %q both escape to %q", "x{", "x%7B", a)
+	}
+}

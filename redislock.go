@@ -370,9 +370,10 @@ func hashTag(job string) string {
 	return "{" + job + "}"
 }
 
-// escapePrefix escapes a prefix with braces, which would make the hash tag.
+// escapePrefix escapes a prefix with braces, which would make the hash
+// tag; "%" too, so that an escaped prefix never equals another one.
 func escapePrefix(p string) string {
-	if strings.ContainsAny(p, "{}") {
+	if strings.ContainsAny(p, "{}%") {
 		return braceEscaper.Replace(p)
 	}
 	return p
@@ -427,11 +428,21 @@ local function abandoned(cur, from)
 end
 `
 
+// maxMarkAhead bounds how far ahead of a Redis server's clock a claim mark
+// is trusted. A mark further ahead (set by an instance whose clock jumped
+// forward, or by hand) would make every instance skip every tick as taken
+// until real time caught up with it; instead a claim of a tick that is not
+// itself that far ahead replaces it, reporting no missed ticks. Ticks in
+// the future are still claimed against the mark as usual, so they never run
+// twice.
+const maxMarkAhead = time.Hour
+
 // claimScript moves the claim mark and, when the lock TTL is not 0, takes
 // the run lock and issues a fencing token, in one step.
 //
 //	KEYS: claim mark, lock, fence
-//	ARGV: tick seconds, tick nanoseconds, instance, attempt value, lock TTL ms (0: no lock), tick text, abandoned values...
+//	ARGV: tick seconds, tick nanoseconds, instance, attempt value, lock TTL ms (0: no lock), tick text,
+//	      wild-mark bound in seconds (see maxMarkAhead), abandoned values...
 //
 // It answers {state, a, b, c[, d]}: {"won", prev s, prev n, token}, {"taken",
 // holder, mark s, mark n} or {"locked", prev s, prev n, lock value, PTTL}.
@@ -439,22 +450,32 @@ end
 // won, and the lock granted again. A lock holding an abandoned value of
 // this process is deleted first.
 var claimScript = redis.NewScript(fenceLua + `
+local function int(x)
+	return type(x) == 'string' and string.match(x, '^%-?%d+$') ~= nil and #x <= 19
+end
 local ts, tn = tonumber(ARGV[1]), tonumber(ARGV[2])
 local att, ttl = ARGV[4], tonumber(ARGV[5])
+local now = tonumber(redis.call('TIME')[1])
+local ahead = tonumber(ARGV[7])
 local cur = redis.call('GET', KEYS[2])
-if cur and abandoned(cur, 7) then
+if cur and abandoned(cur, 8) then
 	redis.call('DEL', KEYS[2])
 	cur = false
 end
 local m = redis.call('HMGET', KEYS[1], 's', 'n', 'by', 'att', 'ps', 'pn')
 local ps, pn = '', ''
 if m[1] then
-	local ms, mn = tonumber(m[1]), tonumber(m[2])
-	if not ms or not mn then
+	if not int(m[1]) or not int(m[2]) then
 		return redis.error_reply('cronguard: unreadable claim mark in ' .. KEYS[1])
 	end
+	local ms, mn = tonumber(m[1]), tonumber(m[2])
+	-- a mark far ahead of this server's clock (an instance with a wild
+	-- clock, a hand edit) does not hold back a tick of the present
+	local wild = ms > now + ahead and ts <= now + ahead
 	if m[4] == att and ms == ts and mn == tn then
-		ps, pn = m[5] or '', m[6] or ''
+		if int(m[5]) and int(m[6]) then ps, pn = m[5], m[6] end
+	elseif wild then
+		ps, pn = '', ''
 	elseif ts > ms or (ts == ms and tn > mn) then
 		ps, pn = m[1], m[2]
 	else
@@ -544,7 +565,8 @@ func parseTick(s, n string, loc *time.Location) (time.Time, error) {
 
 // claimOn runs claimScript on server i.
 func (l *redisStore) claimOn(ctx context.Context, i int, job string, tick time.Time, lockTTL time.Duration, instance, value string) (scriptReply, error) {
-	args := []any{tick.Unix(), tick.Nanosecond(), instance, value, lockTTL.Milliseconds(), fmtTick(tick)}
+	args := []any{tick.Unix(), tick.Nanosecond(), instance, value, lockTTL.Milliseconds(), fmtTick(tick),
+		int64(maxMarkAhead / time.Second)}
 	for _, v := range l.abandoned.list(job) {
 		args = append(args, v)
 	}

@@ -12,16 +12,22 @@ import (
 // (RedlockWith): a claim or a lock holds once a majority of the servers
 // holds it.
 //
-// The claim mark is won on a majority, asking the servers one after the
+// The claim mark is won on a majority, asking every server one after the
 // other, always in the order given, and stopping at the first server whose
 // mark is at or past the tick: so claimants arriving at once cannot split
 // the servers between them (the first server that answers them both
-// decides), a loser costs one round trip, and a winner one per server up to
-// the majority. A server that does not answer within its share of the
-// budget (budget/N) is skipped. A claim never returns won without a
-// majority, so no tick runs twice while the servers keep their data; a
-// tick can be missed if the servers are partitioned so that two claimants
-// see different first servers, or a winner dies halfway.
+// decides), and a loser costs one round trip. A winner asks every server,
+// not just a majority: a server past the majority that already holds the
+// tick (the servers before it lost their data, or missed the winner's
+// claim while they were slow) makes the claim lost, so one server losing
+// its data cannot let a late instance run a tick again. A server that does
+// not answer within its share of the budget (budget/N) is skipped. A claim
+// never returns won without a majority and with a server that names
+// another claimant. The bound: a tick can run twice only when the servers
+// that hold its mark are all down or have lost it at once, while the
+// others never received it. A tick can be missed when the servers are
+// partitioned so that two claimants see different first servers, or a
+// winner dies halfway.
 //
 // The run lock is Redlock, with redsync's rules (validity: the TTL minus
 // the time taken minus 1% and 2ms of drift) and redsync's extension and
@@ -34,8 +40,8 @@ import (
 // the budget, so that the lock is set and removed on every server that
 // answers; drain (Scheduler.Stop) waits for them, so none outlives Stop.
 //
-// Round trips per server: a won claim with its lock costs the claim on a
-// majority of servers (one each, in turn), then the lock and the release
+// Round trips per server: a won claim with its lock costs the claim on
+// every server (one each, in turn), then the lock and the release
 // on every server (one each, in parallel), plus one per extension; a lost
 // claim costs one round trip to the first server.
 type quorum struct {
@@ -65,9 +71,7 @@ func (q *quorum) claim(ctx context.Context, job string, tick time.Time, lockTTL 
 		if r.prev.After(prev) {
 			prev = r.prev // the servers' marks may differ: the newest misses least
 		}
-		if won++; won >= q.quorum {
-			break
-		}
+		won++ // and on: a later server at or past the tick loses it all the same
 	}
 	if won < q.quorum {
 		return Claim{}, fmt.Errorf("claim %s: no majority: %d of %d servers claimed, %d needed: %w",
