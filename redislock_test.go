@@ -939,7 +939,9 @@ func TestRedisRedlockQuorum(t *testing.T) {
 
 	srvs[2].Stop(t)
 	oneDown := nextSecond(time.Now())
-	sleepUntil(oneDown.Add(2500 * time.Millisecond))
+	// A winner asks every server, so the one that is down costs each won
+	// claim its share of the budget (budget/3) before the run starts.
+	sleepUntil(oneDown.Add(3500 * time.Millisecond))
 	expectRuns("2 of 3 up", oneDown, 3, 1)
 
 	srvs[1].Stop(t)
@@ -960,9 +962,11 @@ func TestRedisRedlockQuorum(t *testing.T) {
 		}
 	}
 	// Per tick, the instance that claimed the one server left reports why
-	// it cannot go on; the other lost that server to it (tick_taken).
-	if len(why) < 3 {
-		t.Fatalf("%d backend skips with two servers down, want one per tick", len(why))
+	// it cannot go on (the other lost that server to it, tick_taken); a
+	// claim waits for both dead servers (2 × budget/3), so the next tick
+	// may be skipped as overlap instead.
+	if len(why) < 2 {
+		t.Fatalf("%d backend skips with two servers down over 3 ticks, want at least 2", len(why))
 	}
 	for _, err := range why {
 		msg := err.Error()
