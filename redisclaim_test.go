@@ -620,3 +620,27 @@ func TestEscapedPrefixesStayApart(t *testing.T) {
 		t.Fatalf("prefixes %q and %q both escape to %q", "x{", "x%7B", a)
 	}
 }
+
+// A server error that go-redis retries on (a failover, a server loading)
+// may follow a first try that ran: the attempt counts as maybe-run, its
+// lock is deleted if it holds the attempt's value; a script's own error
+// does not.
+func TestRetriedServerErrorsMayHaveRun(t *testing.T) {
+	for msg, want := range map[string]bool{
+		"LOADING Redis is loading the dataset in memory":             true,
+		"READONLY You can't write against a read only replica.":      true,
+		"MASTERDOWN Link with MASTER is down":                        true,
+		"ERR Error running script: cronguard: unreadable claim mark": false,
+		"WRONGTYPE Operation against a key holding the wrong kind":   false,
+	} {
+		if got := replyLost(redisError(msg)); got != want {
+			t.Errorf("replyLost(%q) = %t, want %t", msg, got, want)
+		}
+	}
+}
+
+// redisError is a server error reply as go-redis returns it.
+type redisError string
+
+func (e redisError) Error() string { return string(e) }
+func (redisError) RedisError()     {}

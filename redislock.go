@@ -598,11 +598,27 @@ func replyLost(err error) bool {
 	var op *net.OpError
 	switch {
 	case errors.As(err, &re):
-		return false
+		// A server error is the script's own answer, unless go-redis
+		// retried after a lost reply and the retry met a server that is
+		// loading or failing over: the first try may have run.
+		return retriedServerError(err)
 	case errors.As(err, &op) && op.Op == "dial":
 		return false
 	}
 	return true
+}
+
+// retriedServerError reports whether err is one of the server errors that
+// go-redis retries on (LOADING, READONLY, MASTERDOWN, TRYAGAIN,
+// CLUSTERDOWN): the call may have been sent before and run.
+func retriedServerError(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"LOADING ", "READONLY ", "MASTERDOWN ", "TRYAGAIN ", "CLUSTERDOWN "} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // lockedError words a held lock: who holds it (the owner part of its
