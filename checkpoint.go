@@ -3,8 +3,8 @@ package cronguard
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -50,21 +50,27 @@ func (m *MemoryCheckpoints) Save(_ context.Context, job, after string) error {
 // <prefix>checkpoint (field = job, value = cursor), so a run on any instance
 // resumes where the last run on any other stopped. WithRedis uses it.
 type RedisCheckpoints struct {
-	rdb redis.UniversalClient
-	key string
+	rdb    redis.UniversalClient
+	key    string
+	budget time.Duration
 }
 
-// NewRedisCheckpoints returns a CheckpointStore on rdb under prefix (for
-// example "cronguard:"). A nil rdb (or a typed nil) is ErrInvalidOption.
-func NewRedisCheckpoints(rdb redis.UniversalClient, prefix string) (*RedisCheckpoints, error) {
-	if isNil(rdb) {
-		return nil, fmt.Errorf("%w: NewRedisCheckpoints: nil client", ErrInvalidOption)
+// NewRedisCheckpoints returns a CheckpointStore on rdb. It takes
+// RedisPrefix and RedisBudget; a nil client or option, or an option of
+// another backend, is an error wrapping ErrInvalidOption.
+func NewRedisCheckpoints(rdb redis.UniversalClient, opts ...RedisOption) (*RedisCheckpoints, error) {
+	cfg, err := newRedisConfig(forCheckpoints, rdb, opts)
+	if err != nil {
+		return nil, err
 	}
-	return &RedisCheckpoints{rdb: rdb, key: prefix + "checkpoint"}, nil
+	return &RedisCheckpoints{rdb: rdb, key: cfg.prefix + "checkpoint", budget: cfg.budget}, nil
 }
 
-// Load implements CheckpointStore.
+// Load implements CheckpointStore. It keeps the caller's deadline, or is
+// bounded by the budget when ctx has none.
 func (r *RedisCheckpoints) Load(ctx context.Context, job string) (string, error) {
+	ctx, cancel := bounded(ctx, r.budget)
+	defer cancel()
 	after, err := r.rdb.HGet(ctx, r.key, job).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", nil
@@ -72,7 +78,9 @@ func (r *RedisCheckpoints) Load(ctx context.Context, job string) (string, error)
 	return after, err
 }
 
-// Save implements CheckpointStore.
+// Save implements CheckpointStore, bounded as Load.
 func (r *RedisCheckpoints) Save(ctx context.Context, job, after string) error {
+	ctx, cancel := bounded(ctx, r.budget)
+	defer cancel()
 	return r.rdb.HSet(ctx, r.key, job, after).Err()
 }

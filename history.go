@@ -78,7 +78,7 @@ type HistoryStore interface {
 }
 
 type historyConfig struct {
-	store HistoryStore // nil: memory, or Redis with WithRedis
+	store HistoryStore // nil: memory; WithRedis sets a RedisHistory
 	size  int          // entries kept per job; 0: DefaultHistorySize
 	queue int          // writer queue; 0: DefaultHistoryQueue (tests shrink it)
 }
@@ -139,11 +139,8 @@ func (s *Scheduler) History(ctx context.Context, job string, limit int) ([]Histo
 // makeStore returns the history store the options ask for.
 func (c *config) makeHistoryStore() HistoryStore {
 	size := cmp.Or(c.history.size, DefaultHistorySize)
-	switch {
-	case c.history.store != nil:
+	if c.history.store != nil { // given, or made by WithRedis (redis.go)
 		return c.history.store
-	case len(c.redis) > 0:
-		return NewRedisHistory(c.redis[0], c.prefix, size)
 	}
 	return NewMemoryHistory(size)
 }

@@ -25,11 +25,10 @@ const historySkipMemory = 24 * time.Hour
 //
 // # Layout
 //
-// One capped stream per job, with the default prefix
-//
-//	cronguard:history:{job}            stream; each entry has one field "e",
-//	                                   the JSON of a HistoryEntry
-//	cronguard:history:{job}:lastskip   "tick|reason" of the last skip recorded
+// One capped stream per job, <prefix>history:{job}, each entry with one
+// field "e", the JSON of a HistoryEntry; and <prefix>history:{job}:lastskip,
+// "tick|reason" of the last skip recorded. The table of every key is in
+// ARCHITECTURE.md ("Where state lives").
 //
 // Each write is one round trip (a Lua script): XADD with MAXLEN ~ perJob, so
 // the stream is trimmed in whole nodes and may hold up to about 100 entries
@@ -47,20 +46,22 @@ type RedisHistory struct {
 	rdb    redis.UniversalClient
 	prefix string
 	size   int
+	budget time.Duration
 }
 
-// NewRedisHistory returns a HistoryStore on rdb under prefix (for example
-// "cronguard:") keeping about perJob entries per job (DefaultHistorySize
-// when perJob < 1).
-func NewRedisHistory(rdb redis.UniversalClient, prefix string, perJob int) *RedisHistory {
-	if perJob < 1 {
-		perJob = DefaultHistorySize
+// NewRedisHistory returns a HistoryStore on rdb. It takes RedisPrefix,
+// RedisBudget and RedisHistorySize; a nil client or option, or an option
+// of another backend, is an error wrapping ErrInvalidOption.
+func NewRedisHistory(rdb redis.UniversalClient, opts ...RedisOption) (*RedisHistory, error) {
+	cfg, err := newRedisConfig(forHistory, rdb, opts)
+	if err != nil {
+		return nil, err
 	}
-	return &RedisHistory{rdb: rdb, prefix: prefix, size: perJob}
+	return &RedisHistory{rdb: rdb, prefix: cfg.prefix, size: cfg.historySize, budget: cfg.budget}, nil
 }
 
-// Key returns the name of the job's stream.
-func (r *RedisHistory) Key(job string) string { return r.prefix + "history:{" + job + "}" }
+// key returns the name of the job's stream.
+func (r *RedisHistory) key(job string) string { return r.prefix + "history:{" + job + "}" }
 
 // historyAppend adds one entry to the stream. A scheduled skip (ARGV[3] not
 // empty) that matches the last skip recorded is not added again.
@@ -78,11 +79,14 @@ redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
 return 1
 `)
 
-// Append implements HistoryStore.
+// Append implements HistoryStore. It keeps the caller's deadline, or is
+// bounded by the budget when ctx has none.
 func (r *RedisHistory) Append(ctx context.Context, e HistoryEntry) error {
 	if err := ctx.Err(); err != nil {
 		return err // at stop, past the flush bound: fail at once
 	}
+	ctx, cancel := bounded(ctx, r.budget)
+	defer cancel()
 	e.ID = ""
 	b, err := json.Marshal(e)
 	if err != nil {
@@ -92,14 +96,16 @@ func (r *RedisHistory) Append(ctx context.Context, e HistoryEntry) error {
 	if e.Kind == HistorySkip && e.Trigger == TriggerSchedule && !e.Tick.IsZero() {
 		skip = e.Tick.UTC().Format(time.RFC3339Nano) + "|" + string(e.Skip)
 	}
-	key := r.Key(e.Job)
+	key := r.key(e.Job)
 	return historyAppend.Run(ctx, r.rdb, []string{key, key + ":lastskip"},
 		r.size, b, skip, historySkipMemory.Milliseconds()).Err()
 }
 
-// History implements HistoryStore.
+// History implements HistoryStore, bounded as Append.
 func (r *RedisHistory) History(ctx context.Context, job string, limit int) ([]HistoryEntry, error) {
-	key := r.Key(job)
+	ctx, cancel := bounded(ctx, r.budget)
+	defer cancel()
+	key := r.key(job)
 	msgs, err := r.rdb.XRevRangeN(ctx, key, "+", "-", int64(max(limit, 1))).Result()
 	if err != nil {
 		return nil, fmt.Errorf("%w: read stream %s: %s", ErrHistory, clip(key), clip(err.Error()))

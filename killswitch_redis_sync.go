@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,7 +21,6 @@ const (
 	ksPingEvery   = 500 * time.Millisecond // a PING through the subscription this often
 	ksPongTimeout = time.Second            // a PING unanswered this long: the subscription is silent
 	ksPollEvery   = 500 * time.Millisecond // full reload period while not live or reads fail
-	ksCallTimeout = 2 * time.Second        // bounds each background read of the hash
 	ksMaxMessage  = 64 << 10               // a longer message is not parsed
 	ksMaxPending  = 256                    // more flags waiting for a re-read wait for a full reload
 )
@@ -49,7 +47,6 @@ func clientDB(rdb redis.UniversalClient) int {
 // start starts following Redis in the background: the receive loop, the
 // health check and the reader of the hash.
 func (k *RedisKillSwitch) start() {
-	k.channel = k.prefix + "killswitch:flips:db" + strconv.Itoa(clientDB(k.rdb))
 	k.subSince = time.Now()
 	k.wake = make(chan struct{}, 1)
 	k.ctx, k.cancel = context.WithCancel(context.Background())
@@ -287,7 +284,7 @@ func (k *RedisKillSwitch) startRead(full bool) uint64 {
 // reload replaces the cache with the hash in Redis (HGETALL).
 func (k *RedisKillSwitch) reload(why string) {
 	t := k.startRead(true)
-	ctx, cancel := context.WithTimeout(k.ctx, ksCallTimeout)
+	ctx, cancel := context.WithTimeout(k.ctx, k.budget)
 	vals, err := k.rdb.HGetAll(ctx, k.key).Result()
 	cancel()
 	if err != nil {
@@ -325,7 +322,7 @@ func (k *RedisKillSwitch) reload(why string) {
 // reread re-reads the named flags (HMGET).
 func (k *RedisKillSwitch) reread(names []string) {
 	t := k.startRead(false)
-	ctx, cancel := context.WithTimeout(k.ctx, ksCallTimeout)
+	ctx, cancel := context.WithTimeout(k.ctx, k.budget)
 	vals, err := k.rdb.HMGet(ctx, k.key, names...).Result()
 	cancel()
 	if err == nil && len(vals) != len(names) {

@@ -28,12 +28,12 @@ func TestRedisClaimWonButLocked(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client(t)
 	ctx := context.Background()
-	holder := rlLocker(t, c, RedisLockOwner("web-1"))
+	holder := rlLocker(t, c, RedisOwner("web-1"))
 	lease, err := holder.Acquire(ctx, "j", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := rlLocker(t, c, RedisLockOwner("web-2"))
+	l := rlLocker(t, c, RedisOwner("web-2"))
 	cl, err := l.Claim(ctx, "j", t0, 10*time.Second, "web-2")
 	if err != nil || !cl.Won || cl.Lease != nil || !errors.Is(cl.LockErr, ErrLocked) || !strings.Contains(cl.LockErr.Error(), `"web-1"`) {
 		t.Fatalf("claim while locked = %+v, %v; want won, LockErr ErrLocked naming web-1", cl, err)
@@ -92,7 +92,7 @@ func TestRedisClaimResentAfterReadTimeout(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	check := srv.Client(t)
 	ctx := context.Background()
-	l := rlLocker(t, c, RedisLockOwner("web-1"), RedisLockBudget(5*time.Second))
+	l := rlLocker(t, c, RedisOwner("web-1"), RedisBudget(5*time.Second))
 	if _, err := l.Claim(ctx, "warm", t0, time.Second, "web-1"); err != nil { // scripts loaded, connection made
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestRedisTimedOutLockLeavesNoOrphan(t *testing.T) {
 	check := srv.Client(t)
 	ctx := context.Background()
 	const budget = 300 * time.Millisecond
-	s, _ := rlSched(t, "web-1", rlLocker(t, c, RedisLockBudget(budget), RedisLockOwner("web-1")), WithCallBudget(budget))
+	s, _ := rlSched(t, "web-1", rlLocker(t, c, RedisBudget(budget), RedisOwner("web-1")), WithCallBudget(budget))
 	runs, tick := 0, t0
 	if err := s.Register("j", "@every 1m", JobFunc(func(context.Context) error { runs++; return nil })); err != nil {
 		t.Fatal(err)
@@ -208,8 +208,8 @@ func TestRedisAbandonedLockTakenOver(t *testing.T) {
 	c := srv.Client(t)
 	ctx := context.Background()
 	const key = "cronguard:lock:{j}"
-	me := rlLocker(t, c, RedisLockOwner("me"))
-	other := rlLocker(t, c, RedisLockOwner("other"))
+	me := rlLocker(t, c, RedisOwner("me"))
+	other := rlLocker(t, c, RedisOwner("other"))
 
 	me.abandoned.add("j", "me/lost-1")
 	c.Set(ctx, key, "me/lost-1", time.Minute)
@@ -341,7 +341,7 @@ func TestRedisOddJobNamesOnCluster(t *testing.T) {
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr()}})
 	t.Cleanup(func() { cc.Close() })
 	for _, prefix := range []string{"cronguard:", "{svc}:"} {
-		l := rlLocker(t, cc, RedisLockPrefix(prefix))
+		l := rlLocker(t, cc, RedisPrefix(prefix))
 		for _, job := range []string{"}x", "{a}", "%7Ba%7D", "a{b", "a}b{", ""} {
 			cl, err := l.Claim(ctx, job, t0, time.Minute, "a")
 			if err != nil || !cl.Won || cl.Lease == nil {
@@ -369,7 +369,7 @@ func TestRedisOddJobNamesOnCluster(t *testing.T) {
 
 // rlRedlock starts three servers and returns them with a Redlock locker
 // over them.
-func rlRedlock(t *testing.T, opts ...RedisLockerOption) ([]*redistest.Server, []*redis.Client, *RedisLocker) {
+func rlRedlock(t *testing.T, opts ...RedisOption) ([]*redistest.Server, []*redis.Client, *RedisLocker) {
 	t.Helper()
 	var srvs []*redistest.Server
 	var cs []*redis.Client
@@ -467,7 +467,7 @@ func TestRedisRedlockTokenIsLargest(t *testing.T) {
 // the calls to the frozen server had not ended when the runs did.
 func TestRedisRedlockStopWithFrozenServer(t *testing.T) {
 	rlLeakCheck(t)
-	srvs, _, l := rlRedlock(t, RedisLockBudget(2*time.Second))
+	srvs, _, l := rlRedlock(t, RedisBudget(2*time.Second))
 	before := goleak.IgnoreCurrent()
 	rec := &recorder{}
 	s, err := New(WithLocker(l), WithInstanceID("a"), WithLogger(slog.New(slog.DiscardHandler)), WithObserver(rec.observe), WithLocation(time.UTC))
@@ -512,7 +512,7 @@ func TestRedisStalledRepliesLeaveNoOrphan(t *testing.T) {
 			check := srv.Client(t) // straight to Redis
 			ctx := context.Background()
 			const budget = 300 * time.Millisecond
-			s, _ := rlSched(t, "web-1", rlLocker(t, c, RedisLockBudget(budget), RedisLockOwner("web-1")), WithCallBudget(budget))
+			s, _ := rlSched(t, "web-1", rlLocker(t, c, RedisBudget(budget), RedisOwner("web-1")), WithCallBudget(budget))
 			runs, tick := 0, t0
 			if err := s.Register("j", "@every 1m", JobFunc(func(context.Context) error { runs++; return nil })); err != nil {
 				t.Fatal(err)

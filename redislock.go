@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,17 +33,11 @@ import (
 //
 // # Keys
 //
-// Every key starts with the prefix (default "cronguard:", see
-// RedisLockPrefix) and names its purpose and the job, so redis-cli shows
-// what is going on:
-//
-//	cronguard:claim:{billing}   hash: the claim mark, no TTL
-//	    tick = 2026-11-27T12:00:00Z  the latest tick claimed (s, n: the same in Unix seconds and nanoseconds)
-//	    by   = web-1                 the instance that claimed it
-//	    att  = web-1/Q3M…            the claiming attempt (also the lock value it took)
-//	    ps, pn                       the mark before it (so that a retried claim answers the same)
-//	cronguard:lock:{billing}    = "web-1/Q3M…"       the run lock: holder and random attempt value, TTL LockTTL
-//	cronguard:fence:{billing}   = "1795780800000123" the last fencing token issued
+// Per job, under the prefix (RedisPrefix, default "cronguard:"): the claim
+// mark <prefix>claim:{job}, a hash that never expires; the run lock
+// <prefix>lock:{job}, "owner/random" with a TTL of LockTTL; and the last
+// fencing token, <prefix>fence:{job}. The table of every key, with each
+// field of the claim mark, is in ARCHITECTURE.md ("Where state lives").
 //
 // The claim mark is one key per job that never expires: correctness does
 // not rest on any TTL (a late instance, however late, finds its tick at or
@@ -78,10 +71,11 @@ import (
 //
 // # Budget
 //
-// Every call is bounded by the call budget (default 2s, see RedisLockBudget;
-// WithRedis uses the scheduler's WithCallBudget), or by the caller's context
-// when it ends sooner; a call that takes the lock is bounded by a third of
-// the lock TTL too, so that most of the TTL is left when it returns. go-redis
+// A call whose context has a deadline keeps it; one without is bounded by
+// the call budget (RedisBudget, default 2s). The Scheduler gives each of
+// its calls a deadline of WithCallBudget, so the budget is applied once,
+// there. A call that takes the lock is bounded by a third of the lock TTL
+// too, so that most of the TTL is left when it returns. go-redis
 // applies context deadlines to connection set up and pool waits; for socket
 // reads and writes to honour them too, set ContextTimeoutEnabled in the
 // client's options, or keep ReadTimeout and WriteTimeout below the budget. A
@@ -183,95 +177,21 @@ type redisStore struct {
 	abandoned abandonedValues
 }
 
-// RedisLockerOption configures NewRedisLocker.
-type RedisLockerOption func(*redisLockerConfig) error
-
-type redisLockerConfig struct {
-	more   []redis.UniversalClient
-	prefix string
-	budget time.Duration
-	owner  string
-}
-
-// RedlockWith adds independent Redis masters to the one given to
-// NewRedisLocker: with N servers in all, a claim or a lock needs a majority
-// (N/2+1) of them, so the locker works while a minority is down. Use an odd
-// number of servers, three or five, each a separate master (not replicas of
-// one another). Round-trip counts are per server.
-func RedlockWith(more ...redis.UniversalClient) RedisLockerOption {
-	return func(c *redisLockerConfig) error {
-		for i, cl := range more {
-			if isNil(cl) {
-				return fmt.Errorf("%w: RedlockWith: client %d is nil", ErrInvalidOption, i)
-			}
-		}
-		c.more = append(c.more, more...)
-		return nil
-	}
-}
-
-// RedisLockPrefix sets the prefix of every key the locker writes (default
-// "cronguard:"). Services that share a Redis but not their jobs need
-// different prefixes. WithRedis uses the scheduler's WithKeyPrefix.
-func RedisLockPrefix(p string) RedisLockerOption {
-	return func(c *redisLockerConfig) error {
-		c.prefix = p
-		return nil
-	}
-}
-
-// RedisLockBudget bounds every call the locker makes (default 2s), when the
-// caller's context does not end sooner. WithRedis uses the scheduler's
-// WithCallBudget.
-func RedisLockBudget(d time.Duration) RedisLockerOption {
-	return func(c *redisLockerConfig) error {
-		if d <= 0 {
-			return fmt.Errorf("%w: RedisLockBudget %s: must be positive", ErrInvalidOption, d)
-		}
-		c.budget = d
-		return nil
-	}
-}
-
-// RedisLockOwner names this process in the value of the run locks it takes
-// ("owner/random"), so that a run that finds a lock taken can say who holds
-// it. The default is hostname-pid; WithRedis uses the scheduler's
-// WithInstanceID.
-func RedisLockOwner(name string) RedisLockerOption {
-	return func(c *redisLockerConfig) error {
-		c.owner = name
-		return nil
-	}
-}
-
 // NewRedisLocker returns a Locker on Redis. client may be a single Redis, a
 // Sentinel (failover) client or a Cluster client; RedlockWith adds more
-// independent masters for a Redlock quorum. It does not talk to Redis: a
+// independent masters for a Redlock quorum. It takes RedisPrefix,
+// RedisBudget, RedisOwner and RedlockWith. It does not talk to Redis: a
 // Redis that is down shows up as errors from Claim and Acquire, which the
 // Scheduler reports as skipped ticks (SkipBackend).
 //
-// A nil client is an error wrapping ErrInvalidOption.
-func NewRedisLocker(client redis.UniversalClient, opts ...RedisLockerOption) (*RedisLocker, error) {
-	if isNil(client) {
-		return nil, fmt.Errorf("%w: NewRedisLocker: nil client", ErrInvalidOption)
+// A nil client or option, or an option of another backend, is an error
+// wrapping ErrInvalidOption.
+func NewRedisLocker(client redis.UniversalClient, opts ...RedisOption) (*RedisLocker, error) {
+	cfg, err := newRedisConfig(forLocker, client, opts)
+	if err != nil {
+		return nil, err
 	}
-	cfg := redisLockerConfig{prefix: "cronguard:", budget: 2 * time.Second}
-	for _, opt := range opts {
-		if opt == nil {
-			return nil, fmt.Errorf("%w: NewRedisLocker: nil option", ErrInvalidOption)
-		}
-		if err := opt(&cfg); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.owner == "" {
-		host, _ := os.Hostname()
-		cfg.owner = host + "-" + strconv.Itoa(os.Getpid())
-	}
-	return newRedisLocker(append([]redis.UniversalClient{client}, cfg.more...), cfg), nil
-}
-
-func newRedisLocker(clients []redis.UniversalClient, cfg redisLockerConfig) *RedisLocker {
+	clients := append([]redis.UniversalClient{client}, cfg.more...)
 	l := &RedisLocker{redisStore: redisStore{
 		clients:   clients,
 		names:     make([]string, len(clients)),
@@ -286,23 +206,13 @@ func newRedisLocker(clients []redis.UniversalClient, cfg redisLockerConfig) *Red
 		l.names[i] = serverName(i, c)
 		l.pools[i] = goredis.NewPool(c)
 	}
+	// The one choice between one server and a quorum: no method asks again.
 	if len(clients) == 1 {
 		l.impl = &oneServer{&l.redisStore}
 	} else {
 		l.impl = &quorum{redisStore: &l.redisStore}
 	}
-	return l
-}
-
-// useRedisLocker makes the RedisLocker WithRedis asked for, unless
-// WithLocker chose another Locker.
-func (c *config) useRedisLocker() {
-	if c.locker != nil {
-		return
-	}
-	c.locker = newRedisLocker(slices.Clone(c.redis), redisLockerConfig{
-		prefix: c.prefix, budget: c.budget, owner: c.instance,
-	})
+	return l, nil
 }
 
 // Claim implements Locker: it moves <prefix>claim:{job} to tick if tick is
@@ -382,14 +292,15 @@ func (l *redisStore) claimKey(job string) string { return l.keyPrefix + "claim:"
 func (l *redisStore) lockKey(job string) string  { return l.keyPrefix + "lock:" + hashTag(job) }
 func (l *redisStore) fenceKey(job string) string { return l.keyPrefix + "fence:" + hashTag(job) }
 
-func noCancel() {}
-
-// bound applies the call budget to ctx unless ctx ends sooner.
+// bound gives a call its deadline: the caller's, or the budget (see
+// bounded).
 func (l *redisStore) bound(ctx context.Context) (context.Context, context.CancelFunc) {
-	return within(ctx, l.budget)
+	return bounded(ctx, l.budget)
 }
 
-// within bounds ctx by d unless it ends sooner.
+// within bounds ctx by d unless it ends sooner. It is not the call budget
+// (see bounded) but a bound of its own: the third of the lock TTL a call
+// that takes a lock may use, and a Redlock server's share of the budget.
 func within(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
 		return ctx, noCancel

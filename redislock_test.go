@@ -61,7 +61,7 @@ func rlAwaitDialers() {
 }
 
 // rlLocker returns a RedisLocker on c.
-func rlLocker(t *testing.T, c redis.UniversalClient, opts ...RedisLockerOption) *RedisLocker {
+func rlLocker(t *testing.T, c redis.UniversalClient, opts ...RedisOption) *RedisLocker {
 	t.Helper()
 	l, err := NewRedisLocker(c, opts...)
 	if err != nil {
@@ -158,16 +158,16 @@ func TestRedisLockerOptions(t *testing.T) {
 	}
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialed
 	defer c.Close()
-	for name, opt := range map[string]RedisLockerOption{
-		"RedlockWith(nil)":   RedlockWith(c, nil),
-		"RedisLockBudget(0)": RedisLockBudget(0),
-		"nil option":         nil,
+	for name, opt := range map[string]RedisOption{
+		"RedlockWith(nil)": RedlockWith(c, nil),
+		"RedisBudget(0)":   RedisBudget(0),
+		"nil option":       nil,
 	} {
 		if _, err := NewRedisLocker(c, opt); !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("%s: err = %v, want ErrInvalidOption", name, err)
 		}
 	}
-	l := rlLocker(t, c, RedisLockPrefix("svc:"), RedisLockOwner("me"), RedisLockBudget(time.Second), RedlockWith(c, c))
+	l := rlLocker(t, c, RedisPrefix("svc:"), RedisOwner("me"), RedisBudget(time.Second), RedlockWith(c, c))
 	if l.quorum != 2 || len(l.clients) != 3 || l.prefix != "svc:" || l.owner != "me" || l.budget != time.Second {
 		t.Errorf("locker = %+v", l)
 	}
@@ -243,8 +243,8 @@ func TestRedisLockerAcquire(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client(t)
 	ctx := context.Background()
-	a := rlLocker(t, c, RedisLockOwner("web-1"))
-	b := rlLocker(t, c, RedisLockOwner("web-2"))
+	a := rlLocker(t, c, RedisOwner("web-1"))
+	b := rlLocker(t, c, RedisOwner("web-2"))
 	const key = "cronguard:lock:{report}"
 
 	l1, err := a.Acquire(ctx, "report", 5*time.Second)
@@ -368,7 +368,7 @@ func TestRedisLockerRedisDown(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client(t)
 	ctx := context.Background()
-	l := rlLocker(t, c, RedisLockBudget(500*time.Millisecond))
+	l := rlLocker(t, c, RedisBudget(500*time.Millisecond))
 	lease, err := l.Acquire(ctx, "j", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -418,7 +418,7 @@ func TestRedisLockerBudget(t *testing.T) {
 	})
 	c := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ContextTimeoutEnabled: true, MaxRetries: -1, Protocol: 2})
 	t.Cleanup(func() { c.Close() })
-	l := rlLocker(t, c, RedisLockBudget(200*time.Millisecond))
+	l := rlLocker(t, c, RedisBudget(200*time.Millisecond))
 	start := time.Now()
 	_, err = l.Claim(context.Background(), "j", t0, time.Second, "me")
 	if d := time.Since(start); err == nil || d > time.Second {
@@ -541,7 +541,7 @@ func TestRedisOneRunPerTickAcrossSkewedInstances(t *testing.T) {
 				return next.Run(ctx)
 			})
 		}
-		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisLockOwner(id)), WithMiddleware(delay))
+		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisOwner(id)), WithMiddleware(delay))
 		job := JobFunc(func(ctx context.Context) error {
 			tick := fmtTick(TickFrom(ctx))
 			if err := check.HIncrBy(ctx, "test:runs", tick, 1).Err(); err != nil {
@@ -645,7 +645,7 @@ func TestRedisLongJobKeepsItsLease(t *testing.T) {
 	var scheds []*Scheduler
 	var recs []*recorder
 	for _, id := range []string{"long-a", "long-b"} {
-		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisLockOwner(id)))
+		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisOwner(id)))
 		if err := s.Register("long", "* * * * * *", job, LockTTL(time.Second)); err != nil {
 			t.Fatal(err)
 		}
@@ -761,7 +761,7 @@ func TestRedisLockStolenCancelsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	stolen := time.Now()
-	thief, err := rlLocker(t, check, RedisLockOwner("thief")).Acquire(ctx, "steal", time.Minute)
+	thief, err := rlLocker(t, check, RedisOwner("thief")).Acquire(ctx, "steal", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -811,7 +811,7 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 	var scheds []*Scheduler
 	var recs []*recorder
 	for _, id := range []string{"out-a", "out-b"} {
-		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisLockOwner(id)))
+		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisOwner(id)))
 		if err := s.Register("tick", "* * * * * *", log.job(id, 5*time.Millisecond)); err != nil {
 			t.Fatal(err)
 		}
@@ -901,7 +901,7 @@ func TestRedisRedlockQuorum(t *testing.T) {
 	t.Cleanup(rlAwaitDialers)
 	srvs := []*redistest.Server{redistest.Start(t), redistest.Start(t), redistest.Start(t)}
 	newLocker := func(id string) *RedisLocker {
-		return rlLocker(t, srvs[0].Client(t), RedisLockOwner(id), RedlockWith(srvs[1].Client(t), srvs[2].Client(t)))
+		return rlLocker(t, srvs[0].Client(t), RedisOwner(id), RedlockWith(srvs[1].Client(t), srvs[2].Client(t)))
 	}
 	log := newTickLog()
 	var scheds []*Scheduler
@@ -1112,7 +1112,7 @@ func TestRedisCrashedHolderFreesLockAfterTTL(t *testing.T) {
 	}
 
 	log := newTickLog()
-	s, rec := rlSched(t, "survivor", rlLocker(t, srv.Client(t), RedisLockOwner("survivor")))
+	s, rec := rlSched(t, "survivor", rlLocker(t, srv.Client(t), RedisOwner("survivor")))
 	if err := s.Register("crash", "* * * * * *", log.job("survivor", 5*time.Millisecond), LockTTL(ttl)); err != nil {
 		t.Fatal(err)
 	}
@@ -1172,7 +1172,7 @@ func TestRedisLockHolderProcess(t *testing.T) {
 	}
 	c := redis.NewClient(&redis.Options{Network: parts[0], Addr: parts[1]})
 	defer c.Close()
-	s, err := New(WithLocker(rlLocker(t, c, RedisLockOwner("child"))), WithInstanceID("child"),
+	s, err := New(WithLocker(rlLocker(t, c, RedisOwner("child"))), WithInstanceID("child"),
 		WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
