@@ -19,56 +19,59 @@ type CheckpointStore interface {
 	Save(ctx context.Context, job, after string) error
 }
 
-// MemoryCheckpoints is the embedded CheckpointStore: cursors live as long
+// memoryCheckpoints is the embedded CheckpointStore: cursors live as long
 // as the process.
-type MemoryCheckpoints struct {
+type memoryCheckpoints struct {
 	mu      sync.Mutex
 	cursors map[string]string
 }
 
-// NewMemoryCheckpoints returns an empty in-memory CheckpointStore.
-func NewMemoryCheckpoints() *MemoryCheckpoints {
-	return &MemoryCheckpoints{cursors: map[string]string{}}
+// NewMemoryCheckpoints returns an empty in-memory CheckpointStore, the
+// default without WithRedis: cursors live as long as the process.
+func NewMemoryCheckpoints() CheckpointStore {
+	return &memoryCheckpoints{cursors: map[string]string{}}
 }
 
 // Load implements CheckpointStore.
-func (m *MemoryCheckpoints) Load(_ context.Context, job string) (string, error) {
+func (m *memoryCheckpoints) Load(_ context.Context, job string) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.cursors[job], nil
 }
 
 // Save implements CheckpointStore.
-func (m *MemoryCheckpoints) Save(_ context.Context, job, after string) error {
+func (m *memoryCheckpoints) Save(_ context.Context, job, after string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.cursors[job] = after
 	return nil
 }
 
-// RedisCheckpoints keeps Batch cursors in one Redis hash,
-// <prefix>checkpoint (field = job, value = cursor), so a run on any instance
-// resumes where the last run on any other stopped. WithRedis uses it.
-type RedisCheckpoints struct {
+// redisCheckpoints keeps Batch cursors in one Redis hash (NewRedisCheckpoints).
+type redisCheckpoints struct {
 	rdb    redis.UniversalClient
 	key    string
 	budget time.Duration
 }
 
-// NewRedisCheckpoints returns a CheckpointStore on rdb. It takes
-// RedisPrefix and RedisBudget; a nil client or option, or an option of
-// another backend, is an error wrapping ErrInvalidOption.
-func NewRedisCheckpoints(rdb redis.UniversalClient, opts ...RedisOption) (*RedisCheckpoints, error) {
+// NewRedisCheckpoints returns a CheckpointStore on rdb that keeps Batch
+// cursors in one Redis hash, <prefix>checkpoint (field = job, value =
+// cursor), so a run on any instance resumes where the last run on any
+// other stopped. WithRedis uses it. It takes RedisPrefix and RedisBudget;
+// a nil client or option, or an option of another backend, is an error
+// wrapping ErrInvalidOption. Each call keeps its caller's deadline, or is
+// bounded by the budget when its context has none.
+func NewRedisCheckpoints(rdb redis.UniversalClient, opts ...RedisOption) (CheckpointStore, error) {
 	cfg, err := newRedisConfig(forCheckpoints, rdb, opts)
 	if err != nil {
 		return nil, err
 	}
-	return &RedisCheckpoints{rdb: rdb, key: cfg.prefix + "checkpoint", budget: cfg.budget}, nil
+	return &redisCheckpoints{rdb: rdb, key: cfg.prefix + "checkpoint", budget: cfg.budget}, nil
 }
 
 // Load implements CheckpointStore. It keeps the caller's deadline, or is
 // bounded by the budget when ctx has none.
-func (r *RedisCheckpoints) Load(ctx context.Context, job string) (string, error) {
+func (r *redisCheckpoints) Load(ctx context.Context, job string) (string, error) {
 	ctx, cancel := bounded(ctx, r.budget)
 	defer cancel()
 	after, err := r.rdb.HGet(ctx, r.key, job).Result()
@@ -79,7 +82,7 @@ func (r *RedisCheckpoints) Load(ctx context.Context, job string) (string, error)
 }
 
 // Save implements CheckpointStore, bounded as Load.
-func (r *RedisCheckpoints) Save(ctx context.Context, job, after string) error {
+func (r *redisCheckpoints) Save(ctx context.Context, job, after string) error {
 	ctx, cancel := bounded(ctx, r.budget)
 	defer cancel()
 	return r.rdb.HSet(ctx, r.key, job, after).Err()

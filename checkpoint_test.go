@@ -48,8 +48,8 @@ type cpStore struct {
 	load func(t *testing.T, job string) string
 }
 
-// forEachCheckpointStore runs test on MemoryCheckpoints and on
-// RedisCheckpoints over a real redis-server.
+// forEachCheckpointStore runs test on NewMemoryCheckpoints and on
+// NewRedisCheckpoints over a real redis-server.
 func forEachCheckpointStore(t *testing.T, test func(t *testing.T, cs cpStore)) {
 	t.Run("memory", func(t *testing.T) {
 		mem := NewMemoryCheckpoints()

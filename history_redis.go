@@ -20,8 +20,8 @@ const historyEntryMax = 64 << 10
 // remembered in Redis, to record a tick every instance skipped only once.
 const historySkipMemory = 24 * time.Hour
 
-// RedisHistory keeps the run history in Redis, so that every instance sees
-// the runs of every instance. WithRedis uses it.
+// redisHistory keeps the run history in Redis, so that every instance sees
+// the runs of every instance (NewRedisHistory).
 //
 // # Layout
 //
@@ -42,26 +42,32 @@ const historySkipMemory = 24 * time.Hour
 // (edited by hand, another program) comes back as a HistoryInvalid entry
 // whose Error says why, cut to a bounded length; a key of the wrong type is
 // an error wrapping ErrHistory.
-type RedisHistory struct {
+type redisHistory struct {
 	rdb    redis.UniversalClient
 	prefix string
 	size   int
 	budget time.Duration
 }
 
-// NewRedisHistory returns a HistoryStore on rdb. It takes RedisPrefix,
-// RedisBudget and RedisHistorySize; a nil client or option, or an option
-// of another backend, is an error wrapping ErrInvalidOption.
-func NewRedisHistory(rdb redis.UniversalClient, opts ...RedisOption) (*RedisHistory, error) {
+// NewRedisHistory returns a HistoryStore on rdb (a single, Sentinel or
+// Cluster client), so that every instance sees the runs of every instance:
+// one capped stream per job (the layout and the guarantees: the doc of
+// redisHistory in history_redis.go; the keys: ARCHITECTURE.md). WithRedis
+// uses it. It takes RedisPrefix, RedisBudget and RedisHistorySize; a nil
+// client or option, or an option of another backend, is an error wrapping
+// ErrInvalidOption. Entries it cannot read come back as HistoryInvalid
+// entries with a bounded Error; a key of the wrong type is an error
+// wrapping ErrHistory.
+func NewRedisHistory(rdb redis.UniversalClient, opts ...RedisOption) (HistoryStore, error) {
 	cfg, err := newRedisConfig(forHistory, rdb, opts)
 	if err != nil {
 		return nil, err
 	}
-	return &RedisHistory{rdb: rdb, prefix: cfg.prefix, size: cfg.historySize, budget: cfg.budget}, nil
+	return &redisHistory{rdb: rdb, prefix: cfg.prefix, size: cfg.historySize, budget: cfg.budget}, nil
 }
 
 // key returns the name of the job's stream.
-func (r *RedisHistory) key(job string) string { return r.prefix + "history:{" + job + "}" }
+func (r *redisHistory) key(job string) string { return r.prefix + "history:{" + job + "}" }
 
 // historyAppend adds one entry to the stream. A scheduled skip (ARGV[3] not
 // empty) that matches the last skip recorded is not added again.
@@ -81,7 +87,7 @@ return 1
 
 // Append implements HistoryStore. It keeps the caller's deadline, or is
 // bounded by the budget when ctx has none.
-func (r *RedisHistory) Append(ctx context.Context, e HistoryEntry) error {
+func (r *redisHistory) Append(ctx context.Context, e HistoryEntry) error {
 	if err := ctx.Err(); err != nil {
 		return err // at stop, past the flush bound: fail at once
 	}
@@ -102,7 +108,7 @@ func (r *RedisHistory) Append(ctx context.Context, e HistoryEntry) error {
 }
 
 // History implements HistoryStore, bounded as Append.
-func (r *RedisHistory) History(ctx context.Context, job string, limit int) ([]HistoryEntry, error) {
+func (r *redisHistory) History(ctx context.Context, job string, limit int) ([]HistoryEntry, error) {
 	ctx, cancel := bounded(ctx, r.budget)
 	defer cancel()
 	key := r.key(job)

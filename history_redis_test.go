@@ -113,7 +113,7 @@ func TestRedisHistoryThreeInstances(t *testing.T) {
 			}
 		}
 	}
-	key := scheds[0].history.storeOf(scheds[0]).(*RedisHistory).key("j")
+	key := scheds[0].history.storeOf(scheds[0]).(*redisHistory).key("j")
 	n, err := srv.Client(t).XLen(context.Background(), key).Result()
 	if err != nil {
 		t.Fatal(err)

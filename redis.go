@@ -125,7 +125,7 @@ func newRedisConfig(backend redisBackend, rdb redis.UniversalClient, opts []Redi
 		budget:      defaultCallBudget,
 		logger:      slog.Default(),
 		resync:      defaultResync,
-		historySize: DefaultHistorySize,
+		historySize: defaultHistorySize,
 	}
 	for i, opt := range opts {
 		if opt == nil {

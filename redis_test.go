@@ -108,11 +108,11 @@ func TestWithRedisPassesSchedulerSettings(t *testing.T) {
 		ks.budget != 700*time.Millisecond || ks.logger != logger || ks.resync != defaultResync || !ks.defaultOn {
 		t.Errorf("kill switch = %T key %q channel %q budget %s logger %v", s.cfg.killSwitch, ks.key, ks.channel, ks.budget, ks.logger == logger)
 	}
-	cs, ok := s.cfg.checkpoints.(*RedisCheckpoints)
+	cs, ok := s.cfg.checkpoints.(*redisCheckpoints)
 	if !ok || cs.key != "svc:checkpoint" || cs.budget != 700*time.Millisecond {
 		t.Errorf("checkpoints = %T %+v", s.cfg.checkpoints, cs)
 	}
-	hs, ok := s.history.storeOf(s).(*RedisHistory)
+	hs, ok := s.history.storeOf(s).(*redisHistory)
 	if !ok || hs.key("j") != "svc:history:{j}" || hs.size != 5 || hs.budget != 700*time.Millisecond {
 		t.Errorf("history = %T %+v", s.history.storeOf(s), hs)
 	}
@@ -151,15 +151,15 @@ func TestRedisBudgetOneLayer(t *testing.T) {
 			return err
 		},
 		"RedisKillSwitch.SetEnabled": func(ctx context.Context) error { return ks.SetEnabled(ctx, "j", false, "") },
-		"RedisCheckpoints.Save":      func(ctx context.Context) error { return cs.Save(ctx, "j", "1") },
-		"RedisCheckpoints.Load": func(ctx context.Context) error {
+		"NewRedisCheckpoints Save":   func(ctx context.Context) error { return cs.Save(ctx, "j", "1") },
+		"NewRedisCheckpoints Load": func(ctx context.Context) error {
 			_, err := cs.Load(ctx, "j")
 			return err
 		},
-		"RedisHistory.Append": func(ctx context.Context) error {
+		"NewRedisHistory Append": func(ctx context.Context) error {
 			return hs.Append(ctx, HistoryEntry{Kind: HistoryFlag, Job: "j", Time: t0})
 		},
-		"RedisHistory.History": func(ctx context.Context) error {
+		"NewRedisHistory History": func(ctx context.Context) error {
 			_, err := hs.History(ctx, "j", 1)
 			return err
 		},
