@@ -324,25 +324,20 @@ func TestRedisHugeHolderClipped(t *testing.T) {
 	}
 }
 
-// Job names with braces (which make Cluster hash tags) and the empty name
-// work on a Cluster: every key of a job in one slot, no two jobs sharing a
-// key.
+// On a one-node Cluster the scripts that touch a job's claim mark, lock
+// and fence (one hash slot) work, for every job name: names with braces
+// (which make Cluster hash tags) and the empty name too, each job's keys in
+// one slot, no two jobs sharing a key.
 func TestRedisOddJobNamesOnCluster(t *testing.T) {
 	rlLeakCheck(t)
-	srv := redistest.Start(t, redistest.Args("--cluster-enabled", "yes"))
+	cluster := redistest.StartCluster(t, 1)
 	ctx := context.Background()
-	admin := srv.Client(t)
-	if err := admin.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "cluster_state:ok", func() bool {
-		return strings.Contains(admin.ClusterInfo(ctx).Val(), "cluster_state:ok")
-	})
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr()}})
-	t.Cleanup(func() { cc.Close() })
+	admin := cluster.Nodes()[0].Client(t)
+	cc := cluster.ClusterClient(t)
+	jobs := []string{"billing", "}x", "{a}", "%7Ba%7D", "a{b", "a}b{", ""}
 	for _, prefix := range []string{"cronguard:", "{svc}:"} {
 		l := rlLocker(t, cc, RedisPrefix(prefix))
-		for _, job := range []string{"}x", "{a}", "%7Ba%7D", "a{b", "a}b{", ""} {
+		for _, job := range jobs {
 			cl, err := l.Claim(ctx, job, t0, time.Minute, "a")
 			if err != nil || !cl.Won || cl.Lease == nil {
 				t.Fatalf("prefix %q, job %q: claim = %+v, %v", prefix, job, cl, err)
@@ -354,6 +349,9 @@ func TestRedisOddJobNamesOnCluster(t *testing.T) {
 			if err != nil {
 				t.Fatalf("prefix %q, job %q: Acquire: %v", prefix, job, err)
 			}
+			if _, err := l.Acquire(ctx, job, time.Minute); !errors.Is(err, ErrLocked) {
+				t.Fatalf("prefix %q, job %q: second Acquire: %v, want ErrLocked", prefix, job, err)
+			}
 			if err := lease.Extend(ctx, time.Minute); err != nil {
 				t.Fatal(err)
 			}
@@ -362,8 +360,8 @@ func TestRedisOddJobNamesOnCluster(t *testing.T) {
 			}
 		}
 	}
-	if n := len(admin.Keys(ctx, "*claim*").Val()); n != 12 {
-		t.Errorf("%d claim marks for 6 jobs under 2 prefixes: %v", n, admin.Keys(ctx, "*claim*").Val())
+	if n := len(admin.Keys(ctx, "*claim*").Val()); n != 2*len(jobs) {
+		t.Errorf("%d claim marks for %d jobs under 2 prefixes: %v", n, len(jobs), admin.Keys(ctx, "*claim*").Val())
 	}
 }
 

@@ -3,7 +3,6 @@ package cronguard
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -24,23 +23,10 @@ import (
 // with CLUSTER KEYSLOT rather than trusting this comment).
 var clusterJobs = []string{"billing", "emails", "reports", "cleanup", "sync", "digest"}
 
-// redisSched returns a quiet scheduler named id on WithRedis(c), with an
-// event recorder, stopped at the end of the test.
+// redisSched returns a quiet scheduler named id on WithRedis(c) (newTest).
 func redisSched(t *testing.T, id string, c redis.UniversalClient, opts ...Option) (*Scheduler, *recorder) {
 	t.Helper()
-	rec := &recorder{}
-	s, err := New(append([]Option{
-		WithRedis(c),
-		WithInstanceID(id),
-		WithLogger(slog.New(slog.DiscardHandler)),
-		WithObserver(rec.observe),
-		WithLocation(time.UTC),
-	}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rlStop(t, s) })
-	return s, rec
+	return newTest(t, append([]Option{WithRedis(c), WithInstanceID(id)}, opts...)...)
 }
 
 // waitSwitchLoaded waits until the Redis kill switch that WithRedis made
@@ -289,7 +275,7 @@ func TestRedisClusterRealCron(t *testing.T) {
 	sleepUntil(last.Add(time.Second)) // the latest run (400ms + 30ms) is done
 	var wg sync.WaitGroup
 	for _, s := range scheds {
-		wg.Go(func() { rlStop(t, s) })
+		wg.Go(func() { stopSched(t, s) })
 	}
 	wg.Wait()
 	for _, job := range jobs {

@@ -70,32 +70,10 @@ func rlLocker(t *testing.T, c redis.UniversalClient, opts ...RedisOption) *Redis
 	return l
 }
 
-// rlSched returns a quiet scheduler named id on locker l, stopped at the end
-// of the test.
+// rlSched returns a quiet scheduler named id on locker l (newTest).
 func rlSched(t *testing.T, id string, l Locker, opts ...Option) (*Scheduler, *recorder) {
 	t.Helper()
-	rec := &recorder{}
-	s, err := New(append([]Option{
-		WithLocker(l),
-		WithInstanceID(id),
-		WithLogger(slog.New(slog.DiscardHandler)),
-		WithObserver(rec.observe),
-		WithLocation(time.UTC),
-	}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rlStop(t, s) })
-	return s, rec
-}
-
-func rlStop(t *testing.T, s *Scheduler) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.Stop(ctx); err != nil {
-		t.Errorf("Stop: %v", err)
-	}
+	return newTest(t, append([]Option{WithLocker(l), WithInstanceID(id)}, opts...)...)
 }
 
 // sleepUntil sleeps until t.
@@ -431,44 +409,6 @@ func TestRedisLockerBudget(t *testing.T) {
 	}
 }
 
-// One node cluster: the script that takes a lock touches two keys, which
-// Cluster allows only in one hash slot.
-func TestRedisLockerCluster(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t, redistest.Args("--cluster-enabled", "yes"))
-	ctx := context.Background()
-	admin := srv.Client(t)
-	if err := admin.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "cluster_state:ok", func() bool {
-		return strings.Contains(admin.ClusterInfo(ctx).Val(), "cluster_state:ok")
-	})
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr()}})
-	t.Cleanup(func() { cc.Close() })
-	l := rlLocker(t, cc)
-	cl, err := l.Claim(ctx, "billing", t0, time.Minute, "a")
-	if err != nil || !cl.Won || cl.Lease == nil {
-		t.Fatalf("Claim with lock on Cluster: %+v %v", cl, err)
-	}
-	if err := cl.Lease.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
-	lease, err := l.Acquire(ctx, "billing", time.Minute)
-	if err != nil {
-		t.Fatalf("Acquire on Cluster: %v", err)
-	}
-	if _, err := l.Acquire(ctx, "billing", time.Minute); !errors.Is(err, ErrLocked) {
-		t.Fatalf("second Acquire on Cluster: %v", err)
-	}
-	if err := lease.Extend(ctx, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if err := lease.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestWithRedisMakesRedisLocker(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client(t)
@@ -476,7 +416,7 @@ func TestWithRedisMakesRedisLocker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { rlStop(t, s2) })
+	t.Cleanup(func() { stopSched(t, s2) })
 	l, ok := s2.cfg.locker.(*RedisLocker)
 	if !ok || l.prefix != "app:" || l.owner != "i-2" || l.budget != 2*time.Second {
 		t.Fatalf("WithRedis locker: %#v", s2.cfg.locker)
@@ -486,7 +426,7 @@ func TestWithRedisMakesRedisLocker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { rlStop(t, s3) })
+	t.Cleanup(func() { stopSched(t, s3) })
 	if s3.cfg.locker != Locker(mem) {
 		t.Error("WithLocker did not win over WithRedis")
 	}
@@ -567,7 +507,7 @@ func TestRedisOneRunPerTickAcrossSkewedInstances(t *testing.T) {
 	sleepUntil(last.Add(time.Second)) // the slowest (800ms + 50ms) is done
 	var wg sync.WaitGroup
 	for _, s := range scheds {
-		wg.Go(func() { rlStop(t, s) })
+		wg.Go(func() { stopSched(t, s) })
 	}
 	wg.Wait()
 
@@ -705,7 +645,7 @@ func TestRedisLongJobKeepsItsLease(t *testing.T) {
 	// Runs resume after it.
 	waitFor(t, 3*time.Second, "a run after the long one", func() bool { return starts.Load() > startsAtLong })
 	for _, s := range scheds {
-		rlStop(t, s)
+		stopSched(t, s)
 	}
 	if overlaps.Load() != 0 {
 		t.Errorf("%d overlapping runs", overlaps.Load())
@@ -840,7 +780,7 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 	firstAfter := nextSecond(up)
 	sleepUntil(firstAfter.Add(2500 * time.Millisecond))
 	for _, s := range scheds {
-		rlStop(t, s)
+		stopSched(t, s)
 	}
 
 	for tick, ids := range log.ticks() {
@@ -948,7 +888,7 @@ func TestRedisRedlockQuorum(t *testing.T) {
 	// retries for a while): leave the last tick's claims time to end.
 	sleepUntil(twoDown.Add(4 * time.Second))
 	for _, s := range scheds {
-		rlStop(t, s)
+		stopSched(t, s)
 	}
 	expectRuns("1 of 3 up", twoDown, 3, 0)
 	var why []error
@@ -1136,7 +1076,7 @@ func TestRedisCrashedHolderFreesLockAfterTTL(t *testing.T) {
 		firstRun = e.Time
 		break
 	}
-	rlStop(t, s)
+	stopSched(t, s)
 	after := firstRun.Sub(kill)
 	t.Logf("child (token %d) killed; survivor ran %s later with token %d", childToken, after, log.tokens()[0])
 	// The lock was last extended at most TTL/3 before the kill.

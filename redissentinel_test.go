@@ -242,7 +242,7 @@ func failoverSchedule(t *testing.T, name string, mode redistest.FailoverMode) {
 	sleepUntil(last.Add(time.Second)) // the latest run (200ms + 600ms) is done
 	var wg sync.WaitGroup
 	for _, s := range scheds {
-		wg.Go(func() { rlStop(t, s) })
+		wg.Go(func() { stopSched(t, s) })
 	}
 	wg.Wait()
 
