@@ -24,9 +24,7 @@ import (
 // elsewhere) moves the mark all the same and is skipped as locked; the same
 // tick is then taken for everyone.
 func TestRedisClaimWonButLocked(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	_, c := rlStart(t)
 	ctx := context.Background()
 	holder := rlLocker(t, c, RedisOwner("web-1"))
 	lease, err := holder.Acquire(ctx, "j", time.Minute)
@@ -52,9 +50,7 @@ func TestRedisClaimWonButLocked(t *testing.T) {
 // The lock a scheduled claim takes lives for the job's LockTTL, and the
 // mark holds the tick and the instance.
 func TestRedisClaimTTLAndMarkFromScheduler(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	_, c := rlStart(t)
 	ctx := context.Background()
 	s, _ := rlSched(t, "web-9", rlLocker(t, c))
 	var pttl time.Duration
@@ -154,58 +150,78 @@ func TestRedisClaimResentAfterReadTimeout(t *testing.T) {
 	}
 }
 
-// Redis frozen past the call budget: the lock and claim calls time out,
-// Redis then runs them. The lock they set is this process's (its attempt
-// value), deleted after the timeout or freed by the next call: the next
-// manual run and the next tick run, instead of finding "their own" lock.
+// A lock or claim call times out past the call budget while Redis runs
+// it: Redis frozen (SIGSTOP) and then resumed, or, through redistest's
+// proxy, Redis runs every command at once but its replies are held
+// (stall) or lost (drop), as a congested network or a stalled proxy does.
+// The lock that the timed-out call set is this process's (its attempt
+// value), deleted after the timeout or freed by the next call: the manual
+// run and the tick after the fault run, instead of finding "their own"
+// lock.
 func TestRedisTimedOutLockLeavesNoOrphan(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	opts := srv.Options()
-	opts.ContextTimeoutEnabled = true
-	c := redis.NewClient(opts)
-	t.Cleanup(func() { c.Close() })
-	check := srv.Client(t)
-	ctx := context.Background()
-	const budget = 300 * time.Millisecond
-	s, _ := rlSched(t, "web-1", rlLocker(t, c, RedisBudget(budget), RedisOwner("web-1")), WithCallBudget(budget))
-	runs, tick := 0, t0
-	if err := s.Register("j", "@every 1m", JobFunc(func(context.Context) error { runs++; return nil })); err != nil {
-		t.Fatal(err)
-	}
-	nextTick := func() time.Time { tick = tick.Add(time.Minute); return tick }
-	tickAt(t, s, "j", nextTick()) // scripts loaded
-	if _, err := s.RunManually(ctx, "j"); err != nil {
-		t.Fatal(err)
-	}
-	for i, run := range []func() Report{
-		func() Report { r, _ := s.RunManually(ctx, "j"); return r },
-		func() Report { return tickAt(t, s, "j", nextTick()) },
-	} {
-		srv.Pause(t)
-		if rep := run(); rep.Skipped != SkipBackend {
-			t.Fatalf("case %d: run with Redis frozen: %+v, want a backend skip", i, rep)
-		}
-		srv.Continue(t)
-		if err := check.Ping(ctx).Err(); err != nil { // Redis has run what it had queued
-			t.Fatal(err)
-		}
-		before := runs
-		if rep := run(); rep.Stop != StopDone || runs != before+1 {
-			t.Fatalf("case %d: the run after Redis came back: %+v; the timed-out call's lock blocked it", i, rep)
-		}
-		if n := check.Exists(ctx, "cronguard:lock:{j}").Val(); n != 0 {
-			t.Errorf("case %d: a lock is left: %q", i, check.Get(ctx, "cronguard:lock:{j}").Val())
-		}
+	for _, mode := range []string{"pause", "stall", "drop"} {
+		t.Run(mode, func(t *testing.T) {
+			rlLeakCheck(t)
+			srv := redistest.Start(t)
+			opts := srv.Options()
+			var proxy *redistest.Proxy
+			if mode != "pause" {
+				proxy = redistest.StartProxy(t, srv.Addr())
+				opts = proxy.Options()
+				opts.MaxRetries = -1
+			} // else go-redis's retries re-send the calls that timed out: Redis runs them twice
+			opts.ContextTimeoutEnabled = true
+			c := redis.NewClient(opts)
+			t.Cleanup(func() { c.Close() })
+			check := srv.Client(t) // straight to Redis
+			ctx := context.Background()
+			fault := map[string]func(){"pause": func() { srv.Pause(t) }, "stall": func() { proxy.Stall() }, "drop": func() { proxy.Drop() }}[mode]
+			resume := func() {
+				if proxy != nil {
+					proxy.Resume()
+					return
+				}
+				srv.Continue(t)
+				if err := check.Ping(ctx).Err(); err != nil { // Redis has run what it had queued
+					t.Fatal(err)
+				}
+			}
+			const budget = 300 * time.Millisecond
+			s, _ := rlSched(t, "web-1", rlLocker(t, c, RedisBudget(budget), RedisOwner("web-1")), WithCallBudget(budget))
+			runs, tick := 0, t0
+			if err := s.Register("j", "@every 1m", JobFunc(func(context.Context) error { runs++; return nil })); err != nil {
+				t.Fatal(err)
+			}
+			nextTick := func() time.Time { tick = tick.Add(time.Minute); return tick }
+			tickAt(t, s, "j", nextTick()) // scripts loaded
+			if _, err := s.RunManually(ctx, "j"); err != nil {
+				t.Fatal(err)
+			}
+			for i, run := range []func() Report{
+				func() Report { r, _ := s.RunManually(ctx, "j"); return r },
+				func() Report { return tickAt(t, s, "j", nextTick()) },
+			} {
+				fault()
+				if rep := run(); rep.Skipped != SkipBackend {
+					t.Fatalf("case %d: run with Redis's replies held (%s): %+v, want a backend skip", i, mode, rep)
+				}
+				resume()
+				before := runs
+				if rep := run(); rep.Stop != StopDone || runs != before+1 {
+					t.Fatalf("case %d: the run after the %s: %+v; the timed-out call's lock blocked it", i, mode, rep)
+				}
+				if n := check.Exists(ctx, "cronguard:lock:{j}").Val(); n != 0 {
+					t.Errorf("case %d: a lock is left: %q", i, check.Get(ctx, "cronguard:lock:{j}").Val())
+				}
+			}
+		})
 	}
 }
 
 // A lock holding a value this process abandoned is its own orphan: its next
 // lock or claim takes it over or frees it; another process finds it held.
 func TestRedisAbandonedLockTakenOver(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	_, c := rlStart(t)
 	ctx := context.Background()
 	const key = "cronguard:lock:{j}"
 	me := rlLocker(t, c, RedisOwner("me"))
@@ -251,9 +267,7 @@ func TestRedisAbandonedLockTakenOver(t *testing.T) {
 // lock or claim refused by the fence (at 2^63-1, or of the wrong type)
 // leaves neither a lock nor a moved mark behind.
 func TestRedisFenceNeverRepeats(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	_, c := rlStart(t)
 	ctx := context.Background()
 	l := rlLocker(t, c)
 	const fence, lock, mark = "cronguard:fence:{f}", "cronguard:lock:{f}", "cronguard:claim:{f}"
@@ -302,9 +316,7 @@ func TestRedisFenceNeverRepeats(t *testing.T) {
 // lock holder does not make a 1 MiB ErrLocked, nor a 1 MiB mark holder a
 // 1 MiB skip.
 func TestRedisHugeHolderClipped(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	_, c := rlStart(t)
 	ctx := context.Background()
 	huge := strings.Repeat("é", 1<<19) // 1 MiB, cut on a rune boundary
 	c.Set(ctx, "cronguard:lock:{h}", huge+"/x", time.Minute)
@@ -489,56 +501,4 @@ func TestRedisRedlockStopWithFrozenServer(t *testing.T) {
 	}
 	goleak.VerifyNone(t, before)
 	srvs[1].Continue(t)
-}
-
-// The same through redistest's proxy: Redis runs every command at once but
-// its replies are held past the call budget (Stall) or lost (Drop), as a
-// congested network or a stalled proxy does. The lock that the timed-out
-// call set must not outlive the call: the manual run and the tick after
-// the fault run, and find no lock "held by" their own instance.
-func TestRedisStalledRepliesLeaveNoOrphan(t *testing.T) {
-	for _, mode := range []string{"stall", "drop"} {
-		t.Run(mode, func(t *testing.T) {
-			rlLeakCheck(t)
-			srv := redistest.Start(t)
-			proxy := redistest.StartProxy(t, srv.Addr())
-			opts := proxy.Options()
-			opts.ContextTimeoutEnabled = true
-			opts.MaxRetries = -1
-			c := redis.NewClient(opts)
-			t.Cleanup(func() { c.Close() })
-			check := srv.Client(t) // straight to Redis
-			ctx := context.Background()
-			const budget = 300 * time.Millisecond
-			s, _ := rlSched(t, "web-1", rlLocker(t, c, RedisBudget(budget), RedisOwner("web-1")), WithCallBudget(budget))
-			runs, tick := 0, t0
-			if err := s.Register("j", "@every 1m", JobFunc(func(context.Context) error { runs++; return nil })); err != nil {
-				t.Fatal(err)
-			}
-			nextTick := func() time.Time { tick = tick.Add(time.Minute); return tick }
-			tickAt(t, s, "j", nextTick()) // scripts loaded
-			for i, run := range []func() Report{
-				func() Report { r, _ := s.RunManually(ctx, "j"); return r },
-				func() Report { return tickAt(t, s, "j", nextTick()) },
-			} {
-				if mode == "stall" {
-					proxy.Stall()
-				} else {
-					proxy.Drop()
-				}
-				if rep := run(); rep.Skipped != SkipBackend {
-					t.Fatalf("case %d: run with replies %sed: %+v, want a backend skip", i, mode, rep)
-				}
-				proxy.Resume()
-				before := runs
-				rep := run()
-				if rep.Stop != StopDone || runs != before+1 {
-					t.Fatalf("case %d: the run after the %s: %+v; the timed-out call's lock blocked it", i, mode, rep)
-				}
-				if n := check.Exists(ctx, "cronguard:lock:{j}").Val(); n != 0 {
-					t.Errorf("case %d: a lock is left: %q", i, check.Get(ctx, "cronguard:lock:{j}").Val())
-				}
-			}
-		})
-	}
 }

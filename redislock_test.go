@@ -60,6 +60,15 @@ func rlAwaitDialers() {
 	}
 }
 
+// rlStart starts a redis-server for t, with rlLeakCheck, and returns it
+// with a client.
+func rlStart(t *testing.T) (*redistest.Server, *redis.Client) {
+	t.Helper()
+	rlLeakCheck(t)
+	srv := redistest.Start(t)
+	return srv, srv.Client(t)
+}
+
 // rlLocker returns a RedisLocker on c.
 func rlLocker(t *testing.T, c redis.UniversalClient, opts ...RedisOption) *RedisLocker {
 	t.Helper()
@@ -161,9 +170,7 @@ func TestRedisLockerOptions(t *testing.T) {
 // behind it is lost naming the holder and the mark's tick, the mark has no
 // TTL, and a won claim says which mark it replaced.
 func TestRedisLockerClaim(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	_, c := rlStart(t)
 	ctx := context.Background()
 	l := rlLocker(t, c)
 	tick := t0.Add(250 * time.Millisecond)
@@ -217,9 +224,7 @@ func TestRedisLockerClaim(t *testing.T) {
 func rlOwner(l *RedisLocker) string { return l.owner }
 
 func TestRedisLockerAcquire(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	_, c := rlStart(t)
 	ctx := context.Background()
 	a := rlLocker(t, c, RedisOwner("web-1"))
 	b := rlLocker(t, c, RedisOwner("web-2"))
@@ -310,9 +315,7 @@ func TestRedisLockerAcquire(t *testing.T) {
 }
 
 func TestRedisLockerTokenSurvivesDataLoss(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	srv, c := rlStart(t)
 	ctx := context.Background()
 	l := rlLocker(t, c)
 	var last int64
@@ -342,9 +345,7 @@ func TestRedisLockerTokenSurvivesDataLoss(t *testing.T) {
 }
 
 func TestRedisLockerRedisDown(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	srv, c := rlStart(t)
 	ctx := context.Background()
 	l := rlLocker(t, c, RedisBudget(500*time.Millisecond))
 	lease, err := l.Acquire(ctx, "j", 10*time.Second)
@@ -433,9 +434,7 @@ func TestWithRedisMakesRedisLocker(t *testing.T) {
 }
 
 func TestRedisLockReleasedAfterPanic(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	_, c := rlStart(t)
 	s, _ := rlSched(t, "a", rlLocker(t, c))
 	if err := s.Register("boom", "@every 1h", JobFunc(func(context.Context) error { panic("boom") })); err != nil {
 		t.Fatal(err)
