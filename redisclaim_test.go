@@ -122,8 +122,8 @@ func TestRedisClaimResentAfterReadTimeout(t *testing.T) {
 				case !cl.Won || cl.LockErr != nil || withLock != (cl.Lease != nil):
 					return fmt.Errorf("claim = %+v", cl)
 				case withLock:
-					if v := check.Get(ctx, "cronguard:lock:{"+job+"}").Val(); v != cl.Lease.(*oneLease).value {
-						return fmt.Errorf("lock value %q, lease value %q", v, cl.Lease.(*oneLease).value)
+					if v := check.Get(ctx, "cronguard:lock:{"+job+"}").Val(); v != cl.Lease.(*redisLease).value {
+						return fmt.Errorf("lock value %q, lease value %q", v, cl.Lease.(*redisLease).value)
 					}
 					return cl.Lease.Release(ctx)
 				}

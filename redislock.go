@@ -158,6 +158,11 @@ type RedisLocker struct {
 type redisImpl interface {
 	claim(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error)
 	acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error)
+	// extend and release do the Redis part of Lease.Extend and
+	// Lease.Release, under l.mu, on a lease that is neither lost nor
+	// released; extend returns whether the lock holds, or l.lose's error.
+	extend(ctx context.Context, l *redisLease, ttl time.Duration) error
+	release(ctx context.Context, l *redisLease) error
 	// drain waits for the calls that returned early left running on slow
 	// servers (each within the budget).
 	drain()
@@ -617,7 +622,7 @@ func (o *oneServer) acquire(ctx context.Context, job string, ttl time.Duration) 
 
 // lease wraps a granted lock, unless it was granted too late to be valid.
 func (o *oneServer) lease(ctx context.Context, job string, ttl time.Duration, value string, token int64, start time.Time) (Lease, error) {
-	lease := &oneLease{leaseState: leaseState{job: job, key: o.lockKey(job), token: token, value: value, ttl: ttl}, o: o}
+	lease := o.newLease(o, job, o.lockKey(job), value, token, ttl)
 	if validFor(ttl, start) <= 0 {
 		_ = lease.Release(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("lock %s: granted after %s, too late to be valid for its TTL %s", lease.key, time.Since(start), ttl)
@@ -665,12 +670,15 @@ func (l *redisStore) eval(ctx context.Context, i int, script *redsyncredis.Scrip
 	return conn.Eval(script, keysAndArgs...)
 }
 
-// leaseState is what every Redis lease keeps. mu guards the mutable part.
-type leaseState struct {
+// redisLease is a run lock held on Redis: on one server or on a majority
+// of a Redlock quorum (impl). mu guards the mutable part.
+type redisLease struct {
 	job   string
 	key   string
 	token int64
 	value string
+	impl  redisImpl
+	store *redisStore
 
 	mu       sync.Mutex
 	ttl      time.Duration
@@ -678,69 +686,45 @@ type leaseState struct {
 	released bool
 }
 
+// newLease returns the lease of a lock granted to value.
+func (l *redisStore) newLease(impl redisImpl, job, key, value string, token int64, ttl time.Duration) *redisLease {
+	return &redisLease{job: job, key: key, token: token, value: value, impl: impl, store: l, ttl: ttl}
+}
+
 // Token implements Lease.
-func (s *leaseState) Token() int64 { return s.token }
+func (r *redisLease) Token() int64 { return r.token }
 
-// check returns why the lease cannot be extended: lost or released.
-func (s *leaseState) check() error {
-	if s.lost != nil {
-		return s.lost
-	}
-	if s.released {
-		return fmt.Errorf("%w: job %q: lease %d was released", ErrLockLost, s.job, s.token)
-	}
-	return nil
-}
-
-func (s *leaseState) lose(op string, why error) error {
-	s.lost = fmt.Errorf("%w: job %q: lease %d on %s: %s: %w", ErrLockLost, s.job, s.token, s.key, op, why)
-	return s.lost
-}
-
-var (
-	errGone    = errors.New("the lock expired, was deleted or is held by another run")
-	errExpired = errors.New("the lock had expired")
-	errTaken   = errors.New("the lock is held by another run")
-)
-
-// oneLease is a run lock held on one Redis.
-type oneLease struct {
-	leaseState
-	o *oneServer
-}
-
-// Extend implements Lease with redsync's compare-and-PEXPIRE script. The
-// lease is lost (ErrLockLost) when the key is gone or holds another value,
-// and also when Redis cannot be reached: the lock can then no longer be
-// shown to be held. A lost lease is never extended or released again.
-func (r *oneLease) Extend(ctx context.Context, ttl time.Duration) error {
+// Extend implements Lease with redsync's compare-and-PEXPIRE script (on
+// every server of a quorum, in parallel, holding when a majority extended
+// it in time to be valid). The lease is lost (ErrLockLost) when the key is
+// gone or holds another value, and also when Redis cannot be reached: the
+// lock can then no longer be shown to be held. A lost lease is never
+// extended or released again. A ttl under 1ms keeps the lease's TTL.
+func (r *redisLease) Extend(ctx context.Context, ttl time.Duration) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.check(); err != nil {
 		return err
 	}
-	ctx, cancel := r.o.bound(ctx)
-	defer cancel()
 	if ttl < time.Millisecond {
 		ttl = r.ttl
 	}
-	st, err := r.o.eval(ctx, 0, touchScript, r.key, r.value, ttl.Milliseconds())
-	switch {
-	case err != nil:
-		return r.lose("extend", fmt.Errorf("%s: %w", r.o.names[0], err))
-	case st != int64(1):
-		return r.lose("extend", errGone)
+	ctx, cancel := r.store.bound(ctx)
+	defer cancel()
+	if err := r.impl.extend(ctx, r, ttl); err != nil {
+		return err
 	}
 	r.ttl = ttl
 	return nil
 }
 
 // Release implements Lease with redsync's compare-and-delete script: only
-// a lock still holding this lease's value is deleted. Releasing a lost
-// lease does nothing and returns the loss; releasing twice does nothing.
-// When Redis cannot be reached the lock is not released (it frees itself
-// after its TTL) and the error says so.
-func (r *oneLease) Release(ctx context.Context) error {
+// a lock still holding this lease's value is deleted (on a quorum: it is
+// released once a majority deleted it). Releasing a lost lease does
+// nothing and returns the loss; releasing twice does nothing. When Redis
+// cannot be reached the lock is not released (it frees itself after its
+// TTL) and the error says so.
+func (r *redisLease) Release(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.lost != nil {
@@ -749,12 +733,52 @@ func (r *oneLease) Release(ctx context.Context) error {
 	if r.released {
 		return nil
 	}
-	ctx, cancel := r.o.bound(ctx)
+	ctx, cancel := r.store.bound(ctx)
 	defer cancel()
-	st, err := r.o.eval(ctx, 0, deleteScript, r.key, r.value)
+	return r.impl.release(ctx, r)
+}
+
+// check returns why the lease cannot be extended: lost or released.
+func (r *redisLease) check() error {
+	if r.lost != nil {
+		return r.lost
+	}
+	if r.released {
+		return fmt.Errorf("%w: job %q: lease %d was released", ErrLockLost, r.job, r.token)
+	}
+	return nil
+}
+
+// lose records why the lease is lost, and returns it.
+func (r *redisLease) lose(op string, why error) error {
+	r.lost = fmt.Errorf("%w: job %q: lease %d on %s: %s: %w", ErrLockLost, r.job, r.token, r.key, op, why)
+	return r.lost
+}
+
+var (
+	errGone    = errors.New("the lock expired, was deleted or is held by another run")
+	errExpired = errors.New("the lock had expired")
+	errTaken   = errors.New("the lock is held by another run")
+)
+
+// extend implements redisImpl on one server.
+func (o *oneServer) extend(ctx context.Context, r *redisLease, ttl time.Duration) error {
+	st, err := o.eval(ctx, 0, touchScript, r.key, r.value, ttl.Milliseconds())
 	switch {
 	case err != nil:
-		return fmt.Errorf("lock %s: release: %s: %w", r.key, r.o.names[0], err)
+		return r.lose("extend", fmt.Errorf("%s: %w", o.names[0], err))
+	case st != int64(1):
+		return r.lose("extend", errGone)
+	}
+	return nil
+}
+
+// release implements redisImpl on one server.
+func (o *oneServer) release(ctx context.Context, r *redisLease) error {
+	st, err := o.eval(ctx, 0, deleteScript, r.key, r.value)
+	switch {
+	case err != nil:
+		return fmt.Errorf("lock %s: release: %s: %w", r.key, o.names[0], err)
 	case st == int64(1):
 		r.released = true
 		return nil
