@@ -66,6 +66,20 @@ func ksCounted(t *testing.T, srv *redistest.Server, db int, opts ...RedisOption)
 	return k, c
 }
 
+// ksEmails returns a loaded switch on srv, re-synced every 200ms, and a
+// scheduler on it with one job, "emails", whose runs are counted in *ran.
+func ksEmails(t *testing.T, srv *redistest.Server) (k *RedisKillSwitch, s *Scheduler, rec *recorder, ran *int) {
+	t.Helper()
+	k, _ = ksCounted(t, srv, 0, RedisResync(200*time.Millisecond))
+	ksLoaded(t, k)
+	s, rec = newTest(t, WithKillSwitch(k))
+	ran = new(int)
+	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { *ran++; return nil })); err != nil {
+		t.Fatal(err)
+	}
+	return k, s, rec, ran
+}
+
 // ksLoaded waits until every switch follows Redis.
 func ksLoaded(t *testing.T, ks ...*RedisKillSwitch) {
 	t.Helper()
@@ -297,14 +311,8 @@ func TestRedisKillSwitchChannelPerDatabase(t *testing.T) {
 // instance; once the key is repaired the switch follows Redis again.
 func TestRedisKillSwitchWrongTypeSurfaces(t *testing.T) {
 	srv := redistest.Start(t)
-	k, _ := ksCounted(t, srv, 0, RedisResync(200*time.Millisecond))
-	ksLoaded(t, k)
-	s, rec := newTest(t, WithKillSwitch(k))
-	ran := 0
-	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { ran++; return nil })); err != nil {
-		t.Fatal(err)
-	}
-	if rep := tickAt(t, s, "emails", t0); rep.Stop != StopDone || ran != 1 {
+	k, s, rec, ran := ksEmails(t, srv)
+	if rep := tickAt(t, s, "emails", t0); rep.Stop != StopDone || *ran != 1 {
 		t.Fatalf("report = %v", rep)
 	}
 	ctx := context.Background()
@@ -321,7 +329,7 @@ func TestRedisKillSwitchWrongTypeSurfaces(t *testing.T) {
 		t.Fatalf("Enabled err = %v", err)
 	}
 	// The last known value (on) holds, visibly.
-	if rep := tickAt(t, s, "emails", t0.Add(time.Hour)); rep.Stop != StopDone || ran != 2 {
+	if rep := tickAt(t, s, "emails", t0.Add(time.Hour)); rep.Stop != StopDone || *ran != 2 {
 		t.Fatalf("report = %v; want the last known on to hold", rep)
 	}
 	if ev, ok := rec.find(EventFlag); !ok || !ev.Enabled || !strings.Contains(ev.Err.Error(), "WRONGTYPE") {
@@ -337,8 +345,8 @@ func TestRedisKillSwitchWrongTypeSurfaces(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "WRONGTYPE") || !strings.Contains(err.Error(), `"emails"`) {
 		t.Fatalf("SetEnabled on a broken key: err = %v", err)
 	}
-	if rep := tickAt(t, s, "emails", t0.Add(2*time.Hour)); rep.Skipped != SkipKilled || ran != 2 {
-		t.Fatalf("after a failed SetEnabled off: report = %v, ran %d; want off here", rep, ran)
+	if rep := tickAt(t, s, "emails", t0.Add(2*time.Hour)); rep.Skipped != SkipKilled || *ran != 2 {
+		t.Fatalf("after a failed SetEnabled off: report = %v, ran %d; want off here", rep, *ran)
 	}
 
 	// Repaired: the store's answer replaces the local off.
@@ -346,7 +354,7 @@ func TestRedisKillSwitchWrongTypeSurfaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	ksLoaded(t, k)
-	if rep := tickAt(t, s, "emails", t0.Add(3*time.Hour)); rep.Stop != StopDone || ran != 3 {
+	if rep := tickAt(t, s, "emails", t0.Add(3*time.Hour)); rep.Stop != StopDone || *ran != 3 {
 		t.Fatalf("after repair: report = %v", rep)
 	}
 }
@@ -452,13 +460,7 @@ func TestRedisKillSwitchSilentSubscriptionNoticedWithinBound(t *testing.T) {
 // known value holds (documented) and JobInfo.EnabledErr names the value.
 func TestRedisKillSwitchUnreadableValueShowsInJobInfo(t *testing.T) {
 	srv := redistest.Start(t)
-	k, _ := ksCounted(t, srv, 0, RedisResync(200*time.Millisecond))
-	ksLoaded(t, k)
-	s, rec := newTest(t, WithKillSwitch(k))
-	ran := 0
-	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { ran++; return nil })); err != nil {
-		t.Fatal(err)
-	}
+	k, s, rec, ran := ksEmails(t, srv)
 	ctx := context.Background()
 	rdb := srv.Client(t)
 	tick := t0
@@ -479,8 +481,8 @@ func TestRedisKillSwitchUnreadableValueShowsInJobInfo(t *testing.T) {
 			return err != nil
 		})
 		tick = tick.Add(time.Hour)
-		if rep := tickAt(t, s, "emails", tick); rep.Stop != StopDone || ran != 2*(i+1) {
-			t.Fatalf("%s: report = %v, ran %d; want the last known on to hold", v, rep, ran)
+		if rep := tickAt(t, s, "emails", tick); rep.Stop != StopDone || *ran != 2*(i+1) {
+			t.Fatalf("%s: report = %v, ran %d; want the last known on to hold", v, rep, *ran)
 		}
 		info, err := s.Job("emails")
 		if err != nil || !info.Enabled || info.EnabledErr == nil || !strings.Contains(info.EnabledErr.Error(), fmt.Sprintf("%q", v)) {

@@ -159,18 +159,30 @@ func (k *RedisKillSwitch) subscribed() {
 func (k *RedisKillSwitch) subLost(err error) {
 	k.mu.Lock()
 	k.subGen++
-	was := k.subErr == nil
-	if was {
-		k.subSince = time.Now()
-	}
-	k.subErr = err
-	loaded := k.loaded
+	began := k.failingLocked(&k.subErr, &k.subSince, err)
 	k.mu.Unlock()
-	if was && loaded {
-		k.logger.Warn("cronguard: redis kill switch lost its subscription; re-reading the hash every "+ksPollEvery.String(),
-			slog.String("key", k.key), slog.String("err", clip(err.Error())))
-	}
+	k.warnIf(began, "cronguard: redis kill switch lost its subscription; re-reading the hash every "+ksPollEvery.String(), err)
 	k.requestAll("subscription lost")
+}
+
+// failingLocked records err in *cur, and now in *since when the failure
+// begins now. It reports whether a failure began after the cache had
+// loaded (before, Enabled's error says it), so that an outage is logged
+// once. k.mu is held.
+func (k *RedisKillSwitch) failingLocked(cur *error, since *time.Time, err error) (began bool) {
+	began = *cur == nil
+	if began {
+		*since = time.Now()
+	}
+	*cur = err
+	return began && k.loaded
+}
+
+// warnIf logs msg with err when began.
+func (k *RedisKillSwitch) warnIf(began bool, msg string, err error) {
+	if began {
+		k.logger.Warn(msg, slog.String("key", k.key), slog.String("err", clip(err.Error())))
+	}
 }
 
 // onMessage asks for a re-read of the flag a message names. A message
@@ -375,17 +387,9 @@ func (k *RedisKillSwitch) readFailed(err error) {
 		return // closing
 	}
 	k.mu.Lock()
-	was := k.readErr == nil
-	if was {
-		k.readSince = time.Now()
-	}
-	k.readErr = err
-	loaded := k.loaded
+	began := k.failingLocked(&k.readErr, &k.readSince, err)
 	k.mu.Unlock()
-	if was && loaded {
-		k.logger.Warn("cronguard: redis kill switch cannot read its hash; the last known flags hold",
-			slog.String("key", k.key), slog.String("err", clip(err.Error())))
-	}
+	k.warnIf(began, "cronguard: redis kill switch cannot read its hash; the last known flags hold", err)
 }
 
 // healthCheck PINGs the subscription and schedules full reloads, every

@@ -15,16 +15,11 @@ import (
 // ksQuiet is a logger for switches under test.
 var ksQuiet = slog.New(slog.DiscardHandler)
 
-// ksNew returns a RedisKillSwitch on its own client to srv, closed when the
-// test ends (before the client).
+// ksNew returns a quiet RedisKillSwitch on its own client to srv, closed
+// when the test ends (before the client).
 func ksNew(t *testing.T, srv *redistest.Server, opts ...RedisOption) *RedisKillSwitch {
 	t.Helper()
-	opts = append([]RedisOption{RedisLogger(ksQuiet)}, opts...)
-	k, err := NewRedisKillSwitch(srv.Client(t), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k.Close() })
+	k, _ := ksCounted(t, srv, 0, opts...)
 	return k
 }
 
@@ -39,7 +34,7 @@ func ksIs(k KillSwitch, flag string, want bool) func() bool {
 func TestRedisKillSwitchFlipRecordsWhoWhyWhen(t *testing.T) {
 	srv := redistest.Start(t)
 	a, b := ksNew(t, srv), ksNew(t, srv)
-	waitFor(t, 5*time.Second, "both loaded", func() bool { return a.Err() == nil && b.Err() == nil })
+	ksLoaded(t, a, b)
 
 	if on, err := b.Enabled(context.Background(), "emails"); err != nil || !on {
 		t.Fatalf("absent flag: Enabled = %v, %v; want on", on, err)
@@ -87,7 +82,7 @@ func TestRedisKillSwitchOptions(t *testing.T) {
 	srv := redistest.Start(t)
 	off := ksNew(t, srv, RedisDefaultOff(), RedisPrefix("svc-a:"))
 	other := ksNew(t, srv) // prefix cronguard:
-	waitFor(t, 5*time.Second, "loaded", func() bool { return off.Err() == nil && other.Err() == nil })
+	ksLoaded(t, off, other)
 	if off.key != "svc-a:killswitch" || off.channel != "svc-a:killswitch:flips:db0" {
 		t.Fatalf("Key, Channel = %q, %q", off.key, off.channel)
 	}
@@ -130,7 +125,7 @@ func TestRedisKillSwitchResyncCorrectsLostMessage(t *testing.T) {
 	const resync = 200 * time.Millisecond
 	a := ksNew(t, srv, RedisResync(resync))
 	b := ksNew(t, srv, RedisResync(resync))
-	waitFor(t, 5*time.Second, "loaded", func() bool { return a.Err() == nil && b.Err() == nil })
+	ksLoaded(t, a, b)
 	rdb := srv.Client(t)
 	ctx := context.Background()
 
@@ -184,7 +179,7 @@ func TestRedisKillSwitchRedisRestartedAroundFlip(t *testing.T) {
 	const resync = time.Minute // only the resubscription can correct in time
 	a := ksNew(t, srv, RedisResync(resync))
 	b := ksNew(t, srv, RedisResync(resync))
-	waitFor(t, 5*time.Second, "loaded", func() bool { return a.Err() == nil && b.Err() == nil })
+	ksLoaded(t, a, b)
 	ctx := context.Background()
 	if err := a.SetEnabled(ctx, "emails", false, "incident"); err != nil {
 		t.Fatal(err)
@@ -257,7 +252,7 @@ func TestRedisKillSwitchOutageDefersToFailPolicy(t *testing.T) {
 	srv := redistest.Start(t)
 	const resync = 300 * time.Millisecond
 	k := ksNew(t, srv, RedisResync(resync))
-	waitFor(t, 5*time.Second, "loaded", func() bool { return k.Err() == nil })
+	ksLoaded(t, k)
 	s, rec := newTest(t, WithKillSwitch(k))
 	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { return nil })); err != nil {
 		t.Fatal(err)
@@ -427,7 +422,7 @@ func TestRedisKillSwitchClosedByStop(t *testing.T) {
 func TestRedisKillSwitchUnreadableMessage(t *testing.T) {
 	srv := redistest.Start(t)
 	k := ksNew(t, srv)
-	waitFor(t, 5*time.Second, "loaded", func() bool { return k.Err() == nil })
+	ksLoaded(t, k)
 	rdb := srv.Client(t)
 	ctx := context.Background()
 	if err := rdb.HSet(ctx, k.key, "emails", "off").Err(); err != nil {

@@ -141,7 +141,7 @@ func TestRedisBudgetOneLayer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ks.Close() })
-	waitFor(t, 5*time.Second, "kill switch loaded", func() bool { return ks.Err() == nil })
+	ksLoaded(t, ks)
 	l := rlLocker(t, c, RedisBudget(budget))
 	cs, _ := NewRedisCheckpoints(c, RedisBudget(budget))
 	hs, _ := NewRedisHistory(c, RedisBudget(budget))

@@ -30,16 +30,20 @@ func redisSched(t *testing.T, id string, c redis.UniversalClient, opts ...Option
 }
 
 // waitSwitchLoaded waits until the Redis kill switch that WithRedis made
-// for s follows Redis (loaded and subscribed): before that, a tick is
-// skipped for the backend, which tests that drive ticks by hand must not
-// mistake for a fault.
-func waitSwitchLoaded(t *testing.T, s *Scheduler) {
+// for each scheduler follows Redis (loaded and subscribed): before that, a
+// tick is skipped for the backend, which tests that drive ticks by hand
+// must not mistake for a fault.
+func waitSwitchLoaded(t *testing.T, scheds ...*Scheduler) {
 	t.Helper()
-	k, ok := s.cfg.killSwitch.(*RedisKillSwitch)
-	if !ok {
-		t.Fatalf("kill switch %T, want the RedisKillSwitch of WithRedis", s.cfg.killSwitch)
+	ks := make([]*RedisKillSwitch, len(scheds))
+	for i, s := range scheds {
+		k, ok := s.cfg.killSwitch.(*RedisKillSwitch)
+		if !ok {
+			t.Fatalf("kill switch %T, want the RedisKillSwitch of WithRedis", s.cfg.killSwitch)
+		}
+		ks[i] = k
 	}
-	waitFor(t, 10*time.Second, "the Redis kill switch to load", func() bool { return k.Err() == nil })
+	ksLoaded(t, ks...)
 }
 
 // runLog counts the runs of every job and tick, and keeps their fencing
@@ -147,9 +151,7 @@ func TestRedisClusterOneRunPerTickAcrossInstances(t *testing.T) {
 		}
 		scheds, recs = append(scheds, s), append(recs, rec)
 	}
-	for _, s := range scheds {
-		waitSwitchLoaded(t, s)
-	}
+	waitSwitchLoaded(t, scheds...)
 
 	type result struct {
 		id  string
@@ -260,14 +262,8 @@ func TestRedisClusterRealCron(t *testing.T) {
 		}
 		scheds, recs = append(scheds, s), append(recs, rec)
 	}
-	for _, s := range scheds {
-		waitSwitchLoaded(t, s)
-	}
-	for _, s := range scheds {
-		if err := s.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	waitSwitchLoaded(t, scheds...)
+	startAll(t, scheds...)
 	// The first tick every instance surely fires: one after the one
 	// during which they started.
 	first := nextSecond(time.Now()).Add(time.Second)

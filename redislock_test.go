@@ -69,6 +69,16 @@ func rlStart(t *testing.T) (*redistest.Server, *redis.Client) {
 	return srv, srv.Client(t)
 }
 
+// startAll starts every scheduler.
+func startAll(t *testing.T, scheds ...*Scheduler) {
+	t.Helper()
+	for _, s := range scheds {
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // rlLocker returns a RedisLocker on c.
 func rlLocker(t *testing.T, c redis.UniversalClient, opts ...RedisOption) *RedisLocker {
 	t.Helper()
@@ -496,11 +506,7 @@ func TestRedisOneRunPerTickAcrossSkewedInstances(t *testing.T) {
 		scheds, recs = append(scheds, s), append(recs, rec)
 	}
 	start := time.Now()
-	for _, s := range scheds {
-		if err := s.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startAll(t, scheds...)
 	first := nextSecond(start)
 	last := first.Add(time.Duration(ticks-1) * time.Second)
 	sleepUntil(last.Add(time.Second)) // the slowest (800ms + 50ms) is done
@@ -600,11 +606,7 @@ func TestRedisLongJobKeepsItsLease(t *testing.T) {
 		}
 		return Report{}, false
 	}
-	for _, s := range scheds {
-		if err := s.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startAll(t, scheds...)
 	var token int64
 	select {
 	case token = <-longStarted:
@@ -689,7 +691,7 @@ func TestRedisLockStolenCancelsRun(t *testing.T) {
 	if err := s.Register("steal", "@every 1h", job, LockTTL(ttl)); err != nil {
 		t.Fatal(err)
 	}
-	repc := goAsyncRL(func() Report { return tickAt(t, s, "steal", t0) })
+	repc := goAsync(func() Report { return tickAt(t, s, "steal", t0) })
 	<-started
 	time.Sleep(150 * time.Millisecond) // mid-run, between two extensions
 
@@ -734,12 +736,6 @@ func TestRedisLockStolenCancelsRun(t *testing.T) {
 	}
 }
 
-func goAsyncRL[T any](fn func() T) <-chan T {
-	ch := make(chan T, 1)
-	go func() { ch <- fn() }()
-	return ch
-}
-
 // Redis is stopped for 5s while two instances run a job every second, then
 // restarted (empty): no panic, skipped ticks with the Redis error during the
 // outage, runs resume at the first tick after, no duplicate, no leak.
@@ -756,11 +752,7 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 		}
 		scheds, recs = append(scheds, s), append(recs, rec)
 	}
-	for _, s := range scheds {
-		if err := s.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startAll(t, scheds...)
 	// Two good ticks.
 	before := nextSecond(time.Now())
 	sleepUntil(before.Add(1500 * time.Millisecond))
@@ -852,11 +844,7 @@ func TestRedisRedlockQuorum(t *testing.T) {
 		}
 		scheds, recs = append(scheds, s), append(recs, rec)
 	}
-	for _, s := range scheds {
-		if err := s.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startAll(t, scheds...)
 	expectRuns := func(phase string, from time.Time, n, want int) {
 		t.Helper()
 		for tick := from; tick.Before(from.Add(time.Duration(n) * time.Second)); tick = tick.Add(time.Second) {

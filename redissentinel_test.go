@@ -213,20 +213,14 @@ func failoverSchedule(t *testing.T, name string, mode redistest.FailoverMode) {
 		}
 		scheds, recs = append(scheds, s), append(recs, rec)
 	}
-	for _, s := range scheds {
-		waitSwitchLoaded(t, s)
-	}
-	for _, s := range scheds {
-		if err := s.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	waitSwitchLoaded(t, scheds...)
+	startAll(t, scheds...)
 	first := nextSecond(time.Now()).Add(time.Second)
 	// Mid-second, away from the claims (at 0-200ms past each second), so
 	// that no claim is caught between its execution and its reply.
 	sleepUntil(first.Add(3*time.Second + 400*time.Millisecond))
 
-	inflightRep := goAsyncRL(func() Report { return tickAt(t, scheds[0], "inflight", t0) })
+	inflightRep := goAsync(func() Report { return tickAt(t, scheds[0], "inflight", t0) })
 	inflight.waitStarted(t)
 	old := sn.Master()
 	began := time.Now()
@@ -412,7 +406,7 @@ func TestRedisSentinelFailoverBeforeReplication(t *testing.T) {
 		}
 		before = append(before, slices.Max(log.tokens("dup", time.Time{})))
 	}
-	holdDone := goAsyncRL(func() Report { return tickAt(t, a, "hold", T1) })
+	holdDone := goAsync(func() Report { return tickAt(t, a, "hold", T1) })
 	var holdToken int64
 	select {
 	case holdToken = <-holdStarted:
