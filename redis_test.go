@@ -99,7 +99,7 @@ func TestWithRedisPassesSchedulerSettings(t *testing.T) {
 
 	s, _ := newTest(t, WithRedis(c), WithKeyPrefix("svc:"), WithCallBudget(700*time.Millisecond),
 		WithInstanceID("web-9"), WithHistorySize(5), WithLogger(logger))
-	rl, ok := s.cfg.locker.(*RedisLocker)
+	rl, ok := s.cfg.locker.(*redisLocker)
 	if !ok || rl.prefix != "svc:" || rl.budget != 700*time.Millisecond || rl.owner != "web-9" || len(rl.clients) != 1 {
 		t.Errorf("locker = %T %+v", s.cfg.locker, rl)
 	}
@@ -118,7 +118,7 @@ func TestWithRedisPassesSchedulerSettings(t *testing.T) {
 	}
 
 	q, _ := newTest(t, WithRedis(c, c, c))
-	if rl := q.cfg.locker.(*RedisLocker); len(rl.clients) != 3 || rl.quorum != 2 {
+	if rl := q.cfg.locker.(*redisLocker); len(rl.clients) != 3 || rl.quorum != 2 {
 		t.Errorf("WithRedis(3 clients): locker over %d servers, quorum %d", len(rl.clients), rl.quorum)
 	}
 }
@@ -146,7 +146,7 @@ func TestRedisBudgetOneLayer(t *testing.T) {
 	cs, _ := NewRedisCheckpoints(c, RedisBudget(budget))
 	hs, _ := NewRedisHistory(c, RedisBudget(budget))
 	calls := map[string]func(context.Context) error{
-		"RedisLocker.Claim": func(ctx context.Context) error {
+		"NewRedisLocker Claim": func(ctx context.Context) error {
 			_, err := l.Claim(ctx, "j", t0, 0, "me")
 			return err
 		},

@@ -379,7 +379,7 @@ func TestRedisOddJobNamesOnCluster(t *testing.T) {
 
 // rlRedlock starts three servers and returns them with a Redlock locker
 // over them.
-func rlRedlock(t *testing.T, opts ...RedisOption) ([]*redistest.Server, []*redis.Client, *RedisLocker) {
+func rlRedlock(t *testing.T, opts ...RedisOption) ([]*redistest.Server, []*redis.Client, *redisLocker) {
 	t.Helper()
 	var srvs []*redistest.Server
 	var cs []*redis.Client

@@ -19,14 +19,48 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// RedisLocker is the Locker for several instances: claim marks and run
-// locks live in Redis, on github.com/redis/go-redis/v9, with the extension
-// and release scripts of github.com/go-redsync/redsync/v4. Create it with
-// NewRedisLocker, or let WithRedis do it. It holds no connection of its own
+// redisLocker is the Locker on Redis that NewRedisLocker returns (its
+// documentation is there).
+type redisLocker struct {
+	redisStore
+	impl redisImpl // oneServer or quorum, chosen by NewRedisLocker
+}
+
+// redisImpl is what differs between one server and a Redlock quorum.
+type redisImpl interface {
+	claim(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error)
+	acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error)
+	// extend and release do the Redis part of Lease.Extend and
+	// Lease.Release, under l.mu, on a lease that is neither lost nor
+	// released; extend returns whether the lock holds, or l.lose's error.
+	extend(ctx context.Context, l *redisLease, ttl time.Duration) error
+	release(ctx context.Context, l *redisLease) error
+	// drain waits for the calls that returned early left running on slow
+	// servers (each within the budget).
+	drain()
+}
+
+// redisStore is what both implementations share: the servers, the key
+// layout and this process's abandoned attempt values.
+type redisStore struct {
+	clients   []redis.UniversalClient
+	names     []string // of the servers, for error messages
+	pools     []redsyncredis.Pool
+	quorum    int
+	prefix    string
+	keyPrefix string // prefix, with braces escaped
+	budget    time.Duration
+	owner     string
+	abandoned abandonedValues
+}
+
+// NewRedisLocker returns the Locker for several instances: claim marks and
+// run locks live in Redis, on github.com/redis/go-redis/v9, with the extension
+// and release scripts of github.com/go-redsync/redsync/v4. WithRedis makes one. It holds no connection of its own
 // (the clients are the caller's), so it needs no closing. It is safe for
 // concurrent use.
 //
-// NewRedisLocker picks one of two implementations once: one server (a single
+// It picks one of two implementations once: one server (a single
 // Redis, Sentinel or Cluster), where claim, lock and fencing token are one
 // script; or a Redlock quorum over several independent masters
 // (RedlockWith), see redlock.go.
@@ -149,40 +183,10 @@ import (
 // The scripts do everything that can fail (reading the keys, INCR of the
 // fence) before they write the mark or the lock: Redis does not roll back a
 // script that fails halfway, and a failed claim or lock leaves neither.
-type RedisLocker struct {
-	redisStore
-	impl redisImpl // oneServer or quorum, chosen by NewRedisLocker
-}
-
-// redisImpl is what differs between one server and a Redlock quorum.
-type redisImpl interface {
-	claim(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error)
-	acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error)
-	// extend and release do the Redis part of Lease.Extend and
-	// Lease.Release, under l.mu, on a lease that is neither lost nor
-	// released; extend returns whether the lock holds, or l.lose's error.
-	extend(ctx context.Context, l *redisLease, ttl time.Duration) error
-	release(ctx context.Context, l *redisLease) error
-	// drain waits for the calls that returned early left running on slow
-	// servers (each within the budget).
-	drain()
-}
-
-// redisStore is what both implementations share: the servers, the key
-// layout and this process's abandoned attempt values.
-type redisStore struct {
-	clients   []redis.UniversalClient
-	names     []string // of the servers, for error messages
-	pools     []redsyncredis.Pool
-	quorum    int
-	prefix    string
-	keyPrefix string // prefix, with braces escaped
-	budget    time.Duration
-	owner     string
-	abandoned abandonedValues
-}
-
-// NewRedisLocker returns a Locker on Redis. client may be a single Redis, a
+//
+// # Construction
+//
+// client may be a single Redis, a
 // Sentinel (failover) client or a Cluster client; RedlockWith adds more
 // independent masters for a Redlock quorum. It takes RedisPrefix,
 // RedisBudget, RedisOwner and RedlockWith. It does not talk to Redis: a
@@ -191,13 +195,13 @@ type redisStore struct {
 //
 // A nil client or option, or an option of another backend, is an error
 // wrapping ErrInvalidOption.
-func NewRedisLocker(client redis.UniversalClient, opts ...RedisOption) (*RedisLocker, error) {
+func NewRedisLocker(client redis.UniversalClient, opts ...RedisOption) (Locker, error) {
 	cfg, err := newRedisConfig(forLocker, client, opts)
 	if err != nil {
 		return nil, err
 	}
 	clients := append([]redis.UniversalClient{client}, cfg.more...)
-	l := &RedisLocker{redisStore: redisStore{
+	l := &redisLocker{redisStore: redisStore{
 		clients:   clients,
 		names:     make([]string, len(clients)),
 		pools:     make([]redsyncredis.Pool, len(clients)),
@@ -225,7 +229,7 @@ func NewRedisLocker(client redis.UniversalClient, opts ...RedisOption) (*RedisLo
 // in the same step (one script, one round trip on one server). A lost
 // claim names the instance and tick that hold the mark; a held lock is
 // Claim.LockErr wrapping ErrLocked. Redis errors are returned as they are.
-func (l *RedisLocker) Claim(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error) {
+func (l *redisLocker) Claim(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error) {
 	if err := checkLockTTL(job, lockTTL); err != nil {
 		return Claim{}, err
 	}
@@ -239,7 +243,7 @@ func (l *RedisLocker) Claim(ctx context.Context, job string, tick time.Time, loc
 // ErrLocked at once, naming the holder and how long it still holds. Redis
 // errors, and a quorum that could not be reached because servers failed,
 // are returned as they are, never wrapping ErrLocked.
-func (l *RedisLocker) Acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error) {
+func (l *redisLocker) Acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error) {
 	if ttl < time.Millisecond {
 		return nil, fmt.Errorf("%w: job %q: lock TTL %s: must be at least 1ms", ErrInvalidOption, job, ttl)
 	}
@@ -250,9 +254,9 @@ func (l *RedisLocker) Acquire(ctx context.Context, job string, ttl time.Duration
 
 // drain waits for calls still on their way to slow Redlock servers;
 // Scheduler.Stop calls it so that no goroutine outlives it.
-func (l *RedisLocker) drain() { l.impl.drain() }
+func (l *redisLocker) drain() { l.impl.drain() }
 
-// drainLocker waits for the calls l left running, if it is a RedisLocker.
+// drainLocker waits for the calls l left running, if it is a Redis locker.
 func drainLocker(l Locker) {
 	if d, ok := l.(interface{ drain() }); ok {
 		d.drain()
@@ -317,7 +321,7 @@ func within(ctx context.Context, d time.Duration) (context.Context, context.Canc
 // messages, and 128 random bits.
 func (l *redisStore) newValue() string { return l.owner + "/" + rand.Text() }
 
-// fenceLua issues a fencing token (see RedisLocker, Fencing token). INCR
+// fenceLua issues a fencing token (see NewRedisLocker, Fencing token). INCR
 // comes first: it fails on a key of the wrong type or at 2^63-1, before
 // anything is written. The counter is compared with the clock through
 // tonumber only: the clock (below 2^53 until 2255) is exact, so the
@@ -571,7 +575,7 @@ func (l *redisStore) abandon(ctx context.Context, i int, job, value string, err 
 	_, _ = l.eval(cctx, i, deleteScript, l.lockKey(job), value)
 }
 
-// oneServer is the RedisLocker of one Redis (single, Sentinel or Cluster).
+// oneServer is the Redis locker of one Redis (single, Sentinel or Cluster).
 type oneServer struct{ *redisStore }
 
 func (o *oneServer) drain() {}

@@ -25,7 +25,7 @@ import (
 	"github.com/cronguard/cronguard/internal/redistest"
 )
 
-// Tests of RedisLocker against real redis-server processes (internal/redistest).
+// Tests of the Redis locker (NewRedisLocker) against real redis-server processes (internal/redistest).
 // The long ones (skew, long job, Redlock, crash) run in parallel; TestMain's
 // goleak check covers them. The outage test checks for leaks itself.
 
@@ -79,14 +79,14 @@ func startAll(t *testing.T, scheds ...*Scheduler) {
 	}
 }
 
-// rlLocker returns a RedisLocker on c.
-func rlLocker(t *testing.T, c redis.UniversalClient, opts ...RedisOption) *RedisLocker {
+// rlLocker returns a Redis locker on c.
+func rlLocker(t *testing.T, c redis.UniversalClient, opts ...RedisOption) *redisLocker {
 	t.Helper()
 	l, err := NewRedisLocker(c, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return l
+	return l.(*redisLocker)
 }
 
 // rlSched returns a quiet scheduler named id on locker l (newTest).
@@ -231,7 +231,7 @@ func TestRedisLockerClaim(t *testing.T) {
 }
 
 // rlOwner is the owner part of l's lock values.
-func rlOwner(l *RedisLocker) string { return l.owner }
+func rlOwner(l *redisLocker) string { return l.owner }
 
 func TestRedisLockerAcquire(t *testing.T) {
 	_, c := rlStart(t)
@@ -379,7 +379,7 @@ func TestRedisLockerRedisDown(t *testing.T) {
 }
 
 // A Redis that accepts connections and never answers: every call ends
-// within the budget (with ContextTimeoutEnabled, see RedisLocker's doc).
+// within the budget (with ContextTimeoutEnabled, see NewRedisLocker's doc).
 func TestRedisLockerBudget(t *testing.T) {
 	rlLeakCheck(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -428,7 +428,7 @@ func TestWithRedisMakesRedisLocker(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { stopSched(t, s2) })
-	l, ok := s2.cfg.locker.(*RedisLocker)
+	l, ok := s2.cfg.locker.(*redisLocker)
 	if !ok || l.prefix != "app:" || l.owner != "i-2" || l.budget != 2*time.Second {
 		t.Fatalf("WithRedis locker: %#v", s2.cfg.locker)
 	}
@@ -831,7 +831,7 @@ func TestRedisRedlockQuorum(t *testing.T) {
 	t.Parallel()
 	t.Cleanup(rlAwaitDialers)
 	srvs := []*redistest.Server{redistest.Start(t), redistest.Start(t), redistest.Start(t)}
-	newLocker := func(id string) *RedisLocker {
+	newLocker := func(id string) *redisLocker {
 		return rlLocker(t, srvs[0].Client(t), RedisOwner(id), RedlockWith(srvs[1].Client(t), srvs[2].Client(t)))
 	}
 	log := newTickLog()
@@ -929,7 +929,7 @@ func TestRedisRedlockClaimRace(t *testing.T) {
 	rlLeakCheck(t)
 	srvs := []*redistest.Server{redistest.Start(t), redistest.Start(t), redistest.Start(t)}
 	ctx := context.Background()
-	var lockers []*RedisLocker
+	var lockers []*redisLocker
 	for range 5 {
 		lockers = append(lockers, rlLocker(t, srvs[0].Client(t), RedlockWith(srvs[1].Client(t), srvs[2].Client(t))))
 	}

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// quorum is the RedisLocker over several independent masters
+// quorum is the Redis locker over several independent masters
 // (RedlockWith): a claim or a lock holds once a majority of the servers
 // holds it.
 //
