@@ -283,19 +283,26 @@ func (k *RedisKillSwitch) readLoop() {
 }
 
 // startRead returns the ticket of a read that starts now.
-func (k *RedisKillSwitch) startRead(full bool) uint64 {
+func (k *RedisKillSwitch) startRead() uint64 {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.ticket++
-	if full {
-		k.lastReload = time.Now()
-	}
+	return k.ticket
+}
+
+// startReload returns the ticket of a full reload that starts now, and
+// records when it started.
+func (k *RedisKillSwitch) startReload() uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.ticket++
+	k.lastReload = time.Now()
 	return k.ticket
 }
 
 // reload replaces the cache with the hash in Redis (HGETALL).
 func (k *RedisKillSwitch) reload(why string) {
-	t := k.startRead(true)
+	t := k.startReload()
 	ctx, cancel := context.WithTimeout(k.ctx, k.budget)
 	vals, err := k.rdb.HGetAll(ctx, k.key).Result()
 	cancel()
@@ -333,7 +340,7 @@ func (k *RedisKillSwitch) reload(why string) {
 
 // reread re-reads the named flags (HMGET).
 func (k *RedisKillSwitch) reread(names []string) {
-	t := k.startRead(false)
+	t := k.startRead()
 	ctx, cancel := context.WithTimeout(k.ctx, k.budget)
 	vals, err := k.rdb.HMGet(ctx, k.key, names...).Result()
 	cancel()
