@@ -411,12 +411,12 @@ func TestRedisMissedTicksAndCatchUpThreeInstances(t *testing.T) {
 				fire(gen1, minute(k))
 			}
 			for _, in := range gen1 {
-				rlStop(t, in.s) // writes the history entries still queued
+				stopSched(t, in.s) // writes the history entries still queued
 			}
 			gen2 := start(2)
 			t.Cleanup(func() {
 				for _, in := range gen2 {
-					rlStop(t, in.s)
+					stopSched(t, in.s)
 				}
 			})
 			fire(gen2, minute(6))
@@ -479,7 +479,7 @@ func checkHistoryOnce(t *testing.T, srv *redistest.Server, wantMissed, wantCatch
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rlStop(t, reader)
+	defer stopSched(t, reader)
 	if err := reader.Register("j", "@every 1m", JobFunc(func(context.Context) error { return nil })); err != nil {
 		t.Fatal(err)
 	}

@@ -118,11 +118,8 @@ func TestOverlapQueueCoalesces(t *testing.T) {
 	s, _ := newTest(t)
 	b := newBlocker()
 	_ = s.Register("j", "@every 1m", b, Overlap(OverlapQueue))
-	first := goAsync(func() Report { return tickAt(t, s, "j", t0) })
-	b.waitStarted(t)
-	queued := goAsync(func() Report { return tickAt(t, s, "j", t0.Add(time.Minute)) })
-	// Wait until the second run is queued, then a third tick is coalesced.
-	waitQueued(t, s, "j")
+	first, queued := queueBehind(t, s, b)
+	// The second run is queued: a third tick is coalesced.
 	if rep := tickAt(t, s, "j", t0.Add(2*time.Minute)); rep.Skipped != SkipOverlap {
 		t.Fatalf("third tick while one waits: %+v, want skipped (coalesced)", rep)
 	}
@@ -381,10 +378,7 @@ func TestOverlapQueueRechecksKillSwitch(t *testing.T) {
 	s, _ := newTest(t, WithKillSwitch(ks))
 	b := newBlocker()
 	_ = s.Register("j", "@every 1m", b, Overlap(OverlapQueue))
-	first := goAsync(func() Report { return tickAt(t, s, "j", t0) })
-	b.waitStarted(t)
-	queued := goAsync(func() Report { return tickAt(t, s, "j", t0.Add(time.Minute)) })
-	waitQueued(t, s, "j")
+	first, queued := queueBehind(t, s, b)
 	_ = ks.SetEnabled(context.Background(), "j", false, "operator")
 	close(b.release)
 	recv(t, first)
@@ -396,22 +390,19 @@ func TestOverlapQueueRechecksKillSwitch(t *testing.T) {
 	}
 }
 
-// waitQueued waits until a run of job waits behind the one going
-// (OverlapQueue).
-func waitQueued(t *testing.T, s *Scheduler, job string) {
+// queueBehind starts a run of job "j" (an OverlapQueue job on blocker b)
+// at tick t0, then one at t0+1m, and returns once the second waits behind
+// the first.
+func queueBehind(t *testing.T, s *Scheduler, b *blocker) (first, queued <-chan Report) {
 	t.Helper()
-	e, _ := s.lookup(job)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	first = goAsync(func() Report { return tickAt(t, s, "j", t0) })
+	b.waitStarted(t)
+	queued = goAsync(func() Report { return tickAt(t, s, "j", t0.Add(time.Minute)) })
+	e, _ := s.lookup("j")
+	waitFor(t, 5*time.Second, "second tick queued", func() bool {
 		e.overlap.mu.Lock()
-		waiting := e.overlap.waiting
-		e.overlap.mu.Unlock()
-		if waiting {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("second tick never queued")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer e.overlap.mu.Unlock()
+		return e.overlap.waiting
+	})
+	return first, queued
 }

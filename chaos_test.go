@@ -78,7 +78,7 @@ func chaosChild(spec string) int {
 	observe := func(ev Event) {
 		r := chaosRecord{Kind: ev.Kind, Instance: ev.Instance, Tick: ev.Tick, Skip: ev.Skip, Time: ev.Time}
 		if ev.Err != nil {
-			r.Err = clipString(ev.Err.Error(), 300)
+			r.Err = clipN(ev.Err.Error(), 300)
 		}
 		r.Missed, r.First, r.Last = ev.Missed, ev.MissedFirst, ev.MissedLast
 		mu.Lock()
@@ -113,13 +113,6 @@ func chaosChild(spec string) int {
 	defer cancel()
 	_ = s.Stop(ctx)
 	return 0
-}
-
-func clipString(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // window is a span of wall time during which a fault held.

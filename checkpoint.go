@@ -3,8 +3,8 @@ package cronguard
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -19,52 +19,61 @@ type CheckpointStore interface {
 	Save(ctx context.Context, job, after string) error
 }
 
-// MemoryCheckpoints is the embedded CheckpointStore: cursors live as long
+// memoryCheckpoints is the embedded CheckpointStore: cursors live as long
 // as the process.
-type MemoryCheckpoints struct {
+type memoryCheckpoints struct {
 	mu      sync.Mutex
 	cursors map[string]string
 }
 
-// NewMemoryCheckpoints returns an empty in-memory CheckpointStore.
-func NewMemoryCheckpoints() *MemoryCheckpoints {
-	return &MemoryCheckpoints{cursors: map[string]string{}}
+// NewMemoryCheckpoints returns an empty in-memory CheckpointStore, the
+// default without WithRedis: cursors live as long as the process.
+func NewMemoryCheckpoints() CheckpointStore {
+	return &memoryCheckpoints{cursors: map[string]string{}}
 }
 
 // Load implements CheckpointStore.
-func (m *MemoryCheckpoints) Load(_ context.Context, job string) (string, error) {
+func (m *memoryCheckpoints) Load(_ context.Context, job string) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.cursors[job], nil
 }
 
 // Save implements CheckpointStore.
-func (m *MemoryCheckpoints) Save(_ context.Context, job, after string) error {
+func (m *memoryCheckpoints) Save(_ context.Context, job, after string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.cursors[job] = after
 	return nil
 }
 
-// RedisCheckpoints keeps Batch cursors in one Redis hash,
-// <prefix>checkpoint (field = job, value = cursor), so a run on any instance
-// resumes where the last run on any other stopped. WithRedis uses it.
-type RedisCheckpoints struct {
-	rdb redis.UniversalClient
-	key string
+// redisCheckpoints keeps Batch cursors in one Redis hash (NewRedisCheckpoints).
+type redisCheckpoints struct {
+	rdb    redis.UniversalClient
+	key    string
+	budget time.Duration
 }
 
-// NewRedisCheckpoints returns a CheckpointStore on rdb under prefix (for
-// example "cronguard:"). A nil rdb (or a typed nil) is ErrInvalidOption.
-func NewRedisCheckpoints(rdb redis.UniversalClient, prefix string) (*RedisCheckpoints, error) {
-	if isNil(rdb) {
-		return nil, fmt.Errorf("%w: NewRedisCheckpoints: nil client", ErrInvalidOption)
+// NewRedisCheckpoints returns a CheckpointStore on rdb that keeps Batch
+// cursors in one Redis hash, <prefix>checkpoint (field = job, value =
+// cursor), so a run on any instance resumes where the last run on any
+// other stopped. WithRedis uses it. It takes RedisPrefix and RedisBudget;
+// a nil client or option, or an option of another backend, is an error
+// wrapping ErrInvalidOption. Each call keeps its caller's deadline, or is
+// bounded by the budget when its context has none.
+func NewRedisCheckpoints(rdb redis.UniversalClient, opts ...RedisOption) (CheckpointStore, error) {
+	cfg, err := newRedisConfig(forCheckpoints, rdb, opts)
+	if err != nil {
+		return nil, err
 	}
-	return &RedisCheckpoints{rdb: rdb, key: prefix + "checkpoint"}, nil
+	return &redisCheckpoints{rdb: rdb, key: cfg.prefix + "checkpoint", budget: cfg.budget}, nil
 }
 
-// Load implements CheckpointStore.
-func (r *RedisCheckpoints) Load(ctx context.Context, job string) (string, error) {
+// Load implements CheckpointStore. It keeps the caller's deadline, or is
+// bounded by the budget when ctx has none.
+func (r *redisCheckpoints) Load(ctx context.Context, job string) (string, error) {
+	ctx, cancel := bounded(ctx, r.budget)
+	defer cancel()
 	after, err := r.rdb.HGet(ctx, r.key, job).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", nil
@@ -72,7 +81,9 @@ func (r *RedisCheckpoints) Load(ctx context.Context, job string) (string, error)
 	return after, err
 }
 
-// Save implements CheckpointStore.
-func (r *RedisCheckpoints) Save(ctx context.Context, job, after string) error {
+// Save implements CheckpointStore, bounded as Load.
+func (r *redisCheckpoints) Save(ctx context.Context, job, after string) error {
+	ctx, cancel := bounded(ctx, r.budget)
+	defer cancel()
 	return r.rdb.HSet(ctx, r.key, job, after).Err()
 }

@@ -48,8 +48,8 @@ type cpStore struct {
 	load func(t *testing.T, job string) string
 }
 
-// forEachCheckpointStore runs test on MemoryCheckpoints and on
-// RedisCheckpoints over a real redis-server.
+// forEachCheckpointStore runs test on NewMemoryCheckpoints and on
+// NewRedisCheckpoints over a real redis-server.
 func forEachCheckpointStore(t *testing.T, test func(t *testing.T, cs cpStore)) {
 	t.Run("memory", func(t *testing.T) {
 		mem := NewMemoryCheckpoints()
@@ -260,7 +260,7 @@ func TestBatchCheckpointNotSavedAfterLockLost(t *testing.T) {
 
 func TestNewRedisCheckpointsNil(t *testing.T) {
 	for name, rdb := range map[string]redis.UniversalClient{"nil": nil, "typed nil": (*redis.Client)(nil)} {
-		cs, err := NewRedisCheckpoints(rdb, "x:")
+		cs, err := NewRedisCheckpoints(rdb, RedisPrefix("x:"))
 		if !errors.Is(err, ErrInvalidOption) || cs != nil || !strings.Contains(err.Error(), "NewRedisCheckpoints") {
 			t.Errorf("%s: NewRedisCheckpoints = %v, %v; want ErrInvalidOption", name, cs, err)
 		}

@@ -371,10 +371,7 @@ func TestOverlapQueueClaimsWhenItsTurnComes(t *testing.T) {
 	blk := newBlocker()
 	_ = a.Register("j", "@every 1m", blk, Overlap(OverlapQueue))
 	_ = b.Register("j", "@every 1m", blk, Overlap(OverlapQueue))
-	first := goAsync(func() Report { return tickAt(t, a, "j", t0) })
-	blk.waitStarted(t)
-	queued := goAsync(func() Report { return tickAt(t, a, "j", t0.Add(time.Minute)) })
-	waitQueued(t, a, "j")
+	first, queued := queueBehind(t, a, blk)
 	if n := spy.claims.Load(); n != 1 {
 		t.Fatalf("%d claims while the second run waits, want 1: a queued run claims when its turn comes", n)
 	}

@@ -241,7 +241,7 @@ func TestTypedNilRedisClients(t *testing.T) {
 	if _, err := NewRedisKillSwitch(rdb); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("NewRedisKillSwitch(typed nil) = %v", err)
 	}
-	if _, err := NewRedisCheckpoints(rdb, "cronguard:"); !errors.Is(err, ErrInvalidOption) {
+	if _, err := NewRedisCheckpoints(rdb, RedisPrefix("cronguard:")); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("NewRedisCheckpoints(typed nil) = %v", err)
 	}
 }

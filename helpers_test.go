@@ -88,14 +88,18 @@ func newTest(t *testing.T, opts ...Option) (*Scheduler, *recorder) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.Stop(ctx); err != nil {
-			t.Errorf("Stop: %v", err)
-		}
-	})
+	t.Cleanup(func() { stopSched(t, s) })
 	return s, rec
+}
+
+// stopSched stops s, giving its runs 10s, and fails t if Stop fails.
+func stopSched(t *testing.T, s *Scheduler) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Stop(ctx); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
 }
 
 // tickAt runs job name through the scheduled guard chain as if cron fired it

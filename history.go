@@ -10,11 +10,11 @@ import (
 
 // Bounds of the run history.
 const (
-	// DefaultHistorySize is how many entries are kept per job (WithHistorySize).
-	DefaultHistorySize = 1000
-	// DefaultHistoryQueue is how many entries may wait for the history writer;
+	// defaultHistorySize is how many entries are kept per job (WithHistorySize).
+	defaultHistorySize = 1000
+	// historyQueueSize is how many entries may wait for the history writer;
 	// past it new entries are dropped with an EventHistory, never waited for.
-	DefaultHistoryQueue = 1024
+	historyQueueSize = 1024
 	// historyTextMax bounds each error and reason text kept in the history.
 	historyTextMax = 4096
 )
@@ -78,13 +78,13 @@ type HistoryStore interface {
 }
 
 type historyConfig struct {
-	store HistoryStore // nil: memory, or Redis with WithRedis
-	size  int          // entries kept per job; 0: DefaultHistorySize
-	queue int          // writer queue; 0: DefaultHistoryQueue (tests shrink it)
+	store HistoryStore // nil: memory; WithRedis sets NewRedisHistory's
+	size  int          // entries kept per job; 0: defaultHistorySize
+	queue int          // writer queue; 0: historyQueueSize (tests shrink it)
 }
 
 // WithHistoryStore sets where the run history is kept. The default is a
-// MemoryHistory, or a RedisHistory on the first client with WithRedis.
+// NewMemoryHistory, or NewRedisHistory on the first client with WithRedis.
 func WithHistoryStore(hs HistoryStore) Option {
 	return func(c *config) error {
 		if isNil(hs) {
@@ -123,7 +123,7 @@ func (s *Scheduler) History(ctx context.Context, job string, limit int) ([]Histo
 	if _, err := s.lookup(job); err != nil {
 		return nil, err
 	}
-	size := cmp.Or(s.cfg.history.size, DefaultHistorySize)
+	size := cmp.Or(s.cfg.history.size, defaultHistorySize)
 	if limit < 1 || limit > size {
 		limit = size
 	}
@@ -138,12 +138,9 @@ func (s *Scheduler) History(ctx context.Context, job string, limit int) ([]Histo
 
 // makeStore returns the history store the options ask for.
 func (c *config) makeHistoryStore() HistoryStore {
-	size := cmp.Or(c.history.size, DefaultHistorySize)
-	switch {
-	case c.history.store != nil:
+	size := cmp.Or(c.history.size, defaultHistorySize)
+	if c.history.store != nil { // given, or made by WithRedis (redis.go)
 		return c.history.store
-	case len(c.redis) > 0:
-		return NewRedisHistory(c.redis[0], c.prefix, size)
 	}
 	return NewMemoryHistory(size)
 }

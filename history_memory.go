@@ -7,9 +7,9 @@ import (
 	"sync"
 )
 
-// MemoryHistory is the embedded HistoryStore: a ring of the latest entries
+// memoryHistory is the embedded HistoryStore: a ring of the latest entries
 // per job, in this process's memory. It is the default without WithRedis.
-type MemoryHistory struct {
+type memoryHistory struct {
 	size int
 
 	mu   sync.RWMutex
@@ -24,18 +24,21 @@ type historyRing struct {
 	seq  uint64
 }
 
-// NewMemoryHistory returns a store that keeps the latest perJob entries of
-// each job (DefaultHistorySize when perJob < 1).
-func NewMemoryHistory(perJob int) *MemoryHistory {
+// NewMemoryHistory returns the embedded HistoryStore, the default without
+// WithRedis: a ring of the latest perJob entries of each job (1,000 when
+// perJob < 1), in this process's memory. Append never fails; the oldest
+// entry of a job goes when its ring is full. History copies the entries
+// out, so callers may keep and change them.
+func NewMemoryHistory(perJob int) HistoryStore {
 	if perJob < 1 {
-		perJob = DefaultHistorySize
+		perJob = defaultHistorySize
 	}
-	return &MemoryHistory{size: perJob, jobs: map[string]*historyRing{}}
+	return &memoryHistory{size: perJob, jobs: map[string]*historyRing{}}
 }
 
 // Append implements HistoryStore; it never fails. The oldest entry of the
 // job goes when the ring is full.
-func (m *MemoryHistory) Append(_ context.Context, e HistoryEntry) error {
+func (m *memoryHistory) Append(_ context.Context, e HistoryEntry) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.jobs[e.Job]
@@ -57,7 +60,7 @@ func (m *MemoryHistory) Append(_ context.Context, e HistoryEntry) error {
 
 // History implements HistoryStore. It copies the entries out, so callers
 // may keep and change them.
-func (m *MemoryHistory) History(_ context.Context, job string, limit int) ([]HistoryEntry, error) {
+func (m *memoryHistory) History(_ context.Context, job string, limit int) ([]HistoryEntry, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	r := m.jobs[job]

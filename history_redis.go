@@ -20,16 +20,15 @@ const historyEntryMax = 64 << 10
 // remembered in Redis, to record a tick every instance skipped only once.
 const historySkipMemory = 24 * time.Hour
 
-// RedisHistory keeps the run history in Redis, so that every instance sees
-// the runs of every instance. WithRedis uses it.
+// redisHistory keeps the run history in Redis, so that every instance sees
+// the runs of every instance (NewRedisHistory).
 //
 // # Layout
 //
-// One capped stream per job, with the default prefix
-//
-//	cronguard:history:{job}            stream; each entry has one field "e",
-//	                                   the JSON of a HistoryEntry
-//	cronguard:history:{job}:lastskip   "tick|reason" of the last skip recorded
+// One capped stream per job, <prefix>history:{job}, each entry with one
+// field "e", the JSON of a HistoryEntry; and <prefix>history:{job}:lastskip,
+// "tick|reason" of the last skip recorded. The table of every key is in
+// ARCHITECTURE.md ("Where state lives").
 //
 // Each write is one round trip (a Lua script): XADD with MAXLEN ~ perJob, so
 // the stream is trimmed in whole nodes and may hold up to about 100 entries
@@ -43,24 +42,32 @@ const historySkipMemory = 24 * time.Hour
 // (edited by hand, another program) comes back as a HistoryInvalid entry
 // whose Error says why, cut to a bounded length; a key of the wrong type is
 // an error wrapping ErrHistory.
-type RedisHistory struct {
+type redisHistory struct {
 	rdb    redis.UniversalClient
 	prefix string
 	size   int
+	budget time.Duration
 }
 
-// NewRedisHistory returns a HistoryStore on rdb under prefix (for example
-// "cronguard:") keeping about perJob entries per job (DefaultHistorySize
-// when perJob < 1).
-func NewRedisHistory(rdb redis.UniversalClient, prefix string, perJob int) *RedisHistory {
-	if perJob < 1 {
-		perJob = DefaultHistorySize
+// NewRedisHistory returns a HistoryStore on rdb (a single, Sentinel or
+// Cluster client), so that every instance sees the runs of every instance:
+// one capped stream per job (the layout and the guarantees: the doc of
+// redisHistory in history_redis.go; the keys: ARCHITECTURE.md). WithRedis
+// uses it. It takes RedisPrefix, RedisBudget and RedisHistorySize; a nil
+// client or option, or an option of another backend, is an error wrapping
+// ErrInvalidOption. Entries it cannot read come back as HistoryInvalid
+// entries with a bounded Error; a key of the wrong type is an error
+// wrapping ErrHistory.
+func NewRedisHistory(rdb redis.UniversalClient, opts ...RedisOption) (HistoryStore, error) {
+	cfg, err := newRedisConfig(forHistory, rdb, opts)
+	if err != nil {
+		return nil, err
 	}
-	return &RedisHistory{rdb: rdb, prefix: prefix, size: perJob}
+	return &redisHistory{rdb: rdb, prefix: cfg.prefix, size: cfg.historySize, budget: cfg.budget}, nil
 }
 
-// Key returns the name of the job's stream.
-func (r *RedisHistory) Key(job string) string { return r.prefix + "history:{" + job + "}" }
+// key returns the name of the job's stream.
+func (r *redisHistory) key(job string) string { return r.prefix + "history:{" + job + "}" }
 
 // historyAppend adds one entry to the stream. A scheduled skip (ARGV[3] not
 // empty) that matches the last skip recorded is not added again.
@@ -78,11 +85,14 @@ redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
 return 1
 `)
 
-// Append implements HistoryStore.
-func (r *RedisHistory) Append(ctx context.Context, e HistoryEntry) error {
+// Append implements HistoryStore. It keeps the caller's deadline, or is
+// bounded by the budget when ctx has none.
+func (r *redisHistory) Append(ctx context.Context, e HistoryEntry) error {
 	if err := ctx.Err(); err != nil {
 		return err // at stop, past the flush bound: fail at once
 	}
+	ctx, cancel := bounded(ctx, r.budget)
+	defer cancel()
 	e.ID = ""
 	b, err := json.Marshal(e)
 	if err != nil {
@@ -92,14 +102,16 @@ func (r *RedisHistory) Append(ctx context.Context, e HistoryEntry) error {
 	if e.Kind == HistorySkip && e.Trigger == TriggerSchedule && !e.Tick.IsZero() {
 		skip = e.Tick.UTC().Format(time.RFC3339Nano) + "|" + string(e.Skip)
 	}
-	key := r.Key(e.Job)
+	key := r.key(e.Job)
 	return historyAppend.Run(ctx, r.rdb, []string{key, key + ":lastskip"},
 		r.size, b, skip, historySkipMemory.Milliseconds()).Err()
 }
 
-// History implements HistoryStore.
-func (r *RedisHistory) History(ctx context.Context, job string, limit int) ([]HistoryEntry, error) {
-	key := r.Key(job)
+// History implements HistoryStore, bounded as Append.
+func (r *redisHistory) History(ctx context.Context, job string, limit int) ([]HistoryEntry, error) {
+	ctx, cancel := bounded(ctx, r.budget)
+	defer cancel()
+	key := r.key(job)
 	msgs, err := r.rdb.XRevRangeN(ctx, key, "+", "-", int64(max(limit, 1))).Result()
 	if err != nil {
 		return nil, fmt.Errorf("%w: read stream %s: %s", ErrHistory, clip(key), clip(err.Error()))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -18,13 +17,7 @@ import (
 // history capped at size, stopped at the end of the test.
 func histSched(t *testing.T, srv *redistest.Server, id string, size int) (*Scheduler, *recorder) {
 	t.Helper()
-	rec := &recorder{}
-	s, err := New(WithRedis(srv.Client(t)), WithInstanceID(id), WithHistorySize(size),
-		WithLogger(slog.New(slog.DiscardHandler)), WithObserver(rec.observe), WithLocation(time.UTC))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rlStop(t, s) })
+	s, rec := redisSched(t, id, srv.Client(t), WithHistorySize(size))
 	if err := s.Register("j", "@every 1m", JobFunc(func(context.Context) error { return nil })); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +106,7 @@ func TestRedisHistoryThreeInstances(t *testing.T) {
 			}
 		}
 	}
-	key := scheds[0].history.storeOf(scheds[0]).(*RedisHistory).Key("j")
+	key := scheds[0].history.storeOf(scheds[0]).(*redisHistory).key("j")
 	n, err := srv.Client(t).XLen(context.Background(), key).Result()
 	if err != nil {
 		t.Fatal(err)

@@ -139,7 +139,7 @@ func TestHistoryKinds(t *testing.T) {
 
 // stuckStore blocks every Append until released or its context ends.
 type stuckStore struct {
-	*MemoryHistory
+	HistoryStore
 	release chan struct{}
 	mu      sync.Mutex
 	calls   int
@@ -151,7 +151,7 @@ func (b *stuckStore) Append(ctx context.Context, e HistoryEntry) error {
 	b.mu.Unlock()
 	select {
 	case <-b.release:
-		return b.MemoryHistory.Append(ctx, e)
+		return b.HistoryStore.Append(ctx, e)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -161,7 +161,7 @@ func (b *stuckStore) Append(ctx context.Context, e HistoryEntry) error {
 // full, runs still finish at once and succeed; each dropped entry is an
 // EventHistory wrapping ErrHistory, logged at warn.
 func TestHistoryFullQueueNeverSlowsRun(t *testing.T) {
-	store := &stuckStore{MemoryHistory: NewMemoryHistory(100), release: make(chan struct{})}
+	store := &stuckStore{HistoryStore: NewMemoryHistory(100), release: make(chan struct{})}
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	s, rec := newTest(t, WithHistoryStore(store), historyQueue(2), WithCallBudget(time.Hour),
@@ -208,7 +208,7 @@ func TestHistoryFullQueueNeverSlowsRun(t *testing.T) {
 }
 
 // failStore fails every Append.
-type failStore struct{ *MemoryHistory }
+type failStore struct{ HistoryStore }
 
 func (failStore) Append(context.Context, HistoryEntry) error { return errors.New("disk full") }
 
@@ -232,7 +232,7 @@ func TestHistoryStoreErrorIsAnEventNotAFailedRun(t *testing.T) {
 // store that hangs holds Stop no longer than its context.
 func TestHistoryStopFlushesAndIsBounded(t *testing.T) {
 	t.Run("flush", func(t *testing.T) {
-		store := &stuckStore{MemoryHistory: NewMemoryHistory(100), release: make(chan struct{})}
+		store := &stuckStore{HistoryStore: NewMemoryHistory(100), release: make(chan struct{})}
 		s, _ := newTest(t, WithHistoryStore(store))
 		_ = s.Register("j", "@hourly", JobFunc(func(context.Context) error { return nil }))
 		for range 3 {
@@ -247,7 +247,7 @@ func TestHistoryStopFlushesAndIsBounded(t *testing.T) {
 		}
 	})
 	t.Run("bounded", func(t *testing.T) {
-		store := &stuckStore{MemoryHistory: NewMemoryHistory(100), release: make(chan struct{})}
+		store := &stuckStore{HistoryStore: NewMemoryHistory(100), release: make(chan struct{})}
 		s, _ := newTest(t, WithHistoryStore(store), WithCallBudget(time.Hour))
 		_ = s.Register("j", "@hourly", JobFunc(func(context.Context) error { return nil }))
 		for range 3 {

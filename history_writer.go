@@ -67,7 +67,7 @@ func (h *historyRecorder) enqueue(s *Scheduler, e HistoryEntry) bool {
 }
 
 func (h *historyRecorder) start(s *Scheduler) {
-	h.queue = make(chan HistoryEntry, cmp.Or(s.cfg.history.queue, DefaultHistoryQueue))
+	h.queue = make(chan HistoryEntry, cmp.Or(s.cfg.history.queue, historyQueueSize))
 	h.quit = make(chan struct{})
 	h.done = make(chan struct{})
 	h.ctx, h.cancel = context.WithCancel(context.Background())

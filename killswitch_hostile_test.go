@@ -49,7 +49,7 @@ func (c *ksCounter) get(name string) int {
 
 // ksCounted returns a switch on its own client to srv (options changed by
 // opt) with a command counter.
-func ksCounted(t *testing.T, srv *redistest.Server, db int, opts ...RedisKillSwitchOption) (*RedisKillSwitch, *ksCounter) {
+func ksCounted(t *testing.T, srv *redistest.Server, db int, opts ...RedisOption) (*RedisKillSwitch, *ksCounter) {
 	t.Helper()
 	o := srv.Options()
 	o.DB = db
@@ -57,13 +57,27 @@ func ksCounted(t *testing.T, srv *redistest.Server, db int, opts ...RedisKillSwi
 	t.Cleanup(func() { _ = rdb.Close() })
 	c := &ksCounter{}
 	rdb.AddHook(c)
-	opts = append([]RedisKillSwitchOption{RedisKillSwitchLogger(ksQuiet)}, opts...)
+	opts = append([]RedisOption{RedisLogger(ksQuiet)}, opts...)
 	k, err := NewRedisKillSwitch(rdb, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = k.Close() })
 	return k, c
+}
+
+// ksEmails returns a loaded switch on srv, re-synced every 200ms, and a
+// scheduler on it with one job, "emails", whose runs are counted in *ran.
+func ksEmails(t *testing.T, srv *redistest.Server) (k *RedisKillSwitch, s *Scheduler, rec *recorder, ran *int) {
+	t.Helper()
+	k, _ = ksCounted(t, srv, 0, RedisResync(200*time.Millisecond))
+	ksLoaded(t, k)
+	s, rec = newTest(t, WithKillSwitch(k))
+	ran = new(int)
+	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { *ran++; return nil })); err != nil {
+		t.Fatal(err)
+	}
+	return k, s, rec, ran
 }
 
 // ksLoaded waits until every switch follows Redis.
@@ -85,7 +99,7 @@ func ksLoaded(t *testing.T, ks ...*RedisKillSwitch) {
 // forged messages costs at most one HMGET each, never a state change.
 func TestRedisKillSwitchForgedMessageCannotFlip(t *testing.T) {
 	srv := redistest.Start(t)
-	k, cnt := ksCounted(t, srv, 0, RedisKillSwitchResync(time.Minute))
+	k, cnt := ksCounted(t, srv, 0, RedisResync(time.Minute))
 	ksLoaded(t, k)
 	s, _ := newTest(t, WithKillSwitch(k))
 	ran := 0
@@ -99,7 +113,7 @@ func TestRedisKillSwitchForgedMessageCannotFlip(t *testing.T) {
 	attacker := srv.Client(t)
 	forged := `{"flag":"emails","state":{"enabled":true,"reason":"forged"},"enabled":true}`
 	before := cnt.get("hmget")
-	if err := attacker.Publish(ctx, k.Channel(), forged).Err(); err != nil {
+	if err := attacker.Publish(ctx, k.channel, forged).Err(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 2*time.Second, "the forged message makes a re-read", func() bool { return cnt.get("hmget") > before })
@@ -118,16 +132,16 @@ func TestRedisKillSwitchForgedMessageCannotFlip(t *testing.T) {
 	before, full := cnt.get("hmget"), cnt.get("hgetall")
 	const flood = 200
 	for i := range flood {
-		if err := attacker.Publish(ctx, k.Channel(), fmt.Sprintf(`{"flag":"emails","n":%d,"state":{"enabled":true}}`, i)).Err(); err != nil {
+		if err := attacker.Publish(ctx, k.channel, fmt.Sprintf(`{"flag":"emails","n":%d,"state":{"enabled":true}}`, i)).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// The last message names a flag written without a message: once the
 	// cache has it, every message of the flood has been acted on.
-	if err := attacker.HSet(ctx, k.Key(), "sentinel", "off").Err(); err != nil {
+	if err := attacker.HSet(ctx, k.key, "sentinel", "off").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := attacker.Publish(ctx, k.Channel(), `{"flag":"sentinel"}`).Err(); err != nil {
+	if err := attacker.Publish(ctx, k.channel, `{"flag":"sentinel"}`).Err(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "flood read", ksIs(k, "sentinel", false))
@@ -147,10 +161,10 @@ func TestRedisKillSwitchForgedMessageCannotFlip(t *testing.T) {
 	const names = 3000
 	pipe := attacker.Pipeline()
 	for i := range names {
-		pipe.Publish(ctx, k.Channel(), fmt.Sprintf(`{"flag":"forged-%d","state":{"enabled":true}}`, i))
+		pipe.Publish(ctx, k.channel, fmt.Sprintf(`{"flag":"forged-%d","state":{"enabled":true}}`, i))
 	}
-	pipe.HSet(ctx, k.Key(), "sentinel2", "off")
-	pipe.Publish(ctx, k.Channel(), `{"flag":"sentinel2"}`)
+	pipe.HSet(ctx, k.key, "sentinel2", "off")
+	pipe.Publish(ctx, k.channel, `{"flag":"sentinel2"}`)
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +192,7 @@ func TestRedisKillSwitchForgedMessageCannotFlip(t *testing.T) {
 func TestRedisKillSwitchHugeValuesAreClipped(t *testing.T) {
 	srv := redistest.Start(t)
 	var logs ksLogBuffer
-	k, _ := ksCounted(t, srv, 0, RedisKillSwitchResync(200*time.Millisecond), RedisKillSwitchLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	k, _ := ksCounted(t, srv, 0, RedisResync(200*time.Millisecond), RedisLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	ksLoaded(t, k)
 	s, _ := newTest(t, WithKillSwitch(k), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { return nil })); err != nil {
@@ -187,10 +201,10 @@ func TestRedisKillSwitchHugeValuesAreClipped(t *testing.T) {
 	ctx := context.Background()
 	huge := strings.Repeat("é", 512<<10) // 1 MiB
 	rdb := srv.Client(t)
-	if err := rdb.Publish(ctx, k.Channel(), huge).Err(); err != nil {
+	if err := rdb.Publish(ctx, k.channel, huge).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.HSet(ctx, k.Key(), "emails", huge).Err(); err != nil {
+	if err := rdb.HSet(ctx, k.key, "emails", huge).Err(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 3*time.Second, "huge value read", func() bool {
@@ -241,13 +255,13 @@ func (l *ksLogBuffer) String() string {
 func TestRedisKillSwitchChannelPerDatabase(t *testing.T) {
 	srv := redistest.Start(t)
 	const resync = time.Minute // only messages can propagate in time
-	a1, ca1 := ksCounted(t, srv, 0, RedisKillSwitchResync(resync))
-	a2, _ := ksCounted(t, srv, 0, RedisKillSwitchResync(resync))
-	b1, cb1 := ksCounted(t, srv, 1, RedisKillSwitchResync(resync))
-	b2, cb2 := ksCounted(t, srv, 1, RedisKillSwitchResync(resync))
+	a1, ca1 := ksCounted(t, srv, 0, RedisResync(resync))
+	a2, _ := ksCounted(t, srv, 0, RedisResync(resync))
+	b1, cb1 := ksCounted(t, srv, 1, RedisResync(resync))
+	b2, cb2 := ksCounted(t, srv, 1, RedisResync(resync))
 	ksLoaded(t, a1, a2, b1, b2)
-	if a1.Channel() != "cronguard:killswitch:flips:db0" || b1.Channel() != "cronguard:killswitch:flips:db1" {
-		t.Fatalf("channels %q and %q", a1.Channel(), b1.Channel())
+	if a1.channel != "cronguard:killswitch:flips:db0" || b1.channel != "cronguard:killswitch:flips:db1" {
+		t.Fatalf("channels %q and %q", a1.channel, b1.channel)
 	}
 	ctx := context.Background()
 	sa, _ := newTest(t, WithKillSwitch(a1))
@@ -297,19 +311,13 @@ func TestRedisKillSwitchChannelPerDatabase(t *testing.T) {
 // instance; once the key is repaired the switch follows Redis again.
 func TestRedisKillSwitchWrongTypeSurfaces(t *testing.T) {
 	srv := redistest.Start(t)
-	k, _ := ksCounted(t, srv, 0, RedisKillSwitchResync(200*time.Millisecond))
-	ksLoaded(t, k)
-	s, rec := newTest(t, WithKillSwitch(k))
-	ran := 0
-	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { ran++; return nil })); err != nil {
-		t.Fatal(err)
-	}
-	if rep := tickAt(t, s, "emails", t0); rep.Stop != StopDone || ran != 1 {
+	k, s, rec, ran := ksEmails(t, srv)
+	if rep := tickAt(t, s, "emails", t0); rep.Stop != StopDone || *ran != 1 {
 		t.Fatalf("report = %v", rep)
 	}
 	ctx := context.Background()
 	rdb := srv.Client(t)
-	if err := rdb.Set(ctx, k.Key(), "not a hash", 0).Err(); err != nil {
+	if err := rdb.Set(ctx, k.key, "not a hash", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	took := waitFor(t, 3*time.Second, "Err reports the broken key", func() bool {
@@ -321,7 +329,7 @@ func TestRedisKillSwitchWrongTypeSurfaces(t *testing.T) {
 		t.Fatalf("Enabled err = %v", err)
 	}
 	// The last known value (on) holds, visibly.
-	if rep := tickAt(t, s, "emails", t0.Add(time.Hour)); rep.Stop != StopDone || ran != 2 {
+	if rep := tickAt(t, s, "emails", t0.Add(time.Hour)); rep.Stop != StopDone || *ran != 2 {
 		t.Fatalf("report = %v; want the last known on to hold", rep)
 	}
 	if ev, ok := rec.find(EventFlag); !ok || !ev.Enabled || !strings.Contains(ev.Err.Error(), "WRONGTYPE") {
@@ -337,16 +345,16 @@ func TestRedisKillSwitchWrongTypeSurfaces(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "WRONGTYPE") || !strings.Contains(err.Error(), `"emails"`) {
 		t.Fatalf("SetEnabled on a broken key: err = %v", err)
 	}
-	if rep := tickAt(t, s, "emails", t0.Add(2*time.Hour)); rep.Skipped != SkipKilled || ran != 2 {
-		t.Fatalf("after a failed SetEnabled off: report = %v, ran %d; want off here", rep, ran)
+	if rep := tickAt(t, s, "emails", t0.Add(2*time.Hour)); rep.Skipped != SkipKilled || *ran != 2 {
+		t.Fatalf("after a failed SetEnabled off: report = %v, ran %d; want off here", rep, *ran)
 	}
 
 	// Repaired: the store's answer replaces the local off.
-	if err := rdb.Del(ctx, k.Key()).Err(); err != nil {
+	if err := rdb.Del(ctx, k.key).Err(); err != nil {
 		t.Fatal(err)
 	}
 	ksLoaded(t, k)
-	if rep := tickAt(t, s, "emails", t0.Add(3*time.Hour)); rep.Stop != StopDone || ran != 3 {
+	if rep := tickAt(t, s, "emails", t0.Add(3*time.Hour)); rep.Stop != StopDone || *ran != 3 {
 		t.Fatalf("after repair: report = %v", rep)
 	}
 }
@@ -361,7 +369,7 @@ func TestRedisKillSwitchSilentSubscription(t *testing.T) {
 	rdb := proxy.Client(t)
 	cnt := &ksCounter{}
 	rdb.AddHook(cnt)
-	k, err := NewRedisKillSwitch(rdb, RedisKillSwitchLogger(ksQuiet), RedisKillSwitchResync(time.Minute))
+	k, err := NewRedisKillSwitch(rdb, RedisLogger(ksQuiet), RedisResync(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +439,7 @@ func TestRedisKillSwitchSilentSubscription(t *testing.T) {
 func TestRedisKillSwitchSilentSubscriptionNoticedWithinBound(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr())
-	k, err := NewRedisKillSwitch(proxy.Client(t), RedisKillSwitchLogger(ksQuiet))
+	k, err := NewRedisKillSwitch(proxy.Client(t), RedisLogger(ksQuiet))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,18 +460,12 @@ func TestRedisKillSwitchSilentSubscriptionNoticedWithinBound(t *testing.T) {
 // known value holds (documented) and JobInfo.EnabledErr names the value.
 func TestRedisKillSwitchUnreadableValueShowsInJobInfo(t *testing.T) {
 	srv := redistest.Start(t)
-	k, _ := ksCounted(t, srv, 0, RedisKillSwitchResync(200*time.Millisecond))
-	ksLoaded(t, k)
-	s, rec := newTest(t, WithKillSwitch(k))
-	ran := 0
-	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { ran++; return nil })); err != nil {
-		t.Fatal(err)
-	}
+	k, s, rec, ran := ksEmails(t, srv)
 	ctx := context.Background()
 	rdb := srv.Client(t)
 	tick := t0
 	for i, v := range []string{"disabled", "no", `{"enabled":"false"}`} {
-		if err := rdb.HDel(ctx, k.Key(), "emails").Err(); err != nil {
+		if err := rdb.HDel(ctx, k.key, "emails").Err(); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, 3*time.Second, "readable again", ksIs(k, "emails", true))
@@ -471,7 +473,7 @@ func TestRedisKillSwitchUnreadableValueShowsInJobInfo(t *testing.T) {
 		if rep := tickAt(t, s, "emails", tick); rep.Stop != StopDone {
 			t.Fatalf("%s: report = %v", v, rep)
 		}
-		if err := rdb.HSet(ctx, k.Key(), "emails", v).Err(); err != nil {
+		if err := rdb.HSet(ctx, k.key, "emails", v).Err(); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, 3*time.Second, "unreadable value seen", func() bool {
@@ -479,8 +481,8 @@ func TestRedisKillSwitchUnreadableValueShowsInJobInfo(t *testing.T) {
 			return err != nil
 		})
 		tick = tick.Add(time.Hour)
-		if rep := tickAt(t, s, "emails", tick); rep.Stop != StopDone || ran != 2*(i+1) {
-			t.Fatalf("%s: report = %v, ran %d; want the last known on to hold", v, rep, ran)
+		if rep := tickAt(t, s, "emails", tick); rep.Stop != StopDone || *ran != 2*(i+1) {
+			t.Fatalf("%s: report = %v, ran %d; want the last known on to hold", v, rep, *ran)
 		}
 		info, err := s.Job("emails")
 		if err != nil || !info.Enabled || info.EnabledErr == nil || !strings.Contains(info.EnabledErr.Error(), fmt.Sprintf("%q", v)) {
@@ -529,7 +531,7 @@ func TestInvalidUTF8FlagRefused(t *testing.T) {
 func TestRedisKillSwitchReloadKeepsFlipMadeDuringIt(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr())
-	k, err := NewRedisKillSwitch(proxy.Client(t), RedisKillSwitchLogger(ksQuiet), RedisKillSwitchResync(time.Minute))
+	k, err := NewRedisKillSwitch(proxy.Client(t), RedisLogger(ksQuiet), RedisResync(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,16 +37,10 @@ func TestRedisKillSwitchFlipStopsEveryInstance(t *testing.T) {
 		flips     = 50
 		batch     = 10 * time.Millisecond
 	)
-	type instance struct {
-		s       *Scheduler
-		job     string
-		fetches atomic.Int64
-	}
-	var ins [instances]*instance
-	for i := range ins {
-		s, _ := newTest(t, WithRedis(srv.Client(t)), WithInstanceID(fmt.Sprintf("i%d", i)))
-		in := &instance{s: s, job: fmt.Sprintf("emails-%d", i)}
-		job := Batch[int]{
+	// Distinct jobs, one flag: each instance has a run going when the flag
+	// flips, whatever the locker lets through.
+	ins := ksFleet(t, srv, instances, "emails", nil, func(in *ksInstance) Job {
+		return Batch[int]{
 			Fetch: func(_ context.Context, p Page) ([]int, error) {
 				in.fetches.Add(1)
 				return []int{p.Number}, nil
@@ -63,45 +57,13 @@ func TestRedisKillSwitchFlipStopsEveryInstance(t *testing.T) {
 			Size:       1,
 			MaxBatches: 100,
 		}
-		// Distinct jobs, one flag: each instance has a run going when the
-		// flag flips, whatever the locker lets through.
-		if err := s.Register(in.job, "@hourly", job, Flag("emails")); err != nil {
-			t.Fatal(err)
-		}
-		ins[i] = in
-	}
-	allAre := func(on bool) func() bool {
-		return func() bool {
-			for _, in := range ins {
-				if !ksIs(in.s.cfg.killSwitch, "emails", on)() {
-					return false
-				}
-			}
-			return true
-		}
-	}
-	waitFor(t, 5*time.Second, "switches loaded", allAre(true))
+	})
 
 	var propagation, stop []time.Duration
 	ctx := WithActor(context.Background(), "latency-test")
 	for f := range flips {
-		flipper := ins[f%instances]
-		if err := flipper.s.SetEnabled(ctx, flipper.job, true, "next round"); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, 5*time.Second, "on everywhere", allAre(true))
-
 		// One run per instance, each some batches in.
-		tick := t0.Add(time.Duration(f) * time.Hour)
-		reports := make([]chan Report, instances)
-		for i, in := range ins {
-			in.fetches.Store(0)
-			reports[i] = make(chan Report, 1)
-			go func() {
-				e, _ := in.s.lookup(in.job)
-				reports[i] <- in.s.execute(in.s.base, e, TriggerSchedule, tick, nil)
-			}()
-		}
+		flipper, reports := ksNextRound(t, ctx, ins, f, "emails")
 		waitFor(t, 5*time.Second, "runs going", func() bool {
 			for _, in := range ins {
 				if in.fetches.Load() < 2 {
@@ -151,15 +113,80 @@ func TestRedisKillSwitchFlipStopsEveryInstance(t *testing.T) {
 		}
 	}
 
-	p := ksPercentile
 	t.Logf("%d flips x %d instances, batches of %s:", flips, instances, batch)
-	t.Logf("  propagation  (SetEnabled -> every switch off): p50 %s  p99 %s  max %s",
-		p(propagation, .50), p(propagation, .99), p(propagation, 1))
-	t.Logf("  flip-to-stop (SetEnabled -> every run ended):  p50 %s  p99 %s  max %s",
-		p(stop, .50), p(stop, .99), p(stop, 1))
-	if p99 := p(stop, .99); p99 >= 100*time.Millisecond {
+	ksLogFigures(t, "propagation  (SetEnabled -> every switch off)", propagation)
+	if p99 := ksLogFigures(t, "flip-to-stop (SetEnabled -> every run ended) ", stop); p99 >= 100*time.Millisecond {
 		t.Errorf("flip-to-stop p99 = %s, want under 100ms", p99)
 	}
+}
+
+// ksInstance is one instance of a latency test: its scheduler, its job
+// and what the job reports.
+type ksInstance struct {
+	s        *Scheduler
+	job      string
+	fetches  atomic.Int64   // batches fetched
+	started  chan struct{}  // a run started
+	canceled chan time.Time // a run's context ended
+}
+
+// ksFleet starts n schedulers on srv (WithRedis; instances i0, i1, ...
+// with opts), each with a job <flag>-<i> made by newJob and switched by
+// flag, and waits until every switch has loaded the flag on.
+func ksFleet(t *testing.T, srv *redistest.Server, n int, flag string, opts []Option, newJob func(*ksInstance) Job, jobOpts ...JobOption) []*ksInstance {
+	t.Helper()
+	ins := make([]*ksInstance, n)
+	for i := range ins {
+		s, _ := newTest(t, append([]Option{WithRedis(srv.Client(t)), WithInstanceID(fmt.Sprintf("i%d", i))}, opts...)...)
+		in := &ksInstance{s: s, job: fmt.Sprintf("%s-%d", flag, i),
+			started: make(chan struct{}, 1), canceled: make(chan time.Time, 1)}
+		if err := s.Register(in.job, "@hourly", newJob(in), append([]JobOption{Flag(flag)}, jobOpts...)...); err != nil {
+			t.Fatal(err)
+		}
+		ins[i] = in
+	}
+	waitFor(t, 5*time.Second, "switches loaded", func() bool { return ksAllOn(ins, flag) })
+	return ins
+}
+
+// ksAllOn reports whether the kill switch of every instance answers on for
+// flag, without error.
+func ksAllOn(ins []*ksInstance, flag string) bool {
+	for _, in := range ins {
+		if !ksIs(in.s.cfg.killSwitch, flag, true)() {
+			return false
+		}
+	}
+	return true
+}
+
+// ksNextRound starts round f: it switches flag back on through one
+// instance (a different one each round), waits until every instance sees
+// it on, then starts a scheduled run of the round's tick on every instance.
+// It returns the flipping instance and the runs' reports.
+func ksNextRound(t *testing.T, ctx context.Context, ins []*ksInstance, f int, flag string) (*ksInstance, []<-chan Report) {
+	t.Helper()
+	flipper := ins[f%len(ins)]
+	if err := flipper.s.SetEnabled(ctx, flipper.job, true, "next round"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "on everywhere", func() bool { return ksAllOn(ins, flag) })
+	tick := t0.Add(time.Duration(f) * time.Hour)
+	reports := make([]<-chan Report, len(ins))
+	for i, in := range ins {
+		in.fetches.Store(0)
+		e, _ := in.s.lookup(in.job)
+		reports[i] = goAsync(func() Report { return in.s.execute(in.s.base, e, TriggerSchedule, tick, nil) })
+	}
+	return flipper, reports
+}
+
+// ksLogFigures logs p50, p99 and max of ds under label and returns the p99.
+func ksLogFigures(t *testing.T, label string, ds []time.Duration) time.Duration {
+	t.Helper()
+	p := ksPercentile
+	t.Logf("  %s: p50 %s  p99 %s  max %s", label, p(ds, .50), p(ds, .99), p(ds, 1))
+	return p(ds, .99)
 }
 
 // ksPercentile returns the q quantile of ds (nearest rank).
@@ -187,54 +214,19 @@ func TestRedisKillSwitchHardKillLatency(t *testing.T) {
 		flips     = 50
 		poll      = time.Second
 	)
-	type instance struct {
-		s        *Scheduler
-		job      string
-		started  chan struct{}
-		canceled chan time.Time
-	}
-	var ins [instances]*instance
-	for i := range ins {
-		s, _ := newTest(t, WithRedis(srv.Client(t)), WithInstanceID(fmt.Sprintf("i%d", i)), WithKillPoll(poll))
-		in := &instance{s: s, job: fmt.Sprintf("purge-%d", i),
-			started: make(chan struct{}, 1), canceled: make(chan time.Time, 1)}
-		job := JobFunc(func(ctx context.Context) error {
+	ins := ksFleet(t, srv, instances, "purge", []Option{WithKillPoll(poll)}, func(in *ksInstance) Job {
+		return JobFunc(func(ctx context.Context) error {
 			in.started <- struct{}{}
 			<-ctx.Done() // one long step: only a hard kill ends it
 			in.canceled <- time.Now()
 			return context.Cause(ctx)
 		})
-		if err := s.Register(in.job, "@hourly", job, Flag("purge"), HardKill()); err != nil {
-			t.Fatal(err)
-		}
-		ins[i] = in
-	}
-	allAre := func(on bool) func() bool {
-		return func() bool {
-			for _, in := range ins {
-				if !ksIs(in.s.cfg.killSwitch, "purge", on)() {
-					return false
-				}
-			}
-			return true
-		}
-	}
-	waitFor(t, 5*time.Second, "switches loaded", allAre(true))
+	}, HardKill())
 
 	var fromReturn, fromCall []time.Duration
 	ctx := WithActor(context.Background(), "latency-test")
 	for f := range flips {
-		flipper := ins[f%instances]
-		if err := flipper.s.SetEnabled(ctx, flipper.job, true, "next round"); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, 5*time.Second, "on everywhere", allAre(true))
-		tick := t0.Add(time.Duration(f) * time.Hour)
-		reports := make([]<-chan Report, instances)
-		for i, in := range ins {
-			e, _ := in.s.lookup(in.job)
-			reports[i] = goAsync(func() Report { return in.s.execute(in.s.base, e, TriggerSchedule, tick, nil) })
-		}
+		flipper, reports := ksNextRound(t, ctx, ins, f, "purge")
 		for _, in := range ins {
 			recv(t, in.started)
 		}
@@ -255,13 +247,10 @@ func TestRedisKillSwitchHardKillLatency(t *testing.T) {
 			fromCall = append(fromCall, at.Sub(called))
 		}
 	}
-	p := ksPercentile
 	t.Logf("%d flips x %d instances, HardKill runs, kill poll %s (push only):", flips, instances, poll)
-	t.Logf("  SetEnabled returned -> every run canceled: p50 %s  p99 %s  max %s",
-		p(fromReturn, .50), p(fromReturn, .99), p(fromReturn, 1))
-	t.Logf("  SetEnabled called   -> every run canceled: p50 %s  p99 %s  max %s",
-		p(fromCall, .50), p(fromCall, .99), p(fromCall, 1))
-	if p99 := p(fromReturn, .99); p99 >= 100*time.Millisecond {
+	p99 := ksLogFigures(t, "SetEnabled returned -> every run canceled", fromReturn)
+	ksLogFigures(t, "SetEnabled called   -> every run canceled", fromCall)
+	if p99 >= 100*time.Millisecond {
 		t.Errorf("hard kill p99 = %s, want under 100ms (goal 10ms)", p99)
 	}
 }

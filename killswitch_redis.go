@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -14,14 +15,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Defaults of the Redis kill switch.
-const (
-	// DefaultKillSwitchResync bounds how stale a Redis kill switch's cache
-	// may get when a pub/sub message is lost on a subscription that is
-	// otherwise live, or when the hash is edited by hand: the cache is
-	// reloaded from Redis at least this often.
-	DefaultKillSwitchResync = 10 * time.Second
-)
+// defaultResync bounds how stale a Redis kill switch's cache may get when
+// a pub/sub message is lost on a subscription that is otherwise live, or
+// when the hash is edited by hand: the cache is reloaded from Redis at
+// least this often (RedisResync).
+const defaultResync = 10 * time.Second
 
 // RedisKillSwitch is the distributed kill switch: flags live in a Redis
 // hash, every instance keeps them in a local cache, and flips reach every
@@ -29,21 +27,17 @@ const (
 //
 // # Layout
 //
-// With the default prefix "cronguard:", the flags are the fields of one hash,
+// The flags are the fields of one hash, <prefix>killswitch (field = flag
+// name, value = JSON FlagState {"enabled":false,"reason":"...","by":"...",
+// "at":"..."}), and flips are announced on the pub/sub channel of the
+// prefix and of the client's database, <prefix>killswitch:flips:db<N>
+// (Redis pub/sub ignores SELECT, so services on different databases of one
+// server must not share a channel). A Cluster client uses db0 (Cluster has
+// database 0 only), as does a client whose type does not tell its database
+// (give it its own RedisPrefix there). The table of every key is in
+// ARCHITECTURE.md ("Where state lives").
 //
-//	cronguard:killswitch    field = flag name, value = JSON FlagState
-//	                        {"enabled":false,"reason":"...","by":"...","at":"..."}
-//
-// and flips are announced on the pub/sub channel of the prefix and of the
-// client's database (Redis pub/sub ignores SELECT, so services on different
-// databases of one server must not share a channel):
-//
-//	cronguard:killswitch:flips:db0
-//
-// A Cluster client uses db0 (Cluster has database 0 only), as does a client
-// whose type does not tell its database (use RedisKillSwitchPrefix there).
-//
-// A flag that is not in the hash is on (see RedisKillSwitchDefaultOff). The
+// A flag that is not in the hash is on (see RedisDefaultOff). The
 // state is as durable as the Redis it lives in: it survives restarts of the
 // instances and deploys, and restarts of Redis when Redis persists its data.
 // An operator may edit the hash by hand (HSET cronguard:killswitch emails
@@ -65,7 +59,7 @@ const (
 // without a flag name is not parsed: these, and flags beyond the 256, make
 // a full reload, at most one every 250ms. The cache is also reloaded from the hash
 // (HGETALL) whenever the subscription is made or remade and at least every
-// resync interval (RedisKillSwitchResync, default 10s). All reads of the
+// resync interval (RedisResync, default 10s). All reads of the
 // hash run one at a time, in order; a read never overwrites a flip that
 // SetEnabled of this instance made while the read was under way.
 //
@@ -82,6 +76,10 @@ const (
 // EventFlag for it, so a flip whose message was lost is honoured within
 // 2.5s at worst and the degradation shows.
 //
+// Each read of the hash is bounded by the call budget (RedisBudget; WithRedis
+// passes WithCallBudget). SetEnabled keeps its caller's deadline, or is
+// bounded by the budget when its context has none.
+//
 // When a read of the hash fails (Redis down, the call timed out, or the key
 // holds another type: WRONGTYPE), Enabled returns an error for every flag
 // and Err is non-nil until a full reload succeeds (retried every 500ms): the
@@ -90,17 +88,17 @@ const (
 // key is never silent. SetEnabled returns the store's error then. Until the
 // cache has loaded once, Enabled fails too (NewRedisKillSwitch does not wait
 // for Redis). Connection losses and recoveries are logged
-// (RedisKillSwitchLogger). Everything read from Redis that goes into an
+// (RedisLogger). Everything read from Redis that goes into an
 // error or a log line is cut to 200 bytes.
 //
 // Close stops the background goroutines; a Scheduler closes the switch that
 // WithRedis made when it stops. The switch does not close the Redis client.
 type RedisKillSwitch struct {
 	rdb       redis.UniversalClient
-	prefix    string
 	key       string
 	channel   string
 	resync    time.Duration
+	budget    time.Duration // bounds each read of the hash, and SetEnabled without a deadline
 	defaultOn bool
 	logger    *slog.Logger
 
@@ -144,56 +142,6 @@ type cachedFlag struct {
 	ticket uint64 // RedisKillSwitch.ticket of the read or write that set it
 }
 
-// RedisKillSwitchOption configures NewRedisKillSwitch.
-type RedisKillSwitchOption func(*RedisKillSwitch) error
-
-// RedisKillSwitchPrefix sets the prefix of the hash and channel names
-// (default "cronguard:", as WithKeyPrefix). Switches that share a Redis
-// database but not their flags need different prefixes.
-func RedisKillSwitchPrefix(p string) RedisKillSwitchOption {
-	return func(k *RedisKillSwitch) error {
-		k.prefix = p
-		k.key = p + "killswitch"
-		return nil
-	}
-}
-
-// RedisKillSwitchResync sets how often the cache is reloaded from Redis
-// while the subscription is live, in case a pub/sub message was lost or the
-// hash was edited by hand (default 10s). Each reload is one HGETALL per
-// instance.
-func RedisKillSwitchResync(d time.Duration) RedisKillSwitchOption {
-	return func(k *RedisKillSwitch) error {
-		if d <= 0 {
-			return fmt.Errorf("%w: RedisKillSwitchResync %s: must be positive", ErrInvalidOption, d)
-		}
-		k.resync = d
-		return nil
-	}
-}
-
-// RedisKillSwitchDefaultOff makes a flag that is not in Redis off: every
-// job must then be switched on explicitly before it runs. By default such a
-// flag is on.
-func RedisKillSwitchDefaultOff() RedisKillSwitchOption {
-	return func(k *RedisKillSwitch) error {
-		k.defaultOn = false
-		return nil
-	}
-}
-
-// RedisKillSwitchLogger sets where the switch logs losing and regaining
-// Redis (default slog.Default()). WithRedis passes the Scheduler's logger.
-func RedisKillSwitchLogger(l *slog.Logger) RedisKillSwitchOption {
-	return func(k *RedisKillSwitch) error {
-		if l == nil {
-			return fmt.Errorf("%w: RedisKillSwitchLogger(nil)", ErrInvalidOption)
-		}
-		k.logger = l
-		return nil
-	}
-}
-
 // Causes of Enabled's error before anything failed.
 var (
 	errNotLoaded     = errors.New("not loaded from Redis yet")
@@ -201,46 +149,31 @@ var (
 )
 
 // NewRedisKillSwitch returns a kill switch on rdb (a single, Sentinel or
-// Cluster client) and starts following Redis in the background. It does not
-// wait for Redis. Close it when done; it does not close rdb.
-func NewRedisKillSwitch(rdb redis.UniversalClient, opts ...RedisKillSwitchOption) (*RedisKillSwitch, error) {
-	if isNil(rdb) {
-		return nil, fmt.Errorf("%w: NewRedisKillSwitch: nil client", ErrInvalidOption)
+// Cluster client) and starts following Redis in the background. It takes
+// RedisPrefix, RedisBudget, RedisLogger, RedisResync and RedisDefaultOff; a
+// nil client or option, or an option of another backend, is an error
+// wrapping ErrInvalidOption. It does not wait for Redis. Close it when
+// done; it does not close rdb.
+func NewRedisKillSwitch(rdb redis.UniversalClient, opts ...RedisOption) (*RedisKillSwitch, error) {
+	cfg, err := newRedisConfig(forKillSwitch, rdb, opts)
+	if err != nil {
+		return nil, err
 	}
-	k := newRedisKillSwitch(rdb)
-	for _, opt := range opts {
-		if opt == nil {
-			return nil, fmt.Errorf("%w: NewRedisKillSwitch: nil option", ErrInvalidOption)
-		}
-		if err := opt(k); err != nil {
-			return nil, err
-		}
-	}
-	k.start()
-	return k, nil
-}
-
-// newRedisKillSwitch returns a switch with the default settings, not
-// started.
-func newRedisKillSwitch(rdb redis.UniversalClient) *RedisKillSwitch {
 	k := &RedisKillSwitch{
 		rdb:       rdb,
-		resync:    DefaultKillSwitchResync,
-		defaultOn: true,
-		logger:    slog.Default(),
+		key:       cfg.prefix + "killswitch",
+		channel:   cfg.prefix + "killswitch:flips:db" + strconv.Itoa(clientDB(rdb)),
+		resync:    cfg.resync,
+		budget:    cfg.budget,
+		defaultOn: !cfg.defaultOff,
+		logger:    cfg.logger,
 		flags:     map[string]cachedFlag{},
 		subErr:    errNotSubscribed,
 		subGen:    1,
 	}
-	_ = RedisKillSwitchPrefix("cronguard:")(k)
-	return k
+	k.start()
+	return k, nil
 }
-
-// Key returns the name of the Redis hash that holds the flags.
-func (k *RedisKillSwitch) Key() string { return k.key }
-
-// Channel returns the name of the pub/sub channel flips are announced on.
-func (k *RedisKillSwitch) Channel() string { return k.channel }
 
 // Enabled implements KillSwitch from the local cache, without a round trip.
 // It fails before the cache has loaded once, while reads of the hash fail
@@ -298,7 +231,7 @@ func (k *RedisKillSwitch) valueLocked(flag string) (bool, error) {
 
 // State returns the flag's state as the cache knows it, with who flipped
 // it, why and when. A flag not in Redis has the default state (on, unless
-// RedisKillSwitchDefaultOff); one whose value cannot be read is off, with
+// RedisDefaultOff); one whose value cannot be read is off, with
 // the reason.
 func (k *RedisKillSwitch) State(flag string) FlagState {
 	k.mu.RLock()
@@ -370,6 +303,8 @@ func (k *RedisKillSwitch) SetEnabled(ctx context.Context, flag string, on bool, 
 	if closed {
 		return fmt.Errorf("redis kill switch %s: closed", k.key)
 	}
+	ctx, cancel := bounded(ctx, k.budget)
+	defer cancel()
 	if err := setScript.Run(ctx, k.rdb, []string{k.key}, flag, value, k.channel, msg).Err(); err != nil {
 		return fmt.Errorf("redis kill switch %s: set %q: %w", k.key, flag, err)
 	}
@@ -439,19 +374,4 @@ func parseFlagValue(key, flag, v string) (FlagState, error) {
 	}
 	return FlagState{}, fmt.Errorf("redis kill switch %s: flag %q: cannot read value %q: want JSON, on/off, true/false or 1/0",
 		key, clip(flag), clip(v))
-}
-
-// useRedisKillSwitch makes the kill switch WithRedis asks for, on the first
-// client and under the key prefix, unless WithKillSwitch gave one. The
-// Scheduler closes it in Stop.
-func (c *config) useRedisKillSwitch() {
-	if c.killSwitch != nil {
-		return
-	}
-	k := newRedisKillSwitch(c.redis[0])
-	_ = RedisKillSwitchPrefix(c.prefix)(k)
-	k.logger = c.logger
-	k.start()
-	c.killSwitch = k
-	c.owned = append(c.owned, k)
 }

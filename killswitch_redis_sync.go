@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,7 +21,6 @@ const (
 	ksPingEvery   = 500 * time.Millisecond // a PING through the subscription this often
 	ksPongTimeout = time.Second            // a PING unanswered this long: the subscription is silent
 	ksPollEvery   = 500 * time.Millisecond // full reload period while not live or reads fail
-	ksCallTimeout = 2 * time.Second        // bounds each background read of the hash
 	ksMaxMessage  = 64 << 10               // a longer message is not parsed
 	ksMaxPending  = 256                    // more flags waiting for a re-read wait for a full reload
 )
@@ -49,7 +47,6 @@ func clientDB(rdb redis.UniversalClient) int {
 // start starts following Redis in the background: the receive loop, the
 // health check and the reader of the hash.
 func (k *RedisKillSwitch) start() {
-	k.channel = k.prefix + "killswitch:flips:db" + strconv.Itoa(clientDB(k.rdb))
 	k.subSince = time.Now()
 	k.wake = make(chan struct{}, 1)
 	k.ctx, k.cancel = context.WithCancel(context.Background())
@@ -162,18 +159,30 @@ func (k *RedisKillSwitch) subscribed() {
 func (k *RedisKillSwitch) subLost(err error) {
 	k.mu.Lock()
 	k.subGen++
-	was := k.subErr == nil
-	if was {
-		k.subSince = time.Now()
-	}
-	k.subErr = err
-	loaded := k.loaded
+	began := k.failingLocked(&k.subErr, &k.subSince, err)
 	k.mu.Unlock()
-	if was && loaded {
-		k.logger.Warn("cronguard: redis kill switch lost its subscription; re-reading the hash every "+ksPollEvery.String(),
-			slog.String("key", k.key), slog.String("err", clip(err.Error())))
-	}
+	k.warnIf(began, "cronguard: redis kill switch lost its subscription; re-reading the hash every "+ksPollEvery.String(), err)
 	k.requestAll("subscription lost")
+}
+
+// failingLocked records err in *cur, and now in *since when the failure
+// begins now. It reports whether a failure began after the cache had
+// loaded (before, Enabled's error says it), so that an outage is logged
+// once. k.mu is held.
+func (k *RedisKillSwitch) failingLocked(cur *error, since *time.Time, err error) (began bool) {
+	began = *cur == nil
+	if began {
+		*since = time.Now()
+	}
+	*cur = err
+	return began && k.loaded
+}
+
+// warnIf logs msg with err when began.
+func (k *RedisKillSwitch) warnIf(began bool, msg string, err error) {
+	if began {
+		k.logger.Warn(msg, slog.String("key", k.key), slog.String("err", clip(err.Error())))
+	}
 }
 
 // onMessage asks for a re-read of the flag a message names. A message
@@ -274,20 +283,27 @@ func (k *RedisKillSwitch) readLoop() {
 }
 
 // startRead returns the ticket of a read that starts now.
-func (k *RedisKillSwitch) startRead(full bool) uint64 {
+func (k *RedisKillSwitch) startRead() uint64 {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.ticket++
-	if full {
-		k.lastReload = time.Now()
-	}
+	return k.ticket
+}
+
+// startReload returns the ticket of a full reload that starts now, and
+// records when it started.
+func (k *RedisKillSwitch) startReload() uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.ticket++
+	k.lastReload = time.Now()
 	return k.ticket
 }
 
 // reload replaces the cache with the hash in Redis (HGETALL).
 func (k *RedisKillSwitch) reload(why string) {
-	t := k.startRead(true)
-	ctx, cancel := context.WithTimeout(k.ctx, ksCallTimeout)
+	t := k.startReload()
+	ctx, cancel := context.WithTimeout(k.ctx, k.budget)
 	vals, err := k.rdb.HGetAll(ctx, k.key).Result()
 	cancel()
 	if err != nil {
@@ -324,8 +340,8 @@ func (k *RedisKillSwitch) reload(why string) {
 
 // reread re-reads the named flags (HMGET).
 func (k *RedisKillSwitch) reread(names []string) {
-	t := k.startRead(false)
-	ctx, cancel := context.WithTimeout(k.ctx, ksCallTimeout)
+	t := k.startRead()
+	ctx, cancel := context.WithTimeout(k.ctx, k.budget)
 	vals, err := k.rdb.HMGet(ctx, k.key, names...).Result()
 	cancel()
 	if err == nil && len(vals) != len(names) {
@@ -378,17 +394,9 @@ func (k *RedisKillSwitch) readFailed(err error) {
 		return // closing
 	}
 	k.mu.Lock()
-	was := k.readErr == nil
-	if was {
-		k.readSince = time.Now()
-	}
-	k.readErr = err
-	loaded := k.loaded
+	began := k.failingLocked(&k.readErr, &k.readSince, err)
 	k.mu.Unlock()
-	if was && loaded {
-		k.logger.Warn("cronguard: redis kill switch cannot read its hash; the last known flags hold",
-			slog.String("key", k.key), slog.String("err", clip(err.Error())))
-	}
+	k.warnIf(began, "cronguard: redis kill switch cannot read its hash; the last known flags hold", err)
 }
 
 // healthCheck PINGs the subscription and schedules full reloads, every

@@ -15,16 +15,11 @@ import (
 // ksQuiet is a logger for switches under test.
 var ksQuiet = slog.New(slog.DiscardHandler)
 
-// ksNew returns a RedisKillSwitch on its own client to srv, closed when the
-// test ends (before the client).
-func ksNew(t *testing.T, srv *redistest.Server, opts ...RedisKillSwitchOption) *RedisKillSwitch {
+// ksNew returns a quiet RedisKillSwitch on its own client to srv, closed
+// when the test ends (before the client).
+func ksNew(t *testing.T, srv *redistest.Server, opts ...RedisOption) *RedisKillSwitch {
 	t.Helper()
-	opts = append([]RedisKillSwitchOption{RedisKillSwitchLogger(ksQuiet)}, opts...)
-	k, err := NewRedisKillSwitch(srv.Client(t), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k.Close() })
+	k, _ := ksCounted(t, srv, 0, opts...)
 	return k
 }
 
@@ -39,7 +34,7 @@ func ksIs(k KillSwitch, flag string, want bool) func() bool {
 func TestRedisKillSwitchFlipRecordsWhoWhyWhen(t *testing.T) {
 	srv := redistest.Start(t)
 	a, b := ksNew(t, srv), ksNew(t, srv)
-	waitFor(t, 5*time.Second, "both loaded", func() bool { return a.Err() == nil && b.Err() == nil })
+	ksLoaded(t, a, b)
 
 	if on, err := b.Enabled(context.Background(), "emails"); err != nil || !on {
 		t.Fatalf("absent flag: Enabled = %v, %v; want on", on, err)
@@ -85,11 +80,11 @@ func TestRedisKillSwitchFlipRecordsWhoWhyWhen(t *testing.T) {
 
 func TestRedisKillSwitchOptions(t *testing.T) {
 	srv := redistest.Start(t)
-	off := ksNew(t, srv, RedisKillSwitchDefaultOff(), RedisKillSwitchPrefix("svc-a:"))
+	off := ksNew(t, srv, RedisDefaultOff(), RedisPrefix("svc-a:"))
 	other := ksNew(t, srv) // prefix cronguard:
-	waitFor(t, 5*time.Second, "loaded", func() bool { return off.Err() == nil && other.Err() == nil })
-	if off.Key() != "svc-a:killswitch" || off.Channel() != "svc-a:killswitch:flips:db0" {
-		t.Fatalf("Key, Channel = %q, %q", off.Key(), off.Channel())
+	ksLoaded(t, off, other)
+	if off.key != "svc-a:killswitch" || off.channel != "svc-a:killswitch:flips:db0" {
+		t.Fatalf("Key, Channel = %q, %q", off.key, off.channel)
 	}
 	if on, err := off.Enabled(context.Background(), "emails"); err != nil || on {
 		t.Fatalf("DefaultOff: absent flag Enabled = %v, %v", on, err)
@@ -108,11 +103,11 @@ func TestRedisKillSwitchOptions(t *testing.T) {
 
 	for _, tc := range []struct {
 		name string
-		opts []RedisKillSwitchOption
+		opts []RedisOption
 	}{
-		{"zero resync", []RedisKillSwitchOption{RedisKillSwitchResync(0)}},
-		{"nil logger", []RedisKillSwitchOption{RedisKillSwitchLogger(nil)}},
-		{"nil option", []RedisKillSwitchOption{nil}},
+		{"zero resync", []RedisOption{RedisResync(0)}},
+		{"nil logger", []RedisOption{RedisLogger(nil)}},
+		{"nil option", []RedisOption{nil}},
 	} {
 		if _, err := NewRedisKillSwitch(srv.Client(t), tc.opts...); !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("%s: err = %v, want ErrInvalidOption", tc.name, err)
@@ -128,14 +123,14 @@ func TestRedisKillSwitchOptions(t *testing.T) {
 func TestRedisKillSwitchResyncCorrectsLostMessage(t *testing.T) {
 	srv := redistest.Start(t)
 	const resync = 200 * time.Millisecond
-	a := ksNew(t, srv, RedisKillSwitchResync(resync))
-	b := ksNew(t, srv, RedisKillSwitchResync(resync))
-	waitFor(t, 5*time.Second, "loaded", func() bool { return a.Err() == nil && b.Err() == nil })
+	a := ksNew(t, srv, RedisResync(resync))
+	b := ksNew(t, srv, RedisResync(resync))
+	ksLoaded(t, a, b)
 	rdb := srv.Client(t)
 	ctx := context.Background()
 
 	// The message is lost: the state changes in Redis, nothing is published.
-	if err := rdb.HSet(ctx, a.Key(), "emails", `{"enabled":false,"reason":"lost message"}`).Err(); err != nil {
+	if err := rdb.HSet(ctx, a.key, "emails", `{"enabled":false,"reason":"lost message"}`).Err(); err != nil {
 		t.Fatal(err)
 	}
 	took := waitFor(t, 2*resync+500*time.Millisecond, "lost flip corrected", func() bool {
@@ -147,20 +142,20 @@ func TestRedisKillSwitchResyncCorrectsLostMessage(t *testing.T) {
 	}
 
 	// An operator's hand edit, in the short form, and a deletion.
-	if err := rdb.HSet(ctx, a.Key(), "emails", "on", "reports", "off").Err(); err != nil {
+	if err := rdb.HSet(ctx, a.key, "emails", "on", "reports", "off").Err(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 2*resync+500*time.Millisecond, "hand edit picked up", func() bool {
 		return ksIs(b, "emails", true)() && ksIs(b, "reports", false)()
 	})
-	if err := rdb.HDel(ctx, a.Key(), "reports").Err(); err != nil {
+	if err := rdb.HDel(ctx, a.key, "reports").Err(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 2*resync+500*time.Millisecond, "deleted flag back to default", ksIs(b, "reports", true))
 
 	// A value nobody can read: Enabled fails for that flag only, so the
 	// scheduler's fail policy decides.
-	if err := rdb.HSet(ctx, a.Key(), "emails", "maybe").Err(); err != nil {
+	if err := rdb.HSet(ctx, a.key, "emails", "maybe").Err(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 2*resync+500*time.Millisecond, "unreadable value fails", func() bool {
@@ -182,9 +177,9 @@ func TestRedisKillSwitchResyncCorrectsLostMessage(t *testing.T) {
 func TestRedisKillSwitchRedisRestartedAroundFlip(t *testing.T) {
 	srv := redistest.Start(t, redistest.Args("--appendonly", "yes", "--appendfsync", "always"))
 	const resync = time.Minute // only the resubscription can correct in time
-	a := ksNew(t, srv, RedisKillSwitchResync(resync))
-	b := ksNew(t, srv, RedisKillSwitchResync(resync))
-	waitFor(t, 5*time.Second, "loaded", func() bool { return a.Err() == nil && b.Err() == nil })
+	a := ksNew(t, srv, RedisResync(resync))
+	b := ksNew(t, srv, RedisResync(resync))
+	ksLoaded(t, a, b)
 	ctx := context.Background()
 	if err := a.SetEnabled(ctx, "emails", false, "incident"); err != nil {
 		t.Fatal(err)
@@ -211,19 +206,19 @@ func TestRedisKillSwitchRedisRestartedAroundFlip(t *testing.T) {
 
 		srv.Restart(t)
 		rdb := srv.Client(t)
-		if st, err := rdb.HGet(ctx, a.Key(), "emails").Result(); err != nil || !strings.Contains(st, `"enabled":false`) {
+		if st, err := rdb.HGet(ctx, a.key, "emails").Result(); err != nil || !strings.Contains(st, `"enabled":false`) {
 			t.Fatalf("state after Redis restart = %q, %v; want it persisted", st, err)
 		}
 		// Flip on with nobody subscribed to hear it: the message is lost.
-		if err := setScript.Run(ctx, rdb, []string{a.Key()}, "emails", `{"enabled":true,"reason":"unheard"}`,
-			a.Channel(), `{"flag":"emails","state":{"enabled":true,"reason":"unheard"}}`).Err(); err != nil {
+		if err := setScript.Run(ctx, rdb, []string{a.key}, "emails", `{"enabled":true,"reason":"unheard"}`,
+			a.channel, `{"flag":"emails","state":{"enabled":true,"reason":"unheard"}}`).Err(); err != nil {
 			t.Fatal(err)
 		}
-		n, err := rdb.PubSubNumSub(ctx, a.Channel()).Result()
+		n, err := rdb.PubSubNumSub(ctx, a.channel).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n[a.Channel()] != 0 {
+		if n[a.channel] != 0 {
 			t.Logf("attempt %d: a switch resubscribed before the flip; again", attempt)
 			if err := a.SetEnabled(ctx, "emails", false, "incident"); err != nil {
 				t.Fatal(err)
@@ -256,8 +251,8 @@ func TestRedisKillSwitchRedisRestartedAroundFlip(t *testing.T) {
 func TestRedisKillSwitchOutageDefersToFailPolicy(t *testing.T) {
 	srv := redistest.Start(t)
 	const resync = 300 * time.Millisecond
-	k := ksNew(t, srv, RedisKillSwitchResync(resync))
-	waitFor(t, 5*time.Second, "loaded", func() bool { return k.Err() == nil })
+	k := ksNew(t, srv, RedisResync(resync))
+	ksLoaded(t, k)
 	s, rec := newTest(t, WithKillSwitch(k))
 	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { return nil })); err != nil {
 		t.Fatal(err)
@@ -427,13 +422,13 @@ func TestRedisKillSwitchClosedByStop(t *testing.T) {
 func TestRedisKillSwitchUnreadableMessage(t *testing.T) {
 	srv := redistest.Start(t)
 	k := ksNew(t, srv)
-	waitFor(t, 5*time.Second, "loaded", func() bool { return k.Err() == nil })
+	ksLoaded(t, k)
 	rdb := srv.Client(t)
 	ctx := context.Background()
-	if err := rdb.HSet(ctx, k.Key(), "emails", "off").Err(); err != nil {
+	if err := rdb.HSet(ctx, k.key, "emails", "off").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.Publish(ctx, k.Channel(), "garbage").Err(); err != nil {
+	if err := rdb.Publish(ctx, k.channel, "garbage").Err(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Second, "reload after an unreadable message", ksIs(k, "emails", false))
@@ -442,7 +437,7 @@ func TestRedisKillSwitchUnreadableMessage(t *testing.T) {
 // Enabled is the hot path: a map lookup under a read lock.
 func BenchmarkRedisKillSwitchEnabled(b *testing.B) {
 	srv := redistest.Start(b)
-	k, err := NewRedisKillSwitch(srv.Client(b), RedisKillSwitchLogger(ksQuiet))
+	k, err := NewRedisKillSwitch(srv.Client(b), RedisLogger(ksQuiet))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -396,7 +396,7 @@ func checkHistoryStream(t *testing.T, srv *redistest.Server, job string, all []m
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rlStop(t, reader)
+	defer stopSched(t, reader)
 	if err := reader.Register(job, "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
 		t.Fatal(err)
 	}

@@ -24,16 +24,14 @@ import (
 // elsewhere) moves the mark all the same and is skipped as locked; the same
 // tick is then taken for everyone.
 func TestRedisClaimWonButLocked(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	_, c := rlStart(t)
 	ctx := context.Background()
-	holder := rlLocker(t, c, RedisLockOwner("web-1"))
+	holder := rlLocker(t, c, RedisOwner("web-1"))
 	lease, err := holder.Acquire(ctx, "j", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := rlLocker(t, c, RedisLockOwner("web-2"))
+	l := rlLocker(t, c, RedisOwner("web-2"))
 	cl, err := l.Claim(ctx, "j", t0, 10*time.Second, "web-2")
 	if err != nil || !cl.Won || cl.Lease != nil || !errors.Is(cl.LockErr, ErrLocked) || !strings.Contains(cl.LockErr.Error(), `"web-1"`) {
 		t.Fatalf("claim while locked = %+v, %v; want won, LockErr ErrLocked naming web-1", cl, err)
@@ -52,9 +50,7 @@ func TestRedisClaimWonButLocked(t *testing.T) {
 // The lock a scheduled claim takes lives for the job's LockTTL, and the
 // mark holds the tick and the instance.
 func TestRedisClaimTTLAndMarkFromScheduler(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	_, c := rlStart(t)
 	ctx := context.Background()
 	s, _ := rlSched(t, "web-9", rlLocker(t, c))
 	var pttl time.Duration
@@ -92,7 +88,7 @@ func TestRedisClaimResentAfterReadTimeout(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	check := srv.Client(t)
 	ctx := context.Background()
-	l := rlLocker(t, c, RedisLockOwner("web-1"), RedisLockBudget(5*time.Second))
+	l := rlLocker(t, c, RedisOwner("web-1"), RedisBudget(5*time.Second))
 	if _, err := l.Claim(ctx, "warm", t0, time.Second, "web-1"); err != nil { // scripts loaded, connection made
 		t.Fatal(err)
 	}
@@ -126,8 +122,8 @@ func TestRedisClaimResentAfterReadTimeout(t *testing.T) {
 				case !cl.Won || cl.LockErr != nil || withLock != (cl.Lease != nil):
 					return fmt.Errorf("claim = %+v", cl)
 				case withLock:
-					if v := check.Get(ctx, "cronguard:lock:{"+job+"}").Val(); v != cl.Lease.(*oneLease).value {
-						return fmt.Errorf("lock value %q, lease value %q", v, cl.Lease.(*oneLease).value)
+					if v := check.Get(ctx, "cronguard:lock:{"+job+"}").Val(); v != cl.Lease.(*redisLease).value {
+						return fmt.Errorf("lock value %q, lease value %q", v, cl.Lease.(*redisLease).value)
 					}
 					return cl.Lease.Release(ctx)
 				}
@@ -154,62 +150,82 @@ func TestRedisClaimResentAfterReadTimeout(t *testing.T) {
 	}
 }
 
-// Redis frozen past the call budget: the lock and claim calls time out,
-// Redis then runs them. The lock they set is this process's (its attempt
-// value), deleted after the timeout or freed by the next call: the next
-// manual run and the next tick run, instead of finding "their own" lock.
+// A lock or claim call times out past the call budget while Redis runs
+// it: Redis frozen (SIGSTOP) and then resumed, or, through redistest's
+// proxy, Redis runs every command at once but its replies are held
+// (stall) or lost (drop), as a congested network or a stalled proxy does.
+// The lock that the timed-out call set is this process's (its attempt
+// value), deleted after the timeout or freed by the next call: the manual
+// run and the tick after the fault run, instead of finding "their own"
+// lock.
 func TestRedisTimedOutLockLeavesNoOrphan(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	opts := srv.Options()
-	opts.ContextTimeoutEnabled = true
-	c := redis.NewClient(opts)
-	t.Cleanup(func() { c.Close() })
-	check := srv.Client(t)
-	ctx := context.Background()
-	const budget = 300 * time.Millisecond
-	s, _ := rlSched(t, "web-1", rlLocker(t, c, RedisLockBudget(budget), RedisLockOwner("web-1")), WithCallBudget(budget))
-	runs, tick := 0, t0
-	if err := s.Register("j", "@every 1m", JobFunc(func(context.Context) error { runs++; return nil })); err != nil {
-		t.Fatal(err)
-	}
-	nextTick := func() time.Time { tick = tick.Add(time.Minute); return tick }
-	tickAt(t, s, "j", nextTick()) // scripts loaded
-	if _, err := s.RunManually(ctx, "j"); err != nil {
-		t.Fatal(err)
-	}
-	for i, run := range []func() Report{
-		func() Report { r, _ := s.RunManually(ctx, "j"); return r },
-		func() Report { return tickAt(t, s, "j", nextTick()) },
-	} {
-		srv.Pause(t)
-		if rep := run(); rep.Skipped != SkipBackend {
-			t.Fatalf("case %d: run with Redis frozen: %+v, want a backend skip", i, rep)
-		}
-		srv.Continue(t)
-		if err := check.Ping(ctx).Err(); err != nil { // Redis has run what it had queued
-			t.Fatal(err)
-		}
-		before := runs
-		if rep := run(); rep.Stop != StopDone || runs != before+1 {
-			t.Fatalf("case %d: the run after Redis came back: %+v; the timed-out call's lock blocked it", i, rep)
-		}
-		if n := check.Exists(ctx, "cronguard:lock:{j}").Val(); n != 0 {
-			t.Errorf("case %d: a lock is left: %q", i, check.Get(ctx, "cronguard:lock:{j}").Val())
-		}
+	for _, mode := range []string{"pause", "stall", "drop"} {
+		t.Run(mode, func(t *testing.T) {
+			rlLeakCheck(t)
+			srv := redistest.Start(t)
+			opts := srv.Options()
+			var proxy *redistest.Proxy
+			if mode != "pause" {
+				proxy = redistest.StartProxy(t, srv.Addr())
+				opts = proxy.Options()
+				opts.MaxRetries = -1
+			} // else go-redis's retries re-send the calls that timed out: Redis runs them twice
+			opts.ContextTimeoutEnabled = true
+			c := redis.NewClient(opts)
+			t.Cleanup(func() { c.Close() })
+			check := srv.Client(t) // straight to Redis
+			ctx := context.Background()
+			fault := map[string]func(){"pause": func() { srv.Pause(t) }, "stall": func() { proxy.Stall() }, "drop": func() { proxy.Drop() }}[mode]
+			resume := func() {
+				if proxy != nil {
+					proxy.Resume()
+					return
+				}
+				srv.Continue(t)
+				if err := check.Ping(ctx).Err(); err != nil { // Redis has run what it had queued
+					t.Fatal(err)
+				}
+			}
+			const budget = 300 * time.Millisecond
+			s, _ := rlSched(t, "web-1", rlLocker(t, c, RedisBudget(budget), RedisOwner("web-1")), WithCallBudget(budget))
+			runs, tick := 0, t0
+			if err := s.Register("j", "@every 1m", JobFunc(func(context.Context) error { runs++; return nil })); err != nil {
+				t.Fatal(err)
+			}
+			nextTick := func() time.Time { tick = tick.Add(time.Minute); return tick }
+			tickAt(t, s, "j", nextTick()) // scripts loaded
+			if _, err := s.RunManually(ctx, "j"); err != nil {
+				t.Fatal(err)
+			}
+			for i, run := range []func() Report{
+				func() Report { r, _ := s.RunManually(ctx, "j"); return r },
+				func() Report { return tickAt(t, s, "j", nextTick()) },
+			} {
+				fault()
+				if rep := run(); rep.Skipped != SkipBackend {
+					t.Fatalf("case %d: run with Redis's replies held (%s): %+v, want a backend skip", i, mode, rep)
+				}
+				resume()
+				before := runs
+				if rep := run(); rep.Stop != StopDone || runs != before+1 {
+					t.Fatalf("case %d: the run after the %s: %+v; the timed-out call's lock blocked it", i, mode, rep)
+				}
+				if n := check.Exists(ctx, "cronguard:lock:{j}").Val(); n != 0 {
+					t.Errorf("case %d: a lock is left: %q", i, check.Get(ctx, "cronguard:lock:{j}").Val())
+				}
+			}
+		})
 	}
 }
 
 // A lock holding a value this process abandoned is its own orphan: its next
 // lock or claim takes it over or frees it; another process finds it held.
 func TestRedisAbandonedLockTakenOver(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	_, c := rlStart(t)
 	ctx := context.Background()
 	const key = "cronguard:lock:{j}"
-	me := rlLocker(t, c, RedisLockOwner("me"))
-	other := rlLocker(t, c, RedisLockOwner("other"))
+	me := rlLocker(t, c, RedisOwner("me"))
+	other := rlLocker(t, c, RedisOwner("other"))
 
 	me.abandoned.add("j", "me/lost-1")
 	c.Set(ctx, key, "me/lost-1", time.Minute)
@@ -251,9 +267,7 @@ func TestRedisAbandonedLockTakenOver(t *testing.T) {
 // lock or claim refused by the fence (at 2^63-1, or of the wrong type)
 // leaves neither a lock nor a moved mark behind.
 func TestRedisFenceNeverRepeats(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	_, c := rlStart(t)
 	ctx := context.Background()
 	l := rlLocker(t, c)
 	const fence, lock, mark = "cronguard:fence:{f}", "cronguard:lock:{f}", "cronguard:claim:{f}"
@@ -302,9 +316,7 @@ func TestRedisFenceNeverRepeats(t *testing.T) {
 // lock holder does not make a 1 MiB ErrLocked, nor a 1 MiB mark holder a
 // 1 MiB skip.
 func TestRedisHugeHolderClipped(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	_, c := rlStart(t)
 	ctx := context.Background()
 	huge := strings.Repeat("é", 1<<19) // 1 MiB, cut on a rune boundary
 	c.Set(ctx, "cronguard:lock:{h}", huge+"/x", time.Minute)
@@ -324,25 +336,20 @@ func TestRedisHugeHolderClipped(t *testing.T) {
 	}
 }
 
-// Job names with braces (which make Cluster hash tags) and the empty name
-// work on a Cluster: every key of a job in one slot, no two jobs sharing a
-// key.
+// On a one-node Cluster the scripts that touch a job's claim mark, lock
+// and fence (one hash slot) work, for every job name: names with braces
+// (which make Cluster hash tags) and the empty name too, each job's keys in
+// one slot, no two jobs sharing a key.
 func TestRedisOddJobNamesOnCluster(t *testing.T) {
 	rlLeakCheck(t)
-	srv := redistest.Start(t, redistest.Args("--cluster-enabled", "yes"))
+	cluster := redistest.StartCluster(t, 1)
 	ctx := context.Background()
-	admin := srv.Client(t)
-	if err := admin.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "cluster_state:ok", func() bool {
-		return strings.Contains(admin.ClusterInfo(ctx).Val(), "cluster_state:ok")
-	})
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr()}})
-	t.Cleanup(func() { cc.Close() })
+	admin := cluster.Nodes()[0].Client(t)
+	cc := cluster.ClusterClient(t)
+	jobs := []string{"billing", "}x", "{a}", "%7Ba%7D", "a{b", "a}b{", ""}
 	for _, prefix := range []string{"cronguard:", "{svc}:"} {
-		l := rlLocker(t, cc, RedisLockPrefix(prefix))
-		for _, job := range []string{"}x", "{a}", "%7Ba%7D", "a{b", "a}b{", ""} {
+		l := rlLocker(t, cc, RedisPrefix(prefix))
+		for _, job := range jobs {
 			cl, err := l.Claim(ctx, job, t0, time.Minute, "a")
 			if err != nil || !cl.Won || cl.Lease == nil {
 				t.Fatalf("prefix %q, job %q: claim = %+v, %v", prefix, job, cl, err)
@@ -354,6 +361,9 @@ func TestRedisOddJobNamesOnCluster(t *testing.T) {
 			if err != nil {
 				t.Fatalf("prefix %q, job %q: Acquire: %v", prefix, job, err)
 			}
+			if _, err := l.Acquire(ctx, job, time.Minute); !errors.Is(err, ErrLocked) {
+				t.Fatalf("prefix %q, job %q: second Acquire: %v, want ErrLocked", prefix, job, err)
+			}
 			if err := lease.Extend(ctx, time.Minute); err != nil {
 				t.Fatal(err)
 			}
@@ -362,14 +372,14 @@ func TestRedisOddJobNamesOnCluster(t *testing.T) {
 			}
 		}
 	}
-	if n := len(admin.Keys(ctx, "*claim*").Val()); n != 12 {
-		t.Errorf("%d claim marks for 6 jobs under 2 prefixes: %v", n, admin.Keys(ctx, "*claim*").Val())
+	if n := len(admin.Keys(ctx, "*claim*").Val()); n != 2*len(jobs) {
+		t.Errorf("%d claim marks for %d jobs under 2 prefixes: %v", n, len(jobs), admin.Keys(ctx, "*claim*").Val())
 	}
 }
 
 // rlRedlock starts three servers and returns them with a Redlock locker
 // over them.
-func rlRedlock(t *testing.T, opts ...RedisLockerOption) ([]*redistest.Server, []*redis.Client, *RedisLocker) {
+func rlRedlock(t *testing.T, opts ...RedisOption) ([]*redistest.Server, []*redis.Client, *redisLocker) {
 	t.Helper()
 	var srvs []*redistest.Server
 	var cs []*redis.Client
@@ -467,7 +477,7 @@ func TestRedisRedlockTokenIsLargest(t *testing.T) {
 // the calls to the frozen server had not ended when the runs did.
 func TestRedisRedlockStopWithFrozenServer(t *testing.T) {
 	rlLeakCheck(t)
-	srvs, _, l := rlRedlock(t, RedisLockBudget(2*time.Second))
+	srvs, _, l := rlRedlock(t, RedisBudget(2*time.Second))
 	before := goleak.IgnoreCurrent()
 	rec := &recorder{}
 	s, err := New(WithLocker(l), WithInstanceID("a"), WithLogger(slog.New(slog.DiscardHandler)), WithObserver(rec.observe), WithLocation(time.UTC))
@@ -493,64 +503,12 @@ func TestRedisRedlockStopWithFrozenServer(t *testing.T) {
 	srvs[1].Continue(t)
 }
 
-// The same through redistest's proxy: Redis runs every command at once but
-// its replies are held past the call budget (Stall) or lost (Drop), as a
-// congested network or a stalled proxy does. The lock that the timed-out
-// call set must not outlive the call: the manual run and the tick after
-// the fault run, and find no lock "held by" their own instance.
-func TestRedisStalledRepliesLeaveNoOrphan(t *testing.T) {
-	for _, mode := range []string{"stall", "drop"} {
-		t.Run(mode, func(t *testing.T) {
-			rlLeakCheck(t)
-			srv := redistest.Start(t)
-			proxy := redistest.StartProxy(t, srv.Addr())
-			opts := proxy.Options()
-			opts.ContextTimeoutEnabled = true
-			opts.MaxRetries = -1
-			c := redis.NewClient(opts)
-			t.Cleanup(func() { c.Close() })
-			check := srv.Client(t) // straight to Redis
-			ctx := context.Background()
-			const budget = 300 * time.Millisecond
-			s, _ := rlSched(t, "web-1", rlLocker(t, c, RedisLockBudget(budget), RedisLockOwner("web-1")), WithCallBudget(budget))
-			runs, tick := 0, t0
-			if err := s.Register("j", "@every 1m", JobFunc(func(context.Context) error { runs++; return nil })); err != nil {
-				t.Fatal(err)
-			}
-			nextTick := func() time.Time { tick = tick.Add(time.Minute); return tick }
-			tickAt(t, s, "j", nextTick()) // scripts loaded
-			for i, run := range []func() Report{
-				func() Report { r, _ := s.RunManually(ctx, "j"); return r },
-				func() Report { return tickAt(t, s, "j", nextTick()) },
-			} {
-				if mode == "stall" {
-					proxy.Stall()
-				} else {
-					proxy.Drop()
-				}
-				if rep := run(); rep.Skipped != SkipBackend {
-					t.Fatalf("case %d: run with replies %sed: %+v, want a backend skip", i, mode, rep)
-				}
-				proxy.Resume()
-				before := runs
-				rep := run()
-				if rep.Stop != StopDone || runs != before+1 {
-					t.Fatalf("case %d: the run after the %s: %+v; the timed-out call's lock blocked it", i, mode, rep)
-				}
-				if n := check.Exists(ctx, "cronguard:lock:{j}").Val(); n != 0 {
-					t.Errorf("case %d: a lock is left: %q", i, check.Get(ctx, "cronguard:lock:{j}").Val())
-				}
-			}
-		})
-	}
-}
-
 // Redlock: a server slow at claim time (it never got the mark), then
 // another losing its data (a restart without persistence): one fault at a
 // time, a minority each. A late instance must still find the tick taken,
 // on the server that kept it.
 func TestRedisRedlockClaimSurvivesOneServerLosingData(t *testing.T) {
-	srvs, cs, x := rlRedlock(t, RedisLockOwner("x"), RedisLockBudget(600*time.Millisecond))
+	srvs, cs, x := rlRedlock(t, RedisOwner("x"), RedisBudget(600*time.Millisecond))
 	ctx := context.Background()
 	srvs[1].Pause(t)
 	c1, err := x.Claim(ctx, "j", t0, 0, "x")
@@ -559,7 +517,7 @@ func TestRedisRedlockClaimSurvivesOneServerLosingData(t *testing.T) {
 		t.Fatalf("x: %+v %v", c1, err)
 	}
 	cs[0].FlushAll(ctx)
-	y := rlLocker(t, cs[0], RedisLockOwner("y"), RedlockWith(cs[1], cs[2]))
+	y := rlLocker(t, cs[0], RedisOwner("y"), RedlockWith(cs[1], cs[2]))
 	c2, err := y.Claim(ctx, "j", t0, 0, "y")
 	if err == nil && c2.Won {
 		t.Fatalf("tick %s won twice: x, then y after server 0 lost its data (%+v)", fmtTick(t0), c2)
@@ -574,7 +532,7 @@ func TestRedisWildMarkDoesNotStopTheFleet(t *testing.T) {
 	c := srv.Client(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Minute)
-	wild := rlLocker(t, c, RedisLockOwner("wild"))
+	wild := rlLocker(t, c, RedisOwner("wild"))
 	tomorrow := now.Add(24 * time.Hour)
 	if cl, err := wild.Claim(ctx, "j", tomorrow, 0, "wild"); err != nil || !cl.Won {
 		t.Fatal(cl, err)
@@ -582,7 +540,7 @@ func TestRedisWildMarkDoesNotStopTheFleet(t *testing.T) {
 	if cl, err := wild.Claim(ctx, "j", tomorrow, 0, "wild-2"); err != nil || cl.Won {
 		t.Fatalf("the same future tick claimed again: %+v %v; want taken", cl, err)
 	}
-	ok := rlLocker(t, c, RedisLockOwner("web-1"))
+	ok := rlLocker(t, c, RedisOwner("web-1"))
 	for i := 1; i <= 5; i++ {
 		cl, err := ok.Claim(ctx, "j", now.Add(time.Duration(i)*time.Minute), 0, "web-1")
 		if err != nil || !cl.Won {
@@ -601,7 +559,7 @@ func TestRedisGarbageClaimMarkWritesNothing(t *testing.T) {
 	for _, fields := range [][]any{{"s", "1.5", "n", "0"}, {"s", "1e9", "n", "0"}, {"s", "x", "n", "0"}} {
 		c.Del(ctx, "cronguard:claim:{j}", "cronguard:lock:{j}")
 		c.HSet(ctx, "cronguard:claim:{j}", fields...)
-		l := rlLocker(t, c, RedisLockOwner("web-1"))
+		l := rlLocker(t, c, RedisOwner("web-1"))
 		if _, err := l.Claim(ctx, "j", t0, 10*time.Second, "web-1"); err == nil {
 			t.Errorf("mark %v: claim succeeded; want an error", fields)
 		}

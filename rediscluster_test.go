@@ -3,7 +3,6 @@ package cronguard
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -24,36 +23,27 @@ import (
 // with CLUSTER KEYSLOT rather than trusting this comment).
 var clusterJobs = []string{"billing", "emails", "reports", "cleanup", "sync", "digest"}
 
-// redisSched returns a quiet scheduler named id on WithRedis(c), with an
-// event recorder, stopped at the end of the test.
+// redisSched returns a quiet scheduler named id on WithRedis(c) (newTest).
 func redisSched(t *testing.T, id string, c redis.UniversalClient, opts ...Option) (*Scheduler, *recorder) {
 	t.Helper()
-	rec := &recorder{}
-	s, err := New(append([]Option{
-		WithRedis(c),
-		WithInstanceID(id),
-		WithLogger(slog.New(slog.DiscardHandler)),
-		WithObserver(rec.observe),
-		WithLocation(time.UTC),
-	}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rlStop(t, s) })
-	return s, rec
+	return newTest(t, append([]Option{WithRedis(c), WithInstanceID(id)}, opts...)...)
 }
 
 // waitSwitchLoaded waits until the Redis kill switch that WithRedis made
-// for s follows Redis (loaded and subscribed): before that, a tick is
-// skipped for the backend, which tests that drive ticks by hand must not
-// mistake for a fault.
-func waitSwitchLoaded(t *testing.T, s *Scheduler) {
+// for each scheduler follows Redis (loaded and subscribed): before that, a
+// tick is skipped for the backend, which tests that drive ticks by hand
+// must not mistake for a fault.
+func waitSwitchLoaded(t *testing.T, scheds ...*Scheduler) {
 	t.Helper()
-	k, ok := s.cfg.killSwitch.(*RedisKillSwitch)
-	if !ok {
-		t.Fatalf("kill switch %T, want the RedisKillSwitch of WithRedis", s.cfg.killSwitch)
+	ks := make([]*RedisKillSwitch, len(scheds))
+	for i, s := range scheds {
+		k, ok := s.cfg.killSwitch.(*RedisKillSwitch)
+		if !ok {
+			t.Fatalf("kill switch %T, want the RedisKillSwitch of WithRedis", s.cfg.killSwitch)
+		}
+		ks[i] = k
 	}
-	waitFor(t, 10*time.Second, "the Redis kill switch to load", func() bool { return k.Err() == nil })
+	ksLoaded(t, ks...)
 }
 
 // runLog counts the runs of every job and tick, and keeps their fencing
@@ -161,9 +151,7 @@ func TestRedisClusterOneRunPerTickAcrossInstances(t *testing.T) {
 		}
 		scheds, recs = append(scheds, s), append(recs, rec)
 	}
-	for _, s := range scheds {
-		waitSwitchLoaded(t, s)
-	}
+	waitSwitchLoaded(t, scheds...)
 
 	type result struct {
 		id  string
@@ -274,14 +262,8 @@ func TestRedisClusterRealCron(t *testing.T) {
 		}
 		scheds, recs = append(scheds, s), append(recs, rec)
 	}
-	for _, s := range scheds {
-		waitSwitchLoaded(t, s)
-	}
-	for _, s := range scheds {
-		if err := s.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	waitSwitchLoaded(t, scheds...)
+	startAll(t, scheds...)
 	// The first tick every instance surely fires: one after the one
 	// during which they started.
 	first := nextSecond(time.Now()).Add(time.Second)
@@ -289,7 +271,7 @@ func TestRedisClusterRealCron(t *testing.T) {
 	sleepUntil(last.Add(time.Second)) // the latest run (400ms + 30ms) is done
 	var wg sync.WaitGroup
 	for _, s := range scheds {
-		wg.Go(func() { rlStop(t, s) })
+		wg.Go(func() { stopSched(t, s) })
 	}
 	wg.Wait()
 	for _, job := range jobs {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,31 +19,59 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// RedisLocker is the Locker for several instances: claim marks and run
-// locks live in Redis, on github.com/redis/go-redis/v9, with the extension
-// and release scripts of github.com/go-redsync/redsync/v4. Create it with
-// NewRedisLocker, or let WithRedis do it. It holds no connection of its own
+// redisLocker is the Locker on Redis that NewRedisLocker returns (its
+// documentation is there).
+type redisLocker struct {
+	redisStore
+	impl redisImpl // oneServer or quorum, chosen by NewRedisLocker
+}
+
+// redisImpl is what differs between one server and a Redlock quorum.
+type redisImpl interface {
+	claim(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error)
+	acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error)
+	// extend and release do the Redis part of Lease.Extend and
+	// Lease.Release, under l.mu, on a lease that is neither lost nor
+	// released; extend returns whether the lock holds, or l.lose's error.
+	extend(ctx context.Context, l *redisLease, ttl time.Duration) error
+	release(ctx context.Context, l *redisLease) error
+	// drain waits for the calls that returned early left running on slow
+	// servers (each within the budget).
+	drain()
+}
+
+// redisStore is what both implementations share: the servers, the key
+// layout and this process's abandoned attempt values.
+type redisStore struct {
+	clients   []redis.UniversalClient
+	names     []string // of the servers, for error messages
+	pools     []redsyncredis.Pool
+	quorum    int
+	prefix    string
+	keyPrefix string // prefix, with braces escaped
+	budget    time.Duration
+	owner     string
+	abandoned abandonedValues
+}
+
+// NewRedisLocker returns the Locker for several instances: claim marks and
+// run locks live in Redis, on github.com/redis/go-redis/v9, with the extension
+// and release scripts of github.com/go-redsync/redsync/v4. WithRedis makes one. It holds no connection of its own
 // (the clients are the caller's), so it needs no closing. It is safe for
 // concurrent use.
 //
-// NewRedisLocker picks one of two implementations once: one server (a single
+// It picks one of two implementations once: one server (a single
 // Redis, Sentinel or Cluster), where claim, lock and fencing token are one
 // script; or a Redlock quorum over several independent masters
 // (RedlockWith), see redlock.go.
 //
 // # Keys
 //
-// Every key starts with the prefix (default "cronguard:", see
-// RedisLockPrefix) and names its purpose and the job, so redis-cli shows
-// what is going on:
-//
-//	cronguard:claim:{billing}   hash: the claim mark, no TTL
-//	    tick = 2026-11-27T12:00:00Z  the latest tick claimed (s, n: the same in Unix seconds and nanoseconds)
-//	    by   = web-1                 the instance that claimed it
-//	    att  = web-1/Q3M…            the claiming attempt (also the lock value it took)
-//	    ps, pn                       the mark before it (so that a retried claim answers the same)
-//	cronguard:lock:{billing}    = "web-1/Q3M…"       the run lock: holder and random attempt value, TTL LockTTL
-//	cronguard:fence:{billing}   = "1795780800000123" the last fencing token issued
+// Per job, under the prefix (RedisPrefix, default "cronguard:"): the claim
+// mark <prefix>claim:{job}, a hash that never expires; the run lock
+// <prefix>lock:{job}, "owner/random" with a TTL of LockTTL; and the last
+// fencing token, <prefix>fence:{job}. The table of every key, with each
+// field of the claim mark, is in ARCHITECTURE.md ("Where state lives").
 //
 // The claim mark is one key per job that never expires: correctness does
 // not rest on any TTL (a late instance, however late, finds its tick at or
@@ -78,10 +105,11 @@ import (
 //
 // # Budget
 //
-// Every call is bounded by the call budget (default 2s, see RedisLockBudget;
-// WithRedis uses the scheduler's WithCallBudget), or by the caller's context
-// when it ends sooner; a call that takes the lock is bounded by a third of
-// the lock TTL too, so that most of the TTL is left when it returns. go-redis
+// A call whose context has a deadline keeps it; one without is bounded by
+// the call budget (RedisBudget, default 2s). The Scheduler gives each of
+// its calls a deadline of WithCallBudget, so the budget is applied once,
+// there. A call that takes the lock is bounded by a third of the lock TTL
+// too, so that most of the TTL is left when it returns. go-redis
 // applies context deadlines to connection set up and pool waits; for socket
 // reads and writes to honour them too, set ContextTimeoutEnabled in the
 // client's options, or keep ReadTimeout and WriteTimeout below the budget. A
@@ -155,124 +183,25 @@ import (
 // The scripts do everything that can fail (reading the keys, INCR of the
 // fence) before they write the mark or the lock: Redis does not roll back a
 // script that fails halfway, and a failed claim or lock leaves neither.
-type RedisLocker struct {
-	redisStore
-	impl redisImpl // oneServer or quorum, chosen by NewRedisLocker
-}
-
-// redisImpl is what differs between one server and a Redlock quorum.
-type redisImpl interface {
-	claim(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error)
-	acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error)
-	// drain waits for the calls that returned early left running on slow
-	// servers (each within the budget).
-	drain()
-}
-
-// redisStore is what both implementations share: the servers, the key
-// layout and this process's abandoned attempt values.
-type redisStore struct {
-	clients   []redis.UniversalClient
-	names     []string // of the servers, for error messages
-	pools     []redsyncredis.Pool
-	quorum    int
-	prefix    string
-	keyPrefix string // prefix, with braces escaped
-	budget    time.Duration
-	owner     string
-	abandoned abandonedValues
-}
-
-// RedisLockerOption configures NewRedisLocker.
-type RedisLockerOption func(*redisLockerConfig) error
-
-type redisLockerConfig struct {
-	more   []redis.UniversalClient
-	prefix string
-	budget time.Duration
-	owner  string
-}
-
-// RedlockWith adds independent Redis masters to the one given to
-// NewRedisLocker: with N servers in all, a claim or a lock needs a majority
-// (N/2+1) of them, so the locker works while a minority is down. Use an odd
-// number of servers, three or five, each a separate master (not replicas of
-// one another). Round-trip counts are per server.
-func RedlockWith(more ...redis.UniversalClient) RedisLockerOption {
-	return func(c *redisLockerConfig) error {
-		for i, cl := range more {
-			if isNil(cl) {
-				return fmt.Errorf("%w: RedlockWith: client %d is nil", ErrInvalidOption, i)
-			}
-		}
-		c.more = append(c.more, more...)
-		return nil
-	}
-}
-
-// RedisLockPrefix sets the prefix of every key the locker writes (default
-// "cronguard:"). Services that share a Redis but not their jobs need
-// different prefixes. WithRedis uses the scheduler's WithKeyPrefix.
-func RedisLockPrefix(p string) RedisLockerOption {
-	return func(c *redisLockerConfig) error {
-		c.prefix = p
-		return nil
-	}
-}
-
-// RedisLockBudget bounds every call the locker makes (default 2s), when the
-// caller's context does not end sooner. WithRedis uses the scheduler's
-// WithCallBudget.
-func RedisLockBudget(d time.Duration) RedisLockerOption {
-	return func(c *redisLockerConfig) error {
-		if d <= 0 {
-			return fmt.Errorf("%w: RedisLockBudget %s: must be positive", ErrInvalidOption, d)
-		}
-		c.budget = d
-		return nil
-	}
-}
-
-// RedisLockOwner names this process in the value of the run locks it takes
-// ("owner/random"), so that a run that finds a lock taken can say who holds
-// it. The default is hostname-pid; WithRedis uses the scheduler's
-// WithInstanceID.
-func RedisLockOwner(name string) RedisLockerOption {
-	return func(c *redisLockerConfig) error {
-		c.owner = name
-		return nil
-	}
-}
-
-// NewRedisLocker returns a Locker on Redis. client may be a single Redis, a
+//
+// # Construction
+//
+// client may be a single Redis, a
 // Sentinel (failover) client or a Cluster client; RedlockWith adds more
-// independent masters for a Redlock quorum. It does not talk to Redis: a
+// independent masters for a Redlock quorum. It takes RedisPrefix,
+// RedisBudget, RedisOwner and RedlockWith. It does not talk to Redis: a
 // Redis that is down shows up as errors from Claim and Acquire, which the
 // Scheduler reports as skipped ticks (SkipBackend).
 //
-// A nil client is an error wrapping ErrInvalidOption.
-func NewRedisLocker(client redis.UniversalClient, opts ...RedisLockerOption) (*RedisLocker, error) {
-	if isNil(client) {
-		return nil, fmt.Errorf("%w: NewRedisLocker: nil client", ErrInvalidOption)
+// A nil client or option, or an option of another backend, is an error
+// wrapping ErrInvalidOption.
+func NewRedisLocker(client redis.UniversalClient, opts ...RedisOption) (Locker, error) {
+	cfg, err := newRedisConfig(forLocker, client, opts)
+	if err != nil {
+		return nil, err
 	}
-	cfg := redisLockerConfig{prefix: "cronguard:", budget: 2 * time.Second}
-	for _, opt := range opts {
-		if opt == nil {
-			return nil, fmt.Errorf("%w: NewRedisLocker: nil option", ErrInvalidOption)
-		}
-		if err := opt(&cfg); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.owner == "" {
-		host, _ := os.Hostname()
-		cfg.owner = host + "-" + strconv.Itoa(os.Getpid())
-	}
-	return newRedisLocker(append([]redis.UniversalClient{client}, cfg.more...), cfg), nil
-}
-
-func newRedisLocker(clients []redis.UniversalClient, cfg redisLockerConfig) *RedisLocker {
-	l := &RedisLocker{redisStore: redisStore{
+	clients := append([]redis.UniversalClient{client}, cfg.more...)
+	l := &redisLocker{redisStore: redisStore{
 		clients:   clients,
 		names:     make([]string, len(clients)),
 		pools:     make([]redsyncredis.Pool, len(clients)),
@@ -286,23 +215,13 @@ func newRedisLocker(clients []redis.UniversalClient, cfg redisLockerConfig) *Red
 		l.names[i] = serverName(i, c)
 		l.pools[i] = goredis.NewPool(c)
 	}
+	// The one choice between one server and a quorum: no method asks again.
 	if len(clients) == 1 {
 		l.impl = &oneServer{&l.redisStore}
 	} else {
 		l.impl = &quorum{redisStore: &l.redisStore}
 	}
-	return l
-}
-
-// useRedisLocker makes the RedisLocker WithRedis asked for, unless
-// WithLocker chose another Locker.
-func (c *config) useRedisLocker() {
-	if c.locker != nil {
-		return
-	}
-	c.locker = newRedisLocker(slices.Clone(c.redis), redisLockerConfig{
-		prefix: c.prefix, budget: c.budget, owner: c.instance,
-	})
+	return l, nil
 }
 
 // Claim implements Locker: it moves <prefix>claim:{job} to tick if tick is
@@ -310,7 +229,7 @@ func (c *config) useRedisLocker() {
 // in the same step (one script, one round trip on one server). A lost
 // claim names the instance and tick that hold the mark; a held lock is
 // Claim.LockErr wrapping ErrLocked. Redis errors are returned as they are.
-func (l *RedisLocker) Claim(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error) {
+func (l *redisLocker) Claim(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error) {
 	if err := checkLockTTL(job, lockTTL); err != nil {
 		return Claim{}, err
 	}
@@ -324,7 +243,7 @@ func (l *RedisLocker) Claim(ctx context.Context, job string, tick time.Time, loc
 // ErrLocked at once, naming the holder and how long it still holds. Redis
 // errors, and a quorum that could not be reached because servers failed,
 // are returned as they are, never wrapping ErrLocked.
-func (l *RedisLocker) Acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error) {
+func (l *redisLocker) Acquire(ctx context.Context, job string, ttl time.Duration) (Lease, error) {
 	if ttl < time.Millisecond {
 		return nil, fmt.Errorf("%w: job %q: lock TTL %s: must be at least 1ms", ErrInvalidOption, job, ttl)
 	}
@@ -335,9 +254,9 @@ func (l *RedisLocker) Acquire(ctx context.Context, job string, ttl time.Duration
 
 // drain waits for calls still on their way to slow Redlock servers;
 // Scheduler.Stop calls it so that no goroutine outlives it.
-func (l *RedisLocker) drain() { l.impl.drain() }
+func (l *redisLocker) drain() { l.impl.drain() }
 
-// drainLocker waits for the calls l left running, if it is a RedisLocker.
+// drainLocker waits for the calls l left running, if it is a Redis locker.
 func drainLocker(l Locker) {
 	if d, ok := l.(interface{ drain() }); ok {
 		d.drain()
@@ -383,14 +302,15 @@ func (l *redisStore) claimKey(job string) string { return l.keyPrefix + "claim:"
 func (l *redisStore) lockKey(job string) string  { return l.keyPrefix + "lock:" + hashTag(job) }
 func (l *redisStore) fenceKey(job string) string { return l.keyPrefix + "fence:" + hashTag(job) }
 
-func noCancel() {}
-
-// bound applies the call budget to ctx unless ctx ends sooner.
+// bound gives a call its deadline: the caller's, or the budget (see
+// bounded).
 func (l *redisStore) bound(ctx context.Context) (context.Context, context.CancelFunc) {
-	return within(ctx, l.budget)
+	return bounded(ctx, l.budget)
 }
 
-// within bounds ctx by d unless it ends sooner.
+// within bounds ctx by d unless it ends sooner. It is not the call budget
+// (see bounded) but a bound of its own: the third of the lock TTL a call
+// that takes a lock may use, and a Redlock server's share of the budget.
 func within(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
 		return ctx, noCancel
@@ -402,7 +322,7 @@ func within(ctx context.Context, d time.Duration) (context.Context, context.Canc
 // messages, and 128 random bits.
 func (l *redisStore) newValue() string { return l.owner + "/" + rand.Text() }
 
-// fenceLua issues a fencing token (see RedisLocker, Fencing token). INCR
+// fenceLua issues a fencing token (see NewRedisLocker, Fencing token). INCR
 // comes first: it fails on a key of the wrong type or at 2^63-1, before
 // anything is written. The counter is compared with the clock through
 // tonumber only: the clock (below 2^53 until 2255) is exact, so the
@@ -693,7 +613,7 @@ func (l *redisStore) abandon(ctx context.Context, i int, job, value string, err 
 	_, _ = l.eval(cctx, i, deleteScript, l.lockKey(job), value)
 }
 
-// oneServer is the RedisLocker of one Redis (single, Sentinel or Cluster).
+// oneServer is the Redis locker of one Redis (single, Sentinel or Cluster).
 type oneServer struct{ *redisStore }
 
 func (o *oneServer) drain() {}
@@ -744,7 +664,7 @@ func (o *oneServer) acquire(ctx context.Context, job string, ttl time.Duration) 
 
 // lease wraps a granted lock, unless it was granted too late to be valid.
 func (o *oneServer) lease(ctx context.Context, job string, ttl time.Duration, value string, token int64, start time.Time) (Lease, error) {
-	lease := &oneLease{leaseState: leaseState{job: job, key: o.lockKey(job), token: token, value: value, ttl: ttl}, o: o}
+	lease := o.newLease(o, job, o.lockKey(job), value, token, ttl)
 	if validFor(ttl, start) <= 0 {
 		_ = lease.Release(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("lock %s: granted after %s, too late to be valid for its TTL %s", lease.key, time.Since(start), ttl)
@@ -792,12 +712,15 @@ func (l *redisStore) eval(ctx context.Context, i int, script *redsyncredis.Scrip
 	return conn.Eval(script, keysAndArgs...)
 }
 
-// leaseState is what every Redis lease keeps. mu guards the mutable part.
-type leaseState struct {
+// redisLease is a run lock held on Redis: on one server or on a majority
+// of a Redlock quorum (impl). mu guards the mutable part.
+type redisLease struct {
 	job   string
 	key   string
 	token int64
 	value string
+	impl  redisImpl
+	store *redisStore
 
 	mu       sync.Mutex
 	ttl      time.Duration
@@ -805,69 +728,45 @@ type leaseState struct {
 	released bool
 }
 
+// newLease returns the lease of a lock granted to value.
+func (l *redisStore) newLease(impl redisImpl, job, key, value string, token int64, ttl time.Duration) *redisLease {
+	return &redisLease{job: job, key: key, token: token, value: value, impl: impl, store: l, ttl: ttl}
+}
+
 // Token implements Lease.
-func (s *leaseState) Token() int64 { return s.token }
+func (r *redisLease) Token() int64 { return r.token }
 
-// check returns why the lease cannot be extended: lost or released.
-func (s *leaseState) check() error {
-	if s.lost != nil {
-		return s.lost
-	}
-	if s.released {
-		return fmt.Errorf("%w: job %q: lease %d was released", ErrLockLost, s.job, s.token)
-	}
-	return nil
-}
-
-func (s *leaseState) lose(op string, why error) error {
-	s.lost = fmt.Errorf("%w: job %q: lease %d on %s: %s: %w", ErrLockLost, s.job, s.token, s.key, op, why)
-	return s.lost
-}
-
-var (
-	errGone    = errors.New("the lock expired, was deleted or is held by another run")
-	errExpired = errors.New("the lock had expired")
-	errTaken   = errors.New("the lock is held by another run")
-)
-
-// oneLease is a run lock held on one Redis.
-type oneLease struct {
-	leaseState
-	o *oneServer
-}
-
-// Extend implements Lease with redsync's compare-and-PEXPIRE script. The
-// lease is lost (ErrLockLost) when the key is gone or holds another value,
-// and also when Redis cannot be reached: the lock can then no longer be
-// shown to be held. A lost lease is never extended or released again.
-func (r *oneLease) Extend(ctx context.Context, ttl time.Duration) error {
+// Extend implements Lease with redsync's compare-and-PEXPIRE script (on
+// every server of a quorum, in parallel, holding when a majority extended
+// it in time to be valid). The lease is lost (ErrLockLost) when the key is
+// gone or holds another value, and also when Redis cannot be reached: the
+// lock can then no longer be shown to be held. A lost lease is never
+// extended or released again. A ttl under 1ms keeps the lease's TTL.
+func (r *redisLease) Extend(ctx context.Context, ttl time.Duration) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.check(); err != nil {
 		return err
 	}
-	ctx, cancel := r.o.bound(ctx)
-	defer cancel()
 	if ttl < time.Millisecond {
 		ttl = r.ttl
 	}
-	st, err := r.o.eval(ctx, 0, touchScript, r.key, r.value, ttl.Milliseconds())
-	switch {
-	case err != nil:
-		return r.lose("extend", fmt.Errorf("%s: %w", r.o.names[0], err))
-	case st != int64(1):
-		return r.lose("extend", errGone)
+	ctx, cancel := r.store.bound(ctx)
+	defer cancel()
+	if err := r.impl.extend(ctx, r, ttl); err != nil {
+		return err
 	}
 	r.ttl = ttl
 	return nil
 }
 
 // Release implements Lease with redsync's compare-and-delete script: only
-// a lock still holding this lease's value is deleted. Releasing a lost
-// lease does nothing and returns the loss; releasing twice does nothing.
-// When Redis cannot be reached the lock is not released (it frees itself
-// after its TTL) and the error says so.
-func (r *oneLease) Release(ctx context.Context) error {
+// a lock still holding this lease's value is deleted (on a quorum: it is
+// released once a majority deleted it). Releasing a lost lease does
+// nothing and returns the loss; releasing twice does nothing. When Redis
+// cannot be reached the lock is not released (it frees itself after its
+// TTL) and the error says so.
+func (r *redisLease) Release(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.lost != nil {
@@ -876,12 +775,52 @@ func (r *oneLease) Release(ctx context.Context) error {
 	if r.released {
 		return nil
 	}
-	ctx, cancel := r.o.bound(ctx)
+	ctx, cancel := r.store.bound(ctx)
 	defer cancel()
-	st, err := r.o.eval(ctx, 0, deleteScript, r.key, r.value)
+	return r.impl.release(ctx, r)
+}
+
+// check returns why the lease cannot be extended: lost or released.
+func (r *redisLease) check() error {
+	if r.lost != nil {
+		return r.lost
+	}
+	if r.released {
+		return fmt.Errorf("%w: job %q: lease %d was released", ErrLockLost, r.job, r.token)
+	}
+	return nil
+}
+
+// lose records why the lease is lost, and returns it.
+func (r *redisLease) lose(op string, why error) error {
+	r.lost = fmt.Errorf("%w: job %q: lease %d on %s: %s: %w", ErrLockLost, r.job, r.token, r.key, op, why)
+	return r.lost
+}
+
+var (
+	errGone    = errors.New("the lock expired, was deleted or is held by another run")
+	errExpired = errors.New("the lock had expired")
+	errTaken   = errors.New("the lock is held by another run")
+)
+
+// extend implements redisImpl on one server.
+func (o *oneServer) extend(ctx context.Context, r *redisLease, ttl time.Duration) error {
+	st, err := o.eval(ctx, 0, touchScript, r.key, r.value, ttl.Milliseconds())
 	switch {
 	case err != nil:
-		return fmt.Errorf("lock %s: release: %s: %w", r.key, r.o.names[0], err)
+		return r.lose("extend", fmt.Errorf("%s: %w", o.names[0], err))
+	case st != int64(1):
+		return r.lose("extend", errGone)
+	}
+	return nil
+}
+
+// release implements redisImpl on one server.
+func (o *oneServer) release(ctx context.Context, r *redisLease) error {
+	st, err := o.eval(ctx, 0, deleteScript, r.key, r.value)
+	switch {
+	case err != nil:
+		return fmt.Errorf("lock %s: release: %s: %w", r.key, o.names[0], err)
 	case st == int64(1):
 		r.released = true
 		return nil

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/cronguard/cronguard/internal/redistest"
 )
 
@@ -48,28 +50,8 @@ func BenchmarkRedisGuardedRunVsPing(b *testing.B) {
 		b.Fatal(rep)
 	}
 
-	compare := func(b *testing.B, pings int, guarded func() error) {
-		var g, p time.Duration
-		for b.Loop() {
-			t0 := time.Now()
-			if err := guarded(); err != nil {
-				b.Fatal(err)
-			}
-			t1 := time.Now()
-			for range pings {
-				if err := c.Ping(ctx).Err(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			g, p = g+t1.Sub(t0), p+time.Since(t1)
-		}
-		n := float64(b.N)
-		b.ReportMetric(float64(g.Nanoseconds())/n, "guarded-ns/op")
-		b.ReportMetric(float64(p.Nanoseconds())/n, "pings-ns/op")
-		b.ReportMetric(float64(g)/float64(p), "x-ping")
-	}
 	b.Run("winner/locker", func(b *testing.B) {
-		compare(b, 2, func() error {
+		benchVsPings(b, c, "guarded", 2, func() error {
 			c, err := l.Claim(ctx, "bench", tick(), 30*time.Second, "bench")
 			if err != nil || !c.Won || c.Lease == nil {
 				return fmt.Errorf("claim: %+v, %w", c, err)
@@ -78,7 +60,7 @@ func BenchmarkRedisGuardedRunVsPing(b *testing.B) {
 		})
 	})
 	b.Run("winner/chain", func(b *testing.B) {
-		compare(b, 2, func() error {
+		benchVsPings(b, c, "guarded", 2, func() error {
 			rep := s.execute(s.base, e, TriggerSchedule, tick(), nil)
 			if rep.Stop != StopDone {
 				return rep.Err
@@ -91,9 +73,35 @@ func BenchmarkRedisGuardedRunVsPing(b *testing.B) {
 		if _, err := l.Claim(ctx, "bench", taken, 0, "other"); err != nil {
 			b.Fatal(err)
 		}
-		compare(b, 1, func() error {
+		benchVsPings(b, c, "guarded", 1, func() error {
 			_, err := l.Claim(ctx, "bench", taken, time.Minute, "bench")
 			return err
 		})
 	})
+}
+
+// benchVsPings times op against pings PINGs on c, each loop of b, and
+// reports both per op (<name>-ns/op, pings-ns/op) and their ratio,
+// x-ping: the cost of op in round trips' worth.
+func benchVsPings(b *testing.B, c redis.UniversalClient, name string, pings int, op func() error) {
+	b.Helper()
+	ctx := context.Background()
+	var g, p time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if err := op(); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		for range pings {
+			if err := c.Ping(ctx).Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		g, p = g+t1.Sub(t0), p+time.Since(t1)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(g.Nanoseconds())/n, name+"-ns/op")
+	b.ReportMetric(float64(p.Nanoseconds())/n, "pings-ns/op")
+	b.ReportMetric(float64(g)/float64(p), "x-ping")
 }

@@ -25,7 +25,7 @@ import (
 	"github.com/cronguard/cronguard/internal/redistest"
 )
 
-// Tests of RedisLocker against real redis-server processes (internal/redistest).
+// Tests of the Redis locker (NewRedisLocker) against real redis-server processes (internal/redistest).
 // The long ones (skew, long job, Redlock, crash) run in parallel; TestMain's
 // goleak check covers them. The outage test checks for leaks itself.
 
@@ -60,42 +60,39 @@ func rlAwaitDialers() {
 	}
 }
 
-// rlLocker returns a RedisLocker on c.
-func rlLocker(t *testing.T, c redis.UniversalClient, opts ...RedisLockerOption) *RedisLocker {
+// rlStart starts a redis-server for t, with rlLeakCheck, and returns it
+// with a client.
+func rlStart(t *testing.T) (*redistest.Server, *redis.Client) {
+	t.Helper()
+	rlLeakCheck(t)
+	srv := redistest.Start(t)
+	return srv, srv.Client(t)
+}
+
+// startAll starts every scheduler.
+func startAll(t *testing.T, scheds ...*Scheduler) {
+	t.Helper()
+	for _, s := range scheds {
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// rlLocker returns a Redis locker on c.
+func rlLocker(t *testing.T, c redis.UniversalClient, opts ...RedisOption) *redisLocker {
 	t.Helper()
 	l, err := NewRedisLocker(c, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return l
+	return l.(*redisLocker)
 }
 
-// rlSched returns a quiet scheduler named id on locker l, stopped at the end
-// of the test.
+// rlSched returns a quiet scheduler named id on locker l (newTest).
 func rlSched(t *testing.T, id string, l Locker, opts ...Option) (*Scheduler, *recorder) {
 	t.Helper()
-	rec := &recorder{}
-	s, err := New(append([]Option{
-		WithLocker(l),
-		WithInstanceID(id),
-		WithLogger(slog.New(slog.DiscardHandler)),
-		WithObserver(rec.observe),
-		WithLocation(time.UTC),
-	}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rlStop(t, s) })
-	return s, rec
-}
-
-func rlStop(t *testing.T, s *Scheduler) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.Stop(ctx); err != nil {
-		t.Errorf("Stop: %v", err)
-	}
+	return newTest(t, append([]Option{WithLocker(l), WithInstanceID(id)}, opts...)...)
 }
 
 // sleepUntil sleeps until t.
@@ -158,16 +155,16 @@ func TestRedisLockerOptions(t *testing.T) {
 	}
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialed
 	defer c.Close()
-	for name, opt := range map[string]RedisLockerOption{
-		"RedlockWith(nil)":   RedlockWith(c, nil),
-		"RedisLockBudget(0)": RedisLockBudget(0),
-		"nil option":         nil,
+	for name, opt := range map[string]RedisOption{
+		"RedlockWith(nil)": RedlockWith(c, nil),
+		"RedisBudget(0)":   RedisBudget(0),
+		"nil option":       nil,
 	} {
 		if _, err := NewRedisLocker(c, opt); !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("%s: err = %v, want ErrInvalidOption", name, err)
 		}
 	}
-	l := rlLocker(t, c, RedisLockPrefix("svc:"), RedisLockOwner("me"), RedisLockBudget(time.Second), RedlockWith(c, c))
+	l := rlLocker(t, c, RedisPrefix("svc:"), RedisOwner("me"), RedisBudget(time.Second), RedlockWith(c, c))
 	if l.quorum != 2 || len(l.clients) != 3 || l.prefix != "svc:" || l.owner != "me" || l.budget != time.Second {
 		t.Errorf("locker = %+v", l)
 	}
@@ -183,9 +180,7 @@ func TestRedisLockerOptions(t *testing.T) {
 // behind it is lost naming the holder and the mark's tick, the mark has no
 // TTL, and a won claim says which mark it replaced.
 func TestRedisLockerClaim(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	_, c := rlStart(t)
 	ctx := context.Background()
 	l := rlLocker(t, c)
 	tick := t0.Add(250 * time.Millisecond)
@@ -236,15 +231,13 @@ func TestRedisLockerClaim(t *testing.T) {
 }
 
 // rlOwner is the owner part of l's lock values.
-func rlOwner(l *RedisLocker) string { return l.owner }
+func rlOwner(l *redisLocker) string { return l.owner }
 
 func TestRedisLockerAcquire(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	_, c := rlStart(t)
 	ctx := context.Background()
-	a := rlLocker(t, c, RedisLockOwner("web-1"))
-	b := rlLocker(t, c, RedisLockOwner("web-2"))
+	a := rlLocker(t, c, RedisOwner("web-1"))
+	b := rlLocker(t, c, RedisOwner("web-2"))
 	const key = "cronguard:lock:{report}"
 
 	l1, err := a.Acquire(ctx, "report", 5*time.Second)
@@ -332,9 +325,7 @@ func TestRedisLockerAcquire(t *testing.T) {
 }
 
 func TestRedisLockerTokenSurvivesDataLoss(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	srv, c := rlStart(t)
 	ctx := context.Background()
 	l := rlLocker(t, c)
 	var last int64
@@ -364,11 +355,9 @@ func TestRedisLockerTokenSurvivesDataLoss(t *testing.T) {
 }
 
 func TestRedisLockerRedisDown(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	srv, c := rlStart(t)
 	ctx := context.Background()
-	l := rlLocker(t, c, RedisLockBudget(500*time.Millisecond))
+	l := rlLocker(t, c, RedisBudget(500*time.Millisecond))
 	lease, err := l.Acquire(ctx, "j", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -390,7 +379,7 @@ func TestRedisLockerRedisDown(t *testing.T) {
 }
 
 // A Redis that accepts connections and never answers: every call ends
-// within the budget (with ContextTimeoutEnabled, see RedisLocker's doc).
+// within the budget (with ContextTimeoutEnabled, see NewRedisLocker's doc).
 func TestRedisLockerBudget(t *testing.T) {
 	rlLeakCheck(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -418,7 +407,7 @@ func TestRedisLockerBudget(t *testing.T) {
 	})
 	c := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ContextTimeoutEnabled: true, MaxRetries: -1, Protocol: 2})
 	t.Cleanup(func() { c.Close() })
-	l := rlLocker(t, c, RedisLockBudget(200*time.Millisecond))
+	l := rlLocker(t, c, RedisBudget(200*time.Millisecond))
 	start := time.Now()
 	_, err = l.Claim(context.Background(), "j", t0, time.Second, "me")
 	if d := time.Since(start); err == nil || d > time.Second {
@@ -431,44 +420,6 @@ func TestRedisLockerBudget(t *testing.T) {
 	}
 }
 
-// One node cluster: the script that takes a lock touches two keys, which
-// Cluster allows only in one hash slot.
-func TestRedisLockerCluster(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t, redistest.Args("--cluster-enabled", "yes"))
-	ctx := context.Background()
-	admin := srv.Client(t)
-	if err := admin.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "cluster_state:ok", func() bool {
-		return strings.Contains(admin.ClusterInfo(ctx).Val(), "cluster_state:ok")
-	})
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr()}})
-	t.Cleanup(func() { cc.Close() })
-	l := rlLocker(t, cc)
-	cl, err := l.Claim(ctx, "billing", t0, time.Minute, "a")
-	if err != nil || !cl.Won || cl.Lease == nil {
-		t.Fatalf("Claim with lock on Cluster: %+v %v", cl, err)
-	}
-	if err := cl.Lease.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
-	lease, err := l.Acquire(ctx, "billing", time.Minute)
-	if err != nil {
-		t.Fatalf("Acquire on Cluster: %v", err)
-	}
-	if _, err := l.Acquire(ctx, "billing", time.Minute); !errors.Is(err, ErrLocked) {
-		t.Fatalf("second Acquire on Cluster: %v", err)
-	}
-	if err := lease.Extend(ctx, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if err := lease.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestWithRedisMakesRedisLocker(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client(t)
@@ -476,8 +427,8 @@ func TestWithRedisMakesRedisLocker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { rlStop(t, s2) })
-	l, ok := s2.cfg.locker.(*RedisLocker)
+	t.Cleanup(func() { stopSched(t, s2) })
+	l, ok := s2.cfg.locker.(*redisLocker)
 	if !ok || l.prefix != "app:" || l.owner != "i-2" || l.budget != 2*time.Second {
 		t.Fatalf("WithRedis locker: %#v", s2.cfg.locker)
 	}
@@ -486,16 +437,14 @@ func TestWithRedisMakesRedisLocker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { rlStop(t, s3) })
+	t.Cleanup(func() { stopSched(t, s3) })
 	if s3.cfg.locker != Locker(mem) {
 		t.Error("WithLocker did not win over WithRedis")
 	}
 }
 
 func TestRedisLockReleasedAfterPanic(t *testing.T) {
-	rlLeakCheck(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
+	_, c := rlStart(t)
 	s, _ := rlSched(t, "a", rlLocker(t, c))
 	if err := s.Register("boom", "@every 1h", JobFunc(func(context.Context) error { panic("boom") })); err != nil {
 		t.Fatal(err)
@@ -541,7 +490,7 @@ func TestRedisOneRunPerTickAcrossSkewedInstances(t *testing.T) {
 				return next.Run(ctx)
 			})
 		}
-		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisLockOwner(id)), WithMiddleware(delay))
+		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisOwner(id)), WithMiddleware(delay))
 		job := JobFunc(func(ctx context.Context) error {
 			tick := fmtTick(TickFrom(ctx))
 			if err := check.HIncrBy(ctx, "test:runs", tick, 1).Err(); err != nil {
@@ -557,17 +506,13 @@ func TestRedisOneRunPerTickAcrossSkewedInstances(t *testing.T) {
 		scheds, recs = append(scheds, s), append(recs, rec)
 	}
 	start := time.Now()
-	for _, s := range scheds {
-		if err := s.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startAll(t, scheds...)
 	first := nextSecond(start)
 	last := first.Add(time.Duration(ticks-1) * time.Second)
 	sleepUntil(last.Add(time.Second)) // the slowest (800ms + 50ms) is done
 	var wg sync.WaitGroup
 	for _, s := range scheds {
-		wg.Go(func() { rlStop(t, s) })
+		wg.Go(func() { stopSched(t, s) })
 	}
 	wg.Wait()
 
@@ -645,7 +590,7 @@ func TestRedisLongJobKeepsItsLease(t *testing.T) {
 	var scheds []*Scheduler
 	var recs []*recorder
 	for _, id := range []string{"long-a", "long-b"} {
-		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisLockOwner(id)))
+		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisOwner(id)))
 		if err := s.Register("long", "* * * * * *", job, LockTTL(time.Second)); err != nil {
 			t.Fatal(err)
 		}
@@ -661,11 +606,7 @@ func TestRedisLongJobKeepsItsLease(t *testing.T) {
 		}
 		return Report{}, false
 	}
-	for _, s := range scheds {
-		if err := s.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startAll(t, scheds...)
 	var token int64
 	select {
 	case token = <-longStarted:
@@ -705,7 +646,7 @@ func TestRedisLongJobKeepsItsLease(t *testing.T) {
 	// Runs resume after it.
 	waitFor(t, 3*time.Second, "a run after the long one", func() bool { return starts.Load() > startsAtLong })
 	for _, s := range scheds {
-		rlStop(t, s)
+		stopSched(t, s)
 	}
 	if overlaps.Load() != 0 {
 		t.Errorf("%d overlapping runs", overlaps.Load())
@@ -750,7 +691,7 @@ func TestRedisLockStolenCancelsRun(t *testing.T) {
 	if err := s.Register("steal", "@every 1h", job, LockTTL(ttl)); err != nil {
 		t.Fatal(err)
 	}
-	repc := goAsyncRL(func() Report { return tickAt(t, s, "steal", t0) })
+	repc := goAsync(func() Report { return tickAt(t, s, "steal", t0) })
 	<-started
 	time.Sleep(150 * time.Millisecond) // mid-run, between two extensions
 
@@ -761,7 +702,7 @@ func TestRedisLockStolenCancelsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	stolen := time.Now()
-	thief, err := rlLocker(t, check, RedisLockOwner("thief")).Acquire(ctx, "steal", time.Minute)
+	thief, err := rlLocker(t, check, RedisOwner("thief")).Acquire(ctx, "steal", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -795,12 +736,6 @@ func TestRedisLockStolenCancelsRun(t *testing.T) {
 	}
 }
 
-func goAsyncRL[T any](fn func() T) <-chan T {
-	ch := make(chan T, 1)
-	go func() { ch <- fn() }()
-	return ch
-}
-
 // Redis is stopped for 5s while two instances run a job every second, then
 // restarted (empty): no panic, skipped ticks with the Redis error during the
 // outage, runs resume at the first tick after, no duplicate, no leak.
@@ -811,17 +746,13 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 	var scheds []*Scheduler
 	var recs []*recorder
 	for _, id := range []string{"out-a", "out-b"} {
-		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisLockOwner(id)))
+		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisOwner(id)))
 		if err := s.Register("tick", "* * * * * *", log.job(id, 5*time.Millisecond)); err != nil {
 			t.Fatal(err)
 		}
 		scheds, recs = append(scheds, s), append(recs, rec)
 	}
-	for _, s := range scheds {
-		if err := s.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startAll(t, scheds...)
 	// Two good ticks.
 	before := nextSecond(time.Now())
 	sleepUntil(before.Add(1500 * time.Millisecond))
@@ -840,7 +771,7 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 	firstAfter := nextSecond(up)
 	sleepUntil(firstAfter.Add(2500 * time.Millisecond))
 	for _, s := range scheds {
-		rlStop(t, s)
+		stopSched(t, s)
 	}
 
 	for tick, ids := range log.ticks() {
@@ -900,8 +831,8 @@ func TestRedisRedlockQuorum(t *testing.T) {
 	t.Parallel()
 	t.Cleanup(rlAwaitDialers)
 	srvs := []*redistest.Server{redistest.Start(t), redistest.Start(t), redistest.Start(t)}
-	newLocker := func(id string) *RedisLocker {
-		return rlLocker(t, srvs[0].Client(t), RedisLockOwner(id), RedlockWith(srvs[1].Client(t), srvs[2].Client(t)))
+	newLocker := func(id string) *redisLocker {
+		return rlLocker(t, srvs[0].Client(t), RedisOwner(id), RedlockWith(srvs[1].Client(t), srvs[2].Client(t)))
 	}
 	log := newTickLog()
 	var scheds []*Scheduler
@@ -913,11 +844,7 @@ func TestRedisRedlockQuorum(t *testing.T) {
 		}
 		scheds, recs = append(scheds, s), append(recs, rec)
 	}
-	for _, s := range scheds {
-		if err := s.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startAll(t, scheds...)
 	expectRuns := func(phase string, from time.Time, n, want int) {
 		t.Helper()
 		for tick := from; tick.Before(from.Add(time.Duration(n) * time.Second)); tick = tick.Add(time.Second) {
@@ -950,7 +877,7 @@ func TestRedisRedlockQuorum(t *testing.T) {
 	// retries for a while): leave the last tick's claims time to end.
 	sleepUntil(twoDown.Add(4 * time.Second))
 	for _, s := range scheds {
-		rlStop(t, s)
+		stopSched(t, s)
 	}
 	expectRuns("1 of 3 up", twoDown, 3, 0)
 	var why []error
@@ -1006,7 +933,7 @@ func TestRedisRedlockClaimRace(t *testing.T) {
 	rlLeakCheck(t)
 	srvs := []*redistest.Server{redistest.Start(t), redistest.Start(t), redistest.Start(t)}
 	ctx := context.Background()
-	var lockers []*RedisLocker
+	var lockers []*redisLocker
 	for range 5 {
 		lockers = append(lockers, rlLocker(t, srvs[0].Client(t), RedlockWith(srvs[1].Client(t), srvs[2].Client(t))))
 	}
@@ -1116,7 +1043,7 @@ func TestRedisCrashedHolderFreesLockAfterTTL(t *testing.T) {
 	}
 
 	log := newTickLog()
-	s, rec := rlSched(t, "survivor", rlLocker(t, srv.Client(t), RedisLockOwner("survivor")))
+	s, rec := rlSched(t, "survivor", rlLocker(t, srv.Client(t), RedisOwner("survivor")))
 	if err := s.Register("crash", "* * * * * *", log.job("survivor", 5*time.Millisecond), LockTTL(ttl)); err != nil {
 		t.Fatal(err)
 	}
@@ -1140,7 +1067,7 @@ func TestRedisCrashedHolderFreesLockAfterTTL(t *testing.T) {
 		firstRun = e.Time
 		break
 	}
-	rlStop(t, s)
+	stopSched(t, s)
 	after := firstRun.Sub(kill)
 	t.Logf("child (token %d) killed; survivor ran %s later with token %d", childToken, after, log.tokens()[0])
 	// The lock was last extended at most TTL/3 before the kill.
@@ -1176,7 +1103,7 @@ func TestRedisLockHolderProcess(t *testing.T) {
 	}
 	c := redis.NewClient(&redis.Options{Network: parts[0], Addr: parts[1]})
 	defer c.Close()
-	s, err := New(WithLocker(rlLocker(t, c, RedisLockOwner("child"))), WithInstanceID("child"),
+	s, err := New(WithLocker(rlLocker(t, c, RedisOwner("child"))), WithInstanceID("child"),
 		WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)

@@ -218,20 +218,14 @@ func failoverSchedule(t *testing.T, name string, mode redistest.FailoverMode) {
 		}
 		scheds, recs = append(scheds, s), append(recs, rec)
 	}
-	for _, s := range scheds {
-		waitSwitchLoaded(t, s)
-	}
-	for _, s := range scheds {
-		if err := s.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	waitSwitchLoaded(t, scheds...)
+	startAll(t, scheds...)
 	first := nextSecond(time.Now()).Add(time.Second)
 	// Mid-second, away from the claims (at 0-200ms past each second), so
 	// that no claim is caught between its execution and its reply.
 	sleepUntil(first.Add(3*time.Second + 400*time.Millisecond))
 
-	inflightRep := goAsyncRL(func() Report { return tickAt(t, scheds[0], "inflight", t0) })
+	inflightRep := goAsync(func() Report { return tickAt(t, scheds[0], "inflight", t0) })
 	inflight.waitStarted(t)
 	old := sn.Master()
 	began := time.Now()
@@ -247,7 +241,7 @@ func failoverSchedule(t *testing.T, name string, mode redistest.FailoverMode) {
 	sleepUntil(last.Add(time.Second)) // the latest run (200ms + 600ms) is done
 	var wg sync.WaitGroup
 	for _, s := range scheds {
-		wg.Go(func() { rlStop(t, s) })
+		wg.Go(func() { stopSched(t, s) })
 	}
 	wg.Wait()
 
@@ -362,8 +356,8 @@ func TestRedisSentinelFailoverBeforeReplication(t *testing.T) {
 	sn := redistest.StartSentinel(t)
 	ctx := context.Background()
 	ca, cb := sentinelClient(t, sn), sentinelClient(t, sn)
-	a, recA := rlSched(t, "a", rlLocker(t, ca, RedisLockOwner("a")))
-	b, _ := rlSched(t, "b", rlLocker(t, cb, RedisLockOwner("b")))
+	a, recA := rlSched(t, "a", rlLocker(t, ca, RedisOwner("a")))
+	b, _ := rlSched(t, "b", rlLocker(t, cb, RedisOwner("b")))
 	log := newRunLog()
 	holdStarted := make(chan int64, 1)
 	holdEnded := make(chan runEnd, 1)
@@ -417,7 +411,7 @@ func TestRedisSentinelFailoverBeforeReplication(t *testing.T) {
 		}
 		before = append(before, slices.Max(log.tokens("dup", time.Time{})))
 	}
-	holdDone := goAsyncRL(func() Report { return tickAt(t, a, "hold", T1) })
+	holdDone := goAsync(func() Report { return tickAt(t, a, "hold", T1) })
 	var holdToken int64
 	select {
 	case holdToken = <-holdStarted:

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// quorum is the RedisLocker over several independent masters
+// quorum is the Redis locker over several independent masters
 // (RedlockWith): a claim or a lock holds once a majority of the servers
 // holds it.
 //
@@ -172,7 +172,7 @@ func (q *quorum) lock(ctx context.Context, job string, ttl time.Duration, value 
 				token = max(token, a.reply.token)
 			}
 		}
-		return &quorumLease{leaseState: leaseState{job: job, key: key, token: token, value: value, ttl: ttl}, q: q}, nil
+		return q.newLease(q, job, key, value, token, ttl), nil
 	}
 	q.undo(ctx, job, value, as)
 	return nil, q.lockError(job, key, as, start, ttl)
@@ -224,73 +224,45 @@ func (q *quorum) lockError(job, key string, as []nodeAnswer, start time.Time, tt
 		key, count(as, granted), len(q.clients), q.quorum, errors.Join(errs...))
 }
 
-// quorumLease is a run lock held on a majority of servers.
-type quorumLease struct {
-	leaseState
-	q *quorum
-}
-
-// Extend implements Lease: redsync's compare-and-PEXPIRE script on every
-// server, in parallel; it holds when a majority extended it, in time to be
-// valid. Otherwise the lease is lost (ErrLockLost), and never extended or
-// released again.
-func (r *quorumLease) Extend(ctx context.Context, ttl time.Duration) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.check(); err != nil {
-		return err
-	}
-	if ttl < time.Millisecond {
-		ttl = r.ttl
-	}
-	ctx, cancel := r.q.bound(ctx)
-	defer cancel()
+// extend implements redisImpl: redsync's compare-and-PEXPIRE script on
+// every server, in parallel; the lock holds when a majority extended it,
+// in time to be valid.
+func (q *quorum) extend(ctx context.Context, r *redisLease, ttl time.Duration) error {
 	start := time.Now()
 	touched := func(a nodeAnswer) bool { return a.err == nil && a.val == int64(1) }
-	as := r.q.fanOut(ctx, deadlineFor(ctx, ttl), func(ctx context.Context, i int) nodeAnswer {
-		v, err := r.q.eval(ctx, i, touchScript, r.key, r.value, ttl.Milliseconds())
+	as := q.fanOut(ctx, deadlineFor(ctx, ttl), func(ctx context.Context, i int) nodeAnswer {
+		v, err := q.eval(ctx, i, touchScript, r.key, r.value, ttl.Milliseconds())
 		return nodeAnswer{val: v, err: err}
-	}, func(as []nodeAnswer) bool { return count(as, touched) >= r.q.quorum })
+	}, func(as []nodeAnswer) bool { return count(as, touched) >= q.quorum })
 	n := count(as, touched)
 	switch {
-	case n >= r.q.quorum && validFor(ttl, start) > 0:
-		r.ttl = ttl
+	case n >= q.quorum && validFor(ttl, start) > 0:
 		return nil
-	case n >= r.q.quorum:
+	case n >= q.quorum:
 		return r.lose("extend", errors.New("extended too late to be valid"))
 	}
 	return r.lose("extend", fmt.Errorf("%d of %d servers extended it, %d needed: %w",
-		n, len(r.q.clients), r.q.quorum, r.q.answerErrs(as, errGone)))
+		n, len(q.clients), q.quorum, q.answerErrs(as, errGone)))
 }
 
-// Release implements Lease: redsync's compare-and-delete script on every
-// server, in parallel. It is released once a majority deleted it; when
-// servers could not be reached it is not (the lock frees itself after its
-// TTL) and the error says so; otherwise the lease was lost.
-func (r *quorumLease) Release(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.lost != nil {
-		return r.lost
-	}
-	if r.released {
-		return nil
-	}
-	ctx, cancel := r.q.bound(ctx)
-	defer cancel()
+// release implements redisImpl: redsync's compare-and-delete script on
+// every server, in parallel. It is released once a majority deleted it;
+// when servers could not be reached it is not (the lock frees itself after
+// its TTL) and the error says so; otherwise the lease was lost.
+func (q *quorum) release(ctx context.Context, r *redisLease) error {
 	deleted := func(a nodeAnswer) bool { return a.err == nil && a.val == int64(1) }
 	dl, _ := ctx.Deadline()
-	as := r.q.fanOut(ctx, dl, func(ctx context.Context, i int) nodeAnswer {
-		v, err := r.q.eval(ctx, i, deleteScript, r.key, r.value)
+	as := q.fanOut(ctx, dl, func(ctx context.Context, i int) nodeAnswer {
+		v, err := q.eval(ctx, i, deleteScript, r.key, r.value)
 		return nodeAnswer{val: v, err: err}
-	}, func(as []nodeAnswer) bool { return count(as, deleted) >= r.q.quorum })
-	if count(as, deleted) >= r.q.quorum {
+	}, func(as []nodeAnswer) bool { return count(as, deleted) >= q.quorum })
+	if count(as, deleted) >= q.quorum {
 		r.released = true
 		return nil
 	}
 	if count(as, func(a nodeAnswer) bool { return a.err != nil }) > 0 {
 		return fmt.Errorf("lock %s: release: %d of %d servers released it, %d needed: %w",
-			r.key, count(as, deleted), len(r.q.clients), r.q.quorum, r.q.answerErrs(as, nil))
+			r.key, count(as, deleted), len(q.clients), q.quorum, q.answerErrs(as, nil))
 	}
 	return r.lose("release", errGone)
 }

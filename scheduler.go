@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -221,9 +219,9 @@ func New(opts ...Option) (*Scheduler, error) {
 	cfg := config{
 		loc:       time.Local,
 		logger:    slog.Default(),
-		prefix:    "cronguard:",
+		prefix:    defaultKeyPrefix,
 		killPoll:  100 * time.Millisecond,
-		budget:    2 * time.Second,
+		budget:    defaultCallBudget,
 		stopGrace: 5 * time.Second,
 	}
 	for _, opt := range opts {
@@ -235,10 +233,11 @@ func New(opts ...Option) (*Scheduler, error) {
 		}
 	}
 	if cfg.instance == "" {
-		host, _ := os.Hostname()
-		cfg.instance = host + "-" + strconv.Itoa(os.Getpid())
+		cfg.instance = defaultInstanceID()
 	}
-	cfg.useRedis()
+	if err := cfg.useRedis(); err != nil {
+		return nil, err
+	}
 	if cfg.locker == nil {
 		cfg.locker = NewMemoryLocker()
 	}

@@ -521,7 +521,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // hungHistory is a history store whose reads hang until their context ends.
-type hungHistory struct{ *cronguard.MemoryHistory }
+type hungHistory struct{ cronguard.HistoryStore }
 
 func (hungHistory) History(ctx context.Context, _ string, _ int) ([]cronguard.HistoryEntry, error) {
 	<-ctx.Done()

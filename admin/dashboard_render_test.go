@@ -155,7 +155,7 @@ func TestDashboardRendersLongHistory(t *testing.T) {
 // fillHistory appends n entries to job's history, oldest first: runs (one
 // in seven failed), every fifth a skip, every 50th a missed tick, every
 // 100th a flip.
-func fillHistory(t testing.TB, hs *cronguard.MemoryHistory, job string, n int) {
+func fillHistory(t testing.TB, hs cronguard.HistoryStore, job string, n int) {
 	t.Helper()
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	off := false

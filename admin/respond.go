@@ -4,10 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
-	"unicode/utf8"
 
 	"github.com/cronguard/cronguard"
+	"github.com/cronguard/cronguard/internal/textclip"
 )
 
 // ErrorBody is the JSON of every error response.
@@ -68,13 +67,4 @@ func fail(w http.ResponseWriter, err error) {
 // methods) echoed in errors and logs stay short.
 func clip(s string) string { return clipN(s, 200) }
 
-func clipN(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…(" + strconv.Itoa(len(s)) + " bytes)"
-}
+func clipN(s string, n int) string { return textclip.Cut(s, n) }

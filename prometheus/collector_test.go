@@ -303,7 +303,7 @@ func TestLockLostOnRealRedis(t *testing.T) {
 		done <- rep
 	}()
 	rec.waitFor(t, 10*time.Second, func(ev cronguard.Event) bool { return ev.Kind == cronguard.EventStarted })
-	const key = "cronguard:lock:{slow}" // RedisLocker's layout with the default prefix
+	const key = "cronguard:lock:{slow}" // NewRedisLocker's layout with the default prefix (ARCHITECTURE.md)
 	if n, err := rdb.Del(context.Background(), key).Result(); err != nil || n != 1 {
 		t.Fatalf("DEL %s: %d, %v (has the key layout changed?)", key, n, err)
 	}

@@ -30,7 +30,8 @@ import (
 	"io"
 	"os"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/cronguard/cronguard/internal/textclip"
 )
 
 const (
@@ -221,13 +222,4 @@ func remove(tests []string, test string) []string {
 }
 
 // clip cuts s to maxLineBytes on a UTF-8 boundary and says how long it was.
-func clip(s string) string {
-	if len(s) <= maxLineBytes {
-		return s
-	}
-	cut := maxLineBytes
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + fmt.Sprintf("…(%d bytes)", len(s))
-}
+func clip(s string) string { return textclip.Cut(s, maxLineBytes) }
