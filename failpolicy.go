@@ -46,6 +46,12 @@ type flagAnswer struct {
 // remembered; when the switch fails, the last remembered answer holds; with
 // none, the answer is off (or on, WithFailOpen).
 func (s *Scheduler) ask(ctx context.Context, flag string) flagAnswer {
+	if ks, ok := s.cfg.killSwitch.(*MemoryKillSwitch); ok {
+		// It answers from memory and never fails: no call budget (a timer
+		// per run), and no last answer to remember for the fail policy.
+		on, _ := ks.Enabled(ctx, flag)
+		return flagAnswer{on: on}
+	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.budget)
 	on, err := s.cfg.killSwitch.Enabled(cctx, flag)
 	cancel()

@@ -148,12 +148,24 @@ func (c *config) makeHistoryStore() HistoryStore {
 	return NewMemoryHistory(size)
 }
 
+// historyKeeps reports whether the history keeps events of kind (with skip
+// reason skip): runs, skips (but a tick taken elsewhere, which that instance
+// records) and missed ticks. The frequent ones (started, batch_done,
+// item_failed) cost nothing.
+func historyKeeps(kind EventKind, skip SkipReason) bool {
+	switch kind {
+	case EventFinished, EventMissed:
+		return true
+	case EventSkipped:
+		return skip != SkipTickTaken
+	}
+	return false
+}
+
 // historyFromEvent turns the events the history keeps into an entry.
 func historyFromEvent(ev Event) (HistoryEntry, bool) {
-	switch ev.Kind {
-	case EventFinished, EventSkipped, EventMissed:
-	default:
-		return HistoryEntry{}, false // the frequent ones (batch_done, item_failed) cost nothing
+	if !historyKeeps(ev.Kind, ev.Skip) {
+		return HistoryEntry{}, false
 	}
 	e := HistoryEntry{Job: ev.Job, Time: ev.Time, Instance: ev.Instance, Trigger: ev.Trigger, Tick: ev.Tick}
 	if ev.Err != nil {
@@ -167,9 +179,6 @@ func historyFromEvent(ev Event) (HistoryEntry, bool) {
 		r := historyReport(*ev.Report)
 		e.Kind, e.Report, e.By = HistoryRun, &r, r.By
 	case EventSkipped:
-		if ev.Skip == SkipTickTaken {
-			return e, false // the tick ran elsewhere, and is recorded there
-		}
 		e.Kind, e.Skip = HistorySkip, ev.Skip
 	case EventMissed:
 		e.Kind, e.Missed, e.First, e.Last = HistoryMissed, ev.Missed, ev.MissedFirst, ev.MissedLast

@@ -43,11 +43,31 @@ func (h *historyRecorder) observe(s *Scheduler, ev Event) {
 // record queues e for the writer without ever waiting: a full queue drops e
 // and raises an EventHistory. After Stop it drops e silently.
 func (h *historyRecorder) record(s *Scheduler, e HistoryEntry) {
+	if h.appendNow(s, e) {
+		return
+	}
 	if !h.enqueue(s, e) {
 		s.emit(Event{Kind: EventHistory, Job: e.Job, Trigger: e.Trigger, Tick: e.Tick,
 			Err: fmt.Errorf("%w: job %q: %s entry dropped: %d entries already wait for the writer",
 				ErrHistory, e.Job, e.Kind, cap(h.queue))})
 	}
+}
+
+// appendNow appends e on the caller's goroutine when the store is a
+// MemoryHistory, which neither blocks nor fails: no queue, no writer
+// goroutine, no timer per entry. It reports false for any other store.
+// After Stop it drops e silently, like enqueue.
+func (h *historyRecorder) appendNow(s *Scheduler, e HistoryEntry) bool {
+	m, ok := h.storeOf(s).(*MemoryHistory)
+	if !ok {
+		return false
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if !h.closed {
+		_ = m.Append(context.Background(), e)
+	}
+	return true
 }
 
 // enqueue reports false only when the queue is full.

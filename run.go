@@ -10,9 +10,15 @@ import (
 	"time"
 )
 
-// run is the state of one run, carried in its context from the outermost
-// guard to the batch loop.
+// run is the state of one run, and its context: the guards, the job and
+// every context derived from it find the run through Value(runKey{})
+// without a context.WithValue per field. It wraps the run's cancelable
+// context (canceled when the run ends, when its lock is lost, or by its
+// parent), so one allocation holds the whole run.
 type run struct {
+	context.Context
+	cancel context.CancelCauseFunc
+
 	s       *Scheduler // nil when a Batch runs outside a Scheduler
 	e       *entry
 	job     string
@@ -28,14 +34,27 @@ type run struct {
 	// duplicates counts RunManually items dropped as copies of an earlier one
 	duplicates atomic.Int64
 
+	held leaseCtx // the context below the run lock, with its lease (holdLease)
+	dog  watchdog // keeps the run lock alive (holdLease)
+
 	mu      sync.Mutex
 	stop    StopReason // set by the batch loop when it ends early without error
 	tripped bool       // the runaway guard switched the job off
 	cause   error      // context.Cause of the run's context when it ended canceled
 	stack   string     // of a panic
+
+	rep Report // the Report, once the run ended: the finished event points here
 }
 
 type runKey struct{}
+
+// Value implements context.Context: runKey answers the run itself.
+func (st *run) Value(key any) any {
+	if _, ok := key.(runKey); ok {
+		return st
+	}
+	return st.Context.Value(key)
+}
 
 // runFrom returns the run of ctx, or a detached one when a Job runs outside
 // a Scheduler (a Batch called directly in a test, say).
@@ -66,41 +85,45 @@ func (st *run) event(kind EventKind, err error) Event {
 	return ev
 }
 
-// execute runs e once through the chain of trig and reports the outcome.
+// execute runs e once through its guard chain for trig and reports the
+// outcome.
+//
+// Allocation budget: a scheduled run of a no-op job on the memory backends,
+// with no observer and a logger that drops Info, allocates at most
+// runAllocBudget objects (alloc_test.go holds it): the run, its cancelable
+// context, the memory lease, the watchdog's timer and the history entry's
+// copy of the Report. A manual run adds the hook that cancels it with the
+// Scheduler.
 func (s *Scheduler) execute(ctx context.Context, e *entry, trig Trigger, tick time.Time, items []any) Report {
 	st := &run{s: s, e: e, job: e.name, trigger: trig, tick: tick, items: items}
 	if trig == TriggerManual {
 		st.by = ActorFrom(ctx)
 	}
-	if !s.track(e.name) {
+	if !s.track(e) {
 		err := skip(SkipStopped, fmt.Errorf("%w: job %q not run", ErrStopped, e.name))
-		s.emit(Event{Kind: EventSkipped, Job: e.name, Trigger: trig, Tick: tick, Skip: SkipStopped, Err: err})
+		s.emitEvent(&Event{Kind: EventSkipped, Job: e.name, Trigger: trig, Tick: tick, Skip: SkipStopped, Err: err})
 		return st.report(err)
 	}
-	defer s.untrack(e.name)
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	stopWithScheduler := context.AfterFunc(s.base, func() { cancel(context.Cause(s.base)) })
-	defer stopWithScheduler()
-
-	ctx = context.WithValue(ctx, runKey{}, st)
-	ctx = context.WithValue(ctx, tickKey{}, tick)
-	chain := e.scheduled
-	if trig == TriggerManual {
-		chain = e.manual
+	defer s.untrack(e)
+	st.Context, st.cancel = context.WithCancelCause(ctx)
+	defer st.cancel(nil)
+	if ctx != s.base { // a scheduled run's parent is s.base, whose end reaches it already
+		stopWithScheduler := context.AfterFunc(s.base, func() { st.cancel(context.Cause(s.base)) })
+		defer stopWithScheduler()
 	}
-	rep := st.report(chain.Run(ctx))
+	st.rep = st.report(s.runChain(st))
+	rep := &st.rep
 	if rep.Skipped != "" {
 		ev := st.event(EventSkipped, rep.Err)
 		ev.Skip = rep.Skipped
-		s.emit(ev)
-		return rep
+		s.emitEvent(&ev)
+		return *rep
 	}
 	e.setLast(rep)
 	ev := st.event(EventFinished, rep.Err)
-	ev.Report = &rep
-	s.emit(ev)
-	return rep
+	ev.Report = rep // the run is over: nothing changes it any more
+	s.emitEvent(&ev)
+	return *rep
 }
 
 // report turns the run's state and the chain's error into a Report.
@@ -111,10 +134,12 @@ func (st *run) report(err error) Report {
 	if st.s != nil {
 		r.Instance = st.s.cfg.instance
 	}
-	var se *skipError
-	if errors.As(err, &se) {
-		r.Skipped = se.reason
-		return r
+	if err != nil { // errors.As's target escapes: an allocation a run without error does without
+		var se *skipError
+		if errors.As(err, &se) {
+			r.Skipped = se.reason
+			return r
+		}
 	}
 	if !st.start.IsZero() { // zero when a middleware failed before the guards let the run start
 		r.Duration = time.Since(st.start)
@@ -167,22 +192,36 @@ func stopReason(err, cause error, early StopReason) (StopReason, error) {
 
 // track counts a run as going; it refuses once the scheduler is stopped, so
 // Stop's wait sees every run.
-func (s *Scheduler) track(job string) bool {
+func (s *Scheduler) track(e *entry) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state == stopped {
 		return false
 	}
-	s.active[job]++
 	s.wg.Add(1)
+	e.active.Add(1)
 	return true
 }
 
-func (s *Scheduler) untrack(job string) {
-	s.mu.Lock()
-	s.active[job]--
-	s.mu.Unlock()
+func (s *Scheduler) untrack(e *entry) {
+	e.active.Add(-1)
 	s.wg.Done()
+}
+
+// eventLevel is the level an event is logged at. An operator's stop (kill
+// switch, Stop) is no failure.
+func eventLevel(ev *Event) slog.Level {
+	switch ev.Kind {
+	case EventStarted, EventBatchDone:
+		return slog.LevelDebug
+	case EventItemFailed, EventFlag, EventHistory, EventMissed:
+		return slog.LevelWarn
+	case EventLockLost, EventRunaway:
+		return slog.LevelError
+	case EventFinished:
+		return finishedLevel(ev.Report)
+	}
+	return slog.LevelInfo
 }
 
 // finishedLevel: an operator's stop (kill switch, Stop) is no failure.
@@ -199,59 +238,70 @@ func finishedLevel(r *Report) slog.Level {
 	return slog.LevelError
 }
 
-// emit sends ev to the observer and the logger. Neither may take the
+// emit sends ev to the observers, the logger and the history.
+func (s *Scheduler) emit(ev Event) { s.emitEvent(&ev) }
+
+// emitEvent sends ev to the observers, the logger and the history, and does
+// nothing at all for an event nobody takes: no observer, a logger that
+// drops its level, a kind the history does not keep (started, batch_done,
+// item_failed, ...). Neither the observers nor the logger may take the
 // process down: emit also runs on the worker goroutines of a Batch (item
-// failures), where a panic could not be recovered by the run. A panic in the
+// failures), where a panic could not be recovered by the run. A panic in an
 // observer is logged; a panic in the logger's handler loses that record.
-func (s *Scheduler) emit(ev Event) {
+func (s *Scheduler) emitEvent(ev *Event) {
 	if s == nil {
+		return
+	}
+	level := eventLevel(ev)
+	logged := s.logEnabled(level)
+	kept := historyKeeps(ev.Kind, ev.Skip)
+	if len(s.cfg.observers) == 0 && !logged && !kept {
 		return
 	}
 	ev.Instance = s.cfg.instance
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
-	s.observe(ev)
-	s.log(ev)
-	s.history.observe(s, ev) // never blocks: a bounded queue to one writer
-}
-
-// observe calls every observer.
-func (s *Scheduler) observe(ev Event) {
 	for _, fn := range s.cfg.observers {
 		s.observeOne(fn, ev)
 	}
+	if logged {
+		s.log(level, ev)
+	}
+	if kept {
+		s.history.observe(s, *ev) // never blocks: a bounded queue to one writer
+	}
 }
 
-// observeOne calls one observer. A panic in it is logged, not passed on: it
-// may run on a worker goroutine of a Batch, where a panic would end the
-// process.
-func (s *Scheduler) observeOne(fn func(Event), ev Event) {
+// heard reports whether an event of kind (skip reason skip) at level would
+// reach anyone: an observer, the logger or the history. A caller that
+// builds costly fields (an error's text) asks first.
+func (s *Scheduler) heard(kind EventKind, skip SkipReason, level slog.Level) bool {
+	return len(s.cfg.observers) > 0 || historyKeeps(kind, skip) || s.logEnabled(level)
+}
+
+// logEnabled asks the logger whether it takes level; a panic in its handler
+// is a no.
+func (s *Scheduler) logEnabled(level slog.Level) (on bool) {
+	defer recoverLogger()
+	return s.cfg.logger.Enabled(context.Background(), level)
+}
+
+// observeOne calls one observer with a copy of ev. A panic in it is logged,
+// not passed on: it may run on a worker goroutine of a Batch, where a panic
+// would end the process.
+func (s *Scheduler) observeOne(fn func(Event), ev *Event) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.logAttrs(slog.LevelError, "cronguard: observer panicked", slog.String("job", ev.Job),
 				slog.String("event", string(ev.Kind)), slog.String("panic", clip(fmt.Sprint(r))))
 		}
 	}()
-	fn(ev)
+	fn(*ev)
 }
 
-func (s *Scheduler) log(ev Event) {
-	level := slog.LevelInfo
-	switch ev.Kind {
-	case EventStarted, EventBatchDone:
-		level = slog.LevelDebug
-	case EventItemFailed, EventFlag, EventHistory, EventMissed:
-		level = slog.LevelWarn
-	case EventLockLost, EventRunaway:
-		level = slog.LevelError
-	case EventFinished:
-		level = finishedLevel(ev.Report)
-	}
-	defer recoverLogger() // Enabled is the handler's code too
-	if !s.cfg.logger.Enabled(context.Background(), level) {
-		return
-	}
+// log writes ev at level, which the logger takes.
+func (s *Scheduler) log(level slog.Level, ev *Event) {
 	attrs := []slog.Attr{slog.String("job", ev.Job), slog.String("trigger", string(ev.Trigger))}
 	if !ev.Tick.IsZero() {
 		attrs = append(attrs, slog.Time("tick", ev.Tick))
@@ -278,7 +328,7 @@ func (s *Scheduler) log(ev Event) {
 	if ev.Stack != "" {
 		attrs = append(attrs, slog.String("stack", ev.Stack))
 	}
-	s.cfg.logger.LogAttrs(context.Background(), level, "cronguard: "+string(ev.Kind), attrs...)
+	s.logAttrs(level, "cronguard: "+string(ev.Kind), attrs...)
 }
 
 // logAttrs logs one record, losing it if the logger's handler panics.

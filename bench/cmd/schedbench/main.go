@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,11 +32,13 @@ type config struct {
 	busy, gocronBare, skips       bool
 	pings                         int
 	out                           string
+	only                          map[string]bool // lib keys of the comparison to run; nil: all
+	cpuProfile                    string
 }
 
 func parseFlags() (config, error) {
 	var c config
-	var scale string
+	var scale, only string
 	flag.IntVar(&c.reps, "reps", 3, "repetitions of the side-by-side comparison (phases alternate within each)")
 	flag.IntVar(&c.seconds, "seconds", 6, "ticks measured per phase of the comparison")
 	flag.IntVar(&c.jobs, "jobs", 1000, "jobs firing every second")
@@ -47,7 +50,17 @@ func parseFlags() (config, error) {
 	flag.IntVar(&c.pings, "pings", 0, "PINGs per run of the Redis floor (0: the round trips measured per cronguard run, rounded)")
 	flag.BoolVar(&c.skips, "skips", false, "count cronguard's skipped ticks by reason (adds an observer, which costs a little)")
 	flag.StringVar(&c.out, "out", "", "directory to write results.md, results.json, scaling.png and scaling.svg to")
+	flag.StringVar(&only, "only", "", "comparison rows to run, by key (comma-separated: robfig, gocron, gocron-redsync, cronguard-memory, cronguard-redis, redis-floor; empty: all)")
+	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	for _, k := range strings.Split(only, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			if c.only == nil {
+				c.only = map[string]bool{}
+			}
+			c.only[k] = true
+		}
+	}
 	for _, f := range strings.Split(scale, ",") {
 		if f = strings.TrimSpace(f); f == "" {
 			continue
@@ -77,6 +90,13 @@ func main() {
 }
 
 func run(cfg config) error {
+	if cfg.cpuProfile != "" {
+		stop, err := startCPUProfile(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	srv, err := startRedis()
 	if err != nil {
 		return err
@@ -124,7 +144,29 @@ func comparisonRows(cfg config) []rowID {
 	if cfg.busy {
 		rows = append(rows, rowID{libCGRedis, true}, rowID{libRedisBase, true})
 	}
-	return rows
+	if cfg.only == nil {
+		return rows
+	}
+	kept := rows[:0]
+	for _, r := range rows {
+		if cfg.only[r.l.key] {
+			kept = append(kept, r)
+		}
+	}
+	return kept
+}
+
+// startCPUProfile profiles the whole process until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
 }
 
 // rowID is one row of the table: a library, idle or beside the spinners.
@@ -159,6 +201,9 @@ func (b *bench) compare(cfg config, res *results) error {
 			res.Phases = append(res.Phases, r)
 		}
 		for _, l := range heapLibs {
+			if cfg.only != nil && !cfg.only[l.key] {
+				continue
+			}
 			reg, err := b.measureRegistration(l, cfg.heapJobs)
 			if err != nil {
 				return err
