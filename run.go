@@ -89,11 +89,16 @@ func (st *run) event(kind EventKind, err error) Event {
 // outcome.
 //
 // Allocation budget: a scheduled run of a no-op job on the memory backends,
-// with no observer and a logger that drops Info, allocates at most
-// runAllocBudget objects (alloc_test.go holds it): the run, its cancelable
-// context, the memory lease, the watchdog's timer and the history entry's
-// copy of the Report. A manual run adds the hook that cancels it with the
-// Scheduler.
+// with no observer and a logger that drops Info, allocates runAllocBudget
+// (6) objects: the run (which is also its context), the cancelable context
+// below it and its cancel func, the memory Lease, and the history entry's
+// copy of the Report and its ID. No timer, goroutine, context per guard or
+// event is made for it: the watchdog shares one timer for the process, the
+// memory stores are called without a deadline, and an event nobody takes
+// is not built. robfig/cron adds the goroutine it starts per fire. A
+// manual run adds the hook that cancels it with the Scheduler; an observer,
+// a logger that takes the events, a Redis backend, a Timeout or HardKill
+// add their own.
 func (s *Scheduler) execute(ctx context.Context, e *entry, trig Trigger, tick time.Time, items []any) Report {
 	st := &run{s: s, e: e, job: e.name, trigger: trig, tick: tick, items: items}
 	if trig == TriggerManual {
@@ -354,3 +359,9 @@ func ReportFrom(ctx context.Context, err error) (r Report, ok bool) {
 	}
 	return st.report(err), true
 }
+
+// runAllocBudget is the most objects a scheduled run of a no-op job
+// allocates on the memory backends with no observer and a logger that
+// drops Info (alloc_test.go holds it; see execute). Before issue 8's rework
+// a run allocated 43.
+const runAllocBudget = 6
