@@ -412,7 +412,7 @@ const (
 // early, and processOne leaves an item notDone, only once ctx has ended).
 func (w *worker[T]) processAll(ctx context.Context, items []keyed[T]) ([]outcome, error) {
 	outs := w.outcomes(len(items))
-	if w.b.Concurrency <= -1 {
+	if w.b.Concurrency <= 1 {
 		return outs, w.processInline(ctx, items, outs)
 	}
 	return outs, w.processConcurrently(ctx, items, outs)
