@@ -300,3 +300,47 @@ func (h *benchRTs) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		return next(ctx, cmds)
 	}
 }
+
+// burstJobs is the number of jobs BenchmarkFireBurst fires at once.
+const burstJobs = 1000
+
+// BenchmarkFireBurst is issue 8's scenario without the clock: 1,000 jobs
+// whose tick comes at once, each fired on a goroutine of its own as
+// robfig/cron does, through the whole guard chain on the memory backends
+// with nobody listening. ns/op is per run; compare it with the bare
+// sub-benchmark, which starts the same goroutines around a no-op, the
+// floor robfig/cron sets. The CPU profile of this benchmark is the one of
+// issue 8's comparison, with enough samples to read:
+//
+//	go test -run '^$' -bench FireBurst -cpuprofile cpu.out .
+func BenchmarkFireBurst(b *testing.B) {
+	s := newBenchScheduler(b)
+	entries := make([]*entry, burstJobs)
+	for i := range entries {
+		entries[i] = benchEntry(b, s, "job-"+strconv.Itoa(i), "* * * * * *", JobFunc(func(context.Context) error { return nil }))
+	}
+	tick := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC) // a new one each burst, across -count
+	burst := func(b *testing.B, run func(e *entry, tick time.Time)) {
+		var wg sync.WaitGroup
+		b.ReportAllocs()
+		for b.Loop() {
+			tick = tick.Add(time.Second)
+			for _, e := range entries {
+				wg.Go(func() { run(e, tick) })
+			}
+			wg.Wait()
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/burstJobs, "ns/run")
+	}
+	b.Run("bare", func(b *testing.B) {
+		var n atomic.Int64
+		burst(b, func(*entry, time.Time) { n.Add(1) })
+	})
+	b.Run("guarded", func(b *testing.B) {
+		burst(b, func(e *entry, tick time.Time) {
+			if rep := fireTick(s, e, tick); rep.Stop != StopDone {
+				b.Errorf("%+v", rep)
+			}
+		})
+	})
+}

@@ -149,12 +149,8 @@ func (s *Scheduler) claimGuard(ctx context.Context, e *entry) error {
 	cctx, cancel := s.lockerCtx(ctx)
 	c, err := s.cfg.locker.Claim(cctx, e.name, tick, lockTTL, s.cfg.instance)
 	cancel()
-	if err != nil {
-		return skip(SkipBackend, fmt.Errorf("%w: job %q: claim tick %s: %w", ErrBackend, e.name, fmtTick(tick), err))
-	}
-	if !c.Won {
-		return skip(SkipTickTaken, fmt.Errorf("%w: job %q: tick %s: the claim mark is at tick %s, claimed by %q",
-			ErrTickTaken, e.name, fmtTick(tick), fmtTick(c.HolderTick), clip(c.Holder)))
+	if err != nil || !c.Won {
+		return claimSkip(e, tick, &c, err)
 	}
 	if !c.Prev.IsZero() {
 		s.reportMissed(ctx, e, c.Prev, tick)
@@ -162,12 +158,27 @@ func (s *Scheduler) claimGuard(ctx context.Context, e *entry) error {
 	switch {
 	case lockTTL == 0:
 		return s.body(ctx, e)
-	case errors.Is(c.LockErr, ErrLocked):
-		return skip(SkipLocked, c.LockErr)
 	case c.LockErr != nil || isNil(c.Lease):
-		return skip(SkipBackend, fmt.Errorf("%w: job %q: tick %s claimed, lock not taken: %w", ErrBackend, e.name, fmtTick(tick), c.LockErr))
+		return lockSkip(e, tick, c.LockErr)
 	}
 	return s.holdLease(ctx, e, c.Lease, lockTTL)
+}
+
+// claimSkip is the skip of a claim that failed (err) or was lost.
+func claimSkip(e *entry, tick time.Time, c *Claim, err error) error {
+	if err != nil {
+		return skip(SkipBackend, fmt.Errorf("%w: job %q: claim tick %s: %w", ErrBackend, e.name, fmtTick(tick), err))
+	}
+	return skip(SkipTickTaken, fmt.Errorf("%w: job %q: tick %s: the claim mark is at tick %s, claimed by %q",
+		ErrTickTaken, e.name, fmtTick(tick), fmtTick(c.HolderTick), clip(c.Holder)))
+}
+
+// lockSkip is the skip of a won claim whose run lock was not taken.
+func lockSkip(e *entry, tick time.Time, lockErr error) error {
+	if errors.Is(lockErr, ErrLocked) {
+		return skip(SkipLocked, lockErr)
+	}
+	return skip(SkipBackend, fmt.Errorf("%w: job %q: tick %s claimed, lock not taken: %w", ErrBackend, e.name, fmtTick(tick), lockErr))
 }
 
 // reportMissed raises EventMissed when the spec names ticks strictly
@@ -336,8 +347,6 @@ func (s *Scheduler) body(ctx context.Context, e *entry) error {
 func (s *Scheduler) start(ctx context.Context, e *entry) error {
 	st := runFrom(ctx)
 	st.begin()
-	ev := st.event(EventStarted, nil)
-	s.emitEvent(&ev)
 	var err error
 	if st.items != nil {
 		err = e.batch().runItems(ctx, st.items)

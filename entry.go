@@ -82,14 +82,20 @@ func (s *Scheduler) fire(e *entry) { s.fireAt(e, time.Now()) }
 func (s *Scheduler) fireAt(e *entry, now time.Time) {
 	tick, err := e.ticks.take(now)
 	if err != nil {
-		if !s.heard(EventSkipped, SkipTickTaken, slog.LevelInfo) {
-			return
-		}
-		err = skip(SkipTickTaken, fmt.Errorf("%w: job %q: %w", ErrTickTaken, e.name, err))
-		s.emit(Event{Kind: EventSkipped, Job: e.name, Trigger: TriggerSchedule, Tick: tick, Skip: SkipTickTaken, Err: err})
+		s.staleFire(e, tick, err)
 		return
 	}
-	s.execute(s.base, e, TriggerSchedule, tick, nil)
+	s.runOnce(s.base, e, TriggerSchedule, tick, nil)
+}
+
+// staleFire reports a fire that stood for a tick this process has run
+// already (or for none), if anyone listens.
+func (s *Scheduler) staleFire(e *entry, tick time.Time, err error) {
+	if !s.heard(EventSkipped, SkipTickTaken, slog.LevelInfo) {
+		return
+	}
+	err = skip(SkipTickTaken, fmt.Errorf("%w: job %q: %w", ErrTickTaken, e.name, err))
+	s.emitEvent(&Event{Kind: EventSkipped, Job: e.name, Trigger: TriggerSchedule, Tick: tick, Skip: SkipTickTaken, Err: err})
 }
 
 // tickSchedule wraps a schedule to remember the ticks robfig/cron asked for,

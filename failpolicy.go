@@ -101,6 +101,13 @@ func (s *Scheduler) flagEvent(ctx context.Context, flag string) flagAnswer {
 	if a.err == nil {
 		return a
 	}
+	s.flagUnclean(ctx, flag, a)
+	return a
+}
+
+// flagUnclean raises the EventFlag of an answer the switch could not give
+// cleanly.
+func (s *Scheduler) flagUnclean(ctx context.Context, flag string, a flagAnswer) {
 	st := runFrom(ctx)
 	ev := st.event(EventFlag, fmt.Errorf("flag %q: %w", flag, a.err))
 	if st.e == nil { // asked outside a run (Jobs): name the flag
@@ -108,5 +115,4 @@ func (s *Scheduler) flagEvent(ctx context.Context, flag string) flagAnswer {
 	}
 	ev.Enabled = a.on
 	s.emit(ev)
-	return a
 }

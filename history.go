@@ -162,28 +162,34 @@ func historyKeeps(kind EventKind, skip SkipReason) bool {
 	return false
 }
 
-// historyFromEvent turns the events the history keeps into an entry.
-func historyFromEvent(ev Event) (HistoryEntry, bool) {
+// historyFromEvent fills e, which is zero, from ev when the history keeps
+// events of its kind. Both go by pointer: this runs on every run's stack,
+// where a copy of either costs a stack growth.
+func historyFromEvent(ev *Event, e *HistoryEntry) bool {
 	if !historyKeeps(ev.Kind, ev.Skip) {
-		return HistoryEntry{}, false
+		return false
 	}
-	e := HistoryEntry{Job: ev.Job, Time: ev.Time, Instance: ev.Instance, Trigger: ev.Trigger, Tick: ev.Tick}
+	e.Job, e.Time, e.Instance, e.Trigger, e.Tick = ev.Job, ev.Time, ev.Instance, ev.Trigger, ev.Tick
 	if ev.Err != nil {
 		e.Error = clipN(ev.Err.Error(), historyTextMax)
 	}
 	switch ev.Kind {
 	case EventFinished:
 		if ev.Report == nil {
-			return e, false
+			return false
 		}
-		r := historyReport(*ev.Report)
-		e.Kind, e.Report, e.By = HistoryRun, &r, r.By
+		r := new(Report) // historyReport, in place
+		*r = *ev.Report
+		if r.Err != nil {
+			r.Err = errors.New(clipN(r.Err.Error(), historyTextMax))
+		}
+		e.Kind, e.Report, e.By = HistoryRun, r, r.By
 	case EventSkipped:
 		e.Kind, e.Skip = HistorySkip, ev.Skip
 	case EventMissed:
 		e.Kind, e.Missed, e.First, e.Last = HistoryMissed, ev.Missed, ev.MissedFirst, ev.MissedLast
 	}
-	return e, true
+	return true
 }
 
 // historyReport is r as the history keeps it: its error as bounded text.
@@ -196,7 +202,7 @@ func historyReport(r Report) Report {
 
 // recordFlip records a switch flip made with SetEnabled.
 func (s *Scheduler) recordFlip(ctx context.Context, job string, on bool, reason string) {
-	s.history.record(s, HistoryEntry{
+	s.history.record(s, &HistoryEntry{
 		Kind: HistoryFlag, Job: job, Time: time.Now(), Instance: s.cfg.instance,
 		By: ActorFrom(ctx), Enabled: &on, Reason: clipN(reason, historyTextMax),
 	})

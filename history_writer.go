@@ -34,30 +34,36 @@ func (h *historyRecorder) storeOf(s *Scheduler) HistoryStore {
 
 // observe records ev if the history keeps events of its kind. It is the
 // hook in Scheduler.emit.
-func (h *historyRecorder) observe(s *Scheduler, ev Event) {
-	if e, ok := historyFromEvent(ev); ok {
-		h.record(s, e)
+func (h *historyRecorder) observe(s *Scheduler, ev *Event) {
+	var e HistoryEntry
+	if historyFromEvent(ev, &e) {
+		h.record(s, &e)
 	}
 }
 
 // record queues e for the writer without ever waiting: a full queue drops e
 // and raises an EventHistory. After Stop it drops e silently.
-func (h *historyRecorder) record(s *Scheduler, e HistoryEntry) {
+func (h *historyRecorder) record(s *Scheduler, e *HistoryEntry) {
 	if h.appendNow(s, e) {
 		return
 	}
 	if !h.enqueue(s, e) {
-		s.emit(Event{Kind: EventHistory, Job: e.Job, Trigger: e.Trigger, Tick: e.Tick,
-			Err: fmt.Errorf("%w: job %q: %s entry dropped: %d entries already wait for the writer",
-				ErrHistory, e.Job, e.Kind, cap(h.queue))})
+		h.dropped(s, e)
 	}
+}
+
+// dropped raises the EventHistory of an entry the full queue dropped.
+func (h *historyRecorder) dropped(s *Scheduler, e *HistoryEntry) {
+	s.emit(Event{Kind: EventHistory, Job: e.Job, Trigger: e.Trigger, Tick: e.Tick,
+		Err: fmt.Errorf("%w: job %q: %s entry dropped: %d entries already wait for the writer",
+			ErrHistory, e.Job, e.Kind, cap(h.queue))})
 }
 
 // appendNow appends e on the caller's goroutine when the store is a
 // MemoryHistory, which neither blocks nor fails: no queue, no writer
 // goroutine, no timer per entry. It reports false for any other store.
 // After Stop it drops e silently, like enqueue.
-func (h *historyRecorder) appendNow(s *Scheduler, e HistoryEntry) bool {
+func (h *historyRecorder) appendNow(s *Scheduler, e *HistoryEntry) bool {
 	m, ok := h.storeOf(s).(*MemoryHistory)
 	if !ok {
 		return false
@@ -65,13 +71,13 @@ func (h *historyRecorder) appendNow(s *Scheduler, e HistoryEntry) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if !h.closed {
-		_ = m.Append(context.Background(), e)
+		m.add(e)
 	}
 	return true
 }
 
 // enqueue reports false only when the queue is full.
-func (h *historyRecorder) enqueue(s *Scheduler, e HistoryEntry) bool {
+func (h *historyRecorder) enqueue(s *Scheduler, e *HistoryEntry) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if h.closed {
@@ -79,7 +85,7 @@ func (h *historyRecorder) enqueue(s *Scheduler, e HistoryEntry) bool {
 	}
 	h.startOnce.Do(func() { h.start(s) })
 	select {
-	case h.queue <- e:
+	case h.queue <- *e:
 		return true
 	default:
 		return false

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,9 @@ type run struct {
 	failed    atomic.Int64
 	// duplicates counts RunManually items dropped as copies of an earlier one
 	duplicates atomic.Int64
+
+	prev, next *run  // in its shard of Scheduler.runs
+	shard      uint8 // of Scheduler.runs
 
 	held leaseCtx // the context below the run lock, with its lease (holdLease)
 	dog  watchdog // keeps the run lock alive (holdLease)
@@ -65,10 +69,14 @@ func runFrom(ctx context.Context) *run {
 	return &run{job: "(unscheduled)", trigger: TriggerManual}
 }
 
+// begin marks the start of the job and raises EventStarted.
 func (st *run) begin() {
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	st.start = time.Now()
+	st.mu.Unlock()
+	var ev Event
+	st.initEvent(&ev, EventStarted, nil)
+	st.s.emitEvent(&ev)
 }
 
 func (st *run) setStop(r StopReason) {
@@ -78,11 +86,17 @@ func (st *run) setStop(r StopReason) {
 }
 
 func (st *run) event(kind EventKind, err error) Event {
-	ev := Event{Kind: kind, Job: st.job, Trigger: st.trigger, Tick: st.tick, Err: err}
+	var ev Event
+	st.initEvent(&ev, kind, err)
+	return ev
+}
+
+// initEvent is event into *ev, which is zero.
+func (st *run) initEvent(ev *Event, kind EventKind, err error) {
+	ev.Kind, ev.Job, ev.Trigger, ev.Tick, ev.Err = kind, st.job, st.trigger, st.tick, err
 	if kind == EventFinished && errors.Is(err, ErrPanic) {
 		ev.Stack = st.stack
 	}
-	return ev
 }
 
 // execute runs e once through its guard chain for trig and reports the
@@ -100,42 +114,76 @@ func (st *run) event(kind EventKind, err error) Event {
 // a logger that takes the events, a Redis backend, a Timeout or HardKill
 // add their own.
 func (s *Scheduler) execute(ctx context.Context, e *entry, trig Trigger, tick time.Time, items []any) Report {
+	return s.runOnce(ctx, e, trig, tick, items).rep
+}
+
+// runOnce is execute; the Report is in the run it returns.
+func (s *Scheduler) runOnce(ctx context.Context, e *entry, trig Trigger, tick time.Time, items []any) *run {
 	st := &run{s: s, e: e, job: e.name, trigger: trig, tick: tick, items: items}
 	if trig == TriggerManual {
 		st.by = ActorFrom(ctx)
 	}
 	if !s.track(e) {
-		err := skip(SkipStopped, fmt.Errorf("%w: job %q not run", ErrStopped, e.name))
-		s.emitEvent(&Event{Kind: EventSkipped, Job: e.name, Trigger: trig, Tick: tick, Skip: SkipStopped, Err: err})
-		return st.report(err)
+		st.refuse()
+		return st
 	}
 	defer s.untrack(e)
+	if ctx == s.base {
+		// A scheduled run. Its context does not hang below s.base: every
+		// run would then register with, and leave, one context's lock
+		// and map. The registry cancels it at Stop instead, as s.base would.
+		ctx = context.Background()
+	}
 	st.Context, st.cancel = context.WithCancelCause(ctx)
 	defer st.cancel(nil)
-	if ctx != s.base { // a scheduled run's parent is s.base, whose end reaches it already
-		stopWithScheduler := context.AfterFunc(s.base, func() { st.cancel(context.Cause(s.base)) })
-		defer stopWithScheduler()
-	}
-	st.rep = st.report(s.runChain(st))
+	s.runs.add(st)
+	defer s.runs.remove(st)
+	st.finish(s.runChain(st))
+	return st
+}
+
+// The frames of execute and of everything below it are on the stack of
+// every run's goroutine, which starts small: a copy of a Report or an Event
+// held there across the run costs a stack growth (a copy of the stack).
+// So the functions that build them are siblings of the run, not its
+// callers.
+
+// refuse reports a run the stopped Scheduler did not start.
+func (st *run) refuse() {
+	err := skip(SkipStopped, fmt.Errorf("%w: job %q not run", ErrStopped, st.job))
+	st.fillReport(&st.rep, err)
+	st.s.emitEvent(&Event{Kind: EventSkipped, Job: st.job, Trigger: st.trigger, Tick: st.tick, Skip: SkipStopped, Err: err})
+}
+
+// finish turns the chain's error into the run's Report and raises its
+// finished or skipped event.
+func (st *run) finish(err error) {
 	rep := &st.rep
+	st.fillReport(rep, err)
+	var ev Event
 	if rep.Skipped != "" {
-		ev := st.event(EventSkipped, rep.Err)
+		st.initEvent(&ev, EventSkipped, rep.Err)
 		ev.Skip = rep.Skipped
-		s.emitEvent(&ev)
-		return *rep
+	} else {
+		st.e.setLast(rep)
+		st.initEvent(&ev, EventFinished, rep.Err)
+		ev.Report = rep // the run is over: nothing changes it any more
 	}
-	e.setLast(rep)
-	ev := st.event(EventFinished, rep.Err)
-	ev.Report = rep // the run is over: nothing changes it any more
-	s.emitEvent(&ev)
-	return *rep
+	st.s.emitEvent(&ev)
 }
 
 // report turns the run's state and the chain's error into a Report.
 func (st *run) report(err error) Report {
+	var r Report
+	st.fillReport(&r, err)
+	return r
+}
+
+// fillReport is report into *r.
+func (st *run) fillReport(r *Report, err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	r := Report{Job: st.job, Trigger: st.trigger, Tick: st.tick, By: st.by, Start: st.start, Err: err}
+	*r = Report{Job: st.job, Trigger: st.trigger, Tick: st.tick, By: st.by, Start: st.start, Err: err}
 	if st.s != nil {
 		r.Instance = st.s.cfg.instance
 	}
@@ -143,7 +191,7 @@ func (st *run) report(err error) Report {
 		var se *skipError
 		if errors.As(err, &se) {
 			r.Skipped = se.reason
-			return r
+			return
 		}
 	}
 	if !st.start.IsZero() { // zero when a middleware failed before the guards let the run start
@@ -155,7 +203,6 @@ func (st *run) report(err error) Report {
 	r.Duplicates = int(st.duplicates.Load())
 	r.Stop, r.Err = stopReason(err, st.cause, st.stop)
 	r.Tripped = st.tripped
-	return r
 }
 
 // stopReason says why a run ended. A canceled context explains the end
@@ -193,6 +240,67 @@ func stopReason(err, cause error, early StopReason) (StopReason, error) {
 		return StopTimeout, err
 	}
 	return StopError, err
+}
+
+// runRegistry holds the runs going now, so that Stop can cancel them (see
+// Scheduler.cancelBase). It is sharded, each shard a list under its own
+// lock, so that concurrent runs do not queue on one lock, as they would
+// registering as children of one context.
+type runRegistry struct {
+	cause  atomic.Pointer[error] // set by cancelAll: a run added later cancels itself
+	shards [16]runShard
+}
+
+type runShard struct {
+	mu   sync.Mutex
+	head *run
+	_    [48]byte // a cache line each: shards are locked from every core
+}
+
+// add registers st, whose context is made.
+func (r *runRegistry) add(st *run) {
+	st.shard = uint8(rand.Uint32() % uint32(len(r.shards)))
+	sh := &r.shards[st.shard]
+	sh.mu.Lock()
+	st.next = sh.head
+	if sh.head != nil {
+		sh.head.prev = st
+	}
+	sh.head = st
+	sh.mu.Unlock()
+	if c := r.cause.Load(); c != nil {
+		st.cancel(*c)
+	}
+}
+
+func (r *runRegistry) remove(st *run) {
+	sh := &r.shards[st.shard]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if st.prev != nil {
+		st.prev.next = st.next
+	} else {
+		sh.head = st.next
+	}
+	if st.next != nil {
+		st.next.prev = st.prev
+	}
+	st.prev, st.next = nil, nil
+}
+
+// cancelAll cancels every run going now, and every run added from now on,
+// with cause.
+func (r *runRegistry) cancelAll(cause error) {
+	r.cause.CompareAndSwap(nil, &cause)
+	c := *r.cause.Load()
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		for st := sh.head; st != nil; st = st.next {
+			st.cancel(c)
+		}
+		sh.mu.Unlock()
+	}
 }
 
 // track counts a run as going; it refuses once the scheduler is stopped, so
@@ -274,7 +382,7 @@ func (s *Scheduler) emitEvent(ev *Event) {
 		s.log(level, ev)
 	}
 	if kept {
-		s.history.observe(s, *ev) // never blocks: a bounded queue to one writer
+		s.history.observe(s, ev) // never blocks: a bounded queue to one writer
 	}
 }
 

@@ -36,6 +36,7 @@ type Scheduler struct {
 	flags flagMemory // last known kill switch answers
 
 	history historyRecorder // history_writer.go
+	runs    runRegistry     // the runs going now, for Stop to cancel (run.go)
 }
 
 type lifecycle int
@@ -248,13 +249,14 @@ func New(opts ...Option) (*Scheduler, error) {
 		cfg.checkpoints = NewMemoryCheckpoints()
 	}
 	base, cancel := context.WithCancelCause(context.Background())
-	return &Scheduler{
-		cfg:        cfg,
-		cron:       cron.New(cron.WithLocation(cfg.loc)),
-		jobs:       map[string]*entry{},
-		base:       base,
-		cancelBase: cancel,
-	}, nil
+	s := &Scheduler{
+		cfg:  cfg,
+		cron: cron.New(cron.WithLocation(cfg.loc)),
+		jobs: map[string]*entry{},
+		base: base,
+	}
+	s.cancelBase = func(cause error) { cancel(cause); s.runs.cancelAll(cause) } // run.go
+	return s, nil
 }
 
 // Register adds a job under a unique name, to run on spec. It may be called
