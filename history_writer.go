@@ -101,11 +101,31 @@ func (h *historyRecorder) start(s *Scheduler) {
 	go h.loop(s, store)
 }
 
+// historyBatchMax bounds the entries the writer hands a batchAppender at
+// once.
+const historyBatchMax = 128
+
+// batchAppender is a HistoryStore that writes several entries in one round
+// trip (RedisHistory: one pipeline). The writer gives it what has queued up
+// while it wrote the last batch: at 1,000 runs a second, one round trip
+// instead of 1,000, and the CPU of a round trip per run saved.
+type batchAppender interface {
+	// appendBatch records es in order, and returns one error per entry (nil
+	// where it was recorded), or nil when all were.
+	appendBatch(ctx context.Context, es []HistoryEntry) []error
+}
+
 func (h *historyRecorder) loop(s *Scheduler, store HistoryStore) {
 	defer close(h.done)
+	batcher, _ := store.(batchAppender)
+	var batch []HistoryEntry
 	for {
 		select {
 		case e := <-h.queue:
+			if batcher != nil {
+				batch = h.writeBatch(s, batcher, h.drain(append(batch[:0], e)))
+				continue
+			}
 			if err := h.write(h.ctx, s, store, e); err != nil {
 				s.emit(Event{Kind: EventHistory, Job: e.Job, Trigger: e.Trigger, Tick: e.Tick, Err: err})
 			}
@@ -114,6 +134,36 @@ func (h *historyRecorder) loop(s *Scheduler, store HistoryStore) {
 			return
 		}
 	}
+}
+
+// drain adds to batch the entries queued now, up to historyBatchMax.
+func (h *historyRecorder) drain(batch []HistoryEntry) []HistoryEntry {
+	for len(batch) < historyBatchMax {
+		select {
+		case e := <-h.queue:
+			batch = append(batch, e)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// writeBatch appends batch in one call, bounded by the call budget, raises
+// an EventHistory per entry not recorded, and returns batch for reuse.
+func (h *historyRecorder) writeBatch(s *Scheduler, b batchAppender, batch []HistoryEntry) []HistoryEntry {
+	ctx, cancel := context.WithTimeout(h.ctx, s.cfg.budget)
+	errs := b.appendBatch(ctx, batch)
+	cancel()
+	for i, err := range errs {
+		if err != nil {
+			e := &batch[i]
+			s.emit(Event{Kind: EventHistory, Job: e.Job, Trigger: e.Trigger, Tick: e.Tick,
+				Err: fmt.Errorf("%w: job %q: %s entry not recorded: %w", ErrHistory, e.Job, e.Kind, err)})
+		}
+	}
+	clear(batch) // drop the Reports it points to
+	return batch
 }
 
 // write appends e, bounded by the call budget.
