@@ -30,7 +30,7 @@ type config struct {
 	scale                         []int
 	scaleSeconds                  int
 	busy, gocronBare, skips       bool
-	pings                         int
+	pings, batchItems             int
 	out                           string
 	only                          map[string]bool // lib keys of the comparison to run; nil: all
 	cpuProfile                    string
@@ -52,6 +52,7 @@ func parseFlags() (config, error) {
 	flag.StringVar(&c.out, "out", "", "directory to write results.md, results.json, scaling.png and scaling.svg to")
 	flag.StringVar(&only, "only", "", "comparison rows to run, by key (comma-separated: robfig, gocron, gocron-redsync, cronguard-memory, cronguard-redis, redis-floor; empty: all)")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.IntVar(&c.batchItems, "batch-items", 1_000_000, "items of the Batch per-item cost (0: not measured)")
 	flag.Parse()
 	for _, k := range strings.Split(only, ",") {
 		if k = strings.TrimSpace(k); k != "" {
@@ -71,8 +72,8 @@ func parseFlags() (config, error) {
 		}
 		c.scale = append(c.scale, n)
 	}
-	if c.reps < 1 || c.seconds < 1 || c.jobs < 1 || c.heapJobs < 1 || c.scaleSeconds < 1 || c.pings < 0 {
-		return c, fmt.Errorf("-reps, -seconds, -jobs, -heap-jobs and -scale-seconds must be positive, -pings not negative")
+	if c.reps < 1 || c.seconds < 1 || c.jobs < 1 || c.heapJobs < 1 || c.scaleSeconds < 1 || c.pings < 0 || c.batchItems < 0 {
+		return c, fmt.Errorf("-reps, -seconds, -jobs, -heap-jobs and -scale-seconds must be positive, -pings and -batch-items not negative")
 	}
 	return c, nil
 }
@@ -112,6 +113,11 @@ func run(cfg config) error {
 	}
 	if err := b.scaling(cfg, res); err != nil {
 		return err
+	}
+	if cfg.batchItems > 0 {
+		if res.Batch, err = batchCost(cfg.batchItems, cfg.reps); err != nil {
+			return err
+		}
 	}
 	res.Meta.finish()
 	res.Goals = evaluate(cfg, res)
