@@ -165,7 +165,10 @@ func historyKeeps(kind EventKind, skip SkipReason) bool {
 // historyFromEvent fills e, which is zero, from ev when the history keeps
 // events of its kind. Both go by pointer: this runs on every run's stack,
 // where a copy of either costs a stack growth.
-func historyFromEvent(ev *Event, e *HistoryEntry) bool {
+//
+// With ownsReport the history may keep ev.Report itself: the Scheduler says
+// so when the run is over and no observer received a pointer to it.
+func historyFromEvent(ev *Event, e *HistoryEntry, ownsReport bool) bool {
 	if !historyKeeps(ev.Kind, ev.Skip) {
 		return false
 	}
@@ -178,10 +181,13 @@ func historyFromEvent(ev *Event, e *HistoryEntry) bool {
 		if ev.Report == nil {
 			return false
 		}
-		r := new(Report) // historyReport, in place
-		*r = *ev.Report
-		if r.Err != nil {
-			r.Err = errors.New(clipN(r.Err.Error(), historyTextMax))
+		r := ev.Report
+		if r.Err != nil || !ownsReport {
+			r = new(Report) // historyReport, in place
+			*r = *ev.Report
+			if r.Err != nil {
+				r.Err = errors.New(clipN(r.Err.Error(), historyTextMax))
+			}
 		}
 		e.Kind, e.Report, e.By = HistoryRun, r, r.By
 	case EventSkipped:

@@ -34,9 +34,9 @@ func (h *historyRecorder) storeOf(s *Scheduler) HistoryStore {
 
 // observe records ev if the history keeps events of its kind. It is the
 // hook in Scheduler.emit.
-func (h *historyRecorder) observe(s *Scheduler, ev *Event) {
+func (h *historyRecorder) observe(s *Scheduler, ev *Event, ownsReport bool) {
 	var e HistoryEntry
-	if historyFromEvent(ev, &e) {
+	if historyFromEvent(ev, &e, ownsReport) {
 		h.record(s, &e)
 	}
 }

@@ -47,7 +47,10 @@ type run struct {
 	cause   error      // context.Cause of the run's context when it ended canceled
 	stack   string     // of a panic
 
-	rep Report // the Report, once the run ended: the finished event points here
+	// rep is the Report once the run ended, allocated then: the finished
+	// event points to it, and the history keeps it as it is when no
+	// observer had it (history.go).
+	rep *Report
 }
 
 type runKey struct{}
@@ -114,7 +117,7 @@ func (st *run) initEvent(ev *Event, kind EventKind, err error) {
 // a logger that takes the events, a Redis backend, a Timeout or HardKill
 // add their own.
 func (s *Scheduler) execute(ctx context.Context, e *entry, trig Trigger, tick time.Time, items []any) Report {
-	return s.runOnce(ctx, e, trig, tick, items).rep
+	return *s.runOnce(ctx, e, trig, tick, items).rep
 }
 
 // runOnce is execute; the Report is in the run it returns.
@@ -151,15 +154,17 @@ func (s *Scheduler) runOnce(ctx context.Context, e *entry, trig Trigger, tick ti
 // refuse reports a run the stopped Scheduler did not start.
 func (st *run) refuse() {
 	err := skip(SkipStopped, fmt.Errorf("%w: job %q not run", ErrStopped, st.job))
-	st.fillReport(&st.rep, err)
+	st.rep = new(Report)
+	st.fillReport(st.rep, err)
 	st.s.emitEvent(&Event{Kind: EventSkipped, Job: st.job, Trigger: st.trigger, Tick: st.tick, Skip: SkipStopped, Err: err})
 }
 
 // finish turns the chain's error into the run's Report and raises its
 // finished or skipped event.
 func (st *run) finish(err error) {
-	rep := &st.rep
+	rep := new(Report)
 	st.fillReport(rep, err)
+	st.rep = rep
 	var ev Event
 	if rep.Skipped != "" {
 		st.initEvent(&ev, EventSkipped, rep.Err)
@@ -382,7 +387,9 @@ func (s *Scheduler) emitEvent(ev *Event) {
 		s.log(level, ev)
 	}
 	if kept {
-		s.history.observe(s, ev) // never blocks: a bounded queue to one writer
+		// never blocks; the Report of a finished run is the history's to
+		// keep when no observer has it
+		s.history.observe(s, ev, len(s.cfg.observers) == 0)
 	}
 }
 
