@@ -31,7 +31,9 @@ const historySkipMemory = 24 * time.Hour
 //	                                   the JSON of a HistoryEntry
 //	cronguard:history:{job}:lastskip   "tick|reason" of the last skip recorded
 //
-// Each write is one round trip (a Lua script): XADD with MAXLEN ~ perJob, so
+// Each write is a Lua script (one round trip alone; the scheduler's
+// history writer sends what has queued up as one pipeline, up to 128
+// entries a round trip): XADD with MAXLEN ~ perJob, so
 // the stream is trimmed in whole nodes and may hold up to about 100 entries
 // more than perJob (Redis's stream-node-max-entries). A tick skipped for the
 // same reason by several instances (the switch is off: every instance asks

@@ -9,9 +9,11 @@ import (
 
 // historyRecorder hands history entries from the runs to one writer
 // goroutine through a bounded queue, so a slow or failing store never slows
-// or fails a run. Its zero value is ready: the store is made on first use
-// and the writer starts with the first entry (a scheduler that records
-// nothing starts no goroutine). Scheduler.Stop ends the writer.
+// or fails a run; a MemoryHistory, which can do neither, is appended on the
+// run's goroutine instead (appendNow). Its zero value is ready: the store is
+// made on first use and the writer starts with the first queued entry (a
+// scheduler that queues nothing starts no goroutine). Scheduler.Stop ends
+// the writer.
 type historyRecorder struct {
 	storeOnce sync.Once
 	store     HistoryStore
