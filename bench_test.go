@@ -85,79 +85,97 @@ type benchItem struct {
 	key string
 }
 
-// Shape of BenchmarkBatchPerItem: 1,000,000 items in batches of 1,000, in
-// one run (the last batch is the empty one that ends a drain-mode run).
-const (
-	batchBenchItems = 1_000_000
-	batchBenchSize  = 1000
-)
+// benchItems is the number of items BenchmarkBatchPerItem works through.
+const benchItems = 1_000_000
 
 // BenchmarkBatchPerItem measures what a Batch adds per item over a
 // hand-written loop making the same Fetch, Key and Process calls: a no-op
-// Batch over 1,000,000 in-memory items in one run, the library and the loop
-// interleaved in every iteration so both see the same machine. Issue 8's
-// goal: overhead-ns/item < 100.
+// Batch (drain mode) over 1,000,000 in-memory items, the library and the
+// loop interleaved in every iteration so both see the same machine. Issue
+// 8's goal: overhead-ns/item < 100.
+//
+//	one-run:  Size 1,000, MaxBatches 1,001: the 1,000,000 items in one run,
+//	          so the runaway guard remembers 1,000,000 keys (the worst case:
+//	          its map outgrows the CPU caches)
+//	defaults: Size 100, MaxBatches 100 (the defaults): 100 runs of 10,000
+//	          items, each run's guards and report included
+//
+// and for each, the trigger:
 //
 //	manual:    RunManually(ctx, job): run lock, no kill switch
-//	scheduled: one scheduled tick through the whole guard chain; the kill
+//	scheduled: scheduled ticks through the whole guard chain; the kill
 //	           switch is re-read before every batch
 //
-// ns/op and allocs/op are those of one library run plus one loop (the loop
-// allocates nothing).
+// ns/op and allocs/op are those of the library's runs plus one loop (the
+// loop allocates nothing).
 func BenchmarkBatchPerItem(b *testing.B) {
-	items := make([]benchItem, batchBenchItems)
+	items := make([]benchItem, benchItems)
 	for i := range items {
 		items[i] = benchItem{i, strconv.Itoa(i)}
 	}
 	pos := 0 // drain mode: each Fetch returns the next items
-	batch := Batch[benchItem]{
-		Fetch: func(_ context.Context, p Page) ([]benchItem, error) {
-			end := min(pos+p.Size, len(items))
-			next := items[pos:end]
-			pos = end
-			return next, nil
-		},
-		Process:    func(context.Context, benchItem) error { return nil },
-		Key:        func(it benchItem) string { return it.key },
-		Size:       batchBenchSize,
-		MaxBatches: batchBenchItems/batchBenchSize + 1,
+	fetch := func(_ context.Context, p Page) ([]benchItem, error) {
+		end := min(pos+p.Size, len(items))
+		next := items[pos:end]
+		pos = end
+		return next, nil
 	}
-	s := newBenchScheduler(b)
-	e := benchEntry(b, s, "batch", "* * * * * *", batch)
-	ctx := context.Background()
-	base := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	ticks := 0
-	runs := map[string]func() (Report, error){
-		"manual": func() (Report, error) { return s.RunManually(ctx, "batch") },
-		"scheduled": func() (Report, error) {
-			ticks++
-			rep := fireTick(s, e, base.Add(time.Duration(ticks)*time.Second))
-			return rep, rep.Err
-		},
+	shapes := []struct {
+		name             string
+		size, maxBatches int
+	}{
+		{"one-run", 1000, benchItems/1000 + 1},
+		{"defaults", DefaultBatchSize, DefaultMaxBatches},
 	}
-	for _, name := range []string{"manual", "scheduled"} {
-		b.Run(name, func(b *testing.B) {
-			var lib, loop time.Duration
-			b.ReportAllocs()
-			for b.Loop() {
-				pos = 0
-				t0 := time.Now()
-				rep, err := runs[name]()
-				t1 := time.Now()
-				if err != nil || rep.Processed != batchBenchItems || rep.Stop != StopDone {
-					b.Fatalf("%s run: processed %d, stop %q, err %v", name, rep.Processed, rep.Stop, err)
+	for _, shape := range shapes {
+		batch := Batch[benchItem]{
+			Fetch:      fetch,
+			Process:    func(context.Context, benchItem) error { return nil },
+			Key:        func(it benchItem) string { return it.key },
+			Size:       shape.size,
+			MaxBatches: shape.maxBatches,
+		}
+		s := newBenchScheduler(b)
+		e := benchEntry(b, s, "batch", "* * * * * *", batch)
+		ctx := context.Background()
+		base := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+		ticks := 0
+		runs := map[string]func() (Report, error){
+			"manual": func() (Report, error) { return s.RunManually(ctx, "batch") },
+			"scheduled": func() (Report, error) {
+				ticks++
+				rep := fireTick(s, e, base.Add(time.Duration(ticks)*time.Second))
+				return rep, rep.Err
+			},
+		}
+		perRun := shape.size * shape.maxBatches
+		for _, trig := range []string{"manual", "scheduled"} {
+			b.Run(shape.name+"/"+trig, func(b *testing.B) {
+				var lib, loop time.Duration
+				b.ReportAllocs()
+				for b.Loop() {
+					pos = 0
+					t0 := time.Now()
+					for done := 0; done < benchItems; {
+						rep, err := runs[trig]()
+						if err != nil || rep.Processed != min(perRun, benchItems-done) {
+							b.Fatalf("%s run: processed %d, stop %q, err %v", trig, rep.Processed, rep.Stop, err)
+						}
+						done += rep.Processed
+					}
+					t1 := time.Now()
+					pos = 0
+					if n := handLoop(ctx, batch); n != benchItems {
+						b.Fatalf("hand loop: %d items", n)
+					}
+					lib, loop = lib+t1.Sub(t0), loop+time.Since(t1)
 				}
-				pos = 0
-				if n := handLoop(ctx, batch); n != batchBenchItems {
-					b.Fatalf("hand loop: %d items", n)
-				}
-				lib, loop = lib+t1.Sub(t0), loop+time.Since(t1)
-			}
-			perItem := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(b.N) / batchBenchItems }
-			b.ReportMetric(perItem(lib), "batch-ns/item")
-			b.ReportMetric(perItem(loop), "loop-ns/item")
-			b.ReportMetric(perItem(lib)-perItem(loop), "overhead-ns/item")
-		})
+				perItem := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(b.N) / benchItems }
+				b.ReportMetric(perItem(lib), "batch-ns/item")
+				b.ReportMetric(perItem(loop), "loop-ns/item")
+				b.ReportMetric(perItem(lib)-perItem(loop), "overhead-ns/item")
+			})
+		}
 	}
 }
 
@@ -281,4 +299,47 @@ func (h *benchRTs) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		}
 		return next(ctx, cmds)
 	}
+}
+
+// burstJobs is the number of jobs BenchmarkFireBurst fires at once.
+const burstJobs = 1000
+
+// BenchmarkFireBurst is issue 8's scenario without the clock: 1,000 jobs
+// whose tick comes at once, each fired on a goroutine of its own as
+// robfig/cron does, through the whole guard chain on the memory backends
+// with nobody listening. ns/op is per run; compare it with the bare
+// sub-benchmark, which starts the same goroutines around a no-op, the
+// floor robfig/cron sets. The CPU profile of this benchmark is the one of
+// issue 8's comparison, with enough samples to read:
+//
+//	go test -run '^$' -bench FireBurst -cpuprofile cpu.out .
+func BenchmarkFireBurst(b *testing.B) {
+	s := newBenchScheduler(b)
+	entries := make([]*entry, burstJobs)
+	for i := range entries {
+		entries[i] = benchEntry(b, s, "job-"+strconv.Itoa(i), "* * * * * *", JobFunc(func(context.Context) error { return nil }))
+	}
+	tick := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC) // a new one each burst, across -count
+	burst := func(b *testing.B, run func(e *entry, tick time.Time)) {
+		var wg sync.WaitGroup
+		b.ReportAllocs()
+		for b.Loop() {
+			tick = tick.Add(time.Second)
+			for _, e := range entries {
+				wg.Go(func() { run(e, tick) })
+			}
+			wg.Wait()
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/burstJobs, "ns/run")
+	}
+	b.Run("bare", func(b *testing.B) {
+		var n atomic.Int64
+		burst(b, func(*entry, time.Time) { n.Add(1) })
+	})
+	b.Run("guarded", func(b *testing.B) {
+		burst(b, func(e *entry, tick time.Time) { s.runTick(e, tick) }) // as cronFire.Run does
+		if last := entries[0].lastReport(); last == nil || last.Stop != StopDone || !last.Tick.Equal(tick) {
+			b.Fatalf("last run: %+v", last)
+		}
+	})
 }

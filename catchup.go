@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -55,62 +56,62 @@ func (c *catchUpState) declined(prev, last time.Time) string {
 	return ""
 }
 
-// catchUpGuard wraps the run of a won tick of a CatchUp job, inside the
-// claim guard and under the run lock the claim took: when the claim found
-// missed ticks (lastMissed not zero; prev is the claim mark it moved from),
-// it first runs the one catch-up run, then the tick.
-func (s *Scheduler) catchUpGuard(e *entry, prev, lastMissed time.Time, next Job) Job {
-	return JobFunc(func(ctx context.Context) error {
-		tick, claimed := TickFrom(ctx), time.Now()
-		defer func() { e.catchUp.ran(tick, tick.Add(time.Since(claimed))) }()
-		if lastMissed.IsZero() {
-			return next.Run(ctx)
-		}
-		if why := e.catchUp.declined(prev, lastMissed); why != "" {
-			s.logAttrs(slog.LevelInfo, "cronguard: no catch-up run", slog.String("job", e.name),
-				slog.Time("tick", tick), slog.String("reason", why))
-			return next.Run(ctx)
-		}
-		s.runCatchUp(ctx, e, lastMissed, next)
-		if err := s.afterCatchUp(ctx, e, tick); err != nil {
-			return err
-		}
-		return next.Run(ctx)
-	})
+// tickBody runs the body of a won tick. For a CatchUp job whose claim found
+// missed ticks (runFrom(ctx).gapLast not zero; gapPrev is the claim mark it
+// moved from), it first runs the one catch-up run, then the tick, under
+// the run lock the claim took.
+func (s *Scheduler) tickBody(ctx context.Context, e *entry) error {
+	st := runFrom(ctx)
+	if !e.cfg.catchUp || st.trigger != TriggerSchedule {
+		return s.body(ctx, e)
+	}
+	tick, claimed := st.tick, time.Now()
+	defer func() { e.catchUp.ran(tick, tick.Add(time.Since(claimed))) }()
+	if st.gapLast.IsZero() {
+		return s.body(ctx, e)
+	}
+	if why := e.catchUp.declined(st.gapPrev, st.gapLast); why != "" {
+		s.logAttrs(slog.LevelInfo, "cronguard: no catch-up run", slog.String("job", e.name),
+			slog.Time("tick", tick), slog.String("reason", why))
+		return s.body(ctx, e)
+	}
+	s.runCatchUp(ctx, e, st.gapLast)
+	if err := s.afterCatchUp(ctx, e, tick); err != nil {
+		return err
+	}
+	return s.body(ctx, e)
 }
 
 // runCatchUp runs the catch-up run of e, with tick last (the last missed
-// tick), through inner (timeout and hard kill, as every run) wrapped in the
-// recover guard and the user middleware: it gets its own Report and
-// events, with Trigger TriggerCatchUp.
-func (s *Scheduler) runCatchUp(ctx context.Context, e *entry, last time.Time, inner Job) Report {
-	st := &run{s: s, e: e, job: e.name, trigger: TriggerCatchUp, tick: last}
-	ctx = context.WithValue(ctx, runKey{}, st)
-	ctx = context.WithValue(ctx, tickKey{}, last)
-	j, err := s.catchUpChain(e, inner)
-	if err == nil {
-		err = j.Run(ctx)
-	}
-	rep := st.report(err)
-	e.setLast(rep)
-	ev := st.event(EventFinished, rep.Err)
-	ev.Report = &rep
-	s.emit(ev)
-	return rep
+// tick), through the user middleware and the body (timeout and hard kill,
+// as every run), a panic contained: it gets its own Report and events,
+// with Trigger TriggerCatchUp. It runs below the tick's run, under its
+// lock: it ends when that run's context ends.
+func (s *Scheduler) runCatchUp(ctx context.Context, e *entry, last time.Time) {
+	cu := &run{s: s, e: e, job: e.name, trigger: TriggerCatchUp, tick: last}
+	cu.Context, cu.cancel = context.WithCancelCause(ctx)
+	defer cu.cancel(nil)
+	cu.finish(s.catchUpChain(cu, e))
 }
 
-// catchUpChain is recover → user middleware → inner. It is built for each
-// catch-up run (one per gap at most, so rarely), as Register builds the
+// catchUpChain runs cu through the user middleware around the body,
+// turning a panic into a failed run. The middleware is wrapped for each
+// catch-up run (one per gap at most, so rarely), as Register wraps the
 // others.
-func (s *Scheduler) catchUpChain(e *entry, inner Job) (Job, error) {
-	j := inner
+func (s *Scheduler) catchUpChain(cu *run, e *entry) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			cu.stack = string(debug.Stack())
+			err = fmt.Errorf("%w: job %q: catch-up run: %v", ErrPanic, e.name, r)
+		}
+	}()
+	var j Job = JobFunc(func(ctx context.Context) error { return s.body(ctx, e) })
 	for i, mw := range slices.Backward(s.cfg.middleware) {
-		var err error
 		if j, err = wrap(mw, j); err != nil {
-			return nil, fmt.Errorf("job %q: catch-up run: middleware %d: %w", e.name, i, err)
+			return fmt.Errorf("job %q: catch-up run: middleware %d: %w", e.name, i, err)
 		}
 	}
-	return s.recoverGuard(e)(j), nil
+	return j.Run(cu)
 }
 
 // afterCatchUp decides whether the tick runs after its catch-up run: not

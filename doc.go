@@ -4,7 +4,7 @@
 // and can be stopped by an operator within a second, without a release.
 //
 // A Scheduler wraps github.com/robfig/cron/v3 and runs every job through a
-// fixed chain of guards, each a small Middleware around the next:
+// fixed chain of guards, each of which runs the rest or skips the run:
 //
 //	scheduled: recover → your middleware → kill switch → no-overlap → tick claim + run lock → timeout → job
 //	manual:    recover → your middleware → run lock → timeout → job

@@ -2,39 +2,45 @@ package cronguard
 
 import (
 	"fmt"
+	"log/slog"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/robfig/cron/v3"
 )
 
-// entry is one registered job with its schedule, chains and live state.
+// entry is one registered job with its schedule and live state. It is
+// what every registered job costs while it waits for its ticks, so it holds
+// no closures: the guard chain is code (guards.go), and only user
+// middleware, when there is some, adds a chain of its own.
 type entry struct {
-	name  string
-	spec  string
-	sched cron.Schedule
-	job   Job
-	batch batchJob // job as a Batch, or nil
+	s    *Scheduler
+	name string
+	spec string
+	job  Job
+	// chain is the user middleware around the guards (WithMiddleware), for
+	// both triggers; nil without middleware.
+	chain Job
 	cfg   jobConfig
-	id    cron.EntryID
-	ticks *tickSchedule
-
-	scheduled Job // the guard chain for cron ticks
-	manual    Job // the guard chain for RunManually
+	// ticks is the Schedule robfig/cron holds for the job; ticks.inner is
+	// the parsed spec.
+	ticks tickSchedule
 
 	overlap overlapState
+	active  atomic.Int32 // runs going now in this process
 	catchUp catchUpState // catchup.go
 
-	mu      sync.Mutex
-	last    *Report
-	decided time.Time // the latest scheduled tick this process ran or skipped
+	last    *Report   // allocated by the first run, then reused; guarded by ticks.mu
+	decided time.Time // the latest scheduled tick this process ran or skipped; guarded by ticks.mu
 }
 
 // noteDecided records that this process fired tick and decided it: ran
 // it, or skipped it (switched off, overlap, store down, taken elsewhere).
 func (e *entry) noteDecided(tick time.Time) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.ticks.mu.Lock()
+	defer e.ticks.mu.Unlock()
 	if tick.After(e.decided) {
 		e.decided = tick
 	}
@@ -42,25 +48,49 @@ func (e *entry) noteDecided(tick time.Time) {
 
 // decidedTick returns the latest tick noted by noteDecided.
 func (e *entry) decidedTick() time.Time {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.ticks.mu.Lock()
+	defer e.ticks.mu.Unlock()
 	return e.decided
 }
 
-func (e *entry) setLast(r Report) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.last = &r
+// sched is the job's parsed spec.
+func (e *entry) sched() cron.Schedule { return e.ticks.inner }
+
+// batch returns the job as a Batch, or nil.
+func (e *entry) batch() batchJob {
+	b, _ := e.job.(batchJob)
+	return b
+}
+
+// setLast keeps r as the job's last report, in the one Report the entry
+// keeps: lastReport hands out copies, so overwriting it is safe.
+func (e *entry) setLast(r *Report) {
+	e.ticks.mu.Lock()
+	defer e.ticks.mu.Unlock()
+	if e.last == nil {
+		e.last = new(Report)
+	}
+	*e.last = *r
 }
 
 func (e *entry) lastReport() *Report {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.ticks.mu.Lock()
+	defer e.ticks.mu.Unlock()
 	if e.last == nil {
 		return nil
 	}
 	r := *e.last
 	return &r
+}
+
+// cronFire is the cron.Job robfig/cron runs for an entry: the entry itself
+// under another method set, so registering a job allocates no closure.
+type cronFire entry
+
+// Run implements cron.Job.
+func (f *cronFire) Run() {
+	e := (*entry)(f)
+	e.s.fire(e)
 }
 
 // fire is what robfig/cron calls at each tick of e.
@@ -72,11 +102,42 @@ func (s *Scheduler) fire(e *entry) { s.fireAt(e, time.Now()) }
 func (s *Scheduler) fireAt(e *entry, now time.Time) {
 	tick, err := e.ticks.take(now)
 	if err != nil {
-		err = skip(SkipTickTaken, fmt.Errorf("%w: job %q: %w", ErrTickTaken, e.name, err))
-		s.emit(Event{Kind: EventSkipped, Job: e.name, Trigger: TriggerSchedule, Tick: tick, Skip: SkipTickTaken, Err: err})
+		s.staleFire(e, tick, err)
 		return
 	}
-	s.execute(s.base, e, TriggerSchedule, tick, nil)
+	s.runTick(e, tick)
+}
+
+// runTick runs tick of e on the goroutine robfig/cron started for it.
+//
+// That goroutine starts with a small stack (2 KB unless the runtime has
+// seen bigger ones), smaller than the guard chain needs, so the stack grows
+// once in every run. Growing copies the stack and fixes up every frame on
+// it: deep in the chain that cost a sixth of a no-op run (BenchmarkFireBurst).
+// growStack makes it grow here, at the top, where there is little to copy.
+func (s *Scheduler) runTick(e *entry, tick time.Time) {
+	growStack()
+	s.runOnce(s.base, e, TriggerSchedule, tick, nil)
+}
+
+// growStack needs a frame big enough that the stack of a new goroutine
+// grows on calling it, and small enough that one already grown is left
+// alone.
+//
+//go:noinline
+func growStack() {
+	var frame [1536]byte
+	runtime.KeepAlive(&frame)
+}
+
+// staleFire reports a fire that stood for a tick this process has run
+// already (or for none), if anyone listens.
+func (s *Scheduler) staleFire(e *entry, tick time.Time, err error) {
+	if !s.heard(EventSkipped, SkipTickTaken, slog.LevelInfo) {
+		return
+	}
+	err = skip(SkipTickTaken, fmt.Errorf("%w: job %q: %w", ErrTickTaken, e.name, err))
+	s.emitEvent(&Event{Kind: EventSkipped, Job: e.name, Trigger: TriggerSchedule, Tick: tick, Skip: SkipTickTaken, Err: err})
 }
 
 // tickSchedule wraps a schedule to remember the ticks robfig/cron asked for,
@@ -92,19 +153,46 @@ func (s *Scheduler) fireAt(e *entry, now time.Time) {
 // process never runs one tick twice.
 type tickSchedule struct {
 	inner cron.Schedule
+	loc   *time.Location // of the ticks handed out: robfig/cron's, the Scheduler's
 
-	mu      sync.Mutex
-	pending []time.Time // ticks robfig/cron asked for and has not fired yet
-	prev    time.Time   // the last tick handed out
+	mu sync.Mutex // also guards entry.last
+	// pending holds the latest ticks robfig/cron asked for and has not
+	// fired yet, oldest first, in Unix nanoseconds (a time.Time is three
+	// times the size, and every registered job carries these): two slots,
+	// since only the latest due one serves take as a hint and robfig/cron
+	// asks once per fire. When a third comes the oldest goes; take then
+	// finds its tick by search, which is slower, never different.
+	pending  [2]int64
+	npending uint8
+	hasPrev  bool
+	prev     int64 // the last tick handed out, when hasPrev
+}
+
+func (t *tickSchedule) time(ns int64) time.Time { return time.Unix(0, ns).In(t.loc) }
+
+// prevTime is the last tick handed out, or zero.
+func (t *tickSchedule) prevTime() time.Time {
+	if !t.hasPrev {
+		return time.Time{}
+	}
+	return t.time(t.prev)
 }
 
 // Next implements cron.Schedule.
 func (t *tickSchedule) Next(now time.Time) time.Time {
 	n := t.inner.Next(now)
+	if n.IsZero() {
+		return n
+	}
+	ns := n.UnixNano()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !n.IsZero() && n.After(t.prev) {
-		t.pending = append(t.pending, n)
+	if !t.hasPrev || ns > t.prev {
+		if int(t.npending) == len(t.pending) {
+			t.pending[0], t.npending = t.pending[1], 1
+		}
+		t.pending[t.npending] = ns
+		t.npending++
 	}
 	return n
 }
@@ -115,34 +203,39 @@ func (t *tickSchedule) Next(now time.Time) time.Time {
 func (t *tickSchedule) take(now time.Time) (time.Time, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	nowNs := now.UnixNano()
 	var hint time.Time // the latest remembered tick that is due
-	keep := t.pending[:0]
-	for _, p := range t.pending {
-		if p.After(now) {
-			keep = append(keep, p)
-		} else if p.After(hint) {
-			hint = p
+	due, hasDue, kept := int64(0), false, uint8(0)
+	for _, p := range t.pending[:t.npending] {
+		if p > nowNs {
+			t.pending[kept] = p
+			kept++
+		} else if !hasDue || p > due {
+			due, hasDue = p, true
 		}
 	}
-	t.pending = keep
-	if hint.IsZero() {
-		hint = t.prev // a tick, unless nothing ran yet
+	t.npending = kept
+	switch {
+	case hasDue:
+		hint = t.time(due)
+	case t.hasPrev:
+		hint = t.time(t.prev) // a tick
 	}
 	tick := latestTick(t.inner, now, hint)
 	switch {
 	case tick.IsZero():
 		return time.Time{}, fmt.Errorf("a fire at %s: the spec names no tick in the %s before it", fmtTick(now), maxLookBack)
-	case !tick.After(t.prev):
+	case t.hasPrev && tick.UnixNano() <= t.prev:
 		return tick, fmt.Errorf("a fire at %s stands for tick %s, which this instance has run already", fmtTick(now), fmtTick(tick))
 	}
-	t.prev = tick
+	t.prev, t.hasPrev = tick.UnixNano(), true
 	return tick, nil
 }
 
 func (t *tickSchedule) last() time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.prev
+	return t.prevTime()
 }
 
 // maxLookBack bounds how far back latestTick looks for a tick when it has

@@ -46,6 +46,12 @@ type flagAnswer struct {
 // remembered; when the switch fails, the last remembered answer holds; with
 // none, the answer is off (or on, WithFailOpen).
 func (s *Scheduler) ask(ctx context.Context, flag string) flagAnswer {
+	if ks, ok := s.cfg.killSwitch.(*MemoryKillSwitch); ok {
+		// It answers from memory and never fails: no call budget (a timer
+		// per run), and no last answer to remember for the fail policy.
+		on, _ := ks.Enabled(ctx, flag)
+		return flagAnswer{on: on}
+	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.budget)
 	on, err := s.cfg.killSwitch.Enabled(cctx, flag)
 	cancel()
@@ -95,6 +101,13 @@ func (s *Scheduler) flagEvent(ctx context.Context, flag string) flagAnswer {
 	if a.err == nil {
 		return a
 	}
+	s.flagUnclean(ctx, flag, a)
+	return a
+}
+
+// flagUnclean raises the EventFlag of an answer the switch could not give
+// cleanly.
+func (s *Scheduler) flagUnclean(ctx context.Context, flag string, a flagAnswer) {
 	st := runFrom(ctx)
 	ev := st.event(EventFlag, fmt.Errorf("flag %q: %w", flag, a.err))
 	if st.e == nil { // asked outside a run (Jobs): name the flag
@@ -102,5 +115,4 @@ func (s *Scheduler) flagEvent(ctx context.Context, flag string) flagAnswer {
 	}
 	ev.Enabled = a.on
 	s.emit(ev)
-	return a
 }

@@ -65,29 +65,25 @@ func (w *flagWatchers) notify(flag string) {
 // Redis switch within a round trip of the flip message), and in any case
 // within the kill poll (WithKillPoll, default 100ms), the fallback for
 // switches that do not report changes and for lost messages.
-func (s *Scheduler) hardKillGuard(e *entry) Middleware {
-	return func(next Job) Job {
-		return JobFunc(func(ctx context.Context) error {
-			runCtx, cancel := context.WithCancelCause(ctx)
-			changed := make(chan struct{}, 1)
-			if w, ok := s.cfg.killSwitch.(flagWatcher); ok {
-				stop := w.watch(e.cfg.flag, func() {
-					select {
-					case changed <- struct{}{}:
-					default: // a check is pending already
-					}
-				})
-				defer stop()
+func (s *Scheduler) hardKillGuard(ctx context.Context, e *entry) error {
+	runCtx, cancel := context.WithCancelCause(ctx)
+	changed := make(chan struct{}, 1)
+	if w, ok := s.cfg.killSwitch.(flagWatcher); ok {
+		stop := w.watch(e.cfg.flag, func() {
+			select {
+			case changed <- struct{}{}:
+			default: // a check is pending already
 			}
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				s.pollKill(runCtx, e, changed, cancel)
-			}()
-			defer func() { cancel(nil); <-done }()
-			return next.Run(runCtx)
 		})
+		defer stop()
 	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.pollKill(runCtx, e, changed, cancel)
+	}()
+	defer func() { cancel(nil); <-done }()
+	return s.start(runCtx, e)
 }
 
 // pollKill re-reads the flag when the switch reports a change and every

@@ -145,33 +145,54 @@ func (c *config) makeHistoryStore() HistoryStore {
 	return NewMemoryHistory(size)
 }
 
-// historyFromEvent turns the events the history keeps into an entry.
-func historyFromEvent(ev Event) (HistoryEntry, bool) {
-	switch ev.Kind {
-	case EventFinished, EventSkipped, EventMissed:
-	default:
-		return HistoryEntry{}, false // the frequent ones (batch_done, item_failed) cost nothing
+// historyKeeps reports whether the history keeps events of kind (with skip
+// reason skip): runs, skips (but a tick taken elsewhere, which that instance
+// records) and missed ticks. The frequent ones (started, batch_done,
+// item_failed) cost nothing.
+func historyKeeps(kind EventKind, skip SkipReason) bool {
+	switch kind {
+	case EventFinished, EventMissed:
+		return true
+	case EventSkipped:
+		return skip != SkipTickTaken
 	}
-	e := HistoryEntry{Job: ev.Job, Time: ev.Time, Instance: ev.Instance, Trigger: ev.Trigger, Tick: ev.Tick}
+	return false
+}
+
+// historyFromEvent fills e, which is zero, from ev when the history keeps
+// events of its kind. Both go by pointer: this runs on every run's stack,
+// where a copy of either costs a stack growth.
+//
+// With ownsReport the history may keep ev.Report itself: the Scheduler says
+// so when the run is over and no observer received a pointer to it.
+func historyFromEvent(ev *Event, e *HistoryEntry, ownsReport bool) bool {
+	if !historyKeeps(ev.Kind, ev.Skip) {
+		return false
+	}
+	e.Job, e.Time, e.Instance, e.Trigger, e.Tick = ev.Job, ev.Time, ev.Instance, ev.Trigger, ev.Tick
 	if ev.Err != nil {
 		e.Error = clipN(ev.Err.Error(), historyTextMax)
 	}
 	switch ev.Kind {
 	case EventFinished:
 		if ev.Report == nil {
-			return e, false
+			return false
 		}
-		r := historyReport(*ev.Report)
-		e.Kind, e.Report, e.By = HistoryRun, &r, r.By
+		r := ev.Report
+		if r.Err != nil || !ownsReport {
+			r = new(Report) // historyReport, in place
+			*r = *ev.Report
+			if r.Err != nil {
+				r.Err = errors.New(clipN(r.Err.Error(), historyTextMax))
+			}
+		}
+		e.Kind, e.Report, e.By = HistoryRun, r, r.By
 	case EventSkipped:
-		if ev.Skip == SkipTickTaken {
-			return e, false // the tick ran elsewhere, and is recorded there
-		}
 		e.Kind, e.Skip = HistorySkip, ev.Skip
 	case EventMissed:
 		e.Kind, e.Missed, e.First, e.Last = HistoryMissed, ev.Missed, ev.MissedFirst, ev.MissedLast
 	}
-	return e, true
+	return true
 }
 
 // historyReport is r as the history keeps it: its error as bounded text.
@@ -184,7 +205,7 @@ func historyReport(r Report) Report {
 
 // recordFlip records a switch flip made with SetEnabled.
 func (s *Scheduler) recordFlip(ctx context.Context, job string, on bool, reason string) {
-	s.history.record(s, HistoryEntry{
+	s.history.record(s, &HistoryEntry{
 		Kind: HistoryFlag, Job: job, Time: time.Now(), Instance: s.cfg.instance,
 		By: ActorFrom(ctx), Enabled: &on, Reason: clipN(reason, historyTextMax),
 	})

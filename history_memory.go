@@ -39,6 +39,13 @@ func NewMemoryHistory(perJob int) HistoryStore {
 // Append implements HistoryStore; it never fails. The oldest entry of the
 // job goes when the ring is full.
 func (m *memoryHistory) Append(_ context.Context, e HistoryEntry) error {
+	m.add(&e)
+	return nil
+}
+
+// add is Append by pointer (the scheduler appends on a run's stack, where
+// every copy of an entry counts); it sets e.ID.
+func (m *memoryHistory) add(e *HistoryEntry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.jobs[e.Job]
@@ -49,13 +56,12 @@ func (m *memoryHistory) Append(_ context.Context, e HistoryEntry) error {
 	r.seq++
 	e.ID = strconv.FormatUint(r.seq, 10)
 	if len(r.buf) < m.size { // growing: append, as the ring has not wrapped
-		r.buf = append(r.buf, e)
+		r.buf = append(r.buf, *e)
 		r.next = len(r.buf) % m.size
-		return nil
+		return
 	}
-	r.buf[r.next] = e
+	r.buf[r.next] = *e
 	r.next = (r.next + 1) % m.size
-	return nil
 }
 
 // History implements HistoryStore. It copies the entries out, so callers

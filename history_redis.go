@@ -93,18 +93,88 @@ func (r *redisHistory) Append(ctx context.Context, e HistoryEntry) error {
 	}
 	ctx, cancel := bounded(ctx, r.budget)
 	defer cancel()
+	keys, args, err := r.appendArgs(e)
+	if err != nil {
+		return err
+	}
+	return historyAppend.Run(ctx, r.rdb, keys, args...).Err()
+}
+
+// appendArgs are the keys and arguments of historyAppend for e.
+func (r *redisHistory) appendArgs(e HistoryEntry) ([]string, []any, error) {
 	e.ID = ""
 	b, err := json.Marshal(e)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	var skip string
 	if e.Kind == HistorySkip && e.Trigger == TriggerSchedule && !e.Tick.IsZero() {
 		skip = e.Tick.UTC().Format(time.RFC3339Nano) + "|" + string(e.Skip)
 	}
 	key := r.key(e.Job)
-	return historyAppend.Run(ctx, r.rdb, []string{key, key + ":lastskip"},
-		r.size, b, skip, historySkipMemory.Milliseconds()).Err()
+	return []string{key, key + ":lastskip"}, []any{r.size, b, skip, historySkipMemory.Milliseconds()}, nil
+}
+
+// appendBatch implements batchAppender: the scheduler's history writer
+// appends what queued up in one pipeline, one round trip. When Redis has
+// lost the script (a restart, SCRIPT FLUSH) the batch is appended entry by
+// entry, which loads it again.
+func (r *redisHistory) appendBatch(ctx context.Context, es []HistoryEntry) []error {
+	if err := ctx.Err(); err != nil {
+		return repeatErr(err, len(es))
+	}
+	ctx, cancel := bounded(ctx, r.budget)
+	defer cancel()
+	errs := make([]error, len(es))
+	cmds := make([]*redis.Cmd, len(es))
+	_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, e := range es {
+			keys, args, err := r.appendArgs(e)
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			cmds[i] = historyAppend.EvalSha(ctx, p, keys, args...)
+		}
+		return nil
+	})
+	for i, c := range cmds {
+		if c == nil {
+			continue
+		}
+		if err := c.Err(); err != nil {
+			if redis.HasErrorPrefix(err, "NOSCRIPT") {
+				return r.appendEach(ctx, es)
+			}
+			errs[i] = err
+		}
+	}
+	return someFailed(errs)
+}
+
+// appendEach appends es one by one.
+func (r *redisHistory) appendEach(ctx context.Context, es []HistoryEntry) []error {
+	errs := make([]error, len(es))
+	for i, e := range es {
+		errs[i] = r.Append(ctx, e)
+	}
+	return someFailed(errs)
+}
+
+// someFailed is errs, or nil when none is set.
+func someFailed(errs []error) []error {
+	if slices.ContainsFunc(errs, func(err error) bool { return err != nil }) {
+		return errs
+	}
+	return nil
+}
+
+func repeatErr(err error, n int) []error {
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
 }
 
 // History implements HistoryStore, bounded as Append.

@@ -9,9 +9,11 @@ import (
 
 // historyRecorder hands history entries from the runs to one writer
 // goroutine through a bounded queue, so a slow or failing store never slows
-// or fails a run. Its zero value is ready: the store is made on first use
-// and the writer starts with the first entry (a scheduler that records
-// nothing starts no goroutine). Scheduler.Stop ends the writer.
+// or fails a run; a MemoryHistory, which can do neither, is appended on the
+// run's goroutine instead (appendNow). Its zero value is ready: the store is
+// made on first use and the writer starts with the first queued entry (a
+// scheduler that queues nothing starts no goroutine). Scheduler.Stop ends
+// the writer.
 type historyRecorder struct {
 	storeOnce sync.Once
 	store     HistoryStore
@@ -34,24 +36,50 @@ func (h *historyRecorder) storeOf(s *Scheduler) HistoryStore {
 
 // observe records ev if the history keeps events of its kind. It is the
 // hook in Scheduler.emit.
-func (h *historyRecorder) observe(s *Scheduler, ev Event) {
-	if e, ok := historyFromEvent(ev); ok {
-		h.record(s, e)
+func (h *historyRecorder) observe(s *Scheduler, ev *Event, ownsReport bool) {
+	var e HistoryEntry
+	if historyFromEvent(ev, &e, ownsReport) {
+		h.record(s, &e)
 	}
 }
 
 // record queues e for the writer without ever waiting: a full queue drops e
 // and raises an EventHistory. After Stop it drops e silently.
-func (h *historyRecorder) record(s *Scheduler, e HistoryEntry) {
+func (h *historyRecorder) record(s *Scheduler, e *HistoryEntry) {
+	if h.appendNow(s, e) {
+		return
+	}
 	if !h.enqueue(s, e) {
-		s.emit(Event{Kind: EventHistory, Job: e.Job, Trigger: e.Trigger, Tick: e.Tick,
-			Err: fmt.Errorf("%w: job %q: %s entry dropped: %d entries already wait for the writer",
-				ErrHistory, e.Job, e.Kind, cap(h.queue))})
+		h.dropped(s, e)
 	}
 }
 
+// dropped raises the EventHistory of an entry the full queue dropped.
+func (h *historyRecorder) dropped(s *Scheduler, e *HistoryEntry) {
+	s.emit(Event{Kind: EventHistory, Job: e.Job, Trigger: e.Trigger, Tick: e.Tick,
+		Err: fmt.Errorf("%w: job %q: %s entry dropped: %d entries already wait for the writer",
+			ErrHistory, e.Job, e.Kind, cap(h.queue))})
+}
+
+// appendNow appends e on the caller's goroutine when the store is a
+// memoryHistory, which neither blocks nor fails: no queue, no writer
+// goroutine, no timer per entry. It reports false for any other store.
+// After Stop it drops e silently, like enqueue.
+func (h *historyRecorder) appendNow(s *Scheduler, e *HistoryEntry) bool {
+	m, ok := h.storeOf(s).(*memoryHistory)
+	if !ok {
+		return false
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if !h.closed {
+		m.add(e)
+	}
+	return true
+}
+
 // enqueue reports false only when the queue is full.
-func (h *historyRecorder) enqueue(s *Scheduler, e HistoryEntry) bool {
+func (h *historyRecorder) enqueue(s *Scheduler, e *HistoryEntry) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if h.closed {
@@ -59,7 +87,7 @@ func (h *historyRecorder) enqueue(s *Scheduler, e HistoryEntry) bool {
 	}
 	h.startOnce.Do(func() { h.start(s) })
 	select {
-	case h.queue <- e:
+	case h.queue <- *e:
 		return true
 	default:
 		return false
@@ -75,11 +103,31 @@ func (h *historyRecorder) start(s *Scheduler) {
 	go h.loop(s, store)
 }
 
+// historyBatchMax bounds the entries the writer hands a batchAppender at
+// once.
+const historyBatchMax = 128
+
+// batchAppender is a HistoryStore that writes several entries in one round
+// trip (RedisHistory: one pipeline). The writer gives it what has queued up
+// while it wrote the last batch: at 1,000 runs a second, one round trip
+// instead of 1,000, and the CPU of a round trip per run saved.
+type batchAppender interface {
+	// appendBatch records es in order, and returns one error per entry (nil
+	// where it was recorded), or nil when all were.
+	appendBatch(ctx context.Context, es []HistoryEntry) []error
+}
+
 func (h *historyRecorder) loop(s *Scheduler, store HistoryStore) {
 	defer close(h.done)
+	batcher, _ := store.(batchAppender)
+	var batch []HistoryEntry
 	for {
 		select {
 		case e := <-h.queue:
+			if batcher != nil {
+				batch = h.writeBatch(s, batcher, h.drain(append(batch[:0], e)))
+				continue
+			}
 			if err := h.write(h.ctx, s, store, e); err != nil {
 				s.emit(Event{Kind: EventHistory, Job: e.Job, Trigger: e.Trigger, Tick: e.Tick, Err: err})
 			}
@@ -88,6 +136,36 @@ func (h *historyRecorder) loop(s *Scheduler, store HistoryStore) {
 			return
 		}
 	}
+}
+
+// drain adds to batch the entries queued now, up to historyBatchMax.
+func (h *historyRecorder) drain(batch []HistoryEntry) []HistoryEntry {
+	for len(batch) < historyBatchMax {
+		select {
+		case e := <-h.queue:
+			batch = append(batch, e)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// writeBatch appends batch in one call, bounded by the call budget, raises
+// an EventHistory per entry not recorded, and returns batch for reuse.
+func (h *historyRecorder) writeBatch(s *Scheduler, b batchAppender, batch []HistoryEntry) []HistoryEntry {
+	ctx, cancel := context.WithTimeout(h.ctx, s.cfg.budget)
+	errs := b.appendBatch(ctx, batch)
+	cancel()
+	for i, err := range errs {
+		if err != nil {
+			e := &batch[i]
+			s.emit(Event{Kind: EventHistory, Job: e.Job, Trigger: e.Trigger, Tick: e.Tick,
+				Err: fmt.Errorf("%w: job %q: %s entry not recorded: %w", ErrHistory, e.Job, e.Kind, err)})
+		}
+	}
+	clear(batch) // drop the Reports it points to
+	return batch
 }
 
 // write appends e, bounded by the call budget.

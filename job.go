@@ -162,14 +162,14 @@ type Event struct {
 	MissedLast   time.Time `json:"missed_last,omitzero"`  // the last missed tick
 }
 
-type tickKey struct{}
-
 // TickFrom returns the scheduled time of the tick being run: the instant the
 // cron spec named, not the moment the job happened to start. It is zero for
 // manual runs and outside a run.
 func TickFrom(ctx context.Context) time.Time {
-	t, _ := ctx.Value(tickKey{}).(time.Time)
-	return t
+	if st, ok := ctx.Value(runKey{}).(*run); ok {
+		return st.tick
+	}
+	return time.Time{}
 }
 
 // OverlapPolicy says what a scheduled tick does while the previous run of the

@@ -81,101 +81,225 @@ func LeaseFrom(ctx context.Context) Lease {
 	return l
 }
 
+// leaseCtx is the context below a run lock: it answers leaseKey with the
+// lease. It lives in the run (run.held), so taking a lock allocates no
+// context.
+type leaseCtx struct {
+	context.Context
+	lease Lease
+}
+
+// Value implements context.Context.
+func (c *leaseCtx) Value(key any) any {
+	if _, ok := key.(leaseKey); ok {
+		return c.lease
+	}
+	return c.Context.Value(key)
+}
+
 // watchdog extends a lease every ttl/3 while a run goes. When an extension
-// fails it calls lost once and stops: a lost lock is never extended or
-// released again. It is the one watchdog every Locker gets. It runs on a
-// timer, not a goroutine of its own, so a short run costs no goroutine.
+// fails it calls the run's lockLost once and stops: a lost lock is never
+// extended or released again. It is the one watchdog every Locker gets.
+//
+// It lives in the run and is timed by the process's one keeper timer
+// (leaseKeeper), so a run shorter than ttl/3 costs a push and a removal on
+// a heap: no timer, no goroutine, no allocation. An extension runs on a
+// goroutine of its own, bounded by the call budget (at most ttl/3).
 type watchdog struct {
 	lease  Lease
 	ttl    time.Duration
 	budget time.Duration
-	lost   func(error)
+	owner  *run
 
-	mu       sync.Mutex
-	timer    *time.Timer
+	// Guarded by keeper.mu.
+	due      time.Time // of the next extension
+	index    int       // in keeper.heap; -1 when not in it
 	stopped  bool
 	wasLost  bool
 	inFlight sync.WaitGroup // an Extend that started before stop
 }
 
-func startWatchdog(lease Lease, ttl, budget time.Duration, lost func(error)) *watchdog {
-	w := &watchdog{lease: lease, ttl: ttl, budget: min(budget, ttl/3), lost: lost}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.timer = time.AfterFunc(ttl/3, w.extend)
-	return w
+// start arms w for lease, held by owner.
+func (w *watchdog) start(owner *run, lease Lease, ttl, budget time.Duration) {
+	w.lease, w.ttl, w.budget, w.owner = lease, ttl, min(budget, ttl/3), owner
+	keeper.mu.Lock()
+	defer keeper.mu.Unlock()
+	w.stopped, w.wasLost = false, false
+	w.due = time.Now().Add(ttl / 3)
+	keeper.push(w)
 }
 
+// extend runs on its own goroutine when w is due (keeper.fire).
 func (w *watchdog) extend() {
-	w.mu.Lock()
-	if w.stopped {
-		w.mu.Unlock()
-		return
-	}
-	w.inFlight.Add(1)
-	w.mu.Unlock()
 	defer w.inFlight.Done()
-
 	ctx, cancel := context.WithTimeout(context.Background(), w.budget)
 	err := w.lease.Extend(ctx, w.ttl)
 	cancel()
 
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	keeper.mu.Lock()
 	if err != nil {
 		w.wasLost = true
-		w.lost(err)
+		keeper.mu.Unlock()
+		w.owner.lockLost(err)
 		return
 	}
 	if !w.stopped {
-		w.timer.Reset(w.ttl / 3)
+		w.due = time.Now().Add(w.ttl / 3)
+		keeper.push(w)
+	}
+	keeper.mu.Unlock()
+}
+
+// stop ends the watchdog, waits for an extension in flight (and, if it
+// failed, for lockLost), and reports whether the lease was lost.
+func (w *watchdog) stop() (lost bool) {
+	keeper.mu.Lock()
+	w.stopped = true
+	if w.index >= 0 {
+		keeper.remove(w.index)
+	}
+	keeper.mu.Unlock()
+	w.inFlight.Wait()
+	keeper.mu.Lock()
+	defer keeper.mu.Unlock()
+	return w.wasLost
+}
+
+// keeper times the watchdogs of every run of the process.
+var keeper leaseKeeper
+
+// leaseKeeper is a heap of watchdogs by due time under one timer, armed at
+// the earliest. A watchdog that leaves the heap does not disarm it: the
+// timer then wakes once for nothing.
+type leaseKeeper struct {
+	mu    sync.Mutex
+	heap  []*watchdog
+	timer *time.Timer
+	armed time.Time // when the timer fires; zero when it is not armed
+}
+
+// push adds w; k.mu is held.
+func (k *leaseKeeper) push(w *watchdog) {
+	w.index = len(k.heap)
+	k.heap = append(k.heap, w)
+	k.up(w.index)
+	if k.armed.IsZero() || w.due.Before(k.armed) {
+		k.arm(w.due)
 	}
 }
 
-// stop ends the watchdog, waits for an extension in flight, and reports
-// whether the lease was lost.
-func (w *watchdog) stop() (lost bool) {
-	w.mu.Lock()
-	w.stopped = true
-	w.timer.Stop()
-	w.mu.Unlock()
-	w.inFlight.Wait()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.wasLost
+// remove takes the watchdog at i out of the heap; k.mu is held.
+func (k *leaseKeeper) remove(i int) *watchdog {
+	w, last := k.heap[i], len(k.heap)-1
+	if i != last {
+		k.swap(i, last)
+	}
+	k.heap[last] = nil
+	k.heap = k.heap[:last]
+	if i != last {
+		k.down(i)
+		k.up(i)
+	}
+	w.index = -1
+	return w
+}
+
+func (k *leaseKeeper) arm(at time.Time) {
+	k.armed = at
+	if k.timer == nil {
+		k.timer = time.AfterFunc(time.Until(at), k.fire)
+		return
+	}
+	k.timer.Reset(time.Until(at))
+}
+
+// fire starts the extension of every watchdog due and arms the timer for
+// the next.
+func (k *leaseKeeper) fire() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.armed = time.Time{}
+	now := time.Now()
+	for len(k.heap) > 0 && !k.heap[0].due.After(now) {
+		w := k.remove(0)
+		w.inFlight.Add(1)
+		go w.extend()
+	}
+	if len(k.heap) > 0 {
+		k.arm(k.heap[0].due)
+	}
+}
+
+func (k *leaseKeeper) less(i, j int) bool { return k.heap[i].due.Before(k.heap[j].due) }
+
+func (k *leaseKeeper) swap(i, j int) {
+	k.heap[i], k.heap[j] = k.heap[j], k.heap[i]
+	k.heap[i].index, k.heap[j].index = i, j
+}
+
+func (k *leaseKeeper) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !k.less(i, p) {
+			return
+		}
+		k.swap(i, p)
+		i = p
+	}
+}
+
+func (k *leaseKeeper) down(i int) {
+	for n := len(k.heap); ; {
+		c := 2*i + 1
+		if c >= n {
+			return
+		}
+		if c+1 < n && k.less(c+1, c) {
+			c++
+		}
+		if !k.less(c, i) {
+			return
+		}
+		k.swap(i, c)
+		i = c
+	}
 }
 
 // MemoryLocker is the embedded Locker: claim marks and locks in this
 // process's memory, one entry per job, so each call costs O(1) whatever
-// the number of jobs. It suits a single instance and tests; use
-// NewRedisLocker when several instances run the same jobs.
+// the number of jobs: one map lookup and, for a lock, one small allocation
+// (the Lease). It suits a single instance and tests; use NewRedisLocker
+// when several instances run the same jobs.
 type MemoryLocker struct {
-	mu     sync.Mutex
-	marks  map[string]memMark
-	locks  map[string]*memLock
-	tokens map[string]int64
-	now    func() time.Time
+	mu   sync.Mutex
+	jobs map[string]*memJob
+	now  func() time.Time
 }
 
-// memMark is a job's claim mark: the latest tick claimed and by whom.
-type memMark struct {
-	tick   time.Time
-	holder string
-}
-
-type memLock struct {
-	token   int64
+// memJob is the state of one job: its claim mark (the latest tick claimed
+// and by whom), its run lock, and the last fencing token handed out.
+type memJob struct {
+	marked  bool
+	tick    time.Time
+	holder  string
+	locked  bool
+	token   int64 // of the lock when locked; the last one handed out
 	expires time.Time
 }
 
 // NewMemoryLocker returns an empty in-memory Locker.
 func NewMemoryLocker() *MemoryLocker {
-	return &MemoryLocker{
-		marks:  map[string]memMark{},
-		locks:  map[string]*memLock{},
-		tokens: map[string]int64{},
-		now:    time.Now,
+	return &MemoryLocker{jobs: map[string]*memJob{}, now: time.Now}
+}
+
+// job returns job's state, made on first use; m.mu is held.
+func (m *MemoryLocker) job(job string) *memJob {
+	j := m.jobs[job]
+	if j == nil {
+		j = &memJob{}
+		m.jobs[job] = j
 	}
+	return j
 }
 
 // checkLockTTL refuses a lock TTL that no store can keep: negative, or
@@ -194,17 +318,17 @@ func (m *MemoryLocker) Claim(_ context.Context, job string, tick time.Time, lock
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	mark, had := m.marks[job]
-	if had && !tick.After(mark.tick) {
-		return Claim{Holder: mark.holder, HolderTick: mark.tick}, nil
+	j := m.job(job)
+	if j.marked && !tick.After(j.tick) {
+		return Claim{Holder: j.holder, HolderTick: j.tick}, nil
 	}
-	m.marks[job] = memMark{tick: tick, holder: instance}
 	c := Claim{Won: true, Holder: instance}
-	if had {
-		c.Prev = mark.tick
+	if j.marked {
+		c.Prev = j.tick
 	}
+	j.marked, j.tick, j.holder = true, tick, instance
 	if lockTTL > 0 {
-		c.Lease, c.LockErr = m.acquireLocked(job, lockTTL)
+		c.Lease, c.LockErr = m.acquireLocked(job, j, lockTTL)
 	}
 	return c, nil
 }
@@ -216,47 +340,50 @@ func (m *MemoryLocker) Acquire(_ context.Context, job string, ttl time.Duration)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.acquireLocked(job, ttl)
+	return m.acquireLocked(job, m.job(job), ttl)
 }
 
-// acquireLocked takes job's lock; m.mu is held.
-func (m *MemoryLocker) acquireLocked(job string, ttl time.Duration) (Lease, error) {
+// acquireLocked takes j's lock; m.mu is held.
+func (m *MemoryLocker) acquireLocked(job string, j *memJob, ttl time.Duration) (Lease, error) {
 	now := m.now()
-	if l, ok := m.locks[job]; ok && now.Before(l.expires) {
-		return nil, fmt.Errorf("%w: job %q: held until %s", ErrLocked, job, l.expires.Format(time.RFC3339Nano))
+	if j.locked && now.Before(j.expires) {
+		return nil, fmt.Errorf("%w: job %q: held until %s", ErrLocked, job, j.expires.Format(time.RFC3339Nano))
 	}
-	m.tokens[job]++
-	l := &memLock{token: m.tokens[job], expires: now.Add(ttl)}
-	m.locks[job] = l
-	return &memLease{m: m, job: job, token: l.token}, nil
+	j.token++
+	j.locked, j.expires = true, now.Add(ttl)
+	return &memLease{m: m, j: j, job: job, token: j.token}, nil
 }
 
 type memLease struct {
 	m     *MemoryLocker
+	j     *memJob
 	job   string
 	token int64
 }
 
 func (l *memLease) Token() int64 { return l.token }
 
+// held reports whether l still holds its lock; l.m.mu is held.
+func (l *memLease) held() bool { return l.j.locked && l.j.token == l.token }
+
 // Extend fails once the lock expired or passed to another lease (another
 // token), even if that one holds it now: a lease extends only itself.
 func (l *memLease) Extend(_ context.Context, ttl time.Duration) error {
 	l.m.mu.Lock()
 	defer l.m.mu.Unlock()
-	cur, ok := l.m.locks[l.job]
-	if !ok || cur.token != l.token || l.m.now().After(cur.expires) {
+	now := l.m.now()
+	if !l.held() || now.After(l.j.expires) {
 		return fmt.Errorf("%w: job %q: lease %d is no longer held", ErrLockLost, l.job, l.token)
 	}
-	cur.expires = l.m.now().Add(ttl)
+	l.j.expires = now.Add(ttl)
 	return nil
 }
 
 func (l *memLease) Release(context.Context) error {
 	l.m.mu.Lock()
 	defer l.m.mu.Unlock()
-	if cur, ok := l.m.locks[l.job]; ok && cur.token == l.token {
-		delete(l.m.locks, l.job)
+	if l.held() {
+		l.j.locked = false
 	}
 	return nil
 }
@@ -266,5 +393,7 @@ func (l *memLease) Release(context.Context) error {
 func (m *MemoryLocker) forget(job string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	delete(m.locks, job)
+	if j := m.jobs[job]; j != nil {
+		j.locked = false
+	}
 }

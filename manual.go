@@ -33,12 +33,13 @@ func (s *Scheduler) RunManually(ctx context.Context, name string, items ...any) 
 	}
 	var flat []any
 	if len(items) > 0 {
-		if e.batch == nil {
+		b := e.batch()
+		if b == nil {
 			err := fmt.Errorf("%w: job %q is a %T, not a Batch; got %d items", ErrNotBatch, name, e.job, len(items))
 			return Report{Job: name, Trigger: TriggerManual, Err: err}, err
 		}
-		if items, err = decodeJSONItems(e.batch, name, items); err == nil { // items_json.go
-			flat, err = e.batch.checkItems(name, items)
+		if items, err = decodeJSONItems(b, name, items); err == nil { // items_json.go
+			flat, err = b.checkItems(name, items)
 		}
 		if err != nil {
 			return Report{Job: name, Trigger: TriggerManual, Err: err}, err

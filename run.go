@@ -5,14 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// run is the state of one run, carried in its context from the outermost
-// guard to the batch loop.
+// run is the state of one run, and its context: the guards, the job and
+// every context derived from it find the run through Value(runKey{})
+// without a context.WithValue per field. It wraps the run's cancelable
+// context (canceled when the run ends, when its lock is lost, or by its
+// parent), so one allocation holds the whole run.
 type run struct {
+	context.Context
+	cancel context.CancelCauseFunc
+
 	s       *Scheduler // nil when a Batch runs outside a Scheduler
 	e       *entry
 	job     string
@@ -28,14 +35,37 @@ type run struct {
 	// duplicates counts RunManually items dropped as copies of an earlier one
 	duplicates atomic.Int64
 
+	prev, next *run  // in its shard of Scheduler.runs
+	shard      uint8 // of Scheduler.runs
+
+	held leaseCtx // the context below the run lock, with its lease (holdLease)
+
+	// gapPrev and gapLast: the claim of a CatchUp job's tick found missed
+	// ticks after the mark gapPrev, the last being gapLast (catchup.go).
+	gapPrev, gapLast time.Time
+	dog  watchdog // keeps the run lock alive (holdLease)
+
 	mu      sync.Mutex
 	stop    StopReason // set by the batch loop when it ends early without error
 	tripped bool       // the runaway guard switched the job off
 	cause   error      // context.Cause of the run's context when it ended canceled
 	stack   string     // of a panic
+
+	// rep is the Report once the run ended, allocated then: the finished
+	// event points to it, and the history keeps it as it is when no
+	// observer had it (history.go).
+	rep *Report
 }
 
 type runKey struct{}
+
+// Value implements context.Context: runKey answers the run itself.
+func (st *run) Value(key any) any {
+	if _, ok := key.(runKey); ok {
+		return st
+	}
+	return st.Context.Value(key)
+}
 
 // runFrom returns the run of ctx, or a detached one when a Job runs outside
 // a Scheduler (a Batch called directly in a test, say).
@@ -46,10 +76,14 @@ func runFrom(ctx context.Context) *run {
 	return &run{job: "(unscheduled)", trigger: TriggerManual}
 }
 
+// begin marks the start of the job and raises EventStarted.
 func (st *run) begin() {
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	st.start = time.Now()
+	st.mu.Unlock()
+	var ev Event
+	st.initEvent(&ev, EventStarted, nil)
+	st.s.emitEvent(&ev)
 }
 
 func (st *run) setStop(r StopReason) {
@@ -59,65 +93,118 @@ func (st *run) setStop(r StopReason) {
 }
 
 func (st *run) event(kind EventKind, err error) Event {
-	ev := Event{Kind: kind, Job: st.job, Trigger: st.trigger, Tick: st.tick, Err: err}
-	if kind == EventFinished && errors.Is(err, ErrPanic) {
-		ev.Stack = st.stack
-	}
+	var ev Event
+	st.initEvent(&ev, kind, err)
 	return ev
 }
 
-// execute runs e once through the chain of trig and reports the outcome.
+// initEvent is event into *ev, which is zero.
+func (st *run) initEvent(ev *Event, kind EventKind, err error) {
+	ev.Kind, ev.Job, ev.Trigger, ev.Tick, ev.Err = kind, st.job, st.trigger, st.tick, err
+	if kind == EventFinished && errors.Is(err, ErrPanic) {
+		ev.Stack = st.stack
+	}
+}
+
+// execute runs e once through its guard chain for trig and reports the
+// outcome.
+//
+// Allocation budget: a scheduled run of a no-op job on the memory backends,
+// with no observer and a logger that drops Info, allocates runAllocBudget
+// (6) objects: the run (which is also its context), the cancelable context
+// below it and its cancel func, the memory Lease, and the history entry's
+// copy of the Report and its ID. No timer, goroutine, context per guard or
+// event is made for it: the watchdog shares one timer for the process, the
+// memory stores are called without a deadline, and an event nobody takes
+// is not built. robfig/cron adds the goroutine it starts per fire. A
+// manual run adds the hook that cancels it with the Scheduler; an observer,
+// a logger that takes the events, a Redis backend, a Timeout or HardKill
+// add their own.
 func (s *Scheduler) execute(ctx context.Context, e *entry, trig Trigger, tick time.Time, items []any) Report {
+	return *s.runOnce(ctx, e, trig, tick, items).rep
+}
+
+// runOnce is execute; the Report is in the run it returns.
+func (s *Scheduler) runOnce(ctx context.Context, e *entry, trig Trigger, tick time.Time, items []any) *run {
 	st := &run{s: s, e: e, job: e.name, trigger: trig, tick: tick, items: items}
 	if trig == TriggerManual {
 		st.by = ActorFrom(ctx)
 	}
-	if !s.track(e.name) {
-		err := skip(SkipStopped, fmt.Errorf("%w: job %q not run", ErrStopped, e.name))
-		s.emit(Event{Kind: EventSkipped, Job: e.name, Trigger: trig, Tick: tick, Skip: SkipStopped, Err: err})
-		return st.report(err)
+	if !s.track(e) {
+		st.refuse()
+		return st
 	}
-	defer s.untrack(e.name)
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	stopWithScheduler := context.AfterFunc(s.base, func() { cancel(context.Cause(s.base)) })
-	defer stopWithScheduler()
-
-	ctx = context.WithValue(ctx, runKey{}, st)
-	ctx = context.WithValue(ctx, tickKey{}, tick)
-	chain := e.scheduled
-	if trig == TriggerManual {
-		chain = e.manual
+	defer s.untrack(e)
+	if ctx == s.base {
+		// A scheduled run. Its context does not hang below s.base: every
+		// run would then register with, and leave, one context's lock
+		// and map. The registry cancels it at Stop instead, as s.base would.
+		ctx = context.Background()
 	}
-	rep := st.report(chain.Run(ctx))
+	st.Context, st.cancel = context.WithCancelCause(ctx)
+	defer st.cancel(nil)
+	s.runs.add(st)
+	defer s.runs.remove(st)
+	st.finish(s.runChain(st))
 	if trig == TriggerSchedule {
 		e.noteDecided(tick)
 	}
+	return st
+}
+
+// The frames of execute and of everything below it are on the stack of
+// every run's goroutine, which starts small: a copy of a Report or an Event
+// held there across the run costs a stack growth (a copy of the stack).
+// So the functions that build them are siblings of the run, not its
+// callers.
+
+// refuse reports a run the stopped Scheduler did not start.
+func (st *run) refuse() {
+	err := skip(SkipStopped, fmt.Errorf("%w: job %q not run", ErrStopped, st.job))
+	st.rep = new(Report)
+	st.fillReport(st.rep, err)
+	st.s.emitEvent(&Event{Kind: EventSkipped, Job: st.job, Trigger: st.trigger, Tick: st.tick, Skip: SkipStopped, Err: err})
+}
+
+// finish turns the chain's error into the run's Report and raises its
+// finished or skipped event.
+func (st *run) finish(err error) {
+	rep := new(Report)
+	st.fillReport(rep, err)
+	st.rep = rep
+	var ev Event
 	if rep.Skipped != "" {
-		ev := st.event(EventSkipped, rep.Err)
+		st.initEvent(&ev, EventSkipped, rep.Err)
 		ev.Skip = rep.Skipped
-		s.emit(ev)
-		return rep
+	} else {
+		st.e.setLast(rep)
+		st.initEvent(&ev, EventFinished, rep.Err)
+		ev.Report = rep // the run is over: nothing changes it any more
 	}
-	e.setLast(rep)
-	ev := st.event(EventFinished, rep.Err)
-	ev.Report = &rep
-	s.emit(ev)
-	return rep
+	st.s.emitEvent(&ev)
 }
 
 // report turns the run's state and the chain's error into a Report.
 func (st *run) report(err error) Report {
+	var r Report
+	st.fillReport(&r, err)
+	return r
+}
+
+// fillReport is report into *r.
+func (st *run) fillReport(r *Report, err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	r := Report{Job: st.job, Trigger: st.trigger, Tick: st.tick, By: st.by, Start: st.start, Err: err}
+	*r = Report{Job: st.job, Trigger: st.trigger, Tick: st.tick, By: st.by, Start: st.start, Err: err}
 	if st.s != nil {
 		r.Instance = st.s.cfg.instance
 	}
-	var se *skipError
-	if errors.As(err, &se) {
-		r.Skipped = se.reason
-		return r
+	if err != nil { // errors.As's target escapes: an allocation a run without error does without
+		var se *skipError
+		if errors.As(err, &se) {
+			r.Skipped = se.reason
+			return
+		}
 	}
 	if !st.start.IsZero() { // zero when a middleware failed before the guards let the run start
 		r.Duration = time.Since(st.start)
@@ -128,7 +215,6 @@ func (st *run) report(err error) Report {
 	r.Duplicates = int(st.duplicates.Load())
 	r.Stop, r.Err = stopReason(err, st.cause, st.stop)
 	r.Tripped = st.tripped
-	return r
 }
 
 // stopReason says why a run ended. A canceled context explains the end
@@ -168,24 +254,99 @@ func stopReason(err, cause error, early StopReason) (StopReason, error) {
 	return StopError, err
 }
 
+// runRegistry holds the runs going now, so that Stop can cancel them (see
+// Scheduler.cancelBase). It is sharded, each shard a list under its own
+// lock, so that concurrent runs do not queue on one lock, as they would
+// registering as children of one context.
+type runRegistry struct {
+	cause  atomic.Pointer[error] // set by cancelAll: a run added later cancels itself
+	shards [16]runShard
+}
+
+type runShard struct {
+	mu   sync.Mutex
+	head *run
+	_    [48]byte // a cache line each: shards are locked from every core
+}
+
+// add registers st, whose context is made.
+func (r *runRegistry) add(st *run) {
+	st.shard = uint8(rand.Uint32() % uint32(len(r.shards)))
+	sh := &r.shards[st.shard]
+	sh.mu.Lock()
+	st.next = sh.head
+	if sh.head != nil {
+		sh.head.prev = st
+	}
+	sh.head = st
+	sh.mu.Unlock()
+	if c := r.cause.Load(); c != nil {
+		st.cancel(*c)
+	}
+}
+
+func (r *runRegistry) remove(st *run) {
+	sh := &r.shards[st.shard]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if st.prev != nil {
+		st.prev.next = st.next
+	} else {
+		sh.head = st.next
+	}
+	if st.next != nil {
+		st.next.prev = st.prev
+	}
+	st.prev, st.next = nil, nil
+}
+
+// cancelAll cancels every run going now, and every run added from now on,
+// with cause.
+func (r *runRegistry) cancelAll(cause error) {
+	r.cause.CompareAndSwap(nil, &cause)
+	c := *r.cause.Load()
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		for st := sh.head; st != nil; st = st.next {
+			st.cancel(c)
+		}
+		sh.mu.Unlock()
+	}
+}
+
 // track counts a run as going; it refuses once the scheduler is stopped, so
 // Stop's wait sees every run.
-func (s *Scheduler) track(job string) bool {
+func (s *Scheduler) track(e *entry) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state == stopped {
 		return false
 	}
-	s.active[job]++
 	s.wg.Add(1)
+	e.active.Add(1)
 	return true
 }
 
-func (s *Scheduler) untrack(job string) {
-	s.mu.Lock()
-	s.active[job]--
-	s.mu.Unlock()
+func (s *Scheduler) untrack(e *entry) {
+	e.active.Add(-1)
 	s.wg.Done()
+}
+
+// eventLevel is the level an event is logged at. An operator's stop (kill
+// switch, Stop) is no failure.
+func eventLevel(ev *Event) slog.Level {
+	switch ev.Kind {
+	case EventStarted, EventBatchDone:
+		return slog.LevelDebug
+	case EventItemFailed, EventFlag, EventHistory, EventMissed:
+		return slog.LevelWarn
+	case EventLockLost, EventRunaway:
+		return slog.LevelError
+	case EventFinished:
+		return finishedLevel(ev.Report)
+	}
+	return slog.LevelInfo
 }
 
 // finishedLevel: an operator's stop (kill switch, Stop) is no failure.
@@ -202,59 +363,72 @@ func finishedLevel(r *Report) slog.Level {
 	return slog.LevelError
 }
 
-// emit sends ev to the observer and the logger. Neither may take the
+// emit sends ev to the observers, the logger and the history.
+func (s *Scheduler) emit(ev Event) { s.emitEvent(&ev) }
+
+// emitEvent sends ev to the observers, the logger and the history, and does
+// nothing at all for an event nobody takes: no observer, a logger that
+// drops its level, a kind the history does not keep (started, batch_done,
+// item_failed, ...). Neither the observers nor the logger may take the
 // process down: emit also runs on the worker goroutines of a Batch (item
-// failures), where a panic could not be recovered by the run. A panic in the
+// failures), where a panic could not be recovered by the run. A panic in an
 // observer is logged; a panic in the logger's handler loses that record.
-func (s *Scheduler) emit(ev Event) {
+func (s *Scheduler) emitEvent(ev *Event) {
 	if s == nil {
+		return
+	}
+	level := eventLevel(ev)
+	logged := s.logEnabled(level)
+	kept := historyKeeps(ev.Kind, ev.Skip)
+	if len(s.cfg.observers) == 0 && !logged && !kept {
 		return
 	}
 	ev.Instance = s.cfg.instance
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
-	s.observe(ev)
-	s.log(ev)
-	s.history.observe(s, ev) // never blocks: a bounded queue to one writer
-}
-
-// observe calls every observer.
-func (s *Scheduler) observe(ev Event) {
 	for _, fn := range s.cfg.observers {
 		s.observeOne(fn, ev)
 	}
+	if logged {
+		s.log(level, ev)
+	}
+	if kept {
+		// never blocks; the Report of a finished run is the history's to
+		// keep when no observer has it
+		s.history.observe(s, ev, len(s.cfg.observers) == 0)
+	}
 }
 
-// observeOne calls one observer. A panic in it is logged, not passed on: it
-// may run on a worker goroutine of a Batch, where a panic would end the
-// process.
-func (s *Scheduler) observeOne(fn func(Event), ev Event) {
+// heard reports whether an event of kind (skip reason skip) at level would
+// reach anyone: an observer, the logger or the history. A caller that
+// builds costly fields (an error's text) asks first.
+func (s *Scheduler) heard(kind EventKind, skip SkipReason, level slog.Level) bool {
+	return len(s.cfg.observers) > 0 || historyKeeps(kind, skip) || s.logEnabled(level)
+}
+
+// logEnabled asks the logger whether it takes level; a panic in its handler
+// is a no.
+func (s *Scheduler) logEnabled(level slog.Level) (on bool) {
+	defer recoverLogger()
+	return s.cfg.logger.Enabled(context.Background(), level)
+}
+
+// observeOne calls one observer with a copy of ev. A panic in it is logged,
+// not passed on: it may run on a worker goroutine of a Batch, where a panic
+// would end the process.
+func (s *Scheduler) observeOne(fn func(Event), ev *Event) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.logAttrs(slog.LevelError, "cronguard: observer panicked", slog.String("job", ev.Job),
 				slog.String("event", string(ev.Kind)), slog.String("panic", clip(fmt.Sprint(r))))
 		}
 	}()
-	fn(ev)
+	fn(*ev)
 }
 
-func (s *Scheduler) log(ev Event) {
-	level := slog.LevelInfo
-	switch ev.Kind {
-	case EventStarted, EventBatchDone:
-		level = slog.LevelDebug
-	case EventItemFailed, EventFlag, EventHistory, EventMissed:
-		level = slog.LevelWarn
-	case EventLockLost, EventRunaway:
-		level = slog.LevelError
-	case EventFinished:
-		level = finishedLevel(ev.Report)
-	}
-	defer recoverLogger() // Enabled is the handler's code too
-	if !s.cfg.logger.Enabled(context.Background(), level) {
-		return
-	}
+// log writes ev at level, which the logger takes.
+func (s *Scheduler) log(level slog.Level, ev *Event) {
 	attrs := []slog.Attr{slog.String("job", ev.Job), slog.String("trigger", string(ev.Trigger))}
 	if !ev.Tick.IsZero() {
 		attrs = append(attrs, slog.Time("tick", ev.Tick))
@@ -281,7 +455,7 @@ func (s *Scheduler) log(ev Event) {
 	if ev.Stack != "" {
 		attrs = append(attrs, slog.String("stack", ev.Stack))
 	}
-	s.cfg.logger.LogAttrs(context.Background(), level, "cronguard: "+string(ev.Kind), attrs...)
+	s.logAttrs(level, "cronguard: "+string(ev.Kind), attrs...)
 }
 
 // logAttrs logs one record, losing it if the logger's handler panics.
@@ -307,3 +481,9 @@ func ReportFrom(ctx context.Context, err error) (r Report, ok bool) {
 	}
 	return st.report(err), true
 }
+
+// runAllocBudget is the most objects a scheduled run of a no-op job
+// allocates on the memory backends with no observer and a logger that
+// drops Info (alloc_test.go holds it; see execute). Before issue 8's rework
+// a run allocated 43.
+const runAllocBudget = 6

@@ -23,11 +23,10 @@ type Scheduler struct {
 	cfg  config
 	cron *cron.Cron
 
-	mu     sync.Mutex
-	jobs   map[string]*entry
-	state  lifecycle
-	active map[string]int // runs going now, by job
-	wg     sync.WaitGroup // one per run going now
+	mu    sync.Mutex
+	jobs  map[string]*entry
+	state lifecycle
+	wg    sync.WaitGroup // one per run going now
 
 	base       context.Context // parent of every run; canceled by Stop
 	cancelBase context.CancelCauseFunc
@@ -35,6 +34,7 @@ type Scheduler struct {
 	flags flagMemory // last known kill switch answers
 
 	history historyRecorder // history_writer.go
+	runs    runRegistry     // the runs going now, for Stop to cancel (run.go)
 }
 
 type lifecycle int
@@ -248,14 +248,14 @@ func New(opts ...Option) (*Scheduler, error) {
 		cfg.checkpoints = NewMemoryCheckpoints()
 	}
 	base, cancel := context.WithCancelCause(context.Background())
-	return &Scheduler{
-		cfg:        cfg,
-		cron:       cron.New(cron.WithLocation(cfg.loc)),
-		jobs:       map[string]*entry{},
-		active:     map[string]int{},
-		base:       base,
-		cancelBase: cancel,
-	}, nil
+	s := &Scheduler{
+		cfg:  cfg,
+		cron: cron.New(cron.WithLocation(cfg.loc)),
+		jobs: map[string]*entry{},
+		base: base,
+	}
+	s.cancelBase = func(cause error) { cancel(cause); s.runs.cancelAll(cause) } // run.go
+	return s, nil
 }
 
 // Register adds a job under a unique name, to run on spec. It may be called
@@ -276,7 +276,7 @@ func (s *Scheduler) Register(name, spec string, job Job, opts ...JobOption) erro
 		return fmt.Errorf("%w: %q is already registered", ErrDuplicateJob, name)
 	}
 	s.jobs[name] = e
-	e.id = s.cron.Schedule(e.ticks, cron.FuncJob(func() { s.fire(e) }))
+	s.cron.Schedule(&e.ticks, (*cronFire)(e))
 	return nil
 }
 
@@ -305,18 +305,13 @@ func (s *Scheduler) newEntry(name, spec string, job Job, opts []JobOption) (*ent
 		// another flag's name.
 		return nil, fmt.Errorf("%w: job %q: flag %q is not valid UTF-8 (the flag is the job name unless Flag names it)", ErrInvalidFlag, name, cfg.flag)
 	}
-	e := &entry{name: name, spec: spec, sched: sched, job: job, cfg: cfg}
-	if b, ok := job.(batchJob); ok {
+	e := &entry{s: s, name: name, spec: spec, job: job, cfg: cfg, ticks: tickSchedule{inner: sched, loc: s.cfg.loc}}
+	if b := e.batch(); b != nil {
 		if err := b.validate(name); err != nil {
 			return nil, err
 		}
-		e.batch = b
 	}
-	e.ticks = &tickSchedule{inner: sched}
-	if e.scheduled, err = s.chain(e, TriggerSchedule); err != nil {
-		return nil, err
-	}
-	if e.manual, err = s.chain(e, TriggerManual); err != nil {
+	if err := s.buildChain(e); err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -412,8 +407,8 @@ func (s *Scheduler) runningJobs() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var names []string
-	for n, c := range s.active {
-		if c > 0 {
+	for n, e := range s.jobs {
+		if e.active.Load() > 0 {
 			names = append(names, n)
 		}
 	}
@@ -462,16 +457,14 @@ func (s *Scheduler) Job(name string) (JobInfo, error) {
 	if err != nil {
 		return JobInfo{}, err
 	}
-	s.mu.Lock()
-	running := s.active[name]
-	s.mu.Unlock()
+	running := int(e.active.Load())
 	ctx, cancel := context.WithTimeout(s.base, s.cfg.budget)
 	defer cancel()
 	on, flagErr := s.flagInfo(ctx, e.cfg.flag)
 	now := time.Now().In(s.cfg.loc)
 	return JobInfo{
 		Name: name, Spec: e.spec, Flag: e.cfg.flag,
-		Prev: e.ticks.last(), Next: e.sched.Next(now),
+		Prev: e.ticks.last(), Next: e.sched().Next(now),
 		Enabled: on, EnabledErr: flagErr,
 		Running: running, Last: e.lastReport(),
 	}, nil

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,13 +30,15 @@ type config struct {
 	scale                         []int
 	scaleSeconds                  int
 	busy, gocronBare, skips       bool
-	pings                         int
+	pings, batchItems             int
 	out                           string
+	only                          map[string]bool // lib keys of the comparison to run; nil: all
+	cpuProfile                    string
 }
 
 func parseFlags() (config, error) {
 	var c config
-	var scale string
+	var scale, only string
 	flag.IntVar(&c.reps, "reps", 3, "repetitions of the side-by-side comparison (phases alternate within each)")
 	flag.IntVar(&c.seconds, "seconds", 6, "ticks measured per phase of the comparison")
 	flag.IntVar(&c.jobs, "jobs", 1000, "jobs firing every second")
@@ -47,7 +50,18 @@ func parseFlags() (config, error) {
 	flag.IntVar(&c.pings, "pings", 0, "PINGs per run of the Redis floor (0: the round trips measured per cronguard run, rounded)")
 	flag.BoolVar(&c.skips, "skips", false, "count cronguard's skipped ticks by reason (adds an observer, which costs a little)")
 	flag.StringVar(&c.out, "out", "", "directory to write results.md, results.json, scaling.png and scaling.svg to")
+	flag.StringVar(&only, "only", "", "comparison rows to run, by key (comma-separated: robfig, gocron, gocron-redsync, cronguard-memory, cronguard-redis, redis-floor; empty: all)")
+	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.IntVar(&c.batchItems, "batch-items", 1_000_000, "items of the Batch per-item cost (0: not measured)")
 	flag.Parse()
+	for _, k := range strings.Split(only, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			if c.only == nil {
+				c.only = map[string]bool{}
+			}
+			c.only[k] = true
+		}
+	}
 	for _, f := range strings.Split(scale, ",") {
 		if f = strings.TrimSpace(f); f == "" {
 			continue
@@ -58,8 +72,8 @@ func parseFlags() (config, error) {
 		}
 		c.scale = append(c.scale, n)
 	}
-	if c.reps < 1 || c.seconds < 1 || c.jobs < 1 || c.heapJobs < 1 || c.scaleSeconds < 1 || c.pings < 0 {
-		return c, fmt.Errorf("-reps, -seconds, -jobs, -heap-jobs and -scale-seconds must be positive, -pings not negative")
+	if c.reps < 1 || c.seconds < 1 || c.jobs < 1 || c.heapJobs < 1 || c.scaleSeconds < 1 || c.pings < 0 || c.batchItems < 0 {
+		return c, fmt.Errorf("-reps, -seconds, -jobs, -heap-jobs and -scale-seconds must be positive, -pings and -batch-items not negative")
 	}
 	return c, nil
 }
@@ -77,6 +91,13 @@ func main() {
 }
 
 func run(cfg config) error {
+	if cfg.cpuProfile != "" {
+		stop, err := startCPUProfile(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	srv, err := startRedis()
 	if err != nil {
 		return err
@@ -92,6 +113,11 @@ func run(cfg config) error {
 	}
 	if err := b.scaling(cfg, res); err != nil {
 		return err
+	}
+	if cfg.batchItems > 0 {
+		if res.Batch, err = batchCost(cfg.batchItems, cfg.reps); err != nil {
+			return err
+		}
 	}
 	res.Meta.finish()
 	res.Goals = evaluate(cfg, res)
@@ -124,7 +150,29 @@ func comparisonRows(cfg config) []rowID {
 	if cfg.busy {
 		rows = append(rows, rowID{libCGRedis, true}, rowID{libRedisBase, true})
 	}
-	return rows
+	if cfg.only == nil {
+		return rows
+	}
+	kept := rows[:0]
+	for _, r := range rows {
+		if cfg.only[r.l.key] {
+			kept = append(kept, r)
+		}
+	}
+	return kept
+}
+
+// startCPUProfile profiles the whole process until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
 }
 
 // rowID is one row of the table: a library, idle or beside the spinners.
@@ -159,6 +207,9 @@ func (b *bench) compare(cfg config, res *results) error {
 			res.Phases = append(res.Phases, r)
 		}
 		for _, l := range heapLibs {
+			if cfg.only != nil && !cfg.only[l.key] {
+				continue
+			}
 			reg, err := b.measureRegistration(l, cfg.heapJobs)
 			if err != nil {
 				return err

@@ -17,6 +17,7 @@ type results struct {
 	Phases        []phaseResult  `json:"comparison"`
 	Registrations []registration `json:"registrations"`
 	Scaling       []phaseResult  `json:"scaling"`
+	Batch         []batchResult  `json:"batch"`
 	Goals         []goal         `json:"goals"`
 }
 
@@ -294,6 +295,15 @@ func (r *results) markdown(cfg config) string {
 		b.WriteString("![scaling curve](scaling.png)\n\n")
 		b.WriteString(r.scalingTable())
 		fmt.Fprintf(&b, "\nRegister time and heap: median of registrations of that many jobs into a fresh scheduler, repeated up to %d jobs in all (at most 10 times). Lateness and CPU: the firing jobs only; the idle ones are what the scheduler carries.\n", cfg.heapJobs)
+	}
+	if len(r.Batch) > 0 {
+		fmt.Fprintf(&b, "\n## Batch: a no-op Batch over %d in-memory items against a hand-written loop, %d reps\n\n", r.Batch[0].Items, cfg.reps)
+		b.WriteString("| shape | runs | Batch per item | loop per item | overhead per item (reps) |\n|---|---|---|---|---|\n")
+		for _, br := range r.Batch {
+			fmt.Fprintf(&b, "| %s | %d | %.0f ns | %.1f ns | %.0f ns (%s) |\n", br.Shape, br.Runs, median(br.BatchNs), median(br.LoopNs),
+				median(br.Overhead), spread(br.Overhead, "%.0f"))
+		}
+		b.WriteString("\nRunManually whole runs (drain mode, run lock, no kill switch re-read) until every item is done, then the loop over the same items, the same Fetch, Key and Process.\n")
 	}
 	b.WriteString("\n## Goals of issue 8\n\n| goal | got | |\n|---|---|---|\n")
 	for _, g := range r.Goals {
