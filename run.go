@@ -43,7 +43,7 @@ type run struct {
 	// gapPrev and gapLast: the claim of a CatchUp job's tick found missed
 	// ticks after the mark gapPrev, the last being gapLast (catchup.go).
 	gapPrev, gapLast time.Time
-	dog  watchdog // keeps the run lock alive (holdLease)
+	dog              watchdog // keeps the run lock alive (holdLease)
 
 	mu      sync.Mutex
 	stop    StopReason // set by the batch loop when it ends early without error
