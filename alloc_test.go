@@ -54,7 +54,7 @@ func allocsPerTick(t *testing.T, s *Scheduler, name string, runs int, check func
 // rework it allocated 43.
 func TestAllocsPerScheduledRun(t *testing.T) {
 	if raceEnabled {
-		t.Skip("the race detector allocates on its own")
+		t.Skip("the race detector allocates on its own; scripts/test runs this test again without -race")
 	}
 	s := quietScheduler(t)
 	if err := s.Register("noop", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
@@ -76,7 +76,7 @@ func TestAllocsPerScheduledRun(t *testing.T) {
 // allocates a number of objects that does not grow with its items.
 func TestAllocsPerBatchItem(t *testing.T) {
 	if raceEnabled {
-		t.Skip("the race detector allocates on its own")
+		t.Skip("the race detector allocates on its own; scripts/test runs this test again without -race")
 	}
 	const items = DefaultBatchSize * DefaultMaxBatches
 	keys := make([]string, items)
