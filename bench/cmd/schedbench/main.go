@@ -257,12 +257,13 @@ func (b *bench) scaling(cfg config, res *results) error {
 }
 
 // steadyRegistration registers n jobs again until about `total` have been
-// registered (at most 10 trials), and returns the median of the trials and
-// first: one registration of 1,000 jobs takes about a millisecond, too
-// short to time once on a busy machine.
+// registered (at least 3 trials, at most 10), and returns the median of the
+// trials and first: one registration of 1,000 jobs takes about a
+// millisecond, too short to time once on a busy machine, and one of
+// 100,000 moves with the garbage collector.
 func (b *bench) steadyRegistration(l lib, n, total int, first regStats) (regStats, error) {
 	trials := []regStats{first}
-	for range min(total/n, 10) - 1 {
+	for range min(max(total/n, 3), 10) - 1 {
 		reg, err := b.measureRegistration(l, n)
 		if err != nil {
 			return first, err
