@@ -3,6 +3,7 @@ package cronguard
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -104,4 +105,45 @@ func TestAllocsPerBatchItem(t *testing.T) {
 	if n > batchAllocBudget {
 		t.Errorf("%.1f allocations per run of %d items, over the budget of %d: see Batch's doc comment", n, items, batchAllocBudget)
 	}
+}
+
+// heapPerJobBudget is issue 8's bound on the live heap a registered job
+// costs, robfig/cron's entry and parsed spec included (453 B when written:
+// 185 B of them robfig/cron's, 224 B the entry).
+const heapPerJobBudget = 500
+
+// TestHeapPerRegisteredJob holds heapPerJobBudget over 10,000 jobs
+// registered on one scheduler, names made beforehand.
+func TestHeapPerRegisteredJob(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	const jobs = 10_000
+	names := make([]string, jobs)
+	for i := range names {
+		names[i] = "job-" + strconv.Itoa(i)
+	}
+	job := JobFunc(func(context.Context) error { return nil })
+	before := liveHeap()
+	s := quietScheduler(t)
+	for _, n := range names {
+		if err := s.Register(n, "0 0 0 1 1 *", job); err != nil {
+			t.Fatal(err)
+		}
+	}
+	per := float64(liveHeap()-before) / jobs
+	runtime.KeepAlive(s)
+	t.Logf("%.0f B of live heap per registered job (budget %d)", per, heapPerJobBudget)
+	if per > heapPerJobBudget {
+		t.Errorf("%.0f B per registered job, over the budget of %d B: see entry", per, heapPerJobBudget)
+	}
+}
+
+// liveHeap is the heap in use after a full collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }

@@ -54,14 +54,13 @@ func benchEntry(b *testing.B, s *Scheduler, name, spec string, job Job) *entry {
 }
 
 // BenchmarkFire is one scheduled run of a no-op job through the whole guard
-// chain (recover, kill switch, tick claim, overlap, run lock with its
-// watchdog, release, report) on memory backends, with nobody listening to
-// events: the per-run cost issue 8 asks to be near robfig/cron's, which
-// only starts a goroutine. Each run is a new tick, one second after the last.
-//
-// Before the O(1) claim of issue 8, ns/op grows with b.N: MemoryLocker.Claim
-// scans every live claim, and every claim made during the benchmark is live
-// (a claim lives for the lock TTL, 30s). Compare runs at a fixed count:
+// chain (recover, kill switch, overlap, tick claim with the run lock and its
+// watchdog, release, report, history) on memory backends, with nobody
+// listening to events: the per-run cost issue 8 asks to be near
+// robfig/cron's, which only starts a goroutine. Each run is a new tick, one
+// second after the last. Its allocations are held by
+// TestAllocsPerScheduledRun (runAllocBudget); BenchmarkFireBurst runs 1,000
+// at once, as robfig/cron fires them.
 //
 //	go test -run '^$' -bench 'BenchmarkFire$' -benchtime 10000x .
 func BenchmarkFire(b *testing.B) {

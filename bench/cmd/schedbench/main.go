@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -44,7 +45,7 @@ func parseFlags() (config, error) {
 	flag.IntVar(&c.jobs, "jobs", 1000, "jobs firing every second")
 	flag.IntVar(&c.heapJobs, "heap-jobs", 10000, "jobs registered to measure heap and register time per job")
 	flag.StringVar(&scale, "scale", "1000,10000,100000", "registered jobs of the scaling curve (comma-separated; empty: no curve)")
-	flag.IntVar(&c.scaleSeconds, "scale-seconds", 4, "ticks measured per point of the scaling curve")
+	flag.IntVar(&c.scaleSeconds, "scale-seconds", 6, "ticks measured per point of the scaling curve")
 	flag.BoolVar(&c.busy, "busy", true, "also run the Redis phases with two goroutines spinning beside them")
 	flag.BoolVar(&c.gocronBare, "gocron-bare", false, "also run gocron v2 without a locker")
 	flag.IntVar(&c.pings, "pings", 0, "PINGs per run of the Redis floor (0: the round trips measured per cronguard run, rounded)")
@@ -168,6 +169,9 @@ func startCPUProfile(path string) (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
+	// 1 kHz, not pprof's 100 Hz: a phase spends only tens of milliseconds
+	// of CPU. (StartCPUProfile then warns that the rate is set already.)
+	runtime.SetCPUProfileRate(1000)
 	if err := pprof.StartCPUProfile(f); err != nil {
 		_ = f.Close()
 		return nil, err
@@ -253,12 +257,13 @@ func (b *bench) scaling(cfg config, res *results) error {
 }
 
 // steadyRegistration registers n jobs again until about `total` have been
-// registered (at most 10 trials), and returns the median of the trials and
-// first: one registration of 1,000 jobs takes about a millisecond, too
-// short to time once on a busy machine.
+// registered (at least 3 trials, at most 10), and returns the median of the
+// trials and first: one registration of 1,000 jobs takes about a
+// millisecond, too short to time once on a busy machine, and one of
+// 100,000 moves with the garbage collector.
 func (b *bench) steadyRegistration(l lib, n, total int, first regStats) (regStats, error) {
 	trials := []regStats{first}
-	for range min(total/n, 10) - 1 {
+	for range min(max(total/n, 3), 10) - 1 {
 		reg, err := b.measureRegistration(l, n)
 		if err != nil {
 			return first, err

@@ -294,7 +294,7 @@ func (r *results) markdown(cfg config) string {
 		fmt.Fprintf(&b, "\n## Scaling: registered jobs, %d firing each second, the rest on `%s`; %d ticks, one rep\n\n", min(cfg.jobs, cfg.scale[0]), specIdle, cfg.scaleSeconds)
 		b.WriteString("![scaling curve](scaling.png)\n\n")
 		b.WriteString(r.scalingTable())
-		fmt.Fprintf(&b, "\nRegister time and heap: median of registrations of that many jobs into a fresh scheduler, repeated up to %d jobs in all (at most 10 times). Lateness and CPU: the firing jobs only; the idle ones are what the scheduler carries.\n", cfg.heapJobs)
+		fmt.Fprintf(&b, "\nRegister time and heap: median of registrations of that many jobs into a fresh scheduler, repeated up to %d jobs in all (at least 3 times, at most 10). Lateness and CPU: the firing jobs only; the idle ones are what the scheduler carries.\n", cfg.heapJobs)
 	}
 	if len(r.Batch) > 0 {
 		fmt.Fprintf(&b, "\n## Batch: a no-op Batch over %d in-memory items against a hand-written loop, %d reps\n\n", r.Batch[0].Items, cfg.reps)
