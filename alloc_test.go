@@ -116,7 +116,7 @@ const heapPerJobBudget = 500
 // registered on one scheduler, names made beforehand.
 func TestHeapPerRegisteredJob(t *testing.T) {
 	if raceEnabled {
-		t.Skip("the race detector allocates on its own")
+		t.Skip("the race detector allocates on its own; scripts/test runs this test again without -race")
 	}
 	const jobs = 10_000
 	names := make([]string, jobs)
