@@ -29,28 +29,33 @@ type entry struct {
 	ticks tickSchedule
 
 	overlap overlapState
-	active  atomic.Int32 // runs going now in this process
-	catchUp catchUpState // catchup.go
+	active  atomic.Int32  // runs going now in this process
+	catchUp *catchUpState // catchup.go; nil unless the job has CatchUp
 
-	last    *Report   // allocated by the first run, then reused; guarded by ticks.mu
-	decided time.Time // the latest scheduled tick this process ran or skipped; guarded by ticks.mu
+	last    *Report      // allocated by the first run, then reused; guarded by ticks.mu
+	decided atomic.Int64 // the latest scheduled tick this process ran or skipped, Unix nanoseconds
 }
 
 // noteDecided records that this process fired tick and decided it: ran
 // it, or skipped it (switched off, overlap, store down, taken elsewhere).
 func (e *entry) noteDecided(tick time.Time) {
-	e.ticks.mu.Lock()
-	defer e.ticks.mu.Unlock()
-	if tick.After(e.decided) {
-		e.decided = tick
+	n := tick.UnixNano()
+	for {
+		cur := e.decided.Load()
+		if n <= cur || e.decided.CompareAndSwap(cur, n) {
+			return
+		}
 	}
 }
 
-// decidedTick returns the latest tick noted by noteDecided.
+// decidedTick returns the latest tick noted by noteDecided (zero before
+// any), in the scheduler's location.
 func (e *entry) decidedTick() time.Time {
-	e.ticks.mu.Lock()
-	defer e.ticks.mu.Unlock()
-	return e.decided
+	n := e.decided.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).In(e.ticks.loc)
 }
 
 // sched is the job's parsed spec.

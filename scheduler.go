@@ -306,6 +306,9 @@ func (s *Scheduler) newEntry(name, spec string, job Job, opts []JobOption) (*ent
 		return nil, fmt.Errorf("%w: job %q: flag %q is not valid UTF-8 (the flag is the job name unless Flag names it)", ErrInvalidFlag, name, cfg.flag)
 	}
 	e := &entry{s: s, name: name, spec: spec, job: job, cfg: cfg, ticks: tickSchedule{inner: sched, loc: s.cfg.loc}}
+	if cfg.catchUp {
+		e.catchUp = new(catchUpState) // only CatchUp jobs pay for it
+	}
 	if b := e.batch(); b != nil {
 		if err := b.validate(name); err != nil {
 			return nil, err
