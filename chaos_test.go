@@ -1,7 +1,6 @@
 package cronguard
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -44,19 +43,6 @@ import (
 
 const chaosChildEnv = "CRONGUARD_CHAOS_CHILD" // "addr|instance|outfile"
 
-// chaosRecord is one event of a child, as written to its file.
-type chaosRecord struct {
-	Kind     EventKind  `json:"kind"`
-	Instance string     `json:"instance"`
-	Tick     time.Time  `json:"tick"`
-	Skip     SkipReason `json:"skip,omitempty"`
-	Err      string     `json:"err,omitempty"`
-	Missed   int        `json:"missed,omitempty"`
-	First    time.Time  `json:"first,omitzero"`
-	Last     time.Time  `json:"last,omitzero"`
-	Time     time.Time  `json:"time"`
-}
-
 // chaosChild is the main of an instance process (see TestMain): it runs
 // one scheduler until SIGTERM and writes every event to its file.
 func chaosChild(spec string) int {
@@ -76,7 +62,7 @@ func chaosChild(spec string) int {
 	var mu sync.Mutex
 	enc := json.NewEncoder(f) // one Write per event: a frozen process loses nothing it wrote
 	observe := func(ev Event) {
-		r := chaosRecord{Kind: ev.Kind, Instance: ev.Instance, Tick: ev.Tick, Skip: ev.Skip, Time: ev.Time}
+		r := mpRecord{Kind: ev.Kind, Instance: ev.Instance, Tick: ev.Tick, Skip: ev.Skip, Time: ev.Time}
 		if ev.Err != nil {
 			r.Err = clipN(ev.Err.Error(), 300)
 		}
@@ -225,7 +211,11 @@ func TestChaos(t *testing.T) {
 	explained := map[int64]bool{}
 	var missedTicks []time.Time
 	for _, f := range files {
-		for _, r := range readChaos(t, f) {
+		recs, err := readRecords(f) // missed_process_test.go
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
 			switch r.Kind {
 			case EventFinished:
 				runs[r.Tick.Unix()] = append(runs[r.Tick.Unix()], r.Instance)
@@ -293,24 +283,4 @@ func noneFrozen(frozen [][]window, now time.Time) bool {
 		}
 	}
 	return true
-}
-
-func readChaos(t *testing.T, path string) []chaosRecord {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []chaosRecord
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var r chaosRecord
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("%s: %v: %q", path, err, sc.Text())
-		}
-		out = append(out, r)
-	}
-	return out
 }
