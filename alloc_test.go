@@ -9,22 +9,17 @@ import (
 	"time"
 )
 
-// quietScheduler is the setup whose cost the allocation budgets state:
-// memory backends, no observer, a logger that drops everything.
-func quietScheduler(t *testing.T, opts ...Option) *Scheduler {
-	t.Helper()
-	opts = append([]Option{WithLogger(slog.New(slog.DiscardHandler)), WithInstanceID("alloc"), WithLocation(time.UTC)}, opts...)
+// quietScheduler is the setup whose cost the allocation budgets and the
+// benchmarks state: memory backends unless opts say otherwise, no
+// observer, a logger that drops everything; stopped when tb ends.
+func quietScheduler(tb testing.TB, opts ...Option) *Scheduler {
+	tb.Helper()
+	opts = append([]Option{WithLogger(slog.New(slog.DiscardHandler)), WithInstanceID("quiet"), WithLocation(time.UTC)}, opts...)
 	s, err := New(opts...)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.Stop(ctx); err != nil {
-			t.Errorf("Stop: %v", err)
-		}
-	})
+	tb.Cleanup(func() { stopSched(tb, s) })
 	return s
 }
 
@@ -62,7 +57,7 @@ func TestAllocsPerScheduledRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := allocsPerTick(t, s, "noop", 1000, func(r Report) {
-		if r.Stop != StopDone {
+		if r.Outcome() != "done" {
 			t.Fatalf("run: %+v", r)
 		}
 	})
@@ -97,7 +92,7 @@ func TestAllocsPerBatchItem(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := allocsPerTick(t, s, "batch", 20, func(r Report) {
-		if r.Processed != items || r.Stop != StopMaxBatches {
+		if r.Processed != items || r.Outcome() != "max_batches" {
 			t.Fatalf("run: %+v", r)
 		}
 	})

@@ -63,13 +63,13 @@ func TestArchitectureKeyTable(t *testing.T) {
 	if err := s.SetEnabled(ctx, "billing", false, "test"); err != nil {
 		t.Fatal(err)
 	}
-	if rep := tickAt(t, s, "billing", t0); rep.Skipped != SkipKilled {
+	if rep := tickAt(t, s, "billing", t0); skipOf(rep) != "killed" {
 		t.Fatalf("switched off: %v", rep)
 	}
 	if err := s.SetEnabled(ctx, "billing", true, "test"); err != nil {
 		t.Fatal(err)
 	}
-	if rep := tickAt(t, s, "billing", t0.Add(time.Minute)); rep.Stop != StopDone {
+	if rep := tickAt(t, s, "billing", t0.Add(time.Minute)); rep.Outcome() != "done" {
 		t.Fatalf("run: %v", rep)
 	}
 	stopSched(t, s) // writes the history

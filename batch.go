@@ -97,7 +97,7 @@ type Batch[T any] struct {
 	// PerSecond limits items processed per second (0: no limit; NaN, Inf
 	// and negative values are ErrInvalidBatch). A run whose next token would
 	// come after its deadline waits for the deadline and ends with it
-	// (StopTimeout or StopCanceled); it never skips the items left.
+	// (Outcome "timeout" or "canceled"); it never skips the items left.
 	PerSecond float64
 	// Concurrency is how many items of a batch are processed at once
 	// (default 1). Process must then be safe for concurrent use. Any value
@@ -180,11 +180,11 @@ func cmpOr(v, def int) int {
 
 // Run implements Job: one run over the batches.
 func (b Batch[T]) Run(ctx context.Context) error {
-	st := runFrom(ctx)
-	if err := b.validate(st.job); err != nil {
+	run := runFrom(ctx)
+	if err := b.validate(run.job); err != nil {
 		return err
 	}
-	w := b.newWorker(st)
+	w := b.newWorker(run)
 	keyset := b.Keyset || b.Checkpoint
 	after, err := w.loadCheckpoint(ctx)
 	if err != nil {
@@ -192,7 +192,7 @@ func (b Batch[T]) Run(ctx context.Context) error {
 	}
 	var handled map[string]seenAs // every key fetched in this run; made with the first batch
 	for n := 0; n < b.maxBatches(); n++ {
-		if err := w.checkKill(ctx, n); err != nil { // from the local cache: no round trip
+		if err := run.checkKill(ctx, n); err != nil { // killswitch.go; from the local cache: no round trip
 			return err
 		}
 		if ctx.Err() != nil {
@@ -204,7 +204,7 @@ func (b Batch[T]) Run(ctx context.Context) error {
 		}
 		items, err := b.Fetch(ctx, p)
 		if err != nil {
-			return fmt.Errorf("cronguard: job %q: fetch batch %d (after %q): %w", st.job, n, clip(p.After), err)
+			return fmt.Errorf("cronguard: job %q: fetch batch %d (after %q): %w", run.job, n, clip(p.After), err)
 		}
 		if len(items) == 0 {
 			return nil
@@ -216,7 +216,7 @@ func (b Batch[T]) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		st.batches.Add(1)
+		run.batches.Add(1)
 		if after, err = w.step(ctx, n, keys, fresh, handled, after); err != nil {
 			return err
 		}
@@ -227,7 +227,7 @@ func (b Batch[T]) Run(ctx context.Context) error {
 			return nil // the cursor has passed the last row
 		}
 	}
-	st.setStop(StopMaxBatches)
+	run.setMore()
 	return nil
 }
 
@@ -244,10 +244,10 @@ func (b Batch[T]) Run(ctx context.Context) error {
 func (w *worker[T]) step(ctx context.Context, n int, keys []string, fresh []keyed[T], handled map[string]seenAs, after string) (string, error) {
 	outs, err := w.processAll(ctx, fresh)
 	w.settle(keys, fresh, outs, handled)
-	st := w.st
-	ev := st.event(EventBatchDone, nil)
+	run := w.run
+	ev := run.event(EventBatchDone, nil)
 	ev.Batch, ev.Items = n, len(keys)
-	st.s.emitEvent(&ev)
+	run.emit(&ev)
 	last, moved := handledPrefix(keys, fresh, outs)
 	if !moved {
 		return after, err
@@ -312,7 +312,7 @@ func handledPrefix[T any](keys []string, fresh []keyed[T], outs []outcome) (stri
 // worker holds what one run of a Batch needs beyond the Batch itself.
 type worker[T any] struct {
 	b       Batch[T]
-	st      *run
+	run     *run
 	limiter *rate.Limiter
 
 	keys  []string   // of the batch, reused from batch to batch
@@ -320,29 +320,12 @@ type worker[T any] struct {
 	outs  []outcome  // of the batch, reused from batch to batch
 }
 
-func (b Batch[T]) newWorker(st *run) *worker[T] {
-	w := &worker[T]{b: b, st: st}
+func (b Batch[T]) newWorker(run *run) *worker[T] {
+	w := &worker[T]{b: b, run: run}
 	if b.PerSecond > 0 {
 		w.limiter = rate.NewLimiter(rate.Limit(b.PerSecond), 1)
 	}
 	return w
-}
-
-// checkKill re-reads the kill switch before batch n of a scheduled run.
-// Manual runs bypass the kill switch, here too.
-func (w *worker[T]) checkKill(ctx context.Context, n int) error {
-	st := w.st
-	if st.s == nil || st.trigger != TriggerSchedule {
-		return nil
-	}
-	on, err := st.s.enabled(ctx, st.e.cfg.flag)
-	if err != nil {
-		return fmt.Errorf("cronguard: job %q: before batch %d: %w", st.job, n, err)
-	}
-	if !on {
-		return fmt.Errorf("%w: job %q: flag %q went off before batch %d", ErrKilled, st.job, st.e.cfg.flag, n)
-	}
-	return nil
 }
 
 // runawayGuard returns the keys of every item of batch n, in order, and
@@ -378,22 +361,12 @@ type keyed[T any] struct {
 
 // runaway stops the run and switches the job off where the switch flips.
 func (w *worker[T]) runaway(ctx context.Context, n int, key string) error {
-	st := w.st
-	err := fmt.Errorf("%w: job %q: batch %d returned item %q again", ErrRunaway, st.job, n, clip(key))
-	if s := st.s; s != nil {
-		ferr := s.flip(WithActor(context.WithoutCancel(ctx), "runaway-guard"), st.e, false, err.Error())
-		if ferr == nil {
-			st.mu.Lock()
-			st.tripped = true
-			st.mu.Unlock()
-			err = fmt.Errorf("%w; flag %q switched off", err, st.e.cfg.flag)
-		} else if !errors.Is(ferr, ErrNotFlippable) {
-			err = fmt.Errorf("%w; switching flag %q off failed: %v", err, st.e.cfg.flag, ferr)
-		}
-		ev := st.event(EventRunaway, err)
-		ev.Batch, ev.Item = n, key
-		s.emit(ev)
-	}
+	run := w.run
+	err := fmt.Errorf("%w: job %q: batch %d returned item %q again", ErrRunaway, run.job, n, clip(key))
+	err = run.switchOff(ctx, err) // killswitch.go
+	ev := run.event(EventRunaway, err)
+	ev.Batch, ev.Item = n, key
+	run.emit(&ev)
 	return err
 }
 
@@ -512,21 +485,21 @@ func (w *worker[T]) wait(ctx context.Context) error {
 // whose Process returns the run's own cancellation (wrapped or not) was cut
 // short, not failed: it is not counted, and a checkpoint never passes it.
 func (w *worker[T]) processOne(ctx context.Context, it keyed[T]) (outcome, error) {
-	st := w.st
+	run := w.run
 	stack, err := w.safeProcess(ctx, it)
 	if err == nil {
-		st.processed.Add(1)
+		run.processed.Add(1)
 		return succeeded, nil
 	}
 	if ctx.Err() != nil && (errors.Is(err, ctx.Err()) || errors.Is(err, context.Cause(ctx))) {
 		return notDone, nil
 	}
-	n := st.failed.Add(1)
-	ev := st.event(EventItemFailed, err)
+	n := run.failed.Add(1)
+	ev := run.event(EventItemFailed, err)
 	ev.Item, ev.Stack = it.key, stack
-	st.s.emitEvent(&ev)
+	run.emit(&ev)
 	if w.b.MaxFailures > 0 && n > int64(w.b.MaxFailures) {
-		return failed, fmt.Errorf("%w: job %q: %d items failed, budget %d", ErrErrorBudget, st.job, n, w.b.MaxFailures)
+		return failed, fmt.Errorf("%w: job %q: %d items failed, budget %d", ErrErrorBudget, run.job, n, w.b.MaxFailures)
 	}
 	return failed, nil
 }
@@ -537,43 +510,27 @@ func (w *worker[T]) processOne(ctx context.Context, it keyed[T]) (outcome, error
 func (w *worker[T]) safeProcess(ctx context.Context, it keyed[T]) (stack string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: job %q: item %q: %v", ErrPanic, w.st.job, clip(it.key), r)
+			err = fmt.Errorf("%w: job %q: item %q: %v", ErrPanic, w.run.job, clip(it.key), r)
 			stack = string(debug.Stack())
 		}
 	}()
 	return "", w.b.Process(ctx, it.item)
 }
 
+// loadCheckpoint returns the cursor a Checkpoint batch starts after.
 func (w *worker[T]) loadCheckpoint(ctx context.Context) (string, error) {
-	st := w.st
-	if !w.b.Checkpoint || st.s == nil {
+	if !w.b.Checkpoint {
 		return "", nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, st.s.cfg.budget)
-	defer cancel()
-	after, err := st.s.cfg.checkpoints.Load(ctx, st.job)
-	if err != nil {
-		return "", fmt.Errorf("cronguard: job %q: load checkpoint: %w", st.job, err)
-	}
-	return after, nil
+	return w.run.loadCheckpoint(ctx) // checkpoint.go
 }
 
-// saveCheckpoint records after as the job's cursor. It also runs when the
-// run was cut short (the handled prefix is saved, so the next run does not
-// repeat it), so it has its own context, bounded by the call budget. A run
-// that lost its lock saves nothing: another instance may own the cursor now,
-// and the next run repeats this one's items rather than skip any.
+// saveCheckpoint records after as the cursor of a Checkpoint batch.
 func (w *worker[T]) saveCheckpoint(ctx context.Context, after string) error {
-	st := w.st
-	if !w.b.Checkpoint || st.s == nil || errors.Is(context.Cause(ctx), ErrLockLost) {
+	if !w.b.Checkpoint {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.s.cfg.budget)
-	defer cancel()
-	if err := st.s.cfg.checkpoints.Save(ctx, st.job, after); err != nil {
-		return fmt.Errorf("cronguard: job %q: save checkpoint %q: %w", st.job, clip(after), err)
-	}
-	return nil
+	return w.run.saveCheckpoint(ctx, after) // checkpoint.go
 }
 
 // checkItems checks that every item is a T (or a []T, which is spread) and
@@ -603,9 +560,9 @@ func (b Batch[T]) checkItems(job string, items []any) ([]any, error) {
 // batches only when its context ends, and within one at the error budget.
 // MaxBatches does not apply: the caller chose every item.
 func (b Batch[T]) runItems(ctx context.Context, items []any) error {
-	st := runFrom(ctx)
-	w := b.newWorker(st)
-	todo := b.unique(st, items)
+	run := runFrom(ctx)
+	w := b.newWorker(run)
+	todo := b.unique(run, items)
 	size := b.size()
 	for n := 0; len(todo) > 0; n++ {
 		if ctx.Err() != nil {
@@ -613,11 +570,11 @@ func (b Batch[T]) runItems(ctx context.Context, items []any) error {
 		}
 		chunk := todo[:min(size, len(todo))] // no i+size: Size may be math.MaxInt
 		todo = todo[len(chunk):]
-		st.batches.Add(1)
+		run.batches.Add(1)
 		_, err := w.processAll(ctx, chunk)
-		ev := st.event(EventBatchDone, nil)
+		ev := run.event(EventBatchDone, nil)
 		ev.Batch, ev.Items = n, len(chunk)
-		st.s.emitEvent(&ev)
+		run.emit(&ev)
 		if err != nil {
 			return err
 		}
@@ -626,15 +583,15 @@ func (b Batch[T]) runItems(ctx context.Context, items []any) error {
 }
 
 // unique keys items (checked by checkItems to be Ts) and drops every copy
-// of a key already seen, counting it in st.
-func (b Batch[T]) unique(st *run, items []any) []keyed[T] {
+// of a key already seen, counting it in run.
+func (b Batch[T]) unique(run *run, items []any) []keyed[T] {
 	out := make([]keyed[T], 0, len(items))
 	seen := make(map[string]struct{}, len(items))
 	for _, it := range items {
 		t := it.(T)
 		k := b.Key(t) // on the run's goroutine: a panic fails the run, as in Run
 		if _, dup := seen[k]; dup {
-			st.duplicates.Add(1)
+			run.duplicates.Add(1)
 			continue
 		}
 		seen[k] = struct{}{}

@@ -28,7 +28,7 @@ func TestInlineItemsPanicIsOneFailure(t *testing.T) {
 		Key: itoa, Size: 3,
 	})
 	rep := tickAt(t, s, "j", t0)
-	if rep.Processed != 5 || rep.Failed != 1 || rep.Stop != StopDone || rep.Err != nil {
+	if rep.Processed != 5 || rep.Failed != 1 || rep.Outcome() != "done" || rep.Err != nil {
 		t.Fatalf("report = %+v, want 5 processed, the panic counted failed, the run done", rep)
 	}
 	if ev, ok := rec.find(EventItemFailed); !ok || !errors.Is(ev.Err, ErrPanic) || ev.Item != "2" || ev.Stack == "" {

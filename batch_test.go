@@ -46,7 +46,7 @@ func TestKillSwitchBetweenBatches(t *testing.T) {
 		Size: 5,
 	})
 	rep := tickAt(t, s, "j", t0)
-	if rep.Stop != StopKilled || !errors.Is(rep.Err, ErrKilled) {
+	if rep.Outcome() != "killed" || !errors.Is(rep.Err, ErrKilled) {
 		t.Fatalf("report = %+v, want killed", rep)
 	}
 	if rep.Batches != 3 || rep.Processed != 15 || len(fetched) != 3 {
@@ -66,7 +66,7 @@ func TestRunawayGuardStopsTheSame100Users(t *testing.T) {
 		Key:     itoa,
 	})
 	rep := tickAt(t, s, "confirmation-emails", t0)
-	if rep.Stop != StopRunaway || !errors.Is(rep.Err, ErrRunaway) {
+	if rep.Outcome() != "runaway" || !errors.Is(rep.Err, ErrRunaway) {
 		t.Fatalf("report = %+v, want runaway", rep)
 	}
 	if len(sent) != 100 || rep.Processed != 100 {
@@ -86,7 +86,7 @@ func TestRunawayGuardStopsTheSame100Users(t *testing.T) {
 	if ev, ok := rec.find(EventRunaway); !ok || ev.Item != "1" || ev.Batch != 1 {
 		t.Fatalf("runaway event = %+v", ev)
 	}
-	if r := tickAt(t, s, "confirmation-emails", t0.Add(time.Minute)); r.Skipped != SkipKilled {
+	if r := tickAt(t, s, "confirmation-emails", t0.Add(time.Minute)); skipOf(r) != "killed" {
 		t.Fatalf("next tick: %+v, want skipped killed", r)
 	}
 }
@@ -129,7 +129,7 @@ func TestFailedItemsComingBackAreNotRetried(t *testing.T) {
 		Size: 2,
 	})
 	rep := tickAt(t, s, "j", t0)
-	if rep.Err != nil || rep.Stop != StopDone {
+	if rep.Err != nil || rep.Outcome() != "done" {
 		t.Fatalf("report = %+v", rep)
 	}
 	if tries[2] != 1 || rep.Processed != 3 || rep.Failed != 1 {
@@ -141,7 +141,7 @@ func TestMaxBatches(t *testing.T) {
 	s, _ := newTest(t)
 	_ = s.Register("j", "@every 1m", Batch[int]{Fetch: pages(10, 3), Process: noop, Key: itoa, Size: 3, MaxBatches: 4})
 	rep := tickAt(t, s, "j", t0)
-	if rep.Stop != StopMaxBatches || rep.Err != nil || rep.Batches != 4 || rep.Processed != 12 {
+	if rep.Outcome() != "max_batches" || rep.Err != nil || rep.Batches != 4 || rep.Processed != 12 {
 		t.Fatalf("report = %+v, want max_batches after 4 batches", rep)
 	}
 }
@@ -159,8 +159,8 @@ func TestDefaults(t *testing.T) {
 		Process: noop, Key: itoa,
 	})
 	rep := tickAt(t, s, "j", t0)
-	if sizes[0] != DefaultBatchSize || rep.Batches != DefaultMaxBatches || rep.Stop != StopMaxBatches {
-		t.Fatalf("size=%d batches=%d stop=%s, want defaults 100 and 100", sizes[0], rep.Batches, rep.Stop)
+	if sizes[0] != DefaultBatchSize || rep.Batches != DefaultMaxBatches || rep.Outcome() != "max_batches" {
+		t.Fatalf("size=%d batches=%d stop=%s, want defaults 100 and 100", sizes[0], rep.Batches, rep.Outcome())
 	}
 }
 
@@ -174,7 +174,7 @@ func TestErrorBudget(t *testing.T) {
 		MaxFailures: 2,
 	})
 	rep := tickAt(t, s, "j", t0)
-	if rep.Stop != StopErrorBudget || !errors.Is(rep.Err, ErrErrorBudget) || rep.Failed != 3 || rep.Batches != 1 {
+	if rep.Outcome() != "error_budget" || !errors.Is(rep.Err, ErrErrorBudget) || rep.Failed != 3 || rep.Batches != 1 {
 		t.Fatalf("report = %+v, want error_budget after the 3rd failure", rep)
 	}
 }
@@ -186,7 +186,7 @@ func TestKeysetAndCheckpoint(t *testing.T) {
 	_ = s.Register("j", "@every 1m", Batch[int]{Fetch: fetch, Process: noop, Key: itoa, Size: 3, MaxBatches: 2, Checkpoint: true})
 	r1 := tickAt(t, s, "j", t0)
 	r2 := tickAt(t, s, "j", t0.Add(time.Minute))
-	if r1.Processed != 6 || r1.Stop != StopMaxBatches || r2.Processed != 4 || r2.Stop != StopDone {
+	if r1.Processed != 6 || r1.Outcome() != "max_batches" || r2.Processed != 4 || r2.Outcome() != "done" {
 		t.Fatalf("runs: %+v / %+v", r1, r2)
 	}
 	want := []string{"", "3", "6", "9"}
@@ -275,7 +275,7 @@ func TestCanceledBatchItemsAreNotFailures(t *testing.T) {
 		Key:     itoa, Size: 3,
 	}, Timeout(30*time.Millisecond))
 	rep := tickAt(t, s, "j", t0)
-	if rep.Stop != StopTimeout || rep.Failed != 0 || rep.Processed != 0 {
+	if rep.Outcome() != "timeout" || rep.Failed != 0 || rep.Processed != 0 {
 		t.Fatalf("report = %+v: items cut short by the timeout are not failures", rep)
 	}
 }
@@ -294,7 +294,7 @@ func TestRunawayGuardWithShortRepeatedBatch(t *testing.T) {
 	if !errors.Is(rep.Err, ErrRunaway) || rep.Processed != 99 || sent[1] != 1 {
 		t.Fatalf("report = %+v, sent[1] = %d", rep, sent[1])
 	}
-	if r := tickAt(t, s, "j", t0.Add(time.Minute)); r.Skipped != SkipKilled || sent[1] != 1 {
+	if r := tickAt(t, s, "j", t0.Add(time.Minute)); skipOf(r) != "killed" || sent[1] != 1 {
 		t.Fatalf("next tick: %+v; user 1 e-mailed %d times", r, sent[1])
 	}
 }

@@ -2,7 +2,6 @@ package cronguard
 
 import (
 	"context"
-	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,26 +17,6 @@ import (
 // internals: adapt it when the tick path changes.
 func fireTick(s *Scheduler, e *entry, tick time.Time) Report {
 	return s.execute(s.base, e, TriggerSchedule, tick, nil)
-}
-
-// newBenchScheduler returns a quiet scheduler (discard logger, no
-// observer), on memory backends unless opts say otherwise, stopped when the
-// benchmark ends.
-func newBenchScheduler(b *testing.B, opts ...Option) *Scheduler {
-	b.Helper()
-	opts = append([]Option{WithLogger(slog.New(slog.DiscardHandler)), WithInstanceID("bench"), WithLocation(time.UTC)}, opts...)
-	s, err := New(opts...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Stop(ctx); err != nil {
-			b.Error(err)
-		}
-	})
-	return s
 }
 
 // benchEntry registers job under name and returns its entry.
@@ -64,14 +43,14 @@ func benchEntry(b *testing.B, s *Scheduler, name, spec string, job Job) *entry {
 //
 //	go test -run '^$' -bench 'BenchmarkFire$' -benchtime 10000x .
 func BenchmarkFire(b *testing.B) {
-	s := newBenchScheduler(b)
+	s := quietScheduler(b)
 	e := benchEntry(b, s, "noop", "* * * * * *", JobFunc(func(context.Context) error { return nil }))
 	base := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	n := 0
 	b.ReportAllocs()
 	for b.Loop() {
 		n++
-		if rep := fireTick(s, e, base.Add(time.Duration(n)*time.Second)); rep.Stop != StopDone {
+		if rep := fireTick(s, e, base.Add(time.Duration(n)*time.Second)); rep.Outcome() != "done" {
 			b.Fatalf("tick %d: %+v", n, rep)
 		}
 	}
@@ -134,7 +113,7 @@ func BenchmarkBatchPerItem(b *testing.B) {
 			Size:       shape.size,
 			MaxBatches: shape.maxBatches,
 		}
-		s := newBenchScheduler(b)
+		s := quietScheduler(b)
 		e := benchEntry(b, s, "batch", "* * * * * *", batch)
 		ctx := context.Background()
 		base := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -158,7 +137,7 @@ func BenchmarkBatchPerItem(b *testing.B) {
 					for done := 0; done < benchItems; {
 						rep, err := runs[trig]()
 						if err != nil || rep.Processed != min(perRun, benchItems-done) {
-							b.Fatalf("%s run: processed %d, stop %q, err %v", trig, rep.Processed, rep.Stop, err)
+							b.Fatalf("%s run: processed %d, stop %q, err %v", trig, rep.Processed, rep.Outcome(), err)
 						}
 						done += rep.Processed
 					}
@@ -213,21 +192,21 @@ func BenchmarkRedisFireVsPing(b *testing.B) {
 	c := srv.Client(b)
 	rts := &benchRTs{}
 	c.AddHook(rts)
-	s := newBenchScheduler(b, WithRedis(c))
+	s := quietScheduler(b, WithRedis(c))
 	e := benchEntry(b, s, "noop", "* * * * * *", JobFunc(func(context.Context) error { return nil }))
 	ctx := context.Background()
 	base := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	ticks := 0
 	fire := func() Report { ticks++; return fireTick(s, e, base.Add(time.Duration(ticks)*time.Second)) }
 	// Warm up: the kill switch's first load, script loading, the pool.
-	for deadline := time.Now().Add(10 * time.Second); fire().Stop != StopDone; {
+	for deadline := time.Now().Add(10 * time.Second); fire().Outcome() != "done"; {
 		if time.Now().After(deadline) {
 			b.Fatal("no tick ran within 10s of start")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	before := rts.n.Load()
-	if rep := fire(); rep.Stop != StopDone {
+	if rep := fire(); rep.Outcome() != "done" {
 		b.Fatal(rep)
 	}
 	pings := int(rts.n.Load() - before)
@@ -244,7 +223,7 @@ func BenchmarkRedisFireVsPing(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				t0 := time.Now()
-				if rep := fire(); rep.Stop != StopDone {
+				if rep := fire(); rep.Outcome() != "done" {
 					b.Fatal(rep)
 				}
 				t1 := time.Now()
@@ -313,7 +292,7 @@ const burstJobs = 1000
 //
 //	go test -run '^$' -bench FireBurst -cpuprofile cpu.out .
 func BenchmarkFireBurst(b *testing.B) {
-	s := newBenchScheduler(b)
+	s := quietScheduler(b)
 	entries := make([]*entry, burstJobs)
 	for i := range entries {
 		entries[i] = benchEntry(b, s, "job-"+strconv.Itoa(i), "* * * * * *", JobFunc(func(context.Context) error { return nil }))
@@ -337,7 +316,7 @@ func BenchmarkFireBurst(b *testing.B) {
 	})
 	b.Run("guarded", func(b *testing.B) {
 		burst(b, func(e *entry, tick time.Time) { s.runTick(e, tick) }) // as cronFire.Run does
-		if last := entries[0].lastReport(); last == nil || last.Stop != StopDone || !last.Tick.Equal(tick) {
+		if last := entries[0].lastReport(); last == nil || last.Outcome() != "done" || !last.Tick.Equal(tick) {
 			b.Fatalf("last run: %+v", last)
 		}
 	})

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
-	"slices"
 	"sync"
 	"time"
 )
@@ -56,75 +54,58 @@ func (c *catchUpState) declined(prev, last time.Time) string {
 	return ""
 }
 
-// tickBody runs the body of a won tick. For a CatchUp job whose claim found
-// missed ticks (runFrom(ctx).gapLast not zero; gapPrev is the claim mark it
-// moved from), it first runs the one catch-up run, then the tick, under
-// the run lock the claim took.
-func (s *Scheduler) tickBody(ctx context.Context, e *entry) error {
-	st := runFrom(ctx)
-	if !e.cfg.catchUp || st.trigger != TriggerSchedule {
-		return s.body(ctx, e)
+// catchUpGuard runs the catch-up run of a CatchUp job whose claim found
+// missed ticks (r.gapLast not zero; r.gapPrev is the claim mark it moved
+// from) before the rest of the tick's chain, under the run lock the claim
+// took; then the tick, unless the catch-up run saw it switched off or lost
+// its lock.
+func catchUpGuard(next step) step {
+	return func(run *run) error {
+		e := run.e
+		if !e.cfg.catchUp {
+			return next(run)
+		}
+		tick, claimed := run.tick, time.Now()
+		defer func() { e.catchUp.ran(tick, tick.Add(time.Since(claimed))) }()
+		if run.gapLast.IsZero() {
+			return next(run)
+		}
+		if why := e.catchUp.declined(run.gapPrev, run.gapLast); why != "" {
+			run.s.logAttrs(slog.LevelInfo, "cronguard: no catch-up run", slog.String("job", e.name),
+				slog.Time("tick", tick), slog.String("reason", why))
+			return next(run)
+		}
+		run.runCatchUp()
+		if err := run.afterCatchUp(); err != nil {
+			return err
+		}
+		return next(run)
 	}
-	tick, claimed := st.tick, time.Now()
-	defer func() { e.catchUp.ran(tick, tick.Add(time.Since(claimed))) }()
-	if st.gapLast.IsZero() {
-		return s.body(ctx, e)
-	}
-	if why := e.catchUp.declined(st.gapPrev, st.gapLast); why != "" {
-		s.logAttrs(slog.LevelInfo, "cronguard: no catch-up run", slog.String("job", e.name),
-			slog.Time("tick", tick), slog.String("reason", why))
-		return s.body(ctx, e)
-	}
-	s.runCatchUp(ctx, e, st.gapLast)
-	if err := s.afterCatchUp(ctx, e, tick); err != nil {
-		return err
-	}
-	return s.body(ctx, e)
 }
 
-// runCatchUp runs the catch-up run of e, with tick last (the last missed
-// tick), through the user middleware and the body (timeout and hard kill,
-// as every run), a panic contained: it gets its own Report and events,
-// with Trigger TriggerCatchUp. It runs below the tick's run, under its
-// lock: it ends when that run's context ends.
-func (s *Scheduler) runCatchUp(ctx context.Context, e *entry, last time.Time) {
-	cu := &run{s: s, e: e, job: e.name, trigger: TriggerCatchUp, tick: last}
-	cu.Context, cu.cancel = context.WithCancelCause(ctx)
+// runCatchUp runs the catch-up run of r's job, with tick run.gapLast (the
+// last missed tick), through the user middleware and catchUpChain, a panic
+// contained: it gets its own Report and events, with Trigger
+// TriggerCatchUp. It runs below the tick's run, under its lock: it ends
+// when that run's context ends.
+func (r *run) runCatchUp() {
+	cu := &run{s: r.s, e: r.e, job: r.job, trigger: TriggerCatchUp, tick: r.gapLast}
+	cu.Context, cu.cancel = context.WithCancelCause(r.ctx)
 	defer cu.cancel(nil)
-	cu.finish(s.catchUpChain(cu, e))
-}
-
-// catchUpChain runs cu through the user middleware around the body,
-// turning a panic into a failed run. The middleware is wrapped for each
-// catch-up run (one per gap at most, so rarely), as Register wraps the
-// others.
-func (s *Scheduler) catchUpChain(cu *run, e *entry) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			cu.stack = string(debug.Stack())
-			err = fmt.Errorf("%w: job %q: catch-up run: %v", ErrPanic, e.name, r)
-		}
-	}()
-	var j Job = JobFunc(func(ctx context.Context) error { return s.body(ctx, e) })
-	for i, mw := range slices.Backward(s.cfg.middleware) {
-		if j, err = wrap(mw, j); err != nil {
-			return fmt.Errorf("job %q: catch-up run: middleware %d: %w", e.name, i, err)
-		}
-	}
-	return j.Run(cu)
+	cu.finish(cu.runChain())
 }
 
 // afterCatchUp decides whether the tick runs after its catch-up run: not
 // when the run's context ended meanwhile (the lock was lost, the scheduler
 // stops), nor when the job was switched off during the catch-up run.
-func (s *Scheduler) afterCatchUp(ctx context.Context, e *entry, tick time.Time) error {
-	if ctx.Err() != nil {
-		cause := context.Cause(ctx)
-		err := fmt.Errorf("job %q: tick %s not run after its catch-up run: %w", e.name, fmtTick(tick), cause)
+func (r *run) afterCatchUp() error {
+	if r.ctx.Err() != nil {
+		cause := context.Cause(r.ctx)
+		detail := "tick " + fmtTick(r.tick) + " not run after its catch-up run"
 		if errors.Is(cause, ErrLockLost) {
-			return skip(SkipBackend, err)
+			return skip(r, ErrBackend, cause, detail)
 		}
-		return skip(SkipStopped, err)
+		return skip(r, ErrStopped, cause, detail)
 	}
-	return s.checkSwitch(ctx, e)
+	return r.switchedOff()
 }

@@ -34,8 +34,8 @@ type loggedRun struct {
 }
 
 func (l *catchUpLog) Run(ctx context.Context) error {
-	st := runFrom(ctx)
-	r := loggedRun{trigger: st.trigger, tick: TickFrom(ctx)}
+	run := runFrom(ctx)
+	r := loggedRun{trigger: run.trigger, tick: TickFrom(ctx)}
 	if lease := LeaseFrom(ctx); lease != nil {
 		r.token = lease.Token()
 	}
@@ -94,11 +94,11 @@ func TestCatchUpOneRunPerGap(t *testing.T) {
 	if err := s.Register("j", "@every 1m", job, CatchUp()); err != nil {
 		t.Fatal(err)
 	}
-	if r := tickAt(t, s, "j", minute(0)); r.Stop != StopDone {
+	if r := tickAt(t, s, "j", minute(0)); r.Outcome() != "done" {
 		t.Fatalf("first tick: %v", r)
 	}
 	rep := tickAt(t, s, "j", minute(4)) // 1, 2 and 3 missed
-	if rep.Trigger != TriggerSchedule || !rep.Tick.Equal(minute(4)) || rep.Stop != StopDone {
+	if rep.Trigger != TriggerSchedule || !rep.Tick.Equal(minute(4)) || rep.Outcome() != "done" {
 		t.Fatalf("the tick's report = %v, want the scheduled run of minute 4", rep)
 	}
 	got := job.all()
@@ -110,7 +110,7 @@ func TestCatchUpOneRunPerGap(t *testing.T) {
 		t.Fatalf("lease tokens %d and %d: the catch-up and the tick must run under one lease", got[1].token, got[2].token)
 	}
 	cu := byTrigger(rec, TriggerCatchUp)
-	if len(cu) != 1 || cu[0].Stop != StopDone || !cu[0].Tick.Equal(minute(3)) || cu[0].Instance != "test" || cu[0].Start.IsZero() {
+	if len(cu) != 1 || cu[0].Outcome() != "done" || !cu[0].Tick.Equal(minute(3)) || cu[0].Instance != "test" || cu[0].Start.IsZero() {
 		t.Fatalf("catch-up reports %+v", cu)
 	}
 	// The order of events: missed, then the catch-up run, then the tick.
@@ -200,7 +200,7 @@ func TestCatchUpNotForTicksSkippedOnPurpose(t *testing.T) {
 		sec := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Second) }
 		first := goAsync(func() Report { return tickAt(t, s, "j", sec(0)) })
 		b.waitStarted(t)
-		if r := tickAt(t, s, "j", sec(1)); r.Skipped != SkipOverlap {
+		if r := tickAt(t, s, "j", sec(1)); skipOf(r) != "overlap" {
 			t.Fatalf("tick during the run: %v", r)
 		}
 		time.Sleep(1100 * time.Millisecond)
@@ -231,7 +231,7 @@ func TestCatchUpNotWhenTheTickDoesNotRun(t *testing.T) {
 	b.waitStarted(t)
 	manual := goAsync(func() Report { r, _ := s.RunManually(context.Background(), "j"); return r })
 	b.waitStarted(t)
-	if r := tickAt(t, s, "j", minute(3)); r.Skipped != SkipLocked {
+	if r := tickAt(t, s, "j", minute(3)); skipOf(r) != "locked" {
 		t.Fatalf("tick while a manual run holds the lock: %v", r)
 	}
 	close(b.release)
@@ -256,7 +256,7 @@ func TestCatchUpIsARunOfItsOwn(t *testing.T) {
 			err := next.Run(ctx)
 			r, _ := ReportFrom(ctx, err)
 			mu.Lock()
-			seen = append(seen, fmt.Sprintf("%s/%s", r.Trigger, r.Stop))
+			seen = append(seen, fmt.Sprintf("%s/%s", r.Trigger, r.Outcome()))
 			mu.Unlock()
 			return err
 		})
@@ -280,13 +280,13 @@ func TestCatchUpIsARunOfItsOwn(t *testing.T) {
 	}
 	tickAt(t, s, "j", minute(0))
 	for _, k := range []int{2, 5, 8} {
-		if rep := tickAt(t, s, "j", minute(k)); rep.Stop != StopDone || rep.Err != nil {
+		if rep := tickAt(t, s, "j", minute(k)); rep.Outcome() != "done" || rep.Err != nil {
 			t.Fatalf("minute %d, after its catch-up run: %v", k, rep)
 		}
 	}
 	cu := byTrigger(rec, TriggerCatchUp)
-	if len(cu) != 3 || cu[0].Stop != StopError || !errors.Is(cu[0].Err, ErrPanic) ||
-		cu[1].Stop != StopError || cu[2].Stop != StopTimeout || !errors.Is(cu[2].Err, ErrTimeout) {
+	if len(cu) != 3 || cu[0].Outcome() != "error" || !errors.Is(cu[0].Err, ErrPanic) ||
+		cu[1].Outcome() != "error" || cu[2].Outcome() != "timeout" || !errors.Is(cu[2].Err, ErrTimeout) {
 		t.Fatalf("catch-up reports %+v, want a panic, an error, a timeout", cu)
 	}
 	var stack string
@@ -325,7 +325,7 @@ func TestCatchUpThenTickStops(t *testing.T) {
 		}
 		tickAt(t, s, "j", minute(0))
 		rep := tickAt(t, s, "j", minute(2))
-		if rep.Skipped != SkipKilled || !errors.Is(rep.Err, ErrKilled) || len(job.all()) != 2 {
+		if skipOf(rep) != "killed" || !errors.Is(rep.Err, ErrKilled) || len(job.all()) != 2 {
 			t.Fatalf("the tick after a catch-up that switched the job off: %v, runs %+v", rep, job.all())
 		}
 		if n := len(byTrigger(rec, TriggerCatchUp)); n != 1 {
@@ -349,10 +349,10 @@ func TestCatchUpThenTickStops(t *testing.T) {
 		defer cancel()
 		_ = s.Stop(ctx) // cancels the catch-up run
 		rep := recv(t, second)
-		if rep.Skipped != SkipStopped || !errors.Is(rep.Err, ErrStopped) || b.runs.Load() != 2 {
+		if skipOf(rep) != "stopped" || !errors.Is(rep.Err, ErrStopped) || b.runs.Load() != 2 {
 			t.Fatalf("the tick after a catch-up canceled by Stop: %v (%d runs)", rep, b.runs.Load())
 		}
-		if cu := byTrigger(rec, TriggerCatchUp); len(cu) != 1 || cu[0].Stop != StopCanceled {
+		if cu := byTrigger(rec, TriggerCatchUp); len(cu) != 1 || cu[0].Outcome() != "canceled" {
 			t.Fatalf("catch-up reports %+v, want one, canceled", cu)
 		}
 	})

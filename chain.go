@@ -11,24 +11,86 @@ import (
 	"time"
 )
 
-// The guard chain of a run, outermost first:
+// The guard chain of a run, outermost first, as robfig/cron's Chain.Then
+// applies it:
 //
-//	scheduled: recover → middleware → kill switch → overlap → tick claim + run lock → timeout → hard kill → job
-//	manual:    recover → middleware → run lock → timeout → job
+//	scheduled: recover → middleware → kill switch → overlap → claim + lock → catch-up → timeout → hard kill → job
+//	manual:    recover → middleware → lock → timeout → job
+//	catch-up:  recover → middleware → timeout → job (below the tick's claim + lock)
 //
 // The claim and the run lock are one call to the Locker (one round trip on
 // Redis), after the checks that cost nothing: the kill switch (a
 // switched-off job claims nothing) and the local overlap. Each guard runs
-// the rest of the chain or returns a skip.
+// the rest of the chain or returns a *SkipError.
 //
-// The guards are plain code, the same for every job, not closures made per
-// job: a registered job costs its entry and nothing more, and a run costs
-// no call through a chain of func values. User middleware (WithMiddleware)
-// is the one chain of Jobs, built once per job at Register around the
-// guards, and shared by both triggers.
+// A guard takes the run as its argument, not a context: the chains are
+// composed once, here, for every job of every Scheduler, so a registered
+// job costs its entry and nothing more, and a run costs no closure. The
+// context a step runs under is run.ctx (the run itself, or one a
+// middleware or a guard derived from it). User middleware (WithMiddleware)
+// is the one chain of Jobs, built once per job at Register around these
+// chains, and shared by every trigger.
 
-// buildChain wraps the guards of e in the user middleware; without
-// middleware e.chain stays nil and runs call the guards directly.
+// step is one link of a chain: the rest of the run from here.
+type step func(run *run) error
+
+// guard wraps the rest of the chain, as robfig/cron's JobWrapper does.
+type guard func(next step) step
+
+// then applies gs to the innermost step, the first guard outermost, as
+// robfig/cron's Chain.Then does.
+func then(gs ...guard) func(step) step {
+	return func(inner step) step {
+		for _, g := range slices.Backward(gs) {
+			inner = g(inner)
+		}
+		return inner
+	}
+}
+
+// The chains, one per trigger, composed once for the whole program (in
+// init: a catch-up run inside the scheduled chain runs a chain of its own).
+// The guards live in this file except killSwitchGuard and hardKillGuard
+// (killswitch.go) and catchUpGuard (catchup.go).
+var scheduledChain, manualChain, catchUpChain step
+
+func init() {
+	scheduledChain = then(killSwitchGuard, overlapGuard, claimGuard, catchUpGuard, timeoutGuard, hardKillGuard)(runJob)
+	manualChain = then(lockGuard, timeoutGuard)(runJob)
+	// A catch-up run goes below the tick's claim and lock (catchUpGuard).
+	// It is not hard-killed: hardKillGuard guards scheduled ticks only.
+	catchUpChain = then(timeoutGuard)(runJob)
+}
+
+// chain returns the chain of r's trigger, below the middleware.
+func (r *run) chain() step {
+	switch r.trigger {
+	case TriggerManual:
+		return manualChain
+	case TriggerCatchUp:
+		return catchUpChain
+	}
+	return scheduledChain
+}
+
+// runChain runs r through the user middleware and its chain, turning a
+// panic anywhere below into a failed run.
+func (r *run) runChain() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.stack = string(debug.Stack())
+			err = fmt.Errorf("%w: job %q: %v", ErrPanic, r.job, p)
+		}
+	}()
+	if c := r.e.chain; c != nil {
+		return c.Run(r)
+	}
+	r.ctx = r
+	return r.chain()(r)
+}
+
+// buildChain wraps the chains of e in the user middleware; without
+// middleware e.chain stays nil and runs call the chains directly.
 func (s *Scheduler) buildChain(e *entry) error {
 	if len(s.cfg.middleware) == 0 {
 		return nil
@@ -61,67 +123,26 @@ func wrap(mw Middleware, j Job) (_ Job, err error) {
 // under another method set, so it costs no allocation.
 type guardJob entry
 
-// Run implements Job: the guards of the run of ctx. The middleware must
+// Run implements Job: the chain of the run of ctx. The middleware must
 // pass on the context it was given, or one derived from it: the run lives
 // in it.
 func (g *guardJob) Run(ctx context.Context) error {
 	e := (*entry)(g)
-	st, ok := ctx.Value(runKey{}).(*run)
-	if !ok || st.e != e {
+	run, ok := ctx.Value(runKey{}).(*run)
+	if !ok || run.e != e {
 		return fmt.Errorf("%w: job %q: a middleware passed on a context that does not derive from the run's", ErrInvalidOption, e.name)
 	}
-	return e.s.guards(ctx, st)
+	run.ctx = ctx
+	return run.chain()(run)
 }
 
-// skipError is returned by a guard that did not let the run start.
-type skipError struct {
-	reason SkipReason
-	err    error
-}
-
-func (e *skipError) Error() string { return e.err.Error() }
-func (e *skipError) Unwrap() error { return e.err }
-
-func skip(reason SkipReason, err error) error { return &skipError{reason, err} }
-
-// runChain runs st through its chain, turning a panic anywhere below into
-// a failed run.
-func (s *Scheduler) runChain(st *run) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			st.stack = string(debug.Stack())
-			err = fmt.Errorf("%w: job %q: %v", ErrPanic, st.job, r)
-		}
-	}()
-	if c := st.e.chain; c != nil {
-		return c.Run(st)
-	}
-	return s.guards(st, st)
-}
-
-// guards runs the guards of st's trigger, below the middleware; ctx is st
-// or derives from it.
-func (s *Scheduler) guards(ctx context.Context, st *run) error {
-	e := st.e
-	if st.trigger == TriggerManual {
-		return s.lockGuard(ctx, e) // whatever the overlap policy: manual runs exclude each other
-	}
-	if err := s.checkSwitch(ctx, e); err != nil {
-		return err
-	}
-	return s.overlapGuard(ctx, e)
-}
-
-// checkSwitch returns a skip when the job's flag is off or unknown.
-func (s *Scheduler) checkSwitch(ctx context.Context, e *entry) error {
-	on, err := s.enabled(ctx, e.cfg.flag)
-	if err != nil {
-		return skip(SkipBackend, fmt.Errorf("job %q: %w", e.name, err))
-	}
-	if !on {
-		return skip(SkipKilled, fmt.Errorf("%w: job %q (flag %q)", ErrKilled, e.name, e.cfg.flag))
-	}
-	return nil
+// under runs next with ctx as the run's context, then puts the previous
+// one back (a catch-up run and the tick after it see the tick's own).
+func under(ctx context.Context, run *run, next step) error {
+	prev := run.ctx
+	run.ctx = ctx
+	defer func() { run.ctx = prev }()
+	return next(run)
 }
 
 // lockerCtx bounds a call to the Locker by the call budget
@@ -140,35 +161,36 @@ func (s *Scheduler) lockerCtx(ctx context.Context) (context.Context, context.Can
 // winner of a tick reports the ticks missed since the mark (EventMissed);
 // a won tick whose lock is held (a run of an earlier tick still goes) is
 // skipped as locked, and stays claimed.
-func (s *Scheduler) claimGuard(ctx context.Context, e *entry) error {
-	lockTTL := e.cfg.lockTTL
-	if e.cfg.overlap == OverlapAllow {
-		lockTTL = 0
-	}
-	tick := TickFrom(ctx)
-	cctx, cancel := s.lockerCtx(ctx)
-	c, err := s.cfg.locker.Claim(cctx, e.name, tick, lockTTL, s.cfg.instance)
-	cancel()
-	if err != nil || !c.Won {
-		return claimSkip(e, tick, &c, err)
-	}
-	st := runFrom(ctx)
-	if !c.Prev.IsZero() {
-		// Ticks this process fired and skipped before claiming (switched
-		// off, overlap, store down) were decided, and reported as skips:
-		// they are not missed.
-		last := s.reportMissed(ctx, e, later(c.Prev, e.decidedTick()), tick)
-		if e.cfg.catchUp {
-			st.gapPrev, st.gapLast = c.Prev, last // catchup.go
+func claimGuard(next step) step {
+	return func(run *run) error {
+		s, e := run.s, run.e
+		lockTTL := e.cfg.lockTTL
+		if e.cfg.overlap == OverlapAllow {
+			lockTTL = 0
 		}
+		cctx, cancel := s.lockerCtx(run.ctx)
+		c, err := s.cfg.locker.Claim(cctx, e.name, run.tick, lockTTL, s.cfg.instance)
+		cancel()
+		if err != nil || !c.Won {
+			return claimSkip(run, &c, err)
+		}
+		if !c.Prev.IsZero() {
+			// Ticks this process fired and skipped before claiming (switched
+			// off, overlap, store down) were decided, and reported as skips:
+			// they are not missed.
+			last := run.reportMissed(later(c.Prev, e.decidedTick()))
+			if e.cfg.catchUp {
+				run.gapPrev, run.gapLast = c.Prev, last // catchup.go
+			}
+		}
+		switch {
+		case lockTTL == 0:
+			return next(run)
+		case c.LockErr != nil || isNil(c.Lease):
+			return lockSkip(run, c.LockErr)
+		}
+		return run.holdLease(c.Lease, lockTTL, next)
 	}
-	switch {
-	case lockTTL == 0:
-		return s.tickBody(ctx, e)
-	case c.LockErr != nil || isNil(c.Lease):
-		return lockSkip(e, tick, c.LockErr)
-	}
-	return s.holdLease(ctx, e, c.Lease, lockTTL)
 }
 
 func later(a, b time.Time) time.Time {
@@ -179,27 +201,27 @@ func later(a, b time.Time) time.Time {
 }
 
 // claimSkip is the skip of a claim that failed (err) or was lost.
-func claimSkip(e *entry, tick time.Time, c *Claim, err error) error {
+func claimSkip(run *run, c *Claim, err error) error {
 	if err != nil {
-		return skip(SkipBackend, fmt.Errorf("%w: job %q: claim tick %s: %w", ErrBackend, e.name, fmtTick(tick), err))
+		return skip(run, ErrBackend, err, "claim tick "+fmtTick(run.tick))
 	}
-	return skip(SkipTickTaken, fmt.Errorf("%w: job %q: tick %s: the claim mark is at tick %s, claimed by %q",
-		ErrTickTaken, e.name, fmtTick(tick), fmtTick(c.HolderTick), clip(c.Holder)))
+	return skip(run, ErrTickTaken, nil, fmt.Sprintf("tick %s: the claim mark is at tick %s, claimed by %q",
+		fmtTick(run.tick), fmtTick(c.HolderTick), clip(c.Holder)))
 }
 
 // lockSkip is the skip of a won claim whose run lock was not taken.
-func lockSkip(e *entry, tick time.Time, lockErr error) error {
+func lockSkip(run *run, lockErr error) error {
 	if errors.Is(lockErr, ErrLocked) {
-		return skip(SkipLocked, lockErr)
+		return skip(run, ErrLocked, lockErr, "")
 	}
-	return skip(SkipBackend, fmt.Errorf("%w: job %q: tick %s claimed, lock not taken: %w", ErrBackend, e.name, fmtTick(tick), lockErr))
+	return skip(run, ErrBackend, lockErr, "tick "+fmtTick(run.tick)+" claimed, lock not taken")
 }
 
 // reportMissed raises EventMissed when the spec names ticks strictly
-// between the previous claim mark and tick, and returns the last of them
-// (zero when none).
-func (s *Scheduler) reportMissed(ctx context.Context, e *entry, prev, tick time.Time) time.Time {
-	n, first, last, capped := missedTicks(e.sched(), prev, tick)
+// between the previous claim mark prev and r's tick, and returns the last
+// of them (zero when none).
+func (r *run) reportMissed(prev time.Time) time.Time {
+	n, first, last, capped := missedTicks(r.e.sched(), prev, r.tick)
 	if n == 0 {
 		return time.Time{}
 	}
@@ -207,10 +229,10 @@ func (s *Scheduler) reportMissed(ctx context.Context, e *entry, prev, tick time.
 	if capped {
 		count = "at least " + count
 	}
-	ev := runFrom(ctx).event(EventMissed, fmt.Errorf("%w: job %q: %s tick(s) from %s to %s, before tick %s (claim mark was %s)",
-		ErrMissed, e.name, count, fmtTick(first), fmtTick(last), fmtTick(tick), fmtTick(prev)))
+	ev := r.event(EventMissed, fmt.Errorf("%w: job %q: %s tick(s) from %s to %s, before tick %s (claim mark was %s)",
+		ErrMissed, r.job, count, fmtTick(first), fmtTick(last), fmtTick(r.tick), fmtTick(prev)))
 	ev.Missed, ev.MissedCapped, ev.MissedFirst, ev.MissedLast = n, capped, first, last
-	s.emitEvent(&ev)
+	r.s.emitEvent(&ev)
 	return last
 }
 
@@ -222,35 +244,37 @@ type overlapState struct {
 	idle    chan struct{} // made by a waiting run; closed when running drops to 0
 }
 
-// overlapGuard applies the job's OverlapPolicy within this process, then
-// claims the tick. A run that waited (OverlapQueue) asks the kill switch
-// again before it claims: an operator may have switched the job off
-// meanwhile.
-func (s *Scheduler) overlapGuard(ctx context.Context, e *entry) error {
-	queued, err := e.overlap.enter(ctx, e)
-	if err != nil {
-		return err
-	}
-	defer e.overlap.done()
-	if queued {
-		if err := s.checkSwitch(ctx, e); err != nil {
+// overlapGuard applies the job's OverlapPolicy within this process. A run
+// that waited (OverlapQueue) asks the kill switch again before it goes on
+// (killswitch.go): an operator may have switched the job off meanwhile.
+func overlapGuard(next step) step {
+	return func(run *run) error {
+		queued, err := run.e.overlap.enter(run)
+		if err != nil {
 			return err
 		}
+		defer run.e.overlap.done()
+		if queued {
+			if err := run.switchedOff(); err != nil {
+				return err
+			}
+		}
+		return next(run)
 	}
-	return s.claimGuard(ctx, e)
 }
 
-// enter counts a run of e in, or returns the skip of its overlap policy;
+// enter counts r in, or returns the skip of its job's overlap policy;
 // under OverlapQueue it waits for the runs going now (queued is then true).
-func (o *overlapState) enter(ctx context.Context, e *entry) (queued bool, err error) {
+func (o *overlapState) enter(run *run) (queued bool, err error) {
+	policy := run.e.cfg.overlap
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.running > 0 && e.cfg.overlap != OverlapAllow {
-		if e.cfg.overlap == OverlapSkip || o.waiting {
-			return false, skip(SkipOverlap, fmt.Errorf("%w: job %q", ErrOverlap, e.name))
+	if o.running > 0 && policy != OverlapAllow {
+		if policy == OverlapSkip || o.waiting {
+			return false, skip(run, ErrOverlap, nil, "")
 		}
-		if err := o.wait(ctx); err != nil { // OverlapQueue
-			return false, skip(SkipStopped, fmt.Errorf("%w: job %q: queued run: %w", ErrStopped, e.name, err))
+		if err := o.wait(run.ctx); err != nil { // OverlapQueue
+			return false, skip(run, ErrStopped, err, "queued run")
 		}
 		queued = true
 	}
@@ -289,35 +313,38 @@ func (o *overlapState) done() {
 	}
 }
 
-// lockGuard takes the job's run lock for a manual run (no claim) and holds
-// it for the run.
-func (s *Scheduler) lockGuard(ctx context.Context, e *entry) error {
-	ttl := e.cfg.lockTTL
-	actx, cancel := s.lockerCtx(ctx)
-	lease, err := s.cfg.locker.Acquire(actx, e.name, ttl)
-	cancel()
-	if errors.Is(err, ErrLocked) {
-		return skip(SkipLocked, err)
+// lockGuard takes the job's run lock for a manual run (no claim), whatever
+// the overlap policy, so manual runs exclude each other, and holds it for
+// the run.
+func lockGuard(next step) step {
+	return func(run *run) error {
+		s, ttl := run.s, run.e.cfg.lockTTL
+		actx, cancel := s.lockerCtx(run.ctx)
+		lease, err := s.cfg.locker.Acquire(actx, run.job, ttl)
+		cancel()
+		if errors.Is(err, ErrLocked) {
+			return skip(run, ErrLocked, err, "")
+		}
+		if err != nil {
+			return skip(run, ErrBackend, err, "acquire lock")
+		}
+		return run.holdLease(lease, ttl, next)
 	}
-	if err != nil {
-		return skip(SkipBackend, fmt.Errorf("%w: job %q: acquire lock: %w", ErrBackend, e.name, err))
-	}
-	return s.holdLease(ctx, e, lease, ttl)
 }
 
-// holdLease runs the body under lease, kept alive by the run's watchdog;
+// holdLease runs next under lease, kept alive by the run's watchdog;
 // losing it cancels the run with cause ErrLockLost (run.lockLost). The
 // lease is released when the run ends, unless it was lost.
-func (s *Scheduler) holdLease(ctx context.Context, e *entry, lease Lease, ttl time.Duration) error {
-	st := runFrom(ctx)
-	st.dog.start(st, lease, ttl, s.cfg.budget)
+func (r *run) holdLease(lease Lease, ttl time.Duration, next step) error {
+	ctx := r.ctx
+	r.dog.start(r, lease, ttl, r.s.cfg.budget)
 	defer func() {
-		if !st.dog.stop() {
-			s.release(ctx, lease) // an unreleased lock expires after ttl
+		if !r.dog.stop() {
+			r.s.release(ctx, lease) // an unreleased lock expires after ttl
 		}
 	}()
-	st.held.Context, st.held.lease = ctx, lease
-	return s.tickBody(&st.held, e)
+	r.held.Context, r.held.lease = ctx, lease
+	return under(&r.held, r, next)
 }
 
 // release gives lease up, within the call budget even when the run's
@@ -334,43 +361,42 @@ func (s *Scheduler) release(ctx context.Context, lease Lease) {
 
 // lockLost is called by the run's watchdog when its lease could not be
 // extended: it raises EventLockLost and cancels the run.
-func (st *run) lockLost(err error) {
+func (r *run) lockLost(err error) {
 	cause := err
 	if !errors.Is(err, ErrLockLost) { // a Redis error, say
-		cause = fmt.Errorf("%w: job %q: %w", ErrLockLost, st.job, err)
+		cause = fmt.Errorf("%w: job %q: %w", ErrLockLost, r.job, err)
 	}
-	ev := st.event(EventLockLost, cause)
-	st.s.emitEvent(&ev)
-	st.cancel(cause)
+	ev := r.event(EventLockLost, cause)
+	r.s.emitEvent(&ev)
+	r.cancel(cause)
 }
 
-// body runs the job, bounded by its Timeout and, for a scheduled HardKill
-// job, under the hard-kill guard.
-func (s *Scheduler) body(ctx context.Context, e *entry) error {
-	if e.cfg.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, e.cfg.timeout,
-			fmt.Errorf("%w: job %q after %s", ErrTimeout, e.name, e.cfg.timeout))
+// timeoutGuard bounds the rest of the run by the job's Timeout, canceling
+// it with cause ErrTimeout.
+func timeoutGuard(next step) step {
+	return func(run *run) error {
+		d := run.e.cfg.timeout
+		if d <= 0 {
+			return next(run)
+		}
+		ctx, cancel := context.WithTimeoutCause(run.ctx, d, fmt.Errorf("%w: job %q after %s", ErrTimeout, run.job, d))
 		defer cancel()
+		return under(ctx, run, next)
 	}
-	if e.cfg.hardKill && runFrom(ctx).trigger == TriggerSchedule {
-		return s.hardKillGuard(ctx, e)
-	}
-	return s.start(ctx, e)
 }
 
-// start is innermost: the run has passed every guard and starts now.
-func (s *Scheduler) start(ctx context.Context, e *entry) error {
-	st := runFrom(ctx)
-	st.begin()
+// runJob is innermost: the run has passed every guard and starts now.
+func runJob(run *run) error {
+	run.begin()
+	ctx := run.ctx
 	var err error
-	if st.items != nil {
-		err = e.batch().runItems(ctx, st.items)
+	if run.items != nil {
+		err = run.e.batch().runItems(ctx, run.items)
 	} else {
-		err = e.job.Run(ctx)
+		err = run.e.job.Run(ctx)
 	}
 	if ctx.Err() != nil {
-		st.cause = context.Cause(ctx)
+		run.cause = context.Cause(ctx)
 	}
 	return err
 }

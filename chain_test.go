@@ -23,7 +23,7 @@ func TestGuardOrderKillSwitchBeforeClaim(t *testing.T) {
 	_ = ks.SetEnabled(ctx, "j", false, "test")
 
 	rep := tickAt(t, s, "j", t0)
-	if rep.Skipped != SkipKilled || !errors.Is(rep.Err, ErrKilled) {
+	if skipOf(rep) != "killed" || !errors.Is(rep.Err, ErrKilled) {
 		t.Fatalf("report = %+v, want skipped killed", rep)
 	}
 	if n := spy.claims.Load(); n != 0 {
@@ -50,11 +50,11 @@ func TestGuardOrderClaimBeforeLock(t *testing.T) {
 	spy := &spyLocker{Locker: mem}
 	s, _ := newTest(t, WithLocker(spy))
 	_ = s.Register("j", "@every 1m", JobFunc(func(context.Context) error { return nil }))
-	if rep := tickAt(t, s, "j", t0); rep.Stop != StopDone {
+	if rep := tickAt(t, s, "j", t0); rep.Outcome() != "done" {
 		t.Fatalf("first tick: %+v", rep)
 	}
 	rep := tickAt(t, s, "j", t0) // the same tick again, as a second instance would
-	if rep.Skipped != SkipTickTaken || !errors.Is(rep.Err, ErrTickTaken) || !strings.Contains(rep.Err.Error(), `"test"`) {
+	if skipOf(rep) != "tick_taken" || !errors.Is(rep.Err, ErrTickTaken) || !strings.Contains(rep.Err.Error(), `"test"`) {
 		t.Fatalf("second run of one tick: %+v, want skipped tick_taken naming the holder", rep)
 	}
 	if spy.acquires.Load() != 0 || spy.claims.Load() != 2 {
@@ -65,19 +65,19 @@ func TestGuardOrderClaimBeforeLock(t *testing.T) {
 		t.Fatalf("lock after the two ticks: %v, token %v; a taken tick must not reach the lock", err, l)
 	}
 	_ = l.Release(context.Background())
-	if rep := tickAt(t, s, "j", t0.Add(time.Minute)); rep.Stop != StopDone {
+	if rep := tickAt(t, s, "j", t0.Add(time.Minute)); rep.Outcome() != "done" {
 		t.Fatalf("next tick: %+v; a skipped tick must not block the next", rep)
 	}
 }
 
 func TestMiddlewareOutermost(t *testing.T) {
-	var seen []SkipReason
+	var seen []string
 	mw := func(next Job) Job {
 		return JobFunc(func(ctx context.Context) error {
 			err := next.Run(ctx)
-			var se *skipError
-			if errors.As(err, &se) {
-				seen = append(seen, se.reason)
+			var se *SkipError
+			if errors.As(err, &se) && se.Job == "j" && se.Reason == ErrKilled {
+				seen = append(seen, "killed")
 			} else {
 				seen = append(seen, "ran")
 			}
@@ -90,7 +90,7 @@ func TestMiddlewareOutermost(t *testing.T) {
 	tickAt(t, s, "j", t0)
 	_ = ks.SetEnabled(context.Background(), "j", false, "")
 	tickAt(t, s, "j", t0.Add(time.Minute))
-	if want := []SkipReason{"ran", SkipKilled}; !slices.Equal(seen, want) {
+	if want := []string{"ran", "killed"}; !slices.Equal(seen, want) {
 		t.Fatalf("middleware saw %v, want %v: it must wrap the guards", seen, want)
 	}
 }
@@ -102,14 +102,14 @@ func TestOverlapSkip(t *testing.T) {
 	first := goAsync(func() Report { return tickAt(t, s, "j", t0) })
 	b.waitStarted(t)
 	rep := tickAt(t, s, "j", t0.Add(time.Minute))
-	if rep.Skipped != SkipOverlap || !errors.Is(rep.Err, ErrOverlap) {
+	if skipOf(rep) != "overlap" || !errors.Is(rep.Err, ErrOverlap) {
 		t.Fatalf("tick during a run: %+v, want skipped overlap", rep)
 	}
-	if ev, ok := rec.find(EventSkipped); !ok || ev.Skip != SkipOverlap {
+	if ev, ok := rec.find(EventSkipped); !ok || ev.Skip != "overlap" {
 		t.Fatalf("no skipped event with reason overlap: %+v", ev)
 	}
 	close(b.release)
-	if r := recv(t, first); r.Stop != StopDone {
+	if r := recv(t, first); r.Outcome() != "done" {
 		t.Fatalf("first run: %+v", r)
 	}
 }
@@ -120,7 +120,7 @@ func TestOverlapQueueCoalesces(t *testing.T) {
 	_ = s.Register("j", "@every 1m", b, Overlap(OverlapQueue))
 	first, queued := queueBehind(t, s, b)
 	// The second run is queued: a third tick is coalesced.
-	if rep := tickAt(t, s, "j", t0.Add(2*time.Minute)); rep.Skipped != SkipOverlap {
+	if rep := tickAt(t, s, "j", t0.Add(2*time.Minute)); skipOf(rep) != "overlap" {
 		t.Fatalf("third tick while one waits: %+v, want skipped (coalesced)", rep)
 	}
 	b.release <- struct{}{} // ends the first run
@@ -128,10 +128,10 @@ func TestOverlapQueueCoalesces(t *testing.T) {
 		t.Fatalf("queued run has tick %v, want %v", tick, t0.Add(time.Minute))
 	}
 	close(b.release)
-	if r := recv(t, first); r.Stop != StopDone {
+	if r := recv(t, first); r.Outcome() != "done" {
 		t.Fatalf("first: %+v", r)
 	}
-	if r := recv(t, queued); r.Stop != StopDone || !r.Tick.Equal(t0.Add(time.Minute)) {
+	if r := recv(t, queued); r.Outcome() != "done" || !r.Tick.Equal(t0.Add(time.Minute)) {
 		t.Fatalf("queued: %+v", r)
 	}
 	if n := b.runs.Load(); n != 2 {
@@ -153,7 +153,7 @@ func TestOverlapAllow(t *testing.T) {
 	b.waitStarted(t) // both run at once
 	close(b.release)
 	for _, ch := range []<-chan Report{first, second} {
-		if r := recv(t, ch); r.Stop != StopDone {
+		if r := recv(t, ch); r.Outcome() != "done" {
 			t.Fatalf("run: %+v", r)
 		}
 	}
@@ -161,7 +161,7 @@ func TestOverlapAllow(t *testing.T) {
 		t.Fatal("OverlapAllow runs took the run lock")
 	}
 	// Each tick still runs once.
-	if r := tickAt(t, s, "j", t0); r.Skipped != SkipTickTaken {
+	if r := tickAt(t, s, "j", t0); skipOf(r) != "tick_taken" {
 		t.Fatalf("repeat tick under OverlapAllow: %+v", r)
 	}
 }
@@ -175,7 +175,7 @@ func TestManualVsScheduledContention(t *testing.T) {
 	scheduled := goAsync(func() Report { return tickAt(t, s, "j", t0) })
 	b.waitStarted(t)
 	rep, err := s.RunManually(ctx, "j")
-	if !errors.Is(err, ErrLocked) || rep.Skipped != SkipLocked || !strings.Contains(err.Error(), `"j"`) {
+	if !errors.Is(err, ErrLocked) || skipOf(rep) != "locked" || !strings.Contains(err.Error(), `"j"`) {
 		t.Fatalf("manual run during a scheduled one: err=%v report=%+v, want ErrLocked naming the job", err, rep)
 	}
 	b.release <- struct{}{}
@@ -183,7 +183,7 @@ func TestManualVsScheduledContention(t *testing.T) {
 
 	manual := goAsync(func() error { _, err := s.RunManually(ctx, "j"); return err })
 	b.waitStarted(t)
-	if r := tickAt(t, s, "j", t0.Add(time.Minute)); r.Skipped != SkipLocked || !errors.Is(r.Err, ErrLocked) {
+	if r := tickAt(t, s, "j", t0.Add(time.Minute)); skipOf(r) != "locked" || !errors.Is(r.Err, ErrLocked) {
 		t.Fatalf("tick during a manual run: %+v, want skipped locked", r)
 	}
 	close(b.release)
@@ -205,7 +205,7 @@ func TestLockLostCancelsRun(t *testing.T) {
 	b.waitStarted(t)
 	locker.forget("j") // as if the key expired or was deleted
 	rep := recv(t, run)
-	if rep.Stop != StopLockLost || !errors.Is(rep.Err, ErrLockLost) {
+	if rep.Outcome() != "lock_lost" || !errors.Is(rep.Err, ErrLockLost) {
 		t.Fatalf("report = %+v, want lock_lost", rep)
 	}
 	if _, ok := rec.find(EventLockLost); !ok {
@@ -238,7 +238,7 @@ func TestLeaseExtendedWhileJobRuns(t *testing.T) {
 	if _, err := locker.Acquire(context.Background(), "j", time.Second); !errors.Is(err, ErrLocked) {
 		t.Fatalf("lock not held 2.5 TTLs into the run: %v", err)
 	}
-	if rep := recv(t, run); rep.Stop != StopDone {
+	if rep := recv(t, run); rep.Outcome() != "done" {
 		t.Fatalf("report = %+v", rep)
 	}
 	if _, err := locker.Acquire(context.Background(), "j", time.Second); err != nil {
@@ -251,7 +251,7 @@ func TestTimeout(t *testing.T) {
 	b := newBlocker()
 	_ = s.Register("j", "@every 1m", b, Timeout(30*time.Millisecond))
 	rep := tickAt(t, s, "j", t0)
-	if rep.Stop != StopTimeout || !errors.Is(rep.Err, ErrTimeout) {
+	if rep.Outcome() != "timeout" || !errors.Is(rep.Err, ErrTimeout) {
 		t.Fatalf("report = %+v, want timeout", rep)
 	}
 }
@@ -265,7 +265,7 @@ func TestHardKill(t *testing.T) {
 	b.waitStarted(t)
 	_ = ks.SetEnabled(context.Background(), "j", false, "stop now")
 	rep := recv(t, run)
-	if rep.Stop != StopKilled || !errors.Is(rep.Err, ErrKilled) {
+	if rep.Outcome() != "killed" || !errors.Is(rep.Err, ErrKilled) {
 		t.Fatalf("report = %+v, want killed", rep)
 	}
 }
@@ -281,14 +281,14 @@ func TestPanicBecomesFailedReport(t *testing.T) {
 		return nil
 	}))
 	rep := tickAt(t, s, "j", t0)
-	if rep.Stop != StopError || !errors.Is(rep.Err, ErrPanic) || !strings.Contains(rep.Err.Error(), "boom") {
+	if rep.Outcome() != "error" || !errors.Is(rep.Err, ErrPanic) || !strings.Contains(rep.Err.Error(), "boom") {
 		t.Fatalf("report = %+v, want ErrPanic", rep)
 	}
 	ev, _ := rec.find(EventFinished)
 	if !strings.Contains(ev.Stack, "chain_test.go") {
 		t.Fatalf("finished event has no stack of the panic: %q", ev.Stack)
 	}
-	if r := tickAt(t, s, "j", t0.Add(time.Minute)); r.Stop != StopDone {
+	if r := tickAt(t, s, "j", t0.Add(time.Minute)); r.Outcome() != "done" {
 		t.Fatalf("the run after a panic: %+v", r)
 	}
 	// The lock was released despite the panic.
@@ -350,22 +350,30 @@ func TestEventsAndLogging(t *testing.T) {
 }
 
 func TestFinishedLogLevel(t *testing.T) {
-	for stop, want := range map[StopReason]slog.Level{
-		StopDone: slog.LevelInfo, StopMaxBatches: slog.LevelInfo, StopKilled: slog.LevelWarn,
-		StopCanceled: slog.LevelWarn, StopRunaway: slog.LevelError, StopLockLost: slog.LevelError, StopError: slog.LevelError,
+	for _, c := range []struct {
+		r    Report
+		want slog.Level
+	}{
+		{Report{}, slog.LevelInfo},
+		{Report{More: true}, slog.LevelInfo},
+		{Report{Err: ended(ErrKilled, nil)}, slog.LevelWarn},
+		{Report{Err: ended(ErrStopped, context.Canceled)}, slog.LevelWarn},
+		{Report{Err: ErrRunaway}, slog.LevelError},
+		{Report{Err: ended(ErrLockLost, nil)}, slog.LevelError},
+		{Report{Err: errors.New("boom")}, slog.LevelError},
 	} {
-		if got := finishedLevel(&Report{Stop: stop}); got != want {
-			t.Errorf("%s: level %v, want %v", stop, got, want)
+		if got := finishedLevel(&c.r); got != c.want {
+			t.Errorf("%s: level %v, want %v", c.r.Outcome(), got, c.want)
 		}
 	}
 }
 
 func TestReportString(t *testing.T) {
-	r := Report{Job: "mail", Trigger: TriggerManual, Stop: StopDone, Duration: 161 * time.Microsecond, Batches: 1, Processed: 1}
+	r := Report{Job: "mail", Trigger: TriggerManual, Duration: 161 * time.Microsecond, Batches: 1, Processed: 1}
 	if got, want := r.String(), "mail (manual): done after 161µs, 1 batch(es), 1 processed, 0 failed"; got != want {
 		t.Fatalf("String = %q, want %q", got, want)
 	}
-	r = Report{Job: "mail", Trigger: TriggerSchedule, Skipped: SkipKilled, Err: ErrKilled}
+	r = Report{Job: "mail", Trigger: TriggerSchedule, Err: &SkipError{Job: "mail", Reason: ErrKilled}}
 	if got := r.String(); !strings.Contains(got, "skipped (killed)") {
 		t.Fatalf("String = %q", got)
 	}
@@ -382,7 +390,7 @@ func TestOverlapQueueRechecksKillSwitch(t *testing.T) {
 	_ = ks.SetEnabled(context.Background(), "j", false, "operator")
 	close(b.release)
 	recv(t, first)
-	if r := recv(t, queued); r.Skipped != SkipKilled {
+	if r := recv(t, queued); skipOf(r) != "killed" {
 		t.Fatalf("queued run after the flip: %+v, want skipped killed", r)
 	}
 	if n := b.runs.Load(); n != 1 {

@@ -3,6 +3,7 @@ package cronguard
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -86,4 +87,37 @@ func (r *redisCheckpoints) Save(ctx context.Context, job, after string) error {
 	ctx, cancel := bounded(ctx, r.budget)
 	defer cancel()
 	return r.rdb.HSet(ctx, r.key, job, after).Err()
+}
+
+// loadCheckpoint returns the saved cursor of r's job, within the call
+// budget; "" for a run outside a Scheduler.
+func (r *run) loadCheckpoint(ctx context.Context) (string, error) {
+	if r.s == nil {
+		return "", nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.s.cfg.budget)
+	defer cancel()
+	after, err := r.s.cfg.checkpoints.Load(ctx, r.job)
+	if err != nil {
+		return "", fmt.Errorf("cronguard: job %q: load checkpoint: %w", r.job, err)
+	}
+	return after, nil
+}
+
+// saveCheckpoint records after as the cursor of r's job. It also runs when
+// the run was cut short (the handled prefix is saved, so the next run does
+// not repeat it), so it has its own context, bounded by the call budget. A
+// run that lost its lock saves nothing: another instance may own the
+// cursor now, and the next run repeats this one's items rather than skip
+// any. A run outside a Scheduler saves nothing.
+func (r *run) saveCheckpoint(ctx context.Context, after string) error {
+	if r.s == nil || errors.Is(context.Cause(ctx), ErrLockLost) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.s.cfg.budget)
+	defer cancel()
+	if err := r.s.cfg.checkpoints.Save(ctx, r.job, after); err != nil {
+		return fmt.Errorf("cronguard: job %q: save checkpoint %q: %w", r.job, clip(after), err)
+	}
+	return nil
 }

@@ -111,13 +111,13 @@ func TestBatchCheckpointCutByDeadlineLosesNothing(t *testing.T) {
 			name     string
 			opts     []JobOption
 			runCtx   func() (context.Context, context.CancelFunc)
-			stop     StopReason
+			stop     string
 			sentinel error
 		}{
-			{"Timeout", []JobOption{Timeout(250 * time.Millisecond)}, noDeadline, StopTimeout, ErrTimeout},
+			{"Timeout", []JobOption{Timeout(250 * time.Millisecond)}, noDeadline, "timeout", ErrTimeout},
 			{"caller deadline", nil, func() (context.Context, context.CancelFunc) {
 				return context.WithTimeout(context.Background(), 250*time.Millisecond)
-			}, StopCanceled, context.DeadlineExceeded},
+			}, "canceled", context.DeadlineExceeded},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				const n = 60
@@ -134,7 +134,7 @@ func TestBatchCheckpointCutByDeadlineLosesNothing(t *testing.T) {
 				ctx, cancel := c.runCtx()
 				defer cancel()
 				r1, _ := a.RunManually(ctx, job)
-				if r1.Stop != c.stop || !errors.Is(r1.Err, c.sentinel) {
+				if r1.Outcome() != c.stop || !errors.Is(r1.Err, c.sentinel) {
 					t.Fatalf("cut run: %v; want stop %s with %v", r1, c.stop, c.sentinel)
 				}
 				if r1.Processed < 1 || r1.Processed >= n {
@@ -151,7 +151,7 @@ func TestBatchCheckpointCutByDeadlineLosesNothing(t *testing.T) {
 					t.Fatal(err)
 				}
 				r2 := tickAt(t, b, job, t0.Add(time.Minute))
-				if r2.Stop != StopDone || r1.Processed+r2.Processed != n {
+				if r2.Outcome() != "done" || r1.Processed+r2.Processed != n {
 					t.Fatalf("follow-up run: %v; want done with the other %d items", r2, n-r1.Processed)
 				}
 				for id := 1; id <= n; id++ {
@@ -190,7 +190,7 @@ func TestBatchCheckpointConcurrentBlockedItem(t *testing.T) {
 		a, _ := newTest(t, append(cs.opts(), WithInstanceID("a"))...)
 		_ = a.Register(job, "@every 1m", walker(7), Timeout(time.Second))
 		r1 := tickAt(t, a, job, t0)
-		if r1.Stop != StopTimeout || !errors.Is(r1.Err, ErrTimeout) || r1.Processed != 9 || r1.Failed != 0 {
+		if r1.Outcome() != "timeout" || !errors.Is(r1.Err, ErrTimeout) || r1.Processed != 9 || r1.Failed != 0 {
 			t.Fatalf("cut run: %v; want timeout with 9 processed, the blocked item neither processed nor failed", r1)
 		}
 		if got := cs.load(t, job); got != "6" {
@@ -198,7 +198,7 @@ func TestBatchCheckpointConcurrentBlockedItem(t *testing.T) {
 		}
 		b, _ := newTest(t, append(cs.opts(), WithInstanceID("b"))...)
 		_ = b.Register(job, "@every 1m", walker(0))
-		if r2 := tickAt(t, b, job, t0.Add(time.Minute)); r2.Stop != StopDone || r2.Processed != n-6 {
+		if r2 := tickAt(t, b, job, t0.Add(time.Minute)); r2.Outcome() != "done" || r2.Processed != n-6 {
 			t.Fatalf("follow-up run: %v; want done with items 7..%d", r2, n)
 		}
 		for id := 1; id <= n; id++ {
@@ -227,7 +227,7 @@ func TestBatchCheckpointErrorBudget(t *testing.T) {
 			return nil
 		}})
 	r := tickAt(t, s, "walk", t0)
-	if r.Stop != StopErrorBudget || r.Processed != 2 || r.Failed != 2 {
+	if r.Outcome() != "error_budget" || r.Processed != 2 || r.Failed != 2 {
 		t.Fatalf("report = %v", r)
 	}
 	if got, _ := s.cfg.checkpoints.Load(context.Background(), "walk"); got != "4" {
@@ -250,7 +250,7 @@ func TestBatchCheckpointNotSavedAfterLockLost(t *testing.T) {
 			return nil
 		}}, LockTTL(30*time.Millisecond))
 	r := tickAt(t, s, "walk", t0)
-	if r.Stop != StopLockLost || r.Processed != 2 {
+	if r.Outcome() != "lock_lost" || r.Processed != 2 {
 		t.Fatalf("report = %v", r)
 	}
 	if got, _ := s.cfg.checkpoints.Load(context.Background(), "walk"); got != "" {

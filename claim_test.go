@@ -54,7 +54,7 @@ func TestTickNeverInventedOnDoubleFire(t *testing.T) {
 	if got := job.all(); len(got) != 1 || !got[0].Equal(due) {
 		t.Fatalf("runs with ticks %v, want one run of %s", got, fmtTick(due))
 	}
-	sk := rec.skips(SkipTickTaken)
+	sk := rec.skips("tick_taken")
 	if len(sk) != 1 || !errors.Is(sk[0].Err, ErrTickTaken) || !sk[0].Tick.Equal(due) ||
 		!strings.Contains(sk[0].Err.Error(), "run already") {
 		t.Fatalf("skips = %+v, want one tick_taken for %s saying it ran here already", sk, fmtTick(due))
@@ -320,7 +320,7 @@ func TestManualRunsOfOverlapAllowExclude(t *testing.T) {
 	second := goAsync(func() Report { rep, _ := s.RunManually(ctx, "j"); return rep })
 	select {
 	case rep := <-second:
-		if !errors.Is(rep.Err, ErrLocked) || rep.Skipped != SkipLocked {
+		if !errors.Is(rep.Err, ErrLocked) || skipOf(rep) != "locked" {
 			t.Errorf("second manual run of an OverlapAllow job: %+v, want ErrLocked", rep)
 		}
 	case <-b.started:
@@ -349,7 +349,7 @@ func TestWatchdogKeepsTTLThird(t *testing.T) {
 			return ctx.Err()
 		}
 	}), LockTTL(ttl))
-	if rep := tickAt(t, s, "j", t0); rep.Stop != StopDone {
+	if rep := tickAt(t, s, "j", t0); rep.Outcome() != "done" {
 		t.Fatalf("report %+v", rep)
 	}
 	n := spy.extensions.Load()
@@ -375,13 +375,13 @@ func TestOverlapQueueClaimsWhenItsTurnComes(t *testing.T) {
 	if n := spy.claims.Load(); n != 1 {
 		t.Fatalf("%d claims while the second run waits, want 1: a queued run claims when its turn comes", n)
 	}
-	if r := tickAt(t, b, "j", t0.Add(2*time.Minute)); r.Skipped != SkipLocked {
+	if r := tickAt(t, b, "j", t0.Add(2*time.Minute)); skipOf(r) != "locked" {
 		t.Fatalf("b's newer tick while a runs: %+v, want won but locked", r)
 	}
 	close(blk.release)
 	recv(t, first)
 	r := recv(t, queued)
-	if r.Skipped != SkipTickTaken || !strings.Contains(r.Err.Error(), `"b"`) {
+	if skipOf(r) != "tick_taken" || !strings.Contains(r.Err.Error(), `"b"`) {
 		t.Fatalf("queued run: %+v, want tick_taken by b", r)
 	}
 	if n := blk.runs.Load(); n != 1 {

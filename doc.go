@@ -46,10 +46,12 @@
 // # What a run reports
 //
 // Every run ends in a Report (trigger, tick, batches, items processed and
-// failed, why it stopped, its error), and raises Events (started, skipped
-// with a SkipReason, batch done, item failed, lock lost, runaway, missed,
-// finished)
-// that go to the WithObserver function and to log/slog. Every error a caller
+// failed, its error), and raises Events (started, skipped, batch done, item
+// failed, lock lost, runaway, missed, finished) that go to the WithObserver
+// function and to log/slog. Report.Err says how the run ended: nil, a
+// *SkipError for a run that did not start (middleware tells a skip from a
+// failure with errors.As), or an error wrapping the sentinel of its end;
+// Report.Outcome names it in one word. Every error a caller
 // can act on wraps a sentinel (ErrInvalidSpec, ErrLocked, ErrRunaway, ...)
 // for errors.Is, in a message that names the job and the offending value.
 //

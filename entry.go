@@ -2,8 +2,6 @@ package cronguard
 
 import (
 	"fmt"
-	"log/slog"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,63 +84,6 @@ func (e *entry) lastReport() *Report {
 	}
 	r := *e.last
 	return &r
-}
-
-// cronFire is the cron.Job robfig/cron runs for an entry: the entry itself
-// under another method set, so registering a job allocates no closure.
-type cronFire entry
-
-// Run implements cron.Job.
-func (f *cronFire) Run() {
-	e := (*entry)(f)
-	e.s.fire(e)
-}
-
-// fire is what robfig/cron calls at each tick of e.
-func (s *Scheduler) fire(e *entry) { s.fireAt(e, time.Now()) }
-
-// fireAt runs the tick that a fire at now stands for (see tickSchedule.take),
-// or reports the fire as skipped (SkipTickTaken) when it stands for a tick
-// this process has run already.
-func (s *Scheduler) fireAt(e *entry, now time.Time) {
-	tick, err := e.ticks.take(now)
-	if err != nil {
-		s.staleFire(e, tick, err)
-		return
-	}
-	s.runTick(e, tick)
-}
-
-// runTick runs tick of e on the goroutine robfig/cron started for it.
-//
-// That goroutine starts with a small stack (2 KB unless the runtime has
-// seen bigger ones), smaller than the guard chain needs, so the stack grows
-// once in every run. Growing copies the stack and fixes up every frame on
-// it: deep in the chain that cost a sixth of a no-op run (BenchmarkFireBurst).
-// growStack makes it grow here, at the top, where there is little to copy.
-func (s *Scheduler) runTick(e *entry, tick time.Time) {
-	growStack()
-	s.runOnce(s.base, e, TriggerSchedule, tick, nil)
-}
-
-// growStack needs a frame big enough that the stack of a new goroutine
-// grows on calling it, and small enough that one already grown is left
-// alone.
-//
-//go:noinline
-func growStack() {
-	var frame [1536]byte
-	runtime.KeepAlive(&frame)
-}
-
-// staleFire reports a fire that stood for a tick this process has run
-// already (or for none), if anyone listens.
-func (s *Scheduler) staleFire(e *entry, tick time.Time, err error) {
-	if !s.heard(EventSkipped, SkipTickTaken, slog.LevelInfo) {
-		return
-	}
-	err = skip(SkipTickTaken, fmt.Errorf("%w: job %q: %w", ErrTickTaken, e.name, err))
-	s.emitEvent(&Event{Kind: EventSkipped, Job: e.name, Trigger: TriggerSchedule, Tick: tick, Skip: SkipTickTaken, Err: err})
 }
 
 // tickSchedule wraps a schedule to remember the ticks robfig/cron asked for,

@@ -70,6 +70,8 @@ var (
 	// ErrMissed: in the Err of an EventMissed, ticks of the spec that no
 	// instance claimed.
 	ErrMissed = errors.New("cronguard: ticks missed")
-	// ErrBackend: the lock store could not be reached; the tick is skipped.
-	ErrBackend = errors.New("cronguard: lock store unavailable")
+	// ErrBackend: a store (the Locker, or the kill switch with no earlier
+	// answer) could not answer; the run is skipped. The SkipError's Cause
+	// says which and why.
+	ErrBackend = errors.New("cronguard: store unavailable")
 )

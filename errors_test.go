@@ -283,7 +283,7 @@ func TestBatchHugeSettings(t *testing.T) {
 		Size:    math.MaxInt, MaxBatches: math.MaxInt, Concurrency: math.MaxInt, MaxFailures: math.MaxInt,
 		PerSecond: math.MaxFloat64,
 	})
-	if rep := tickAt(t, s, "j", t0); rep.Err != nil || rep.Processed != 5 || rep.Stop != StopDone {
+	if rep := tickAt(t, s, "j", t0); rep.Err != nil || rep.Processed != 5 || rep.Outcome() != "done" {
 		t.Fatalf("whole run: %+v", rep)
 	}
 	rep, err := s.RunManually(context.Background(), "j", []int{6, 7, 8})

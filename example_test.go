@@ -56,7 +56,7 @@ func ExampleNew() {
 		cronguard.WithLogger(slog.New(slog.DiscardHandler)),
 		cronguard.WithObserver(func(e cronguard.Event) {
 			if e.Kind == cronguard.EventFinished {
-				fmt.Println(e.Report.Job, e.Report.Stop)
+				fmt.Println(e.Report.Job, e.Report.Outcome())
 			}
 		}),
 	)
@@ -110,7 +110,7 @@ func ExampleBatch() {
 		Size:    100,
 	})
 	rep, err := s.RunManually(context.Background(), "confirmation-emails")
-	fmt.Println(rep.Batches, rep.Processed, rep.Stop, err)
+	fmt.Println(rep.Batches, rep.Processed, rep.Outcome(), err)
 	// Output: 3 250 done <nil>
 }
 
@@ -130,7 +130,7 @@ func ExampleBatch_runaway() {
 		Key:     userKey,
 	})
 	rep, err := s.RunManually(context.Background(), "confirmation-emails")
-	fmt.Println(rep.Processed, rep.Stop, errors.Is(err, cronguard.ErrRunaway))
+	fmt.Println(rep.Processed, rep.Outcome(), errors.Is(err, cronguard.ErrRunaway))
 	info, _ := s.Job("confirmation-emails")
 	fmt.Println("enabled:", info.Enabled)
 	// Output:
@@ -163,4 +163,39 @@ func ExampleScheduler_RunManually() {
 	// manual 2 <nil>
 	// cronguard: wrong item type: job "confirmation-emails": item 0 is string, want cronguard_test.User (or []cronguard_test.User)
 	// 8
+}
+
+// Middleware tells a run that did not start (a *SkipError: switched off,
+// tick taken elsewhere, still running, locked, a store down, stopping) from
+// a run that failed, and counts them apart.
+func ExampleSkipError() {
+	count := func(next cronguard.Job) cronguard.Job {
+		return cronguard.JobFunc(func(ctx context.Context) error {
+			err := next.Run(ctx)
+			var skip *cronguard.SkipError
+			switch {
+			case errors.As(err, &skip):
+				fmt.Printf("skipped %s: switched off: %t\n", skip.Job, errors.Is(skip.Reason, cronguard.ErrKilled))
+			case err != nil:
+				fmt.Println("failed:", err)
+			default:
+				fmt.Println("ran")
+			}
+			return err
+		})
+	}
+	s, _ := cronguard.New(cronguard.WithLogger(slog.New(slog.DiscardHandler)), cronguard.WithMiddleware(count))
+	defer s.Stop(context.Background())
+	_ = s.Register("report", "@hourly", cronguard.JobFunc(func(context.Context) error { return errors.New("db down") }))
+
+	ctx := context.Background()
+	tick := time.Date(2030, 1, 1, 10, 0, 0, 0, time.UTC)
+	_, _ = s.RunTick(ctx, "report", tick)
+	_ = s.SetEnabled(ctx, "report", false, "maintenance")
+	rep, _ := s.RunTick(ctx, "report", tick.Add(time.Hour))
+	fmt.Println(rep.Outcome(), errors.Is(rep.Err, cronguard.ErrKilled))
+	// Output:
+	// failed: db down
+	// skipped report: switched off: true
+	// killed true
 }

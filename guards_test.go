@@ -47,10 +47,10 @@ func TestMiddlewareSharedByBothTriggers(t *testing.T) {
 	s, _ := newTest(t, WithMiddleware(mw), WithKillSwitch(ks))
 	_ = s.Register("j", "@every 1m", JobFunc(func(context.Context) error { return nil }))
 	_ = ks.SetEnabled(context.Background(), "j", false, "")
-	if r := tickAt(t, s, "j", t0); r.Skipped != SkipKilled {
+	if r := tickAt(t, s, "j", t0); skipOf(r) != "killed" {
 		t.Fatalf("scheduled run while off: %+v", r)
 	}
-	if r, err := s.RunManually(context.Background(), "j"); err != nil || r.Stop != StopDone {
+	if r, err := s.RunManually(context.Background(), "j"); err != nil || r.Outcome() != "done" {
 		t.Fatalf("manual run while off (it bypasses the switch): %+v, %v", r, err)
 	}
 	if wraps != 1 || len(seen) != 2 || seen[0] != TriggerSchedule || seen[1] != TriggerManual {

@@ -2,6 +2,7 @@ package cronguard
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"sync"
@@ -29,7 +30,7 @@ func (r *recorder) all() []Event {
 }
 
 // skips returns the skipped events with reason.
-func (r *recorder) skips(reason SkipReason) []Event {
+func (r *recorder) skips(reason string) []Event {
 	var out []Event
 	for _, e := range r.all() {
 		if e.Kind == EventSkipped && e.Skip == reason {
@@ -93,7 +94,7 @@ func newTest(t *testing.T, opts ...Option) (*Scheduler, *recorder) {
 }
 
 // stopSched stops s, giving its runs 10s, and fails t if Stop fails.
-func stopSched(t *testing.T, s *Scheduler) {
+func stopSched(t testing.TB, s *Scheduler) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -253,4 +254,13 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.
 		time.Sleep(time.Millisecond)
 	}
 	return time.Since(start)
+}
+
+// skipOf is the Outcome of a run that did not start (its Err a
+// *SkipError), or "" for one that started.
+func skipOf(r Report) string {
+	if _, ok := errors.AsType[*SkipError](r.Err); ok {
+		return r.Outcome()
+	}
+	return ""
 }

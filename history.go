@@ -42,9 +42,9 @@ const (
 
 // HistoryEntry is one thing the run history remembers about a job.
 //
-// Error and Reason are cut to 4 KiB. Report.Err of a history entry is a
-// plain error with the run's error text: errors.Is does not reach the
-// sentinels of the original error (use Report.Stop and Skip to branch).
+// Error and Reason are cut to 4 KiB. Report.Err of a history entry keeps
+// the run's error text (cut so too) and its outcome's sentinel: errors.Is
+// (ErrKilled, ErrRunaway, ...) and Report.Outcome work on it.
 type HistoryEntry struct {
 	// ID orders the entries of one job: the stream entry ID in Redis, a
 	// sequence number in memory.
@@ -57,7 +57,7 @@ type HistoryEntry struct {
 	Tick     time.Time   `json:"tick,omitzero"`
 	By       string      `json:"by,omitempty"`     // who asked: manual runs and flips (WithActor)
 	Report   *Report     `json:"report,omitempty"` // HistoryRun
-	Skip     SkipReason  `json:"skip,omitempty"`   // HistorySkip
+	Skip     string      `json:"skip,omitempty"`   // HistorySkip: the Report.Outcome of the skip
 	Missed   int         `json:"missed,omitempty"` // HistoryMissed: how many ticks
 	First    time.Time   `json:"first,omitzero"`   // HistoryMissed: the first missed tick
 	Last     time.Time   `json:"last,omitzero"`    // HistoryMissed: the last missed tick
@@ -149,12 +149,12 @@ func (c *config) makeHistoryStore() HistoryStore {
 // reason skip): runs, skips (but a tick taken elsewhere, which that instance
 // records) and missed ticks. The frequent ones (started, batch_done,
 // item_failed) cost nothing.
-func historyKeeps(kind EventKind, skip SkipReason) bool {
+func historyKeeps(kind EventKind, skip string) bool {
 	switch kind {
 	case EventFinished, EventMissed:
 		return true
 	case EventSkipped:
-		return skip != SkipTickTaken
+		return skip != outcomeTickTaken
 	}
 	return false
 }
@@ -183,7 +183,7 @@ func historyFromEvent(ev *Event, e *HistoryEntry, ownsReport bool) bool {
 			r = new(Report) // historyReport, in place
 			*r = *ev.Report
 			if r.Err != nil {
-				r.Err = errors.New(clipN(r.Err.Error(), historyTextMax))
+				r.Err = keptError(r.Job, r.Err, historyTextMax)
 			}
 		}
 		e.Kind, e.Report, e.By = HistoryRun, r, r.By
@@ -197,9 +197,7 @@ func historyFromEvent(ev *Event, e *HistoryEntry, ownsReport bool) bool {
 
 // historyReport is r as the history keeps it: its error as bounded text.
 func historyReport(r Report) Report {
-	if r.Err != nil {
-		r.Err = errors.New(clipN(r.Err.Error(), historyTextMax))
-	}
+	r.Err = keptError(r.Job, r.Err, historyTextMax) // outcome.go: the same outcome and sentinel
 	return r
 }
 

@@ -25,7 +25,7 @@ func TestRedisHistoryAppendBatch(t *testing.T) {
 		es := make([]HistoryEntry, n)
 		for i := range es {
 			es[i] = HistoryEntry{Kind: HistoryRun, Job: "j", Time: t0, Instance: fmt.Sprintf("i%d", from+i),
-				Report: &Report{Job: "j", Stop: StopDone}}
+				Report: &Report{Job: "j"}}
 		}
 		return es
 	}
@@ -41,7 +41,7 @@ func TestRedisHistoryAppendBatch(t *testing.T) {
 	if errs := h.appendBatch(ctx, batch(6, 2)); errs != nil {
 		t.Fatalf("batch after SCRIPT FLUSH: %v", errs)
 	}
-	skip := HistoryEntry{Kind: HistorySkip, Job: "j", Trigger: TriggerSchedule, Tick: t0, Skip: SkipKilled}
+	skip := HistoryEntry{Kind: HistorySkip, Job: "j", Trigger: TriggerSchedule, Tick: t0, Skip: "killed"}
 	if errs := h.appendBatch(ctx, []HistoryEntry{skip, skip}); errs != nil {
 		t.Fatalf("skips: %v", errs)
 	}
@@ -84,7 +84,7 @@ func TestRedisHistoryBurstBatched(t *testing.T) {
 		go func() { reps <- s.execute(s.base, e, TriggerSchedule, t0, nil) }()
 	}
 	for range jobs {
-		if r := <-reps; r.Stop != StopDone {
+		if r := <-reps; r.Outcome() != "done" {
 			t.Fatalf("run: %+v", r)
 		}
 	}

@@ -232,11 +232,11 @@ func parseHistoryEntry(job string, m redis.XMessage) HistoryEntry {
 // boundEntry cuts the texts of an entry read from outside to their bounds.
 func boundEntry(e *HistoryEntry) {
 	e.Instance, e.By = clip(e.Instance), clip(e.By)
-	e.Trigger, e.Skip = Trigger(clip(string(e.Trigger))), SkipReason(clip(string(e.Skip)))
+	e.Trigger, e.Skip = Trigger(clip(string(e.Trigger))), clip(e.Skip)
 	e.Reason, e.Error = clipN(e.Reason, historyTextMax), clipN(e.Error, historyTextMax)
 	if r := e.Report; r != nil {
 		r.Job, r.Instance, r.By = clip(r.Job), clip(r.Instance), clip(r.By)
-		r.Trigger, r.Skipped, r.Stop = Trigger(clip(string(r.Trigger))), SkipReason(clip(string(r.Skipped))), StopReason(clip(string(r.Stop)))
+		r.Trigger = Trigger(clip(string(r.Trigger)))
 		*r = historyReport(*r)
 	}
 }

@@ -52,7 +52,7 @@ func TestRedisHistoryThreeInstances(t *testing.T) {
 		}
 		wg.Wait()
 		for _, r := range reps {
-			if r.Skipped == "" {
+			if skipOf(r) == "" {
 				if prev, dup := ranBy[tick]; dup {
 					t.Fatalf("tick %s ran on %s and %s", tick, prev, r.Instance)
 				}
@@ -128,7 +128,7 @@ func TestRedisHistoryThreeInstances(t *testing.T) {
 	}
 	off := last.Add(time.Minute)
 	for _, s := range scheds {
-		if r := tickAt(t, s, "j", off); r.Skipped != SkipKilled {
+		if r := tickAt(t, s, "j", off); skipOf(r) != "killed" {
 			t.Fatalf("%s: tick while off = %v; want skipped killed", s.cfg.instance, r)
 		}
 	}
@@ -198,7 +198,7 @@ func TestRedisHistoryGarbage(t *testing.T) {
 		t.Errorf("History on a string key: %v; want a bounded ErrHistory saying WRONGTYPE", err)
 	}
 	rep, err := s.RunManually(ctx, "j")
-	if err != nil || rep.Stop != StopDone {
+	if err != nil || rep.Outcome() != "done" {
 		t.Fatalf("run with the history key broken = %v, %v; want done", rep, err)
 	}
 	waitFor(t, 5*time.Second, "EventHistory", func() bool { return len(rec.kind(EventHistory)) > 0 })

@@ -66,7 +66,7 @@ func TestHistoryMemoryRingBounded(t *testing.T) {
 	for _, e := range h {
 		ids = append(ids, e.ID)
 		if e.Kind != HistoryRun || e.Report == nil || e.By != "alice" || e.Report.By != "alice" ||
-			e.Instance != "test" || e.Report.Stop != StopDone {
+			e.Instance != "test" || e.Report.Outcome() != "done" {
 			t.Errorf("entry %+v: want a done manual run by alice on instance test", e)
 		}
 	}
@@ -117,13 +117,13 @@ func TestHistoryKinds(t *testing.T) {
 	if got := strings.Join(kinds(h), " "); got != "run flag run skip:killed flag run" {
 		t.Fatalf("history, newest first = %q; want reversed %q", got, want)
 	}
-	if r := h[0].Report; r.Stop != StopError || r.Err == nil || r.Err.Error() != "smtp down" || h[0].Error != "smtp down" {
+	if r := h[0].Report; r.Outcome() != "error" || r.Err == nil || r.Err.Error() != "smtp down" || h[0].Error != "smtp down" {
 		t.Errorf("failed run entry: %+v report %+v; want stop error with its text", h[0], r)
 	}
 	if e := h[1]; e.By != "bob" || e.Reason != "fixed" || e.Enabled == nil || !*e.Enabled {
 		t.Errorf("flip on: %+v", e)
 	}
-	if e := h[2]; e.By != "carol" || e.Trigger != TriggerManual || e.Report.Processed != 0 || e.Report.Stop != StopDone {
+	if e := h[2]; e.By != "carol" || e.Trigger != TriggerManual || e.Report.Processed != 0 || e.Report.Outcome() != "done" {
 		t.Errorf("manual run while off: %+v", e)
 	}
 	if e := h[3]; !e.Tick.Equal(t0.Add(time.Minute)) || e.Trigger != TriggerSchedule || !strings.Contains(e.Error, "switched off") {
@@ -171,7 +171,7 @@ func TestHistoryFullQueueNeverSlowsRun(t *testing.T) {
 	}
 	start := time.Now()
 	for i := range 10 {
-		if rep, err := s.RunManually(context.Background(), "j"); err != nil || rep.Stop != StopDone {
+		if rep, err := s.RunManually(context.Background(), "j"); err != nil || rep.Outcome() != "done" {
 			t.Fatalf("run with the history stuck: %v, %v", rep, err)
 		}
 		if i == 0 { // the writer holds the first entry, stuck: the queue is empty
@@ -218,7 +218,7 @@ func TestHistoryStoreErrorIsAnEventNotAFailedRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep, err := s.RunManually(context.Background(), "j")
-	if err != nil || rep.Stop != StopDone {
+	if err != nil || rep.Outcome() != "done" {
 		t.Fatalf("run = %v, %v; want done", rep, err)
 	}
 	waitFor(t, 5*time.Second, "EventHistory", func() bool { return len(rec.kind(EventHistory)) == 1 })

@@ -94,7 +94,7 @@ func TestRunManuallyRawJSONBatch(t *testing.T) {
 
 func TestReportJSONRoundTrip(t *testing.T) {
 	in := Report{Job: "j", Trigger: TriggerManual, By: "alice", Instance: "i1", Processed: 3,
-		Stop: StopError, Err: errors.New("smtp: 550 mailbox full")}
+		Err: errors.New("smtp: 550 mailbox full")}
 	b, err := json.Marshal(in)
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +106,7 @@ func TestReportJSONRoundTrip(t *testing.T) {
 	if err := json.Unmarshal(b, &out); err != nil {
 		t.Fatal(err)
 	}
-	if out.Err == nil || out.Err.Error() != in.Err.Error() || out.By != "alice" || out.Processed != 3 || out.Stop != StopError {
+	if out.Err == nil || out.Err.Error() != in.Err.Error() || out.By != "alice" || out.Processed != 3 || out.Outcome() != "error" {
 		t.Errorf("round trip: %+v; want %+v", out, in)
 	}
 	b, _ = json.Marshal(Report{Job: "ok"})

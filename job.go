@@ -2,6 +2,7 @@ package cronguard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -38,36 +39,63 @@ const (
 	TriggerCatchUp Trigger = "catchup"
 )
 
-// StopReason says why a run ended.
-type StopReason string
+// SkipError is the error of a run that did not start: Report.Err and the
+// Err of its EventSkipped. Middleware tells a skip from a failure with
+// errors.As; errors.Is(err, ErrKilled) and the like match its Reason, and
+// errors.Is also reaches its Cause.
+type SkipError struct {
+	// Job is the job whose run did not start.
+	Job string
+	// Reason says why: ErrKilled (switched off), ErrTickTaken (another run
+	// claimed the tick), ErrOverlap (the previous run still goes here),
+	// ErrLocked (the run lock is held), ErrBackend (a store could not
+	// answer) or ErrStopped (the scheduler is stopping).
+	Reason error
+	// Cause is what the store or the context said, or nil.
+	Cause error
+	// detail names the tick, flag or holder concerned, or is "".
+	detail string
+}
 
-// Stop reasons, in Report.Stop.
-const (
-	StopDone        StopReason = "done"         // ran to the end
-	StopKilled      StopReason = "killed"       // the kill switch went off during the run
-	StopMaxBatches  StopReason = "max_batches"  // Batch.MaxBatches reached; the rest waits for the next run
-	StopRunaway     StopReason = "runaway"      // a batch returned an item already handled
-	StopLockLost    StopReason = "lock_lost"    // the run lock could not be kept
-	StopErrorBudget StopReason = "error_budget" // more item failures than Batch.MaxFailures
-	StopCanceled    StopReason = "canceled"     // the caller's context or Scheduler.Stop ended it
-	StopTimeout     StopReason = "timeout"      // the job's Timeout passed
-	StopError       StopReason = "error"        // the job returned an error or panicked
-)
+// Error names the reason, the job and what the store said. A Cause that
+// wraps the Reason itself (the Locker's ErrLocked, naming the job and the
+// holder) is the whole message.
+func (e *SkipError) Error() string {
+	if e.Cause != nil && e.Reason != nil && errors.Is(e.Cause, e.Reason) {
+		return e.Cause.Error()
+	}
+	s := fmt.Sprintf("%v: job %q", e.Reason, e.Job)
+	if e.detail != "" {
+		s += ": " + e.detail
+	}
+	if e.Cause != nil {
+		s += ": " + e.Cause.Error()
+	}
+	return s
+}
 
-// SkipReason says why a run did not start.
-type SkipReason string
+// Unwrap returns the Reason and the Cause, for errors.Is and errors.As.
+func (e *SkipError) Unwrap() []error {
+	if e.Cause == nil {
+		return []error{e.Reason}
+	}
+	return []error{e.Reason, e.Cause}
+}
 
-// Skip reasons, in Event.Skip and Report.Skipped.
-const (
-	SkipKilled    SkipReason = "killed"     // the kill switch is off
-	SkipTickTaken SkipReason = "tick_taken" // another instance claimed this tick
-	SkipOverlap   SkipReason = "overlap"    // the previous run is still going (OverlapSkip, or a second queued run)
-	SkipLocked    SkipReason = "locked"     // the run lock is held elsewhere
-	SkipBackend   SkipReason = "backend"    // the lock or flag store could not answer
-	SkipStopped   SkipReason = "stopped"    // the scheduler is stopping
-)
+// skip is the SkipError of r, for reason; cause and detail may be empty.
+func skip(run *run, reason, cause error, detail string) error {
+	return &SkipError{Job: run.job, Reason: reason, Cause: cause, detail: detail}
+}
 
 // Report tells what one run did.
+//
+// Err says how it ended: nil when it ran to the end (More then says
+// whether it stopped at Batch.MaxBatches with work left); a *SkipError
+// when it did not start; otherwise it wraps the sentinel of its end, for
+// errors.Is: ErrKilled, ErrRunaway, ErrLockLost, ErrErrorBudget,
+// ErrTimeout, ErrStopped or context.Canceled (the scheduler or the caller
+// ended it), ErrPanic, or the job's own error. Outcome names it in one
+// word. Read back from JSON, Err keeps its text and its sentinel.
 type Report struct {
 	Job      string        `json:"job"`
 	Trigger  Trigger       `json:"trigger"`
@@ -76,36 +104,44 @@ type Report struct {
 	Start    time.Time     `json:"start"`
 	Duration time.Duration `json:"duration"`
 
-	// Skipped is set when the run did not start; Err then says why.
-	Skipped SkipReason `json:"skipped,omitempty"`
-
 	// By is who asked for a manual run (WithActor); empty for scheduled runs.
 	By string `json:"by,omitempty"`
 
-	Batches   int        `json:"batches"`   // batches fetched (Batch jobs)
-	Processed int        `json:"processed"` // items processed without error
-	Failed    int        `json:"failed"`    // items whose Process failed
-	Stop      StopReason `json:"stop,omitempty"`
+	Batches   int `json:"batches"`   // batches fetched (Batch jobs)
+	Processed int `json:"processed"` // items processed without error
+	Failed    int `json:"failed"`    // items whose Process failed
+	// More is set when a Batch stopped at MaxBatches with work left: the
+	// rest waits for the next run. Err is then nil.
+	More bool `json:"more,omitempty"`
 	// Tripped is set when the runaway guard switched the job's flag off.
 	Tripped bool  `json:"tripped,omitempty"`
-	Err     error `json:"-"` // in JSON as "error", its text (report_json.go)
+	Err     error `json:"-"` // in JSON as "error", its text, with the outcome (report_json.go)
 
 	// Duplicates counts RunManually items whose Key an earlier item of the
 	// same call had: each key is processed once.
 	Duplicates int `json:"duplicates,omitempty"`
 }
 
+// Outcome names how the run ended, from Err and More, for logs, metrics
+// and dashboards. A run that did not start (a *SkipError) is named by its
+// reason: "killed", "tick_taken", "overlap", "locked", "backend" or
+// "stopped". A run that started: "done", "max_batches" (More), "killed",
+// "runaway", "lock_lost", "error_budget", "canceled", "timeout" or "error"
+// (the job's own error or a panic). When the run's context ended, its
+// cause names the end, whatever error the job returned for it.
+func (r Report) Outcome() string { return outcomeOf(r.Err, r.More) }
+
 // String renders the report in one line, for logs and examples.
 func (r Report) String() string {
-	if r.Skipped != "" {
-		return fmt.Sprintf("%s (%s): skipped (%s): %v", r.Job, r.Trigger, r.Skipped, r.Err)
+	if _, ok := errors.AsType[*SkipError](r.Err); ok {
+		return fmt.Sprintf("%s (%s): skipped (%s): %v", r.Job, r.Trigger, r.Outcome(), r.Err)
 	}
 	d := r.Duration.Round(time.Millisecond)
 	if r.Duration < time.Millisecond {
 		d = r.Duration.Round(time.Microsecond)
 	}
 	s := fmt.Sprintf("%s (%s): %s after %s, %d batch(es), %d processed, %d failed",
-		r.Job, r.Trigger, r.Stop, d, r.Batches, r.Processed, r.Failed)
+		r.Job, r.Trigger, r.Outcome(), d, r.Batches, r.Processed, r.Failed)
 	if r.Err != nil {
 		s += ": " + r.Err.Error()
 	}
@@ -118,7 +154,7 @@ type EventKind string
 // Event kinds.
 const (
 	EventStarted    EventKind = "started"     // the guards passed and the job starts
-	EventSkipped    EventKind = "skipped"     // a tick or manual run did not start; see Skip and Err
+	EventSkipped    EventKind = "skipped"     // a tick or manual run did not start; see Skip and Err (a *SkipError)
 	EventBatchDone  EventKind = "batch_done"  // a Batch finished one batch; see Batch and Items
 	EventItemFailed EventKind = "item_failed" // one item's Process failed; see Item and Err
 	EventFinished   EventKind = "finished"    // the run ended; see Report
@@ -139,20 +175,20 @@ const (
 // Event is one thing that happened to a job. Events go to the observer given
 // with WithObserver and to the logger.
 type Event struct {
-	Kind     EventKind  `json:"kind"`
-	Job      string     `json:"job"`
-	Trigger  Trigger    `json:"trigger"`
-	Tick     time.Time  `json:"tick"`
-	Instance string     `json:"instance"`
-	Time     time.Time  `json:"time"`
-	Skip     SkipReason `json:"skip,omitempty"`
-	Batch    int        `json:"batch,omitempty"` // batch number, from 0
-	Items    int        `json:"items,omitempty"` // items in the batch
-	Item     string     `json:"item,omitempty"`  // item key (item_failed, runaway)
-	Enabled  bool       `json:"enabled,omitempty"`
-	Err      error      `json:"-"`
-	Stack    string     `json:"stack,omitempty"` // for panics
-	Report   *Report    `json:"report,omitempty"`
+	Kind     EventKind `json:"kind"`
+	Job      string    `json:"job"`
+	Trigger  Trigger   `json:"trigger"`
+	Tick     time.Time `json:"tick"`
+	Instance string    `json:"instance"`
+	Time     time.Time `json:"time"`
+	Skip     string    `json:"skip,omitempty"`  // EventSkipped: the Report.Outcome of the skip
+	Batch    int       `json:"batch,omitempty"` // batch number, from 0
+	Items    int       `json:"items,omitempty"` // items in the batch
+	Item     string    `json:"item,omitempty"`  // item key (item_failed, runaway)
+	Enabled  bool      `json:"enabled,omitempty"`
+	Err      error     `json:"-"`
+	Stack    string    `json:"stack,omitempty"` // for panics
+	Report   *Report   `json:"report,omitempty"`
 
 	// Missed counts the ticks missed before Tick (EventMissed), at most
 	// 10,000: MissedCapped says there were at least that many.
@@ -166,8 +202,8 @@ type Event struct {
 // cron spec named, not the moment the job happened to start. It is zero for
 // manual runs and outside a run.
 func TickFrom(ctx context.Context) time.Time {
-	if st, ok := ctx.Value(runKey{}).(*run); ok {
-		return st.tick
+	if run, ok := ctx.Value(runKey{}).(*run); ok {
+		return run.tick
 	}
 	return time.Time{}
 }
@@ -178,7 +214,7 @@ type OverlapPolicy int
 
 // Overlap policies.
 const (
-	// OverlapSkip skips the tick and reports it (SkipOverlap). The default.
+	// OverlapSkip skips the tick and reports it (ErrOverlap). The default.
 	OverlapSkip OverlapPolicy = iota
 	// OverlapQueue runs the tick once the current run ends. At most one run
 	// waits: further ticks while one waits are skipped (coalesced). The

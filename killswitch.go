@@ -4,9 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 )
+
+// Everything the kill switch does to a job, in the order a run meets it:
+// the interfaces, the fail policy (the last known value of each flag), the
+// kill switch guard and its re-checks, the hard-kill guard, the per-batch
+// check of a Batch, and flip, the one switch-off of the package (SetEnabled
+// and the runaway guard). The memory switch is in killswitch_memory.go, the
+// Redis switch in killswitch_redis*.go.
 
 // KillSwitch answers whether a job may run. The Scheduler asks it before
 // every scheduled run and before every batch, so Enabled must be cheap:
@@ -41,50 +49,6 @@ type FlagState struct {
 	At      time.Time `json:"at,omitzero"`
 }
 
-// MemoryKillSwitch is the embedded kill switch: flags in this process's
-// memory, every flag on until switched off. Flips reach this process only;
-// a HardKill run is canceled as soon as SetEnabled switches it off.
-type MemoryKillSwitch struct {
-	mu       sync.RWMutex
-	flags    map[string]FlagState
-	watchers flagWatchers
-}
-
-// NewMemoryKillSwitch returns a switch with every flag on.
-func NewMemoryKillSwitch() *MemoryKillSwitch {
-	return &MemoryKillSwitch{flags: map[string]FlagState{}}
-}
-
-// Enabled implements KillSwitch. It never fails.
-func (m *MemoryKillSwitch) Enabled(_ context.Context, flag string) (bool, error) {
-	return m.State(flag).Enabled, nil
-}
-
-// SetEnabled implements FlippableKillSwitch.
-func (m *MemoryKillSwitch) SetEnabled(ctx context.Context, flag string, on bool, reason string) error {
-	m.mu.Lock()
-	m.flags[flag] = FlagState{Enabled: on, Reason: reason, By: ActorFrom(ctx), At: time.Now()}
-	m.mu.Unlock()
-	m.watchers.notify(flag)
-	return nil
-}
-
-// watch implements flagWatcher.
-func (m *MemoryKillSwitch) watch(flag string, fn func()) (stop func()) {
-	return m.watchers.add(flag, fn)
-}
-
-// State returns the flag's recorded state; an unknown flag is on.
-func (m *MemoryKillSwitch) State(flag string) FlagState {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	st, ok := m.flags[flag]
-	if !ok {
-		return FlagState{Enabled: true}
-	}
-	return st
-}
-
 // degradedError is what a switch returns from Enabled when it answers from
 // its store but cannot promise its usual freshness (the Redis switch whose
 // subscription is silent answers from the hash, re-read every 500ms). The
@@ -110,6 +74,292 @@ func WithActor(ctx context.Context, who string) context.Context {
 func ActorFrom(ctx context.Context) string {
 	s, _ := ctx.Value(actorKey{}).(string)
 	return s
+}
+
+// flagMemory keeps the last answer the kill switch gave for each flag, so
+// that a store that cannot answer does not flip jobs on or off by itself.
+type flagMemory struct {
+	mu   sync.Mutex
+	last map[string]bool
+}
+
+func (m *flagMemory) remember(flag string, on bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.last == nil {
+		m.last = map[string]bool{}
+	}
+	m.last[flag] = on
+}
+
+func (m *flagMemory) recall(flag string) (on, known bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	on, known = m.last[flag]
+	return on, known
+}
+
+// flagAnswer is what the fail policy makes of one kill switch answer.
+type flagAnswer struct {
+	on bool
+	// err is the switch's error; on then comes from the fail policy (or,
+	// for a degraded switch, from the store without the usual freshness).
+	err error
+	// unavailable: the switch could not answer and no answer is known, so
+	// on is the WithFailOpen default, not an answer about the flag.
+	unavailable bool
+}
+
+// ask asks the kill switch about flag under the call budget and applies the
+// fail policy, without raising events. Every answer the switch gives is
+// remembered; when the switch fails, the last remembered answer holds; with
+// none, the answer is off (or on, WithFailOpen).
+func (s *Scheduler) ask(ctx context.Context, flag string) flagAnswer {
+	if ks, ok := s.cfg.killSwitch.(*MemoryKillSwitch); ok {
+		// It answers from memory and never fails: no call budget (a timer
+		// per run), and no last answer to remember for the fail policy.
+		on, _ := ks.Enabled(ctx, flag)
+		return flagAnswer{on: on}
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.budget)
+	on, err := s.cfg.killSwitch.Enabled(cctx, flag)
+	cancel()
+	if err == nil {
+		s.flags.remember(flag, on)
+		return flagAnswer{on: on}
+	}
+	if d := (*degradedError)(nil); errors.As(err, &d) {
+		s.flags.remember(flag, d.on)
+		return flagAnswer{on: d.on, err: err}
+	}
+	if on, known := s.flags.recall(flag); known {
+		return flagAnswer{on: on, err: err}
+	}
+	return flagAnswer{on: s.cfg.failOpen, err: err, unavailable: true}
+}
+
+// enabled is the kill switch check of a run: ask, plus an EventFlag for
+// each answer the switch could not give cleanly. With no answer and none
+// known it returns an error wrapping ErrFlagUnavailable (unless
+// WithFailOpen): the job does not run.
+func (s *Scheduler) enabled(ctx context.Context, flag string) (bool, error) {
+	a := s.flagEvent(ctx, flag)
+	if a.unavailable && !a.on {
+		return false, fmt.Errorf("%w: flag %q, no earlier answer: %w", ErrFlagUnavailable, flag, a.err)
+	}
+	return a.on, nil
+}
+
+// flagInfo is the kill switch check of JobInfo: the value the next run would
+// act on, and the switch's error even when the fail policy supplied the
+// value, so a dashboard shows it.
+func (s *Scheduler) flagInfo(ctx context.Context, flag string) (bool, error) {
+	a := s.flagEvent(ctx, flag)
+	switch {
+	case a.unavailable && !a.on:
+		return false, fmt.Errorf("%w: flag %q, no earlier answer: %w", ErrFlagUnavailable, flag, a.err)
+	case a.err != nil:
+		return a.on, fmt.Errorf("flag %q: %w", flag, a.err)
+	}
+	return a.on, nil
+}
+
+// flagEvent is ask plus the EventFlag of an unclean answer.
+func (s *Scheduler) flagEvent(ctx context.Context, flag string) flagAnswer {
+	a := s.ask(ctx, flag)
+	if a.err == nil {
+		return a
+	}
+	s.flagUnclean(ctx, flag, a)
+	return a
+}
+
+// flagUnclean raises the EventFlag of an answer the switch could not give
+// cleanly.
+func (s *Scheduler) flagUnclean(ctx context.Context, flag string, a flagAnswer) {
+	run := runFrom(ctx)
+	ev := run.event(EventFlag, fmt.Errorf("flag %q: %w", flag, a.err))
+	if run.e == nil { // asked outside a run (Jobs): name the flag
+		ev.Job = flag
+	}
+	ev.Enabled = a.on
+	s.emit(ev)
+}
+
+// killSwitchGuard lets a scheduled run go on only while its job's flag is
+// on (switchedOff).
+func killSwitchGuard(next step) step {
+	return func(run *run) error {
+		if err := run.switchedOff(); err != nil {
+			return err
+		}
+		return next(run)
+	}
+}
+
+// switchedOff returns the skip of r when its job's flag is off, or unknown
+// with no earlier answer (the fail policy): the kill switch guard, and the
+// re-check of a queued run (overlapGuard) and of the tick after a catch-up
+// run (catchUpGuard).
+func (r *run) switchedOff() error {
+	on, err := r.s.enabled(r.ctx, r.e.cfg.flag)
+	if err != nil {
+		return skip(r, ErrBackend, err, "")
+	}
+	if !on {
+		return skip(r, ErrKilled, nil, "flag "+strconv.Quote(r.e.cfg.flag))
+	}
+	return nil
+}
+
+// checkKill is the per-batch check of a Batch: it re-reads the kill switch
+// (from the switch's local cache: no round trip) before batch n of a
+// scheduled run. Manual and catch-up runs, and a Batch run outside a
+// Scheduler, are not checked.
+func (r *run) checkKill(ctx context.Context, n int) error {
+	if r.s == nil || r.trigger != TriggerSchedule {
+		return nil
+	}
+	on, err := r.s.enabled(ctx, r.e.cfg.flag)
+	if err != nil {
+		return fmt.Errorf("cronguard: job %q: before batch %d: %w", r.job, n, err)
+	}
+	if !on {
+		return fmt.Errorf("%w: job %q: flag %q went off before batch %d", ErrKilled, r.job, r.e.cfg.flag, n)
+	}
+	return nil
+}
+
+// flagWatcher is implemented by kill switches that can tell at once when a
+// flag may have changed (the memory and Redis switches). The hard-kill guard
+// uses it to cancel a run as soon as its flag goes off; without it, the
+// guard only polls (WithKillPoll).
+type flagWatcher interface {
+	// watch calls fn after each change the switch sees to flag, until stop
+	// is called. fn must not block: it runs on the switch's goroutines.
+	watch(flag string, fn func()) (stop func())
+}
+
+// flagWatchers is the registry of watch callbacks of a switch.
+type flagWatchers struct {
+	mu   sync.Mutex
+	next uint64
+	fns  map[string]map[uint64]func()
+}
+
+// add registers fn for flag and returns the function that removes it.
+func (w *flagWatchers) add(flag string, fn func()) (stop func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fns == nil {
+		w.fns = map[string]map[uint64]func(){}
+	}
+	if w.fns[flag] == nil {
+		w.fns[flag] = map[uint64]func(){}
+	}
+	w.next++
+	id := w.next
+	w.fns[flag][id] = fn
+	return func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		delete(w.fns[flag], id)
+		if len(w.fns[flag]) == 0 {
+			delete(w.fns, flag)
+		}
+	}
+}
+
+// notify calls the callbacks watching flag.
+func (w *flagWatchers) notify(flag string) {
+	w.mu.Lock()
+	fns := make([]func(), 0, len(w.fns[flag]))
+	for _, fn := range w.fns[flag] {
+		fns = append(fns, fn)
+	}
+	w.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
+}
+
+// hardKillGuard cancels a HardKill job's scheduled run with cause
+// ErrKilled as soon as the job's flag goes off: at once when the switch
+// reports changes (flagWatcher; the Redis switch within a round trip of
+// the flip message), and in any case within the kill poll (WithKillPoll,
+// default 100ms), the fallback for switches that do not report changes and
+// for lost messages. It costs a goroutine, a channel and a context per run,
+// so only HardKill jobs pay for it.
+func hardKillGuard(next step) step {
+	return func(run *run) error {
+		if !run.e.cfg.hardKill {
+			return next(run)
+		}
+		ctx, cancel := context.WithCancelCause(run.ctx)
+		changed := make(chan struct{}, 1)
+		if w, ok := run.s.cfg.killSwitch.(flagWatcher); ok {
+			stop := w.watch(run.e.cfg.flag, func() {
+				select {
+				case changed <- struct{}{}:
+				default: // a check is pending already
+				}
+			})
+			defer stop()
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			run.pollKill(ctx, changed, cancel)
+		}()
+		defer func() { cancel(nil); <-done }()
+		return under(ctx, run, next)
+	}
+}
+
+// pollKill re-reads the flag when the switch reports a change and every
+// kill poll, and cancels the run when the flag is off. A store that cannot
+// answer never kills a run by itself: the fail policy's last known value
+// decides (a run only started because that value was on, or fail-open with
+// none, which stays on).
+func (r *run) pollKill(ctx context.Context, changed <-chan struct{}, cancel context.CancelCauseFunc) {
+	s, flag := r.s, r.e.cfg.flag
+	t := time.NewTicker(s.cfg.killPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-t.C:
+		}
+		// s.ask, not s.enabled: an outage must not raise an event ten
+		// times a second.
+		if a := s.ask(ctx, flag); !a.on { // unavailable is on here: the run started fail-open
+			cancel(fmt.Errorf("%w: job %q: hard kill (flag %q)", ErrKilled, r.job, flag))
+			return
+		}
+	}
+}
+
+// switchOff turns r's job off because its runaway guard tripped (why),
+// through flip, as the actor "runaway-guard", and returns why with what
+// became of the flag. A switch flipped elsewhere (ErrNotFlippable) and a
+// run outside a Scheduler leave why as it is.
+func (r *run) switchOff(ctx context.Context, why error) error {
+	if r.s == nil {
+		return why
+	}
+	err := r.s.flip(WithActor(context.WithoutCancel(ctx), "runaway-guard"), r.e, false, why.Error())
+	switch {
+	case err == nil:
+		r.mu.Lock()
+		r.tripped = true
+		r.mu.Unlock()
+		return fmt.Errorf("%w; flag %q switched off", why, r.e.cfg.flag)
+	case !errors.Is(err, ErrNotFlippable):
+		return fmt.Errorf("%w; switching flag %q off failed: %v", why, r.e.cfg.flag, err)
+	}
+	return why
 }
 
 // flip sets e's flag through a flippable switch, under the call budget. It is

@@ -36,7 +36,7 @@ func TestSetEnabledOnSwitchFlippedElsewhere(t *testing.T) {
 	if err := s.Register("mail", "@hourly", JobFunc(func(context.Context) error { ran++; return nil }), Flag("mail-flag")); err != nil {
 		t.Fatal(err)
 	}
-	if rep := tickAt(t, s, "mail", t0); rep.Stop != StopDone || ran != 1 {
+	if rep := tickAt(t, s, "mail", t0); rep.Outcome() != "done" || ran != 1 {
 		t.Fatalf("report = %v", rep)
 	}
 	err := s.SetEnabled(context.Background(), "mail", false, "stop")
@@ -45,7 +45,7 @@ func TestSetEnabledOnSwitchFlippedElsewhere(t *testing.T) {
 		t.Fatalf("SetEnabled: err = %v", err)
 	}
 	ks.down.Store(true)
-	if rep := tickAt(t, s, "mail", t0.Add(time.Hour)); rep.Stop != StopDone || ran != 2 {
+	if rep := tickAt(t, s, "mail", t0.Add(time.Hour)); rep.Outcome() != "done" || ran != 2 {
 		t.Fatalf("after a refused SetEnabled, store down: report = %v, ran %d; want the switch's last answer (on)", rep, ran)
 	}
 }
@@ -63,7 +63,7 @@ func TestRunawayOnSwitchFlippedElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := tickAt(t, s, "same-users", t0)
-	if rep.Stop != StopRunaway || !errors.Is(rep.Err, ErrRunaway) || rep.Tripped {
+	if rep.Outcome() != "runaway" || !errors.Is(rep.Err, ErrRunaway) || rep.Tripped {
 		t.Fatalf("report = %+v", rep)
 	}
 	if strings.Contains(rep.Err.Error(), "switching flag") || strings.Contains(rep.Err.Error(), "switched off") {

@@ -46,7 +46,7 @@ func TestFailClosedWithoutAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := tickAt(t, s, "emails", t0)
-	if ran != 0 || rep.Skipped != SkipBackend || !errors.Is(rep.Err, ErrFlagUnavailable) || !errors.Is(rep.Err, errStoreDown) {
+	if ran != 0 || skipOf(rep) != "backend" || !errors.Is(rep.Err, ErrFlagUnavailable) || !errors.Is(rep.Err, errStoreDown) {
 		t.Fatalf("report = %v, ran %d; want skipped, ErrFlagUnavailable", rep, ran)
 	}
 	ev, ok := rec.find(EventFlag)
@@ -68,12 +68,12 @@ func TestLastKnownFlagValueIsRemembered(t *testing.T) {
 	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { ran++; return nil })); err != nil {
 		t.Fatal(err)
 	}
-	if rep := tickAt(t, s, "emails", t0); rep.Skipped != SkipKilled {
+	if rep := tickAt(t, s, "emails", t0); skipOf(rep) != "killed" {
 		t.Fatalf("switch says off: report = %v", rep)
 	}
 	ks.set(true, errStoreDown) // the value next to an error means nothing
 	rep := tickAt(t, s, "emails", t0.Add(time.Hour))
-	if rep.Skipped != SkipKilled || ran != 0 {
+	if skipOf(rep) != "killed" || ran != 0 {
 		t.Fatalf("store down after an off: report = %v, ran %d; want the remembered off, not fail-open", rep, ran)
 	}
 	if ev, ok := rec.find(EventFlag); !ok || ev.Enabled {
@@ -89,11 +89,11 @@ func TestLastKnownFlagValueIsRemembered(t *testing.T) {
 	if err := s2.Register("emails", "@hourly", JobFunc(func(context.Context) error { ran++; return nil })); err != nil {
 		t.Fatal(err)
 	}
-	if rep := tickAt(t, s2, "emails", t0); rep.Stop != StopDone || ran != 1 {
+	if rep := tickAt(t, s2, "emails", t0); rep.Outcome() != "done" || ran != 1 {
 		t.Fatalf("report = %v", rep)
 	}
 	ks2.set(false, errStoreDown)
-	if rep := tickAt(t, s2, "emails", t0.Add(time.Hour)); rep.Stop != StopDone || ran != 2 {
+	if rep := tickAt(t, s2, "emails", t0.Add(time.Hour)); rep.Outcome() != "done" || ran != 2 {
 		t.Fatalf("store down after an on: report = %v, ran %d; want the remembered on", rep, ran)
 	}
 }
@@ -106,18 +106,18 @@ func TestDegradedAnswerIsActedOn(t *testing.T) {
 	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { return nil })); err != nil {
 		t.Fatal(err)
 	}
-	if rep := tickAt(t, s, "emails", t0); rep.Stop != StopDone {
+	if rep := tickAt(t, s, "emails", t0); rep.Outcome() != "done" {
 		t.Fatalf("report = %v", rep)
 	}
 	ks.set(false, &degradedError{on: false, err: errors.New("subscription silent")})
-	if rep := tickAt(t, s, "emails", t0.Add(time.Hour)); rep.Skipped != SkipKilled {
+	if rep := tickAt(t, s, "emails", t0.Add(time.Hour)); skipOf(rep) != "killed" {
 		t.Fatalf("degraded off: report = %v", rep)
 	}
 	if ev, ok := rec.find(EventFlag); !ok || ev.Enabled || !strings.Contains(ev.Err.Error(), "silent") {
 		t.Fatalf("EventFlag = %+v, %v", ev, ok)
 	}
 	ks.set(true, errStoreDown)
-	if rep := tickAt(t, s, "emails", t0.Add(2*time.Hour)); rep.Skipped != SkipKilled {
+	if rep := tickAt(t, s, "emails", t0.Add(2*time.Hour)); skipOf(rep) != "killed" {
 		t.Fatalf("the degraded off is remembered: report = %v", rep)
 	}
 }
@@ -137,7 +137,7 @@ func TestHardKillPushedByMemorySwitch(t *testing.T) {
 	_ = ks.SetEnabled(context.Background(), "j", false, "stop now")
 	rep := recv(t, run)
 	t.Logf("memory switch: flip to canceled in %s", time.Since(flip))
-	if rep.Stop != StopKilled || !errors.Is(rep.Err, ErrKilled) {
+	if rep.Outcome() != "killed" || !errors.Is(rep.Err, ErrKilled) {
 		t.Fatalf("report = %+v, want killed without waiting for the poll", rep)
 	}
 }
@@ -168,7 +168,7 @@ func TestHardKillSurvivesSwitchStoreOutage(t *testing.T) {
 	default:
 	}
 	close(b.release)
-	if rep := recv(t, run); rep.Stop != StopDone || rep.Err != nil {
+	if rep := recv(t, run); rep.Outcome() != "done" || rep.Err != nil {
 		t.Fatalf("report = %v; want done", rep)
 	}
 }
@@ -193,7 +193,7 @@ func TestHardKillUnavailableIsNotOff(t *testing.T) {
 	default:
 	}
 	ks.set(false, nil)
-	if rep := recv(t, run); rep.Stop != StopKilled {
+	if rep := recv(t, run); rep.Outcome() != "killed" {
 		t.Fatalf("report = %v; want killed once the switch says off", rep)
 	}
 }
@@ -241,7 +241,7 @@ func TestRunawayWithBrokenStoreKeepsJobOffHere(t *testing.T) {
 		t.Fatalf("first tick: %v, want ErrRunaway saying the switch-off failed", rep)
 	}
 	rep = tickAt(t, s, "same-users", t0.Add(time.Minute))
-	if rep.Skipped != SkipKilled {
+	if skipOf(rep) != "killed" {
 		t.Fatalf("second tick while the store is down: %v, want skipped as killed", rep)
 	}
 }

@@ -123,7 +123,7 @@ func TestRedisKillSwitchForgedMessageCannotFlip(t *testing.T) {
 	if st := k.State("emails"); st.Reason != "incident" {
 		t.Fatalf("State = %+v; want the hash's", st)
 	}
-	if rep := tickAt(t, s, "emails", t0); rep.Skipped != SkipKilled || ran != 0 {
+	if rep := tickAt(t, s, "emails", t0); skipOf(rep) != "killed" || ran != 0 {
 		t.Fatalf("report = %v, ran %d; want the job to stay off", rep, ran)
 	}
 
@@ -150,7 +150,7 @@ func TestRedisKillSwitchForgedMessageCannotFlip(t *testing.T) {
 	if rereads < 1 || rereads > flood+1 || cnt.get("hgetall") != full {
 		t.Fatalf("%d forged messages caused %d HMGET, %d HGETALL", flood+1, rereads, cnt.get("hgetall")-full)
 	}
-	if rep := tickAt(t, s, "emails", t0.Add(time.Hour)); rep.Skipped != SkipKilled || ran != 0 {
+	if rep := tickAt(t, s, "emails", t0.Add(time.Hour)); skipOf(rep) != "killed" || ran != 0 {
 		t.Fatalf("after the flood: report = %v, ran %d", rep, ran)
 	}
 
@@ -182,7 +182,7 @@ func TestRedisKillSwitchForgedMessageCannotFlip(t *testing.T) {
 	if cached > 3 { // emails, sentinel, sentinel2
 		t.Fatalf("forged names that are not in the hash are cached: %d flags", cached)
 	}
-	if rep := tickAt(t, s, "emails", t0.Add(2*time.Hour)); rep.Skipped != SkipKilled || ran != 0 {
+	if rep := tickAt(t, s, "emails", t0.Add(2*time.Hour)); skipOf(rep) != "killed" || ran != 0 {
 		t.Fatalf("after the flood of names: report = %v, ran %d", rep, ran)
 	}
 }
@@ -285,7 +285,7 @@ func TestRedisKillSwitchChannelPerDatabase(t *testing.T) {
 	if cb1.get("hmget") != b1Reads || cb2.get("hmget") != b2Reads {
 		t.Fatalf("a flip on DB 0 made the DB 1 instances re-read (%d, %d HMGETs)", cb1.get("hmget")-b1Reads, cb2.get("hmget")-b2Reads)
 	}
-	if rep := tickAt(t, sb, "emails", t0); rep.Stop != StopDone {
+	if rep := tickAt(t, sb, "emails", t0); rep.Outcome() != "done" {
 		t.Fatalf("service B: report = %v", rep)
 	}
 
@@ -312,7 +312,7 @@ func TestRedisKillSwitchChannelPerDatabase(t *testing.T) {
 func TestRedisKillSwitchWrongTypeSurfaces(t *testing.T) {
 	srv := redistest.Start(t)
 	k, s, rec, ran := ksEmails(t, srv)
-	if rep := tickAt(t, s, "emails", t0); rep.Stop != StopDone || *ran != 1 {
+	if rep := tickAt(t, s, "emails", t0); rep.Outcome() != "done" || *ran != 1 {
 		t.Fatalf("report = %v", rep)
 	}
 	ctx := context.Background()
@@ -329,7 +329,7 @@ func TestRedisKillSwitchWrongTypeSurfaces(t *testing.T) {
 		t.Fatalf("Enabled err = %v", err)
 	}
 	// The last known value (on) holds, visibly.
-	if rep := tickAt(t, s, "emails", t0.Add(time.Hour)); rep.Stop != StopDone || *ran != 2 {
+	if rep := tickAt(t, s, "emails", t0.Add(time.Hour)); rep.Outcome() != "done" || *ran != 2 {
 		t.Fatalf("report = %v; want the last known on to hold", rep)
 	}
 	if ev, ok := rec.find(EventFlag); !ok || !ev.Enabled || !strings.Contains(ev.Err.Error(), "WRONGTYPE") {
@@ -345,7 +345,7 @@ func TestRedisKillSwitchWrongTypeSurfaces(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "WRONGTYPE") || !strings.Contains(err.Error(), `"emails"`) {
 		t.Fatalf("SetEnabled on a broken key: err = %v", err)
 	}
-	if rep := tickAt(t, s, "emails", t0.Add(2*time.Hour)); rep.Skipped != SkipKilled || *ran != 2 {
+	if rep := tickAt(t, s, "emails", t0.Add(2*time.Hour)); skipOf(rep) != "killed" || *ran != 2 {
 		t.Fatalf("after a failed SetEnabled off: report = %v, ran %d; want off here", rep, *ran)
 	}
 
@@ -354,7 +354,7 @@ func TestRedisKillSwitchWrongTypeSurfaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	ksLoaded(t, k)
-	if rep := tickAt(t, s, "emails", t0.Add(3*time.Hour)); rep.Stop != StopDone || *ran != 3 {
+	if rep := tickAt(t, s, "emails", t0.Add(3*time.Hour)); rep.Outcome() != "done" || *ran != 3 {
 		t.Fatalf("after repair: report = %v", rep)
 	}
 }
@@ -399,7 +399,7 @@ func TestRedisKillSwitchSilentSubscription(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		tick = tick.Add(time.Hour)
 		last = tickAt(t, s, "emails", tick)
-		return last.Skipped == SkipKilled
+		return skipOf(last) == "killed"
 	})
 	noticed := k.Err()
 	t.Logf("silent subscription: flip honoured %s after the flip (%s after going silent; bound 2s), %d runs meanwhile",
@@ -470,7 +470,7 @@ func TestRedisKillSwitchUnreadableValueShowsInJobInfo(t *testing.T) {
 		}
 		waitFor(t, 3*time.Second, "readable again", ksIs(k, "emails", true))
 		tick = tick.Add(time.Hour)
-		if rep := tickAt(t, s, "emails", tick); rep.Stop != StopDone {
+		if rep := tickAt(t, s, "emails", tick); rep.Outcome() != "done" {
 			t.Fatalf("%s: report = %v", v, rep)
 		}
 		if err := rdb.HSet(ctx, k.key, "emails", v).Err(); err != nil {
@@ -481,7 +481,7 @@ func TestRedisKillSwitchUnreadableValueShowsInJobInfo(t *testing.T) {
 			return err != nil
 		})
 		tick = tick.Add(time.Hour)
-		if rep := tickAt(t, s, "emails", tick); rep.Stop != StopDone || *ran != 2*(i+1) {
+		if rep := tickAt(t, s, "emails", tick); rep.Outcome() != "done" || *ran != 2*(i+1) {
 			t.Fatalf("%s: report = %v, ran %d; want the last known on to hold", v, rep, *ran)
 		}
 		info, err := s.Job("emails")

@@ -97,7 +97,7 @@ func TestRedisKillSwitchFlipStopsEveryInstance(t *testing.T) {
 		for i, in := range ins {
 			rep := recv(t, reports[i])
 			stopped := time.Since(flipAt)
-			if rep.Stop != StopKilled {
+			if rep.Outcome() != "killed" {
 				t.Fatalf("flip %d, instance %d: report = %v; want stopped by the kill switch", f, i, rep)
 			}
 			// Before its next batch: at most the batch that was being
@@ -240,7 +240,7 @@ func TestRedisKillSwitchHardKillLatency(t *testing.T) {
 		for i, in := range ins {
 			rep := recv(t, reports[i])
 			at := recv(t, in.canceled)
-			if rep.Stop != StopKilled || !errors.Is(rep.Err, ErrKilled) {
+			if rep.Outcome() != "killed" || !errors.Is(rep.Err, ErrKilled) {
 				t.Fatalf("flip %d, instance %d: report = %v; want a hard kill", f, i, rep)
 			}
 			fromReturn = append(fromReturn, max(0, at.Sub(returned)))

@@ -260,7 +260,7 @@ func TestRedisKillSwitchOutageDefersToFailPolicy(t *testing.T) {
 	if err := s.SetEnabled(context.Background(), "emails", false, "incident"); err != nil {
 		t.Fatal(err)
 	}
-	if rep := tickAt(t, s, "emails", t0); rep.Skipped != SkipKilled {
+	if rep := tickAt(t, s, "emails", t0); skipOf(rep) != "killed" {
 		t.Fatalf("report = %v", rep)
 	}
 	srv.Stop(t)
@@ -269,7 +269,7 @@ func TestRedisKillSwitchOutageDefersToFailPolicy(t *testing.T) {
 		return err != nil && !errors.As(err, new(*degradedError))
 	})
 	rep := tickAt(t, s, "emails", t0.Add(time.Hour))
-	if rep.Skipped != SkipKilled {
+	if skipOf(rep) != "killed" {
 		t.Fatalf("Redis down: report = %v; want the last known off to hold", rep)
 	}
 	evs := rec.kind(EventFlag)
@@ -319,13 +319,13 @@ func TestRedisKillSwitchRedisDownAtStart(t *testing.T) {
 		}
 	}
 	rep := tickAt(t, s, "emails", t0)
-	if rep.Skipped != SkipBackend || !errors.Is(rep.Err, ErrFlagUnavailable) {
+	if skipOf(rep) != "backend" || !errors.Is(rep.Err, ErrFlagUnavailable) {
 		t.Fatalf("fail closed: report = %v", rep)
 	}
 	if ev, ok := rec.find(EventFlag); !ok || ev.Enabled {
 		t.Fatalf("EventFlag = %+v, %v", ev, ok)
 	}
-	if rep := tickAt(t, open, "emails", t0); rep.Skipped != "" || ran != 1 {
+	if rep := tickAt(t, open, "emails", t0); skipOf(rep) != "" || ran != 1 {
 		t.Fatalf("WithFailOpen: report = %v, ran %d", rep, ran)
 	}
 
@@ -337,7 +337,7 @@ func TestRedisKillSwitchRedisDownAtStart(t *testing.T) {
 	waitFor(t, 5*time.Second, "runs once Redis is up", func() bool {
 		tick = tick.Add(time.Hour)
 		rep := tickAt(t, s, "emails", tick)
-		return rep.Skipped == "" && rep.Stop == StopDone
+		return skipOf(rep) == "" && rep.Outcome() == "done"
 	})
 }
 
@@ -377,7 +377,7 @@ func TestRedisKillSwitchHardKillOnAnotherInstance(t *testing.T) {
 	took := time.Since(flip)
 	t.Logf("hard kill on the other instance took %s (kill poll %s)", took, b.cfg.killPoll)
 	c, _ := cause.Load().(error)
-	if rep.Stop != StopKilled || !errors.Is(rep.Err, ErrKilled) || !errors.Is(c, ErrKilled) {
+	if rep.Outcome() != "killed" || !errors.Is(rep.Err, ErrKilled) || !errors.Is(c, ErrKilled) {
 		t.Fatalf("report = %v; cause seen by the job = %v", rep, c)
 	}
 	if rep.Instance != "b" || took > b.cfg.killPoll+500*time.Millisecond {

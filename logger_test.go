@@ -36,11 +36,11 @@ func TestSlogHandlerPanicIsContained(t *testing.T) {
 			_ = s.Register("j", "@hourly", Batch[int]{Fetch: pages(2, 4), Key: itoa, Size: 4, Concurrency: 4,
 				Process: func(context.Context, int) error { return errors.New("smtp down") }})
 			rep := tickAt(t, s, "j", t0)
-			if rep.Stop != StopDone || rep.Failed != 8 || rep.Batches != 2 {
+			if rep.Outcome() != "done" || rep.Failed != 8 || rep.Batches != 2 {
 				t.Fatalf("scheduled run: %+v", rep)
 			}
 			mrep, _ := s.RunManually(context.Background(), "j", []int{1, 2, 3, 4, 5, 6})
-			if mrep.Stop != StopDone || mrep.Failed != 6 {
+			if mrep.Outcome() != "done" || mrep.Failed != 6 {
 				t.Fatalf("manual run: %+v", mrep)
 			}
 			if got := len(rec.kind(EventItemFailed)); got != 14 {
@@ -96,7 +96,7 @@ func TestReportFromInMiddleware(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _ = s.RunManually(context.Background(), "rf")
-	if !ok || got.Job != "rf" || got.Trigger != TriggerManual || got.Stop != StopError || !errors.Is(got.Err, boom) {
+	if !ok || got.Job != "rf" || got.Trigger != TriggerManual || got.Outcome() != "error" || !errors.Is(got.Err, boom) {
 		t.Fatalf("ReportFrom = %+v, %t; want job rf, manual, stopped on error boom", got, ok)
 	}
 	if _, ok := ReportFrom(context.Background(), nil); ok {

@@ -22,7 +22,7 @@ func TestManualItemsDuplicatesProcessedOnce(t *testing.T) {
 			return nil
 		}})
 	rep, err := s.RunManually(context.Background(), "mail", 7, 7, []int{8, 7}, 9, []int{9})
-	if err != nil || rep.Processed != 3 || rep.Duplicates != 3 || rep.Stop != StopDone {
+	if err != nil || rep.Processed != 3 || rep.Duplicates != 3 || rep.Outcome() != "done" {
 		t.Fatalf("report = %+v, err = %v; want 3 processed, 3 duplicates dropped", rep, err)
 	}
 	for _, u := range []int{7, 8, 9} {
@@ -75,11 +75,11 @@ func TestManualRunDoesNotRecheckKillSwitchBetweenBatches(t *testing.T) {
 				}})
 			_ = ks.SetEnabled(ctx, "mail", false, "maintenance")
 			rep, err := s.RunManually(ctx, "mail", c.items...)
-			if err != nil || rep.Stop != StopDone || rep.Batches != 3 || rep.Processed != 6 {
+			if err != nil || rep.Outcome() != "done" || rep.Batches != 3 || rep.Processed != 6 {
 				t.Fatalf("report = %+v, err = %v; want all 3 batches despite the switch", rep, err)
 			}
 			// The scheduled run of the same job does honour it.
-			if r := tickAt(t, s, "mail", t0); r.Skipped != SkipKilled {
+			if r := tickAt(t, s, "mail", t0); skipOf(r) != "killed" {
 				t.Fatalf("scheduled tick: %+v, want skipped killed", r)
 			}
 		})

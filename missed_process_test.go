@@ -43,18 +43,18 @@ const (
 // mpRecord is one line of an instance's file: an event, or "ready" once
 // its scheduler has started.
 type mpRecord struct {
-	Kind     EventKind  `json:"kind"`
-	Job      string     `json:"job,omitempty"`
-	Trigger  Trigger    `json:"trigger,omitempty"`
-	Instance string     `json:"instance"`
-	Tick     time.Time  `json:"tick,omitzero"`
-	Skip     SkipReason `json:"skip,omitempty"`
-	Stop     StopReason `json:"stop,omitempty"`
-	Missed   int        `json:"missed,omitempty"`
-	First    time.Time  `json:"first,omitzero"`
-	Last     time.Time  `json:"last,omitzero"`
-	Err      string     `json:"err,omitempty"`
-	Time     time.Time  `json:"time"`
+	Kind     EventKind `json:"kind"`
+	Job      string    `json:"job,omitempty"`
+	Trigger  Trigger   `json:"trigger,omitempty"`
+	Instance string    `json:"instance"`
+	Tick     time.Time `json:"tick,omitzero"`
+	Skip     string    `json:"skip,omitempty"`
+	Stop     string    `json:"stop,omitempty"`
+	Missed   int       `json:"missed,omitempty"`
+	First    time.Time `json:"first,omitzero"`
+	Last     time.Time `json:"last,omitzero"`
+	Err      string    `json:"err,omitempty"`
+	Time     time.Time `json:"time"`
 }
 
 // missedChild is the main of an instance process (see TestMain). It
@@ -89,7 +89,7 @@ func missedChild(spec string) int {
 		r := mpRecord{Kind: ev.Kind, Job: ev.Job, Trigger: ev.Trigger, Instance: ev.Instance, Tick: ev.Tick,
 			Skip: ev.Skip, Missed: ev.Missed, First: ev.MissedFirst, Last: ev.MissedLast, Time: ev.Time}
 		if ev.Report != nil {
-			r.Stop = ev.Report.Stop
+			r.Stop = ev.Report.Outcome()
 		}
 		if ev.Err != nil {
 			r.Err = clip(ev.Err.Error())

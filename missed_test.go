@@ -22,18 +22,18 @@ func TestLocalSkipsAreNotMissed(t *testing.T) {
 
 	done := goAsync(func() Report { return tickAt(t, s, "j", at(0)) })
 	b.waitStarted(t)
-	if rep := tickAt(t, s, "j", at(1)); rep.Skipped != SkipOverlap {
+	if rep := tickAt(t, s, "j", at(1)); skipOf(rep) != "overlap" {
 		t.Fatalf("tick 1 while tick 0 runs: %v, want overlap", rep)
 	}
 	close(b.release)
 	recv(t, done)
 
 	_ = ks.SetEnabled(ctx, "j", false, "test")
-	if rep := tickAt(t, s, "j", at(2)); rep.Skipped != SkipKilled {
+	if rep := tickAt(t, s, "j", at(2)); skipOf(rep) != "killed" {
 		t.Fatalf("tick 2 switched off: %v, want killed", rep)
 	}
 	_ = ks.SetEnabled(ctx, "j", true, "test")
-	if rep := tickAt(t, s, "j", at(3)); rep.Skipped != "" {
+	if rep := tickAt(t, s, "j", at(3)); skipOf(rep) != "" {
 		t.Fatalf("tick 3: %v, want a run", rep)
 	}
 	if ev := rec.kind(EventMissed); len(ev) != 0 {
@@ -41,7 +41,7 @@ func TestLocalSkipsAreNotMissed(t *testing.T) {
 	}
 
 	// Ticks 4 and 5 are never fired here (the process was down): missed.
-	if rep := tickAt(t, s, "j", at(6)); rep.Skipped != "" {
+	if rep := tickAt(t, s, "j", at(6)); skipOf(rep) != "" {
 		t.Fatalf("tick 6: %v, want a run", rep)
 	}
 	ev := rec.kind(EventMissed)

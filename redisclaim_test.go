@@ -63,7 +63,7 @@ func TestRedisClaimTTLAndMarkFromScheduler(t *testing.T) {
 	if err := s.Register("ttl", "@every 1m", job, LockTTL(7*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if rep := tickAt(t, s, "ttl", t0); rep.Stop != StopDone {
+	if rep := tickAt(t, s, "ttl", t0); rep.Outcome() != "done" {
 		t.Fatal(rep)
 	}
 	if pttl <= 6*time.Second || pttl > 7*time.Second {
@@ -202,12 +202,12 @@ func TestRedisTimedOutLockLeavesNoOrphan(t *testing.T) {
 				func() Report { return tickAt(t, s, "j", nextTick()) },
 			} {
 				fault()
-				if rep := run(); rep.Skipped != SkipBackend {
+				if rep := run(); skipOf(rep) != "backend" {
 					t.Fatalf("case %d: run with Redis's replies held (%s): %+v, want a backend skip", i, mode, rep)
 				}
 				resume()
 				before := runs
-				if rep := run(); rep.Stop != StopDone || runs != before+1 {
+				if rep := run(); rep.Outcome() != "done" || runs != before+1 {
 					t.Fatalf("case %d: the run after the %s: %+v; the timed-out call's lock blocked it", i, mode, rep)
 				}
 				if n := check.Exists(ctx, "cronguard:lock:{j}").Val(); n != 0 {
@@ -331,7 +331,7 @@ func TestRedisHugeHolderClipped(t *testing.T) {
 	s, _ := rlSched(t, "a", rlLocker(t, c))
 	_ = s.Register("h", "@every 1m", JobFunc(func(context.Context) error { return nil }))
 	rep := tickAt(t, s, "h", t0)
-	if rep.Skipped != SkipTickTaken || len(rep.Err.Error()) > 1000 || !strings.Contains(rep.Err.Error(), "bytes)") {
+	if skipOf(rep) != "tick_taken" || len(rep.Err.Error()) > 1000 || !strings.Contains(rep.Err.Error(), "bytes)") {
 		t.Errorf("tick_taken of %d bytes (want < 1000): %.300s", len(rep.Err.Error()), rep.Err)
 	}
 }
@@ -429,7 +429,7 @@ func TestRedisRedlockExtendReallyExtends(t *testing.T) {
 		}
 		samples++
 	}
-	if r := recv(t, rep); r.Stop != StopDone {
+	if r := recv(t, rep); r.Outcome() != "done" {
 		t.Fatalf("run: %+v", r)
 	}
 	l.drain()
@@ -489,7 +489,7 @@ func TestRedisRedlockStopWithFrozenServer(t *testing.T) {
 	}
 	srvs[1].Pause(t)
 	for i := range 2 {
-		if rep := tickAt(t, s, "frozen", t0.Add(time.Duration(i)*time.Minute)); rep.Stop != StopDone {
+		if rep := tickAt(t, s, "frozen", t0.Add(time.Duration(i)*time.Minute)); rep.Outcome() != "done" {
 			t.Fatalf("tick %d with one server frozen: %+v", i, rep)
 		}
 	}

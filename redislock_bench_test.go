@@ -3,7 +3,6 @@ package cronguard
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -33,11 +32,7 @@ func BenchmarkRedisGuardedRunVsPing(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := New(WithLocker(l), WithInstanceID("bench"), WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = s.Stop(ctx) })
+	s := quietScheduler(b, WithLocker(l))
 	if err := s.Register("noop", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
 		b.Fatal(err)
 	}
@@ -46,7 +41,7 @@ func BenchmarkRedisGuardedRunVsPing(b *testing.B) {
 	next := 0
 	tick := func() time.Time { next++; return base.Add(time.Duration(next) * time.Second) }
 	// Load the scripts once, as any running service has.
-	if rep := s.execute(s.base, e, TriggerSchedule, tick(), nil); rep.Stop != StopDone {
+	if rep := s.execute(s.base, e, TriggerSchedule, tick(), nil); rep.Outcome() != "done" {
 		b.Fatal(rep)
 	}
 
@@ -62,7 +57,7 @@ func BenchmarkRedisGuardedRunVsPing(b *testing.B) {
 	b.Run("winner/chain", func(b *testing.B) {
 		benchVsPings(b, c, "guarded", 2, func() error {
 			rep := s.execute(s.base, e, TriggerSchedule, tick(), nil)
-			if rep.Stop != StopDone {
+			if rep.Outcome() != "done" {
 				return rep.Err
 			}
 			return nil

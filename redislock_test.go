@@ -536,14 +536,14 @@ func TestRedisOneRunPerTickAcrossSkewedInstances(t *testing.T) {
 	}
 	taken := 0
 	for _, r := range recs {
-		for _, e := range r.skips(SkipTickTaken) {
+		for _, e := range r.skips("tick_taken") {
 			taken++
 			if !errors.Is(e.Err, ErrTickTaken) || !strings.Contains(e.Err.Error(), `"skew-`) {
 				t.Errorf("tick_taken event without the winner: %v", e.Err)
 			}
 		}
 		for _, e := range r.kind(EventSkipped) {
-			if e.Skip != SkipTickTaken && !e.Tick.After(last) {
+			if e.Skip != "tick_taken" && !e.Tick.After(last) {
 				t.Errorf("unexpected skip: %s %v", e.Skip, e.Err)
 			}
 		}
@@ -629,15 +629,15 @@ func TestRedisLongJobKeepsItsLease(t *testing.T) {
 			manualDone = true
 			for _, s := range scheds {
 				rep, err := s.RunManually(ctx, "long")
-				if !errors.Is(err, ErrLocked) || rep.Skipped != SkipLocked {
-					t.Errorf("manual run during the long run: %v (skipped %q), want ErrLocked", err, rep.Skipped)
+				if !errors.Is(err, ErrLocked) || skipOf(rep) != "locked" {
+					t.Errorf("manual run during the long run: %v (skipped %q), want ErrLocked", err, skipOf(rep))
 				}
 			}
 		}
 	}
 	waitFor(t, 3*time.Second, "the end of the long run", func() bool { _, ok := longReport(); return ok })
 	rep, _ := longReport()
-	if rep.Stop != StopDone || rep.Err != nil {
+	if rep.Outcome() != "done" || rep.Err != nil {
 		t.Errorf("long run: %v", rep)
 	}
 	if n := starts.Load(); n != startsAtLong {
@@ -656,7 +656,7 @@ func TestRedisLongJobKeepsItsLease(t *testing.T) {
 		if n := len(r.kind(EventLockLost)); n > 0 {
 			t.Errorf("%d lock_lost events", n)
 		}
-		locked += len(r.skips(SkipLocked))
+		locked += len(r.skips("locked"))
 	}
 	if locked == 0 {
 		t.Error("no tick was skipped as locked during the long run")
@@ -722,7 +722,7 @@ func TestRedisLockStolenCancelsRun(t *testing.T) {
 		t.Errorf("canceled %s after the DEL, want within TTL/3 + RTT = %s", took, limit)
 	}
 	rep := <-repc
-	if rep.Stop != StopLockLost || !errors.Is(rep.Err, ErrLockLost) {
+	if rep.Outcome() != "lock_lost" || !errors.Is(rep.Err, ErrLockLost) {
 		t.Errorf("report: %v", rep)
 	}
 	if len(rec.kind(EventLockLost)) != 1 {
@@ -794,7 +794,7 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 	// so ticks fired meanwhile skip as overlap without asking Redis.
 	outageTicks, backendTicks := 0, 0
 	for _, r := range recs {
-		for _, e := range r.skips(SkipOverlap) {
+		for _, e := range r.skips("overlap") {
 			if e.Tick.After(down) && e.Tick.Before(up) {
 				outageTicks++
 			}
@@ -804,7 +804,7 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 				t.Errorf("panic: %v", e.Err)
 			}
 		}
-		for _, e := range r.skips(SkipBackend) {
+		for _, e := range r.skips("backend") {
 			outageTicks++
 			backendTicks++
 			if !errors.Is(e.Err, ErrBackend) || !strings.Contains(e.Err.Error(), srv.Addr()) {
@@ -816,7 +816,7 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 		t.Errorf("%d ticks skipped (%d for the backend, the others for overlap with a claim still trying) during a 5s outage on 2 instances, want at least 6 (2)",
 			outageTicks, backendTicks)
 	}
-	if ev := recs[0].skips(SkipBackend); len(ev) > 0 {
+	if ev := recs[0].skips("backend"); len(ev) > 0 {
 		t.Logf("during the outage: %v", ev[0].Err)
 	}
 	toks := log.tokens()
@@ -882,7 +882,7 @@ func TestRedisRedlockQuorum(t *testing.T) {
 	expectRuns("1 of 3 up", twoDown, 3, 0)
 	var why []error
 	for _, r := range recs {
-		for _, e := range r.skips(SkipBackend) {
+		for _, e := range r.skips("backend") {
 			if !e.Tick.Before(twoDown) && e.Tick.Before(twoDown.Add(3*time.Second)) {
 				why = append(why, e.Err)
 			}
@@ -1077,7 +1077,7 @@ func TestRedisCrashedHolderFreesLockAfterTTL(t *testing.T) {
 	if log.tokens()[0] <= childToken {
 		t.Errorf("survivor's token %d not above the crashed holder's %d", log.tokens()[0], childToken)
 	}
-	locked := rec.skips(SkipLocked)
+	locked := rec.skips("locked")
 	if len(locked) == 0 || !strings.Contains(locked[0].Err.Error(), `"child"`) {
 		t.Errorf("no locked skip naming the child: %v", locked)
 	}
@@ -1259,7 +1259,7 @@ func TestRedisRoundTrips(t *testing.T) {
 	tick := t0
 	for i := range 3 {
 		tick = tick.Add(time.Second)
-		if rep := tickAt(t, a, "noop", tick); rep.Stop != StopDone {
+		if rep := tickAt(t, a, "noop", tick); rep.Outcome() != "done" {
 			t.Fatal(rep)
 		}
 		if i == 0 { // first use of the two scripts on this Redis: EVALSHA, NOSCRIPT, EVAL
@@ -1268,7 +1268,7 @@ func TestRedisRoundTrips(t *testing.T) {
 			expect("winner", cntA, 2, 0)
 		}
 		for _, s := range []*Scheduler{b, c} {
-			if rep := tickAt(t, s, "noop", tick); rep.Skipped != SkipTickTaken {
+			if rep := tickAt(t, s, "noop", tick); skipOf(rep) != "tick_taken" {
 				t.Fatal(rep)
 			}
 		}
@@ -1367,7 +1367,7 @@ func TestRedisRoundTripsRedlock(t *testing.T) {
 	for _, cnt := range cnts {
 		cnt.take()
 	}
-	if rep := tickAt(t, a, "noop", t0.Add(time.Hour)); rep.Stop != StopDone {
+	if rep := tickAt(t, a, "noop", t0.Add(time.Hour)); rep.Outcome() != "done" {
 		t.Fatal(rep)
 	}
 	la.drain() // lock and release calls to the last server may still be on their way
@@ -1379,7 +1379,7 @@ func TestRedisRoundTripsRedlock(t *testing.T) {
 		}
 		t.Logf("winner, server %d: %v", i, names)
 	}
-	if rep := tickAt(t, b, "noop", t0.Add(time.Hour)); rep.Skipped != SkipTickTaken {
+	if rep := tickAt(t, b, "noop", t0.Add(time.Hour)); skipOf(rep) != "tick_taken" {
 		t.Fatal(rep)
 	}
 	for i, cnt := range cntsB {

@@ -53,13 +53,13 @@ type failoverFigures struct {
 	reported, unreported       int // missed ticks inside an EventMissed range, and not
 	falseMissed                int // ticks inside an EventMissed range that ran
 	lockLost                   int
-	skips                      map[SkipReason]int
+	skips                      map[string]int
 	outageFirst, outageLast    time.Time // the first and last tick no one ran
 }
 
 func (f failoverFigures) String() string {
 	var skips []string
-	for _, r := range []SkipReason{SkipTickTaken, SkipBackend, SkipLocked, SkipOverlap} {
+	for _, r := range []string{"tick_taken", "backend", "locked", "overlap"} {
 		skips = append(skips, fmt.Sprintf("%s=%d", r, f.skips[r]))
 	}
 	outage := "none"
@@ -73,7 +73,7 @@ func (f failoverFigures) String() string {
 // figures counts job's runs per tick from first to last (whole seconds),
 // and the events of recs about it.
 func figures(log *runLog, recs []*recorder, job string, first, last time.Time) failoverFigures {
-	f := failoverFigures{skips: map[SkipReason]int{}}
+	f := failoverFigures{skips: map[string]int{}}
 	reported := map[int64]bool{} // Unix seconds: the events' ticks are in UTC, first and last local
 	for _, rec := range recs {
 		for _, e := range rec.all() {
@@ -89,7 +89,7 @@ func figures(log *runLog, recs []*recorder, job string, first, last time.Time) f
 				f.lockLost++
 			case e.Kind == EventSkipped && !e.Tick.Before(first) && !e.Tick.After(last):
 				f.skips[e.Skip]++
-				if e.Skip != SkipTickTaken {
+				if e.Skip != "tick_taken" {
 					// skipped here (overlap with a claim stalled by the
 					// failover, store down): a reported decision, not a miss
 					reported[e.Tick.Unix()] = true
@@ -255,7 +255,7 @@ func failoverSchedule(t *testing.T, name string, mode redistest.FailoverMode) {
 	if limit := 2*inflightTTL/3 + time.Second; canceled > limit { // 1s of slack for a busy machine
 		t.Errorf("run in flight canceled %s after the failover began, want within 2×TTL/3 (+1s) = %s", canceled, limit)
 	}
-	if rep := recv(t, inflightRep); rep.Stop != StopLockLost {
+	if rep := recv(t, inflightRep); rep.Outcome() != "lock_lost" {
 		t.Errorf("report of the run in flight: %v", rep)
 	}
 
@@ -385,7 +385,7 @@ func TestRedisSentinelFailoverBeforeReplication(t *testing.T) {
 		}
 	}
 	T0, T1 := t0, t0.Add(time.Second)
-	if rep := tickAt(t, a, "dup", T0); rep.Skipped != "" || rep.Err != nil {
+	if rep := tickAt(t, a, "dup", T0); skipOf(rep) != "" || rep.Err != nil {
 		t.Fatalf("tick T0: %v", rep)
 	}
 	if n, err := ca.Wait(ctx, 1, 5000).Result(); err != nil || n != 1 {
@@ -401,7 +401,7 @@ func TestRedisSentinelFailoverBeforeReplication(t *testing.T) {
 	}
 
 	// Writes the replica will never see.
-	if rep := tickAt(t, a, "dup", T1); rep.Skipped != "" || rep.Err != nil {
+	if rep := tickAt(t, a, "dup", T1); skipOf(rep) != "" || rep.Err != nil {
 		t.Fatalf("tick T1 on the cut-off master: %v", rep)
 	}
 	before := log.tokens("dup", T1)
@@ -452,7 +452,7 @@ func TestRedisSentinelFailoverBeforeReplication(t *testing.T) {
 	// Not guaranteed: an instance late for T1 runs it again.
 	pingUntilOK(t, cb)
 	rep := tickAt(t, b, "dup", T1)
-	if rep.Skipped != "" || rep.Err != nil {
+	if skipOf(rep) != "" || rep.Err != nil {
 		t.Fatalf("b's late claim of T1 after the failover: %v", rep)
 	}
 	who := log.who("dup", T1)
@@ -498,7 +498,7 @@ func TestRedisSentinelFailoverBeforeReplication(t *testing.T) {
 		t.Errorf("a's run canceled %s after the promotion, want within TTL/3 + RTT = %s", d, ttl/3+rtt)
 	}
 	hr := recv(t, holdDone)
-	if hr.Stop != StopLockLost || !errors.Is(hr.Err, ErrLockLost) {
+	if hr.Outcome() != "lock_lost" || !errors.Is(hr.Err, ErrLockLost) {
 		t.Errorf("a's hold report: %v", hr)
 	}
 	if n := len(recA.kind(EventLockLost)); n != 1 {

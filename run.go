@@ -3,22 +3,40 @@ package cronguard
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 )
+
+// The life of one scheduled run, in this file from top to bottom:
+//
+//	cronFire.Run → Scheduler.fire → fireAt (the tick a fire stands for)
+//	  → runTick → runOnce: the run and its context
+//	    → run.runChain (chain.go): middleware, then the chain of the trigger
+//	      → runJob → Job.Run; for a Batch, Batch.Run (batch.go)
+//	    → run.finish: the Report and its finished or skipped event (events.go)
+//
+// RunManually (manual.go) and RunTick (runtick.go) enter at runOnce.
 
 // run is the state of one run, and its context: the guards, the job and
 // every context derived from it find the run through Value(runKey{})
 // without a context.WithValue per field. It wraps the run's cancelable
 // context (canceled when the run ends, when its lock is lost, or by its
 // parent), so one allocation holds the whole run.
+//
+// A Batch reaches its Scheduler only through the run's methods (checkKill,
+// switchOff, loadCheckpoint, saveCheckpoint, emit), never through its
+// fields. Outside a Scheduler (a Batch run directly, say) s is nil, and
+// those methods do nothing: no kill switch, no checkpoint, no events.
 type run struct {
 	context.Context
 	cancel context.CancelCauseFunc
+	// ctx is the context the next step of the chain runs under: the run
+	// itself, or one a middleware or a guard derived from it (chain.go).
+	ctx context.Context
 
 	s       *Scheduler // nil when a Batch runs outside a Scheduler
 	e       *entry
@@ -46,10 +64,10 @@ type run struct {
 	dog              watchdog // keeps the run lock alive (holdLease)
 
 	mu      sync.Mutex
-	stop    StopReason // set by the batch loop when it ends early without error
-	tripped bool       // the runaway guard switched the job off
-	cause   error      // context.Cause of the run's context when it ended canceled
-	stack   string     // of a panic
+	more    bool   // the batch loop stopped at MaxBatches with work left
+	tripped bool   // the runaway guard switched the job off
+	cause   error  // context.Cause of the run's context when it ended canceled
+	stack   string // of a panic
 
 	// rep is the Report once the run ended, allocated then: the finished
 	// event points to it, and the history keeps it as it is when no
@@ -60,50 +78,100 @@ type run struct {
 type runKey struct{}
 
 // Value implements context.Context: runKey answers the run itself.
-func (st *run) Value(key any) any {
+func (r *run) Value(key any) any {
 	if _, ok := key.(runKey); ok {
-		return st
+		return r
 	}
-	return st.Context.Value(key)
+	return r.Context.Value(key)
 }
 
 // runFrom returns the run of ctx, or a detached one when a Job runs outside
-// a Scheduler (a Batch called directly in a test, say).
+// a Scheduler (a Batch called directly in a test, say): s is nil, and the
+// run's methods that reach the Scheduler do nothing.
 func runFrom(ctx context.Context) *run {
-	if st, ok := ctx.Value(runKey{}).(*run); ok {
-		return st
+	if run, ok := ctx.Value(runKey{}).(*run); ok {
+		return run
 	}
 	return &run{job: "(unscheduled)", trigger: TriggerManual}
 }
 
-// begin marks the start of the job and raises EventStarted.
-func (st *run) begin() {
-	st.mu.Lock()
-	st.start = time.Now()
-	st.mu.Unlock()
-	var ev Event
-	st.initEvent(&ev, EventStarted, nil)
-	st.s.emitEvent(&ev)
+// cronFire is the cron.Job robfig/cron runs for an entry: the entry itself
+// under another method set, so registering a job allocates no closure.
+type cronFire entry
+
+// Run implements cron.Job.
+func (f *cronFire) Run() {
+	e := (*entry)(f)
+	e.s.fire(e)
 }
 
-func (st *run) setStop(r StopReason) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.stop = r
-}
+// fire is what robfig/cron calls at each tick of e.
+func (s *Scheduler) fire(e *entry) { s.fireAt(e, time.Now()) }
 
-func (st *run) event(kind EventKind, err error) Event {
-	var ev Event
-	st.initEvent(&ev, kind, err)
-	return ev
-}
-
-// initEvent is event into *ev, which is zero.
-func (st *run) initEvent(ev *Event, kind EventKind, err error) {
-	ev.Kind, ev.Job, ev.Trigger, ev.Tick, ev.Err = kind, st.job, st.trigger, st.tick, err
-	if kind == EventFinished && errors.Is(err, ErrPanic) {
-		ev.Stack = st.stack
+// fireAt runs the tick that a fire at now stands for (see tickSchedule.take),
+// or reports the fire as skipped (SkipTickTaken) when it stands for a tick
+// this process has run already.
+func (s *Scheduler) fireAt(e *entry, now time.Time) {
+	tick, err := e.ticks.take(now)
+	if err != nil {
+		s.staleFire(e, tick, err)
+		return
 	}
+	s.runTick(e, tick)
+}
+
+// runTick runs tick of e on the goroutine robfig/cron started for it.
+//
+// That goroutine starts with a small stack (2 KB unless the runtime has
+// seen bigger ones), smaller than the guard chain needs, so the stack grows
+// once in every run. Growing copies the stack and fixes up every frame on
+// it: deep in the chain that cost a sixth of a no-op run (BenchmarkFireBurst).
+// growStack makes it grow here, at the top, where there is little to copy.
+func (s *Scheduler) runTick(e *entry, tick time.Time) {
+	growStack()
+	s.runOnce(s.base, e, TriggerSchedule, tick, nil)
+}
+
+// growStack needs a frame big enough that the stack of a new goroutine
+// grows on calling it, and small enough that one already grown is left
+// alone.
+//
+//go:noinline
+func growStack() {
+	var frame [1536]byte
+	runtime.KeepAlive(&frame)
+}
+
+// staleFire reports a fire that stood for a tick this process has run
+// already (or for none), if anyone listens.
+func (s *Scheduler) staleFire(e *entry, tick time.Time, err error) {
+	if !s.heard(EventSkipped, outcomeTickTaken, slog.LevelInfo) {
+		return
+	}
+	err = &SkipError{Job: e.name, Reason: ErrTickTaken, detail: err.Error()}
+	s.emitEvent(&Event{Kind: EventSkipped, Job: e.name, Trigger: TriggerSchedule, Tick: tick, Skip: outcomeTickTaken, Err: err})
+}
+
+// emit sends ev to the observers, the logger and the history (events.go);
+// it does nothing for a run outside a Scheduler.
+func (r *run) emit(ev *Event) { r.s.emitEvent(ev) }
+
+// begin marks the start of the job and raises EventStarted.
+func (r *run) begin() {
+	r.mu.Lock()
+	r.start = time.Now()
+	r.mu.Unlock()
+	var ev Event
+	r.initEvent(&ev, EventStarted, nil)
+	r.s.emitEvent(&ev)
+}
+
+// setMore records that the batch loop stopped at MaxBatches with work
+// left (Report.More).
+func (r *run) setMore() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.more = true
 }
 
 // execute runs e once through its guard chain for trig and reports the
@@ -126,13 +194,13 @@ func (s *Scheduler) execute(ctx context.Context, e *entry, trig Trigger, tick ti
 
 // runOnce is execute; the Report is in the run it returns.
 func (s *Scheduler) runOnce(ctx context.Context, e *entry, trig Trigger, tick time.Time, items []any) *run {
-	st := &run{s: s, e: e, job: e.name, trigger: trig, tick: tick, items: items}
+	run := &run{s: s, e: e, job: e.name, trigger: trig, tick: tick, items: items}
 	if trig == TriggerManual {
-		st.by = ActorFrom(ctx)
+		run.by = ActorFrom(ctx)
 	}
 	if !s.track(e) {
-		st.refuse()
-		return st
+		run.refuse()
+		return run
 	}
 	defer s.untrack(e)
 	if ctx == s.base {
@@ -141,15 +209,15 @@ func (s *Scheduler) runOnce(ctx context.Context, e *entry, trig Trigger, tick ti
 		// and map. The registry cancels it at Stop instead, as s.base would.
 		ctx = context.Background()
 	}
-	st.Context, st.cancel = context.WithCancelCause(ctx)
-	defer st.cancel(nil)
-	s.runs.add(st)
-	defer s.runs.remove(st)
-	st.finish(s.runChain(st))
+	run.Context, run.cancel = context.WithCancelCause(ctx)
+	defer run.cancel(nil)
+	s.runs.add(run)
+	defer s.runs.remove(run)
+	run.finish(run.runChain())
 	if trig == TriggerSchedule {
 		e.noteDecided(tick)
 	}
-	return st
+	return run
 }
 
 // The frames of execute and of everything below it are on the stack of
@@ -159,99 +227,63 @@ func (s *Scheduler) runOnce(ctx context.Context, e *entry, trig Trigger, tick ti
 // callers.
 
 // refuse reports a run the stopped Scheduler did not start.
-func (st *run) refuse() {
-	err := skip(SkipStopped, fmt.Errorf("%w: job %q not run", ErrStopped, st.job))
-	st.rep = new(Report)
-	st.fillReport(st.rep, err)
-	st.s.emitEvent(&Event{Kind: EventSkipped, Job: st.job, Trigger: st.trigger, Tick: st.tick, Skip: SkipStopped, Err: err})
+func (r *run) refuse() {
+	err := skip(r, ErrStopped, nil, "not run")
+	r.rep = new(Report)
+	r.fillReport(r.rep, err)
+	r.s.emitEvent(&Event{Kind: EventSkipped, Job: r.job, Trigger: r.trigger, Tick: r.tick, Skip: skipOutcome(ErrStopped), Err: err})
 }
 
 // finish turns the chain's error into the run's Report and raises its
 // finished or skipped event.
-func (st *run) finish(err error) {
+func (r *run) finish(err error) {
 	rep := new(Report)
-	st.fillReport(rep, err)
-	st.rep = rep
+	r.fillReport(rep, err)
+	r.rep = rep
 	var ev Event
-	if rep.Skipped != "" {
-		st.initEvent(&ev, EventSkipped, rep.Err)
-		ev.Skip = rep.Skipped
+	if se, ok := errors.AsType[*SkipError](rep.Err); ok {
+		r.initEvent(&ev, EventSkipped, rep.Err)
+		ev.Skip = skipOutcome(se.Reason)
 	} else {
-		st.e.setLast(rep)
-		st.initEvent(&ev, EventFinished, rep.Err)
+		r.e.setLast(rep)
+		r.initEvent(&ev, EventFinished, rep.Err)
 		ev.Report = rep // the run is over: nothing changes it any more
 	}
-	st.s.emitEvent(&ev)
+	r.s.emitEvent(&ev)
 }
 
 // report turns the run's state and the chain's error into a Report.
-func (st *run) report(err error) Report {
-	var r Report
-	st.fillReport(&r, err)
-	return r
+func (r *run) report(err error) Report {
+	var rep Report
+	r.fillReport(&rep, err)
+	return rep
 }
 
-// fillReport is report into *r.
-func (st *run) fillReport(r *Report, err error) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	*r = Report{Job: st.job, Trigger: st.trigger, Tick: st.tick, By: st.by, Start: st.start, Err: err}
-	if st.s != nil {
-		r.Instance = st.s.cfg.instance
+// fillReport is report into *rep.
+func (r *run) fillReport(rep *Report, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	*rep = Report{Job: r.job, Trigger: r.trigger, Tick: r.tick, By: r.by, Start: r.start, Err: err}
+	if r.s != nil {
+		rep.Instance = r.s.cfg.instance
 	}
 	if err != nil { // errors.As's target escapes: an allocation a run without error does without
-		var se *skipError
-		if errors.As(err, &se) {
-			r.Skipped = se.reason
+		if _, ok := errors.AsType[*SkipError](err); ok {
 			return
 		}
 	}
-	if !st.start.IsZero() { // zero when a middleware failed before the guards let the run start
-		r.Duration = time.Since(st.start)
+	if !r.start.IsZero() { // zero when a middleware failed before the guards let the run start
+		rep.Duration = time.Since(r.start)
 	}
-	r.Batches = int(st.batches.Load())
-	r.Processed = int(st.processed.Load())
-	r.Failed = int(st.failed.Load())
-	r.Duplicates = int(st.duplicates.Load())
-	r.Stop, r.Err = stopReason(err, st.cause, st.stop)
-	r.Tripped = st.tripped
-}
-
-// stopReason says why a run ended. A canceled context explains the end
-// better than the error the job returned for it (usually context.Canceled),
-// so its cause leads, and is in the error for errors.Is.
-func stopReason(err, cause error, early StopReason) (StopReason, error) {
-	if cause != nil {
-		if err == nil || !errors.Is(err, cause) {
-			err = errors.Join(cause, err)
-		}
-		switch {
-		case errors.Is(cause, ErrLockLost):
-			return StopLockLost, err
-		case errors.Is(cause, ErrTimeout):
-			return StopTimeout, err
-		case errors.Is(cause, ErrKilled):
-			return StopKilled, err
-		}
-		return StopCanceled, err
+	rep.Batches = int(r.batches.Load())
+	rep.Processed = int(r.processed.Load())
+	rep.Failed = int(r.failed.Load())
+	rep.Duplicates = int(r.duplicates.Load())
+	if r.cause != nil {
+		rep.Err = ended(r.cause, err) // outcome.go
 	}
-	switch {
-	case err == nil && early != "":
-		return early, nil
-	case err == nil:
-		return StopDone, nil
-	case errors.Is(err, ErrKilled):
-		return StopKilled, err
-	case errors.Is(err, ErrRunaway):
-		return StopRunaway, err
-	case errors.Is(err, ErrErrorBudget):
-		return StopErrorBudget, err
-	case errors.Is(err, context.Canceled):
-		return StopCanceled, err
-	case errors.Is(err, context.DeadlineExceeded):
-		return StopTimeout, err
-	}
-	return StopError, err
+	rep.More = r.more && rep.Err == nil
+	rep.Tripped = r.tripped
 }
 
 // runRegistry holds the runs going now, so that Stop can cancel them (see
@@ -269,35 +301,35 @@ type runShard struct {
 	_    [48]byte // a cache line each: shards are locked from every core
 }
 
-// add registers st, whose context is made.
-func (r *runRegistry) add(st *run) {
-	st.shard = uint8(rand.Uint32() % uint32(len(r.shards)))
-	sh := &r.shards[st.shard]
+// add registers run, whose context is made.
+func (r *runRegistry) add(run *run) {
+	run.shard = uint8(rand.Uint32() % uint32(len(r.shards)))
+	sh := &r.shards[run.shard]
 	sh.mu.Lock()
-	st.next = sh.head
+	run.next = sh.head
 	if sh.head != nil {
-		sh.head.prev = st
+		sh.head.prev = run
 	}
-	sh.head = st
+	sh.head = run
 	sh.mu.Unlock()
 	if c := r.cause.Load(); c != nil {
-		st.cancel(*c)
+		run.cancel(*c)
 	}
 }
 
-func (r *runRegistry) remove(st *run) {
-	sh := &r.shards[st.shard]
+func (r *runRegistry) remove(run *run) {
+	sh := &r.shards[run.shard]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if st.prev != nil {
-		st.prev.next = st.next
+	if run.prev != nil {
+		run.prev.next = run.next
 	} else {
-		sh.head = st.next
+		sh.head = run.next
 	}
-	if st.next != nil {
-		st.next.prev = st.prev
+	if run.next != nil {
+		run.next.prev = run.prev
 	}
-	st.prev, st.next = nil, nil
+	run.prev, run.next = nil, nil
 }
 
 // cancelAll cancels every run going now, and every run added from now on,
@@ -308,8 +340,8 @@ func (r *runRegistry) cancelAll(cause error) {
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.Lock()
-		for st := sh.head; st != nil; st = st.next {
-			st.cancel(c)
+		for run := sh.head; run != nil; run = run.next {
+			run.cancel(c)
 		}
 		sh.mu.Unlock()
 	}
@@ -333,153 +365,17 @@ func (s *Scheduler) untrack(e *entry) {
 	s.wg.Done()
 }
 
-// eventLevel is the level an event is logged at. An operator's stop (kill
-// switch, Stop) is no failure.
-func eventLevel(ev *Event) slog.Level {
-	switch ev.Kind {
-	case EventStarted, EventBatchDone:
-		return slog.LevelDebug
-	case EventItemFailed, EventFlag, EventHistory, EventMissed:
-		return slog.LevelWarn
-	case EventLockLost, EventRunaway:
-		return slog.LevelError
-	case EventFinished:
-		return finishedLevel(ev.Report)
-	}
-	return slog.LevelInfo
-}
-
-// finishedLevel: an operator's stop (kill switch, Stop) is no failure.
-func finishedLevel(r *Report) slog.Level {
-	if r == nil {
-		return slog.LevelInfo
-	}
-	switch r.Stop {
-	case StopDone, StopMaxBatches:
-		return slog.LevelInfo
-	case StopKilled, StopCanceled:
-		return slog.LevelWarn
-	}
-	return slog.LevelError
-}
-
-// emit sends ev to the observers, the logger and the history.
-func (s *Scheduler) emit(ev Event) { s.emitEvent(&ev) }
-
-// emitEvent sends ev to the observers, the logger and the history, and does
-// nothing at all for an event nobody takes: no observer, a logger that
-// drops its level, a kind the history does not keep (started, batch_done,
-// item_failed, ...). Neither the observers nor the logger may take the
-// process down: emit also runs on the worker goroutines of a Batch (item
-// failures), where a panic could not be recovered by the run. A panic in an
-// observer is logged; a panic in the logger's handler loses that record.
-func (s *Scheduler) emitEvent(ev *Event) {
-	if s == nil {
-		return
-	}
-	level := eventLevel(ev)
-	logged := s.logEnabled(level)
-	kept := historyKeeps(ev.Kind, ev.Skip)
-	if len(s.cfg.observers) == 0 && !logged && !kept {
-		return
-	}
-	ev.Instance = s.cfg.instance
-	if ev.Time.IsZero() {
-		ev.Time = time.Now()
-	}
-	for _, fn := range s.cfg.observers {
-		s.observeOne(fn, ev)
-	}
-	if logged {
-		s.log(level, ev)
-	}
-	if kept {
-		// never blocks; the Report of a finished run is the history's to
-		// keep when no observer has it
-		s.history.observe(s, ev, len(s.cfg.observers) == 0)
-	}
-}
-
-// heard reports whether an event of kind (skip reason skip) at level would
-// reach anyone: an observer, the logger or the history. A caller that
-// builds costly fields (an error's text) asks first.
-func (s *Scheduler) heard(kind EventKind, skip SkipReason, level slog.Level) bool {
-	return len(s.cfg.observers) > 0 || historyKeeps(kind, skip) || s.logEnabled(level)
-}
-
-// logEnabled asks the logger whether it takes level; a panic in its handler
-// is a no.
-func (s *Scheduler) logEnabled(level slog.Level) (on bool) {
-	defer recoverLogger()
-	return s.cfg.logger.Enabled(context.Background(), level)
-}
-
-// observeOne calls one observer with a copy of ev. A panic in it is logged,
-// not passed on: it may run on a worker goroutine of a Batch, where a panic
-// would end the process.
-func (s *Scheduler) observeOne(fn func(Event), ev *Event) {
-	defer func() {
-		if r := recover(); r != nil {
-			s.logAttrs(slog.LevelError, "cronguard: observer panicked", slog.String("job", ev.Job),
-				slog.String("event", string(ev.Kind)), slog.String("panic", clip(fmt.Sprint(r))))
-		}
-	}()
-	fn(*ev)
-}
-
-// log writes ev at level, which the logger takes.
-func (s *Scheduler) log(level slog.Level, ev *Event) {
-	attrs := []slog.Attr{slog.String("job", ev.Job), slog.String("trigger", string(ev.Trigger))}
-	if !ev.Tick.IsZero() {
-		attrs = append(attrs, slog.Time("tick", ev.Tick))
-	}
-	if ev.Skip != "" {
-		attrs = append(attrs, slog.String("skip", string(ev.Skip)))
-	}
-	if ev.Kind == EventBatchDone {
-		attrs = append(attrs, slog.Int("batch", ev.Batch), slog.Int("items", ev.Items))
-	}
-	if ev.Item != "" {
-		attrs = append(attrs, slog.String("item", clip(ev.Item))) // a key from the user's data
-	}
-	if r := ev.Report; r != nil {
-		attrs = append(attrs, slog.String("stop", string(r.Stop)), slog.Duration("duration", r.Duration),
-			slog.Int("batches", r.Batches), slog.Int("processed", r.Processed), slog.Int("failed", r.Failed))
-		if r.Duplicates > 0 {
-			attrs = append(attrs, slog.Int("duplicates", r.Duplicates))
-		}
-	}
-	if ev.Err != nil {
-		attrs = append(attrs, slog.String("err", ev.Err.Error()))
-	}
-	if ev.Stack != "" {
-		attrs = append(attrs, slog.String("stack", ev.Stack))
-	}
-	s.logAttrs(level, "cronguard: "+string(ev.Kind), attrs...)
-}
-
-// logAttrs logs one record, losing it if the logger's handler panics.
-func (s *Scheduler) logAttrs(level slog.Level, msg string, attrs ...slog.Attr) {
-	defer recoverLogger()
-	s.cfg.logger.LogAttrs(context.Background(), level, msg, attrs...)
-}
-
-// recoverLogger, deferred around a call into the logger, swallows a panic of
-// its handler: a log record is not worth the process, and the logger cannot
-// be told about its own failure.
-func recoverLogger() { _ = recover() }
-
 // ReportFrom is for Middleware (tracing, metrics): inside a run it returns
 // the Report of the run of ctx as it stands, given the error the rest of
 // the chain returned — the Report the Scheduler is about to emit, with the
 // job's name, trigger, tick, instance, batches, items and why it stopped or
 // was skipped. ok is false outside a run.
 func ReportFrom(ctx context.Context, err error) (r Report, ok bool) {
-	st, ok := ctx.Value(runKey{}).(*run)
+	run, ok := ctx.Value(runKey{}).(*run)
 	if !ok {
 		return Report{}, false
 	}
-	return st.report(err), true
+	return run.report(err), true
 }
 
 // runAllocBudget is the most objects a scheduled run of a no-op job

@@ -27,7 +27,7 @@ var ErrNotATick = errors.New("cronguard: not a tick of the job's spec")
 //
 // As with RunManually, the returned error is otherwise Report.Err: nil when
 // the run did its work, the skip's error when it did not start
-// (Report.Skipped says why).
+// (a *SkipError; Report.Outcome names why).
 func (s *Scheduler) RunTick(ctx context.Context, name string, tick time.Time) (Report, error) {
 	e, err := s.lookup(name)
 	if err != nil {

@@ -35,10 +35,10 @@ func TestRunTick(t *testing.T) {
 		{"paris", time.Date(2026, 11, 27, 8, 30, 0, 0, time.UTC)},
 	} {
 		rep, err := s.RunTick(ctx, c.job, c.tick)
-		if err != nil || rep.Stop != StopDone || !rep.Tick.Equal(c.tick) || rep.Trigger != TriggerSchedule {
+		if err != nil || rep.Outcome() != "done" || !rep.Tick.Equal(c.tick) || rep.Trigger != TriggerSchedule {
 			t.Fatalf("%s at %s: %v, %v", c.job, c.tick, rep, err)
 		}
-		if rep, err := s.RunTick(ctx, c.job, c.tick); rep.Skipped != SkipTickTaken || !errors.Is(err, ErrTickTaken) {
+		if rep, err := s.RunTick(ctx, c.job, c.tick); skipOf(rep) != "tick_taken" || !errors.Is(err, ErrTickTaken) {
 			t.Fatalf("%s at %s again: %v, %v", c.job, c.tick, rep, err)
 		}
 	}
@@ -57,7 +57,7 @@ func TestRunTick(t *testing.T) {
 		{"half", time.Time{}, []string{"0001-01-01T00:00:00Z"}},
 	} {
 		rep, err := s.RunTick(ctx, c.job, c.tick)
-		if !errors.Is(err, ErrNotATick) || !errors.Is(rep.Err, ErrNotATick) || rep.Stop != "" || rep.Skipped != "" {
+		if !errors.Is(err, ErrNotATick) || !errors.Is(rep.Err, ErrNotATick) || !rep.Start.IsZero() || skipOf(rep) != "" || rep.Instance != "" {
 			t.Fatalf("%s at %s: %v, %v; want ErrNotATick", c.job, c.tick, rep, err)
 		}
 		for _, w := range c.want {

@@ -48,7 +48,7 @@ func TestFiresThroughCron(t *testing.T) {
 		t.Fatalf("ticks %v do not advance", ticks)
 	}
 	info, _ := s.Job("sec")
-	if !info.Prev.Equal(ticks[len(ticks)-1]) || info.Last == nil || info.Last.Stop != StopDone {
+	if !info.Prev.Equal(ticks[len(ticks)-1]) || info.Last == nil || info.Last.Outcome() != "done" {
 		t.Fatalf("JobInfo = %+v", info)
 	}
 }
@@ -89,7 +89,7 @@ func TestStopWaitsForRunningJob(t *testing.T) {
 	if err := recv(t, stopped); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
-	if r := recv(t, run); r.Stop != StopDone {
+	if r := recv(t, run); r.Outcome() != "done" {
 		t.Fatalf("the waited-for run: %+v", r)
 	}
 }
@@ -114,7 +114,7 @@ func TestStopCancelsSlowJobAtDeadline(t *testing.T) {
 		t.Fatalf("Stop = %v, want the deadline and the job still running named", err)
 	}
 	rep := recv(t, run)
-	if !errors.Is(cause, ErrStopped) || rep.Stop != StopCanceled || !errors.Is(rep.Err, ErrStopped) {
+	if !errors.Is(cause, ErrStopped) || rep.Outcome() != "canceled" || !errors.Is(rep.Err, ErrStopped) {
 		t.Fatalf("cause=%v report=%+v, want the job canceled with ErrStopped", cause, rep)
 	}
 	if err := s.Stop(context.Background()); err != nil {
@@ -153,7 +153,7 @@ func TestJobsInfo(t *testing.T) {
 	if !a.Enabled || b.Enabled || b.Flag != "b-flag" || b.Spec != "*/5 * * * *" {
 		t.Fatalf("a=%+v b=%+v", a, b)
 	}
-	if a.Last == nil || a.Last.Stop != StopDone || !a.Last.Tick.Equal(t0) || b.Last != nil {
+	if a.Last == nil || a.Last.Outcome() != "done" || !a.Last.Tick.Equal(t0) || b.Last != nil {
 		t.Fatalf("last reports: a=%+v b=%+v", a.Last, b.Last)
 	}
 	if !a.Next.After(time.Now()) || a.Next.Unix()%3600 != 0 || b.Next.Minute()%5 != 0 {
@@ -176,7 +176,7 @@ func TestRunManuallyItems(t *testing.T) {
 	if err != nil || fetched || len(got) != 3 || got[0] != 7 || got[2] != 9 {
 		t.Fatalf("err=%v fetched=%v got=%v", err, fetched, got)
 	}
-	if rep.Trigger != TriggerManual || rep.Processed != 3 || rep.Batches != 1 || rep.Stop != StopDone || !rep.Tick.IsZero() {
+	if rep.Trigger != TriggerManual || rep.Processed != 3 || rep.Batches != 1 || rep.Outcome() != "done" || !rep.Tick.IsZero() {
 		t.Fatalf("report = %+v", rep)
 	}
 }

@@ -41,7 +41,7 @@ func TestStopGraceJobIgnoringContext(t *testing.T) {
 		t.Fatalf("Stop returned after %s, before ctx (%s) + grace (%s)", took, wait, grace)
 	}
 	free()
-	if rep := recv(t, run); rep.Stop != StopCanceled || !errors.Is(rep.Err, ErrStopped) {
+	if rep := recv(t, run); rep.Outcome() != "canceled" || !errors.Is(rep.Err, ErrStopped) {
 		t.Fatalf("the deaf run, once it returned: %+v", rep)
 	}
 }
@@ -77,7 +77,7 @@ func TestStopGraceWaitsForJobReturningDuringGrace(t *testing.T) {
 	if took >= s.cfg.stopGrace {
 		t.Fatalf("Stop took %s: it waited out the whole grace although the job had returned", took)
 	}
-	if rep := recv(t, run); rep.Stop != StopCanceled {
+	if rep := recv(t, run); rep.Outcome() != "canceled" {
 		t.Fatalf("run: %+v", rep)
 	}
 }

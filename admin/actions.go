@@ -29,12 +29,12 @@ func (h *handler) runJob(w http.ResponseWriter, r *http.Request) {
 	// The run belongs to the scheduler, not to this request.
 	ctx := cronguard.WithActor(context.WithoutCancel(r.Context()), who)
 	rep, err := h.s.RunManually(ctx, name, items...)
-	if rep.Stop == "" { // it did not run: unknown job, wrong items, locked, stopped
+	if rep.Start.IsZero() { // it did not start: unknown job, wrong items, locked, stopped
 		h.audit(r, "run", name, who, err, "items", countItems(items))
 		fail(w, err)
 		return
 	}
-	h.audit(r, "run", name, who, err, "items", countItems(items), "stop", string(rep.Stop),
+	h.audit(r, "run", name, who, err, "items", countItems(items), "stop", rep.Outcome(),
 		"processed", rep.Processed, "failed", rep.Failed)
 	writeJSON(w, http.StatusOK, rep)
 }

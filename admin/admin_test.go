@@ -326,7 +326,7 @@ func TestListJobs(t *testing.T) {
 		t.Errorf("slow: running %d enabled %v; want 1 run going, on", slow.Running, slow.Enabled)
 	}
 	b := byName["broken"]
-	if b.Last == nil || b.Last.Stop != cronguard.StopError || b.Last.Err == nil || b.Last.Err.Error() != "smtp: 550 mailbox full" {
+	if b.Last == nil || b.Last.Outcome() != "error" || b.Last.Err == nil || b.Last.Err.Error() != "smtp: 550 mailbox full" {
 		t.Errorf("broken's last run: %+v; want the failed run with its error text", b.Last)
 	}
 }
@@ -372,7 +372,7 @@ func TestRunNow(t *testing.T) {
 	f := newFixture(t, admin.MaxBodyBytes(512))
 
 	rep := decode[cronguard.Report](t, f.do(t, "POST", "/api/jobs/mail/run", token, ""))
-	if rep.Trigger != cronguard.TriggerManual || rep.By != "token" || rep.Stop != cronguard.StopDone || rep.Instance != "web-1" {
+	if rep.Trigger != cronguard.TriggerManual || rep.By != "token" || rep.Outcome() != "done" || rep.Instance != "web-1" {
 		t.Errorf("whole run: %+v", rep)
 	}
 	rep = decode[cronguard.Report](t, f.do(t, "POST", "/api/jobs/mail/run", token, `[{"id":1,"email":"a@x"},{"id":2,"email":"b@x"}]`))
@@ -380,7 +380,7 @@ func TestRunNow(t *testing.T) {
 		t.Errorf("items: %+v", rep)
 	}
 	rep = decode[cronguard.Report](t, f.do(t, "POST", "/api/jobs/broken/run", token, ""))
-	if rep.Stop != cronguard.StopError || rep.Err == nil || !strings.Contains(rep.Err.Error(), "mailbox full") {
+	if rep.Outcome() != "error" || rep.Err == nil || !strings.Contains(rep.Err.Error(), "mailbox full") {
 		t.Errorf("a failed run: %+v; want 200 with the report and its error", rep)
 	}
 

@@ -103,7 +103,7 @@ func (d *dashboard) run(w http.ResponseWriter, r *http.Request, c caller) {
 	defer t.Stop()
 	select {
 	case res := <-done:
-		d.h.audit(r, "run", name, c.who, res.err, "reason", clipN(why, maxReasonBytes), "via", "dashboard", "stop", string(res.rep.Stop))
+		d.h.audit(r, "run", name, c.who, res.err, "reason", clipN(why, maxReasonBytes), "via", "dashboard", "stop", res.rep.Outcome())
 		d.setFlash(w, r, runFlash(res))
 	case <-t.C:
 		d.h.audit(r, "run", name, c.who, nil, "reason", clipN(why, maxReasonBytes), "via", "dashboard", "stop", "still running")
@@ -115,7 +115,7 @@ func (d *dashboard) run(w http.ResponseWriter, r *http.Request, c caller) {
 }
 
 func runFlash(res ran) flash {
-	if res.rep.Stop == "" { // it did not run: locked, stopped
+	if res.rep.Start.IsZero() { // it did not start: locked, stopped
 		return flash{"bad", "Not run: " + res.err.Error()}
 	}
 	v := newRunView(&res.rep, time.Now(), shownError)

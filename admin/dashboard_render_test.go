@@ -169,12 +169,12 @@ func fillHistory(t testing.TB, hs cronguard.HistoryStore, job string, n int) {
 		case i%50 == 49:
 			e.Kind, e.Missed, e.First, e.Last = cronguard.HistoryMissed, 3, at.Add(-3*time.Minute), at.Add(-time.Minute)
 		case i%5 == 4:
-			e.Kind, e.Skip = cronguard.HistorySkip, cronguard.SkipKilled
+			e.Kind, e.Skip = cronguard.HistorySkip, "killed"
 		default:
 			r := &cronguard.Report{Job: job, Trigger: cronguard.TriggerSchedule, Tick: at, Instance: e.Instance, Start: at,
-				Duration: time.Duration(i%17+1) * 37 * time.Millisecond, Batches: i % 4, Processed: (i % 13) * 10, Stop: cronguard.StopDone}
+				Duration: time.Duration(i%17+1) * 37 * time.Millisecond, Batches: i % 4, Processed: (i % 13) * 10}
 			if i%7 == 0 {
-				r.Stop, r.Err, r.Failed = cronguard.StopError, errors.New("db: connection reset"), 3
+				r.Err, r.Failed = errors.New("db: connection reset"), 3
 			}
 			e.Kind, e.Report = cronguard.HistoryRun, r
 		}

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"errors"
 	"fmt"
 	"html/template"
 	"net/url"
@@ -115,30 +116,34 @@ func newRunView(r *cronguard.Report, now time.Time, errMax int) *runView {
 	return v
 }
 
-// outcome is a run's result in a word: its stop reason, or why it was
-// skipped.
+// outcome is a run's result in a word (Report.Outcome), prefixed for a
+// run that was skipped.
 func outcome(r *cronguard.Report) string {
-	switch {
-	case r.Skipped != "":
-		return "skipped: " + string(r.Skipped)
-	case r.Stop != "":
-		return string(r.Stop)
+	if skipped(r) {
+		return "skipped: " + r.Outcome()
 	}
-	return "unknown"
+	return r.Outcome()
+}
+
+// skipped reports whether r is a run that did not start.
+func skipped(r *cronguard.Report) bool {
+	_, ok := errors.AsType[*cronguard.SkipError](r.Err)
+	return ok
 }
 
 // outcomeClass is ok for a clean run, warn for one stopped on purpose
 // (switch, stop, skip), bad for a failure.
 func outcomeClass(r *cronguard.Report) string {
-	switch {
-	case r.Skipped != "":
+	if skipped(r) {
 		return "warn"
-	case r.Stop == cronguard.StopDone || r.Stop == cronguard.StopMaxBatches:
-		if r.Err != nil || r.Failed > 0 {
+	}
+	switch r.Outcome() {
+	case "done", "max_batches":
+		if r.Failed > 0 {
 			return "bad"
 		}
 		return "ok"
-	case r.Stop == cronguard.StopKilled || r.Stop == cronguard.StopCanceled:
+	case "killed", "canceled":
 		return "warn"
 	}
 	return "bad"

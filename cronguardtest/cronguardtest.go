@@ -20,6 +20,7 @@ package cronguardtest
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"testing"
 	"time"
@@ -73,7 +74,7 @@ func New(t testing.TB, opts ...cronguard.Option) (*cronguard.Scheduler, *Recorde
 func RunTick(t testing.TB, s *cronguard.Scheduler, job string, tick time.Time) cronguard.Report {
 	t.Helper()
 	rep, err := s.RunTick(t.Context(), job, tick)
-	if err != nil && rep.Skipped == "" && rep.Stop == "" { // refused, not run (ErrUnknownJob, ErrNotATick)
+	if errors.Is(err, cronguard.ErrUnknownJob) || errors.Is(err, cronguard.ErrNotATick) { // refused, not run
 		t.Fatalf("cronguardtest.RunTick: %v", err)
 	}
 	return rep

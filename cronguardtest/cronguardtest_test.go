@@ -78,10 +78,10 @@ func TestRunTick(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := cronguardtest.RunTick(t, s, "j", t0)
-	if rep.Stop != cronguard.StopDone || rep.Trigger != cronguard.TriggerSchedule || !rep.Tick.Equal(t0) || rep.Instance != "test" {
+	if rep.Outcome() != "done" || rep.Trigger != cronguard.TriggerSchedule || !rep.Tick.Equal(t0) || rep.Instance != "test" {
 		t.Fatalf("report %+v", rep)
 	}
-	if r := cronguardtest.RunTick(t, s, "j", t0); r.Skipped != cronguard.SkipTickTaken {
+	if r := cronguardtest.RunTick(t, s, "j", t0); r.Outcome() != "tick_taken" {
 		t.Fatalf("the same tick again: %v", r)
 	}
 	cronguardtest.RunTick(t, s, "j", t0.Add(30*time.Second))
@@ -91,7 +91,7 @@ func TestRunTick(t *testing.T) {
 	if got := rec.Reports("j"); len(got) != 2 {
 		t.Fatalf("reports %+v", got)
 	}
-	if sk := rec.Find(cronguard.EventSkipped, "j"); len(sk) != 1 || sk[0].Skip != cronguard.SkipTickTaken {
+	if sk := rec.Find(cronguard.EventSkipped, "j"); len(sk) != 1 || sk[0].Skip != "tick_taken" {
 		t.Fatalf("skips %+v", sk)
 	}
 	if st := rec.Find(cronguard.EventStarted, ""); len(st) != 2 {
@@ -117,13 +117,13 @@ func TestRunTickGuards(t *testing.T) {
 	if err := s.Register("gaps", "@every 1m", cronguard.JobFunc(ok), cronguard.CatchUp()); err != nil {
 		t.Fatal(err)
 	}
-	if r := cronguardtest.RunTick(t, s, "fails", t0); r.Stop != cronguard.StopError || !errors.Is(r.Err, boom) {
+	if r := cronguardtest.RunTick(t, s, "fails", t0); r.Outcome() != "error" || !errors.Is(r.Err, boom) {
 		t.Fatalf("failing job: %v", r)
 	}
 	if err := s.SetEnabled(t.Context(), "off", false, "test"); err != nil {
 		t.Fatal(err)
 	}
-	if r := cronguardtest.RunTick(t, s, "off", t0); r.Skipped != cronguard.SkipKilled {
+	if r := cronguardtest.RunTick(t, s, "off", t0); r.Outcome() != "killed" {
 		t.Fatalf("switched-off job: %v", r)
 	}
 	cronguardtest.RunTick(t, s, "gaps", t0)
@@ -170,7 +170,7 @@ func TestRunTickRefuses(t *testing.T) {
 		t.Fatalf("the job ran %d times", runs)
 	}
 	// The same instant in another zone is the same tick.
-	if r := cronguardtest.RunTick(t, s, "j", t0.In(time.FixedZone("X", 3600))); r.Stop != cronguard.StopDone {
+	if r := cronguardtest.RunTick(t, s, "j", t0.In(time.FixedZone("X", 3600))); r.Outcome() != "done" {
 		t.Fatalf("tick in another zone: %v", r)
 	}
 }
@@ -191,7 +191,7 @@ func TestRecorderWait(t *testing.T) {
 	}
 	close(release)
 	ev := rec.Wait(t, cronguard.EventFinished, "slow", 5*time.Second)
-	if ev.Report == nil || ev.Report.Stop != cronguard.StopDone {
+	if ev.Report == nil || ev.Report.Outcome() != "done" {
 		t.Fatalf("finished event %+v", ev)
 	}
 	<-done

@@ -55,14 +55,14 @@ func testReminders(t testing.TB) {
 	}
 	tick := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
 	rep := cronguardtest.RunTick(t, s, "reminders", tick)
-	if rep.Stop != cronguard.StopDone || rep.Processed != 2 || rep.Failed != 1 {
+	if rep.Outcome() != "done" || rep.Processed != 2 || rep.Failed != 1 {
 		t.Errorf("report: %v", rep)
 	}
 	failed := rec.Find(cronguard.EventItemFailed, "reminders")
 	if len(failed) != 1 || failed[0].Item != "bob" {
 		t.Errorf("item failures: %+v", failed)
 	}
-	fmt.Println(rep.Trigger, rep.Tick.Format(time.Kitchen), rep.Stop)
+	fmt.Println(rep.Trigger, rep.Tick.Format(time.Kitchen), rep.Outcome())
 	fmt.Println("batches:", rep.Batches, "processed:", rep.Processed, "failed:", rep.Failed)
 	fmt.Println("failed item:", failed[0].Item, "-", failed[0].Err)
 }

@@ -336,7 +336,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	var skips int
 	for _, e := range a.history(t) {
 		switch {
-		case e.Kind == cronguard.HistorySkip && e.Skip == cronguard.SkipKilled:
+		case e.Kind == cronguard.HistorySkip && e.Skip == "killed":
 			skips++
 		case e.Kind == cronguard.HistoryRun && e.Report.Start.After(flipped.Add(time.Second)):
 			t.Errorf("a run started %s after the switch went off: %v", e.Report.Start.Sub(flipped), e.Report)

@@ -2,10 +2,11 @@ package cgotel
 
 // This file reads the run from the core's report (cronguard.ReportFrom):
 // the job, trigger, tick and instance before the run, and after it whether
-// it was skipped and why, its stop reason, batches and items.
+// it was skipped and why, its outcome, batches and items.
 
 import (
 	"context"
+	"errors"
 
 	"github.com/cronguard/cronguard"
 	"go.opentelemetry.io/otel/attribute"
@@ -35,11 +36,12 @@ func after(ctx context.Context, err error) result {
 		return result{outcome: OutcomeOK}
 	case !ok:
 		return result{outcome: OutcomeError, err: err}
-	case r.Skipped != "":
-		return result{outcome: OutcomeSkipped, skip: r.Skipped, err: r.Err}
+	}
+	if skip, ok := errors.AsType[*cronguard.SkipError](r.Err); ok {
+		return result{outcome: OutcomeSkipped, skip: r.Outcome(), backend: errors.Is(skip.Reason, cronguard.ErrBackend), err: r.Err}
 	}
 	res := result{outcome: OutcomeOK, attrs: []attribute.KeyValue{
-		AttrStop.String(string(r.Stop)),
+		AttrStop.String(r.Outcome()),
 		AttrBatches.Int(r.Batches),
 		AttrProcessed.Int(r.Processed),
 		AttrFailed.Int(r.Failed),

@@ -183,7 +183,8 @@ func (r runInfo) attributes() []attribute.KeyValue {
 // result is how the attempt ended.
 type result struct {
 	outcome string
-	skip    cronguard.SkipReason // when skipped
+	skip    string               // when skipped: the Report.Outcome of the skip
+	backend bool                 // a skip because a store could not answer (ErrBackend)
 	err     error                // the error to record, when outcome is error or a backend skip
 	attrs   []attribute.KeyValue // what the core's report adds
 }
@@ -193,9 +194,9 @@ func record(span trace.Span, r result) {
 	span.SetAttributes(AttrOutcome.String(r.outcome))
 	span.SetAttributes(r.attrs...)
 	if r.outcome == OutcomeSkipped {
-		span.AddEvent("skipped", trace.WithAttributes(AttrSkipReason.String(string(r.skip))))
+		span.AddEvent("skipped", trace.WithAttributes(AttrSkipReason.String(r.skip)))
 	}
-	if r.err != nil && (r.outcome == OutcomeError || r.skip == cronguard.SkipBackend) {
+	if r.err != nil && (r.outcome == OutcomeError || r.backend) {
 		fail(span, r.err)
 	}
 }

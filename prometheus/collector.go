@@ -165,18 +165,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// stopReasons and skipReasons are the enums whose series touch creates;
-// a reason the core adds later appears at its first use.
+// stopReasons and skipReasons are the words of Report.Outcome (for a run
+// that started, and for one that did not) whose series touch creates; a
+// word the core adds later appears at its first use. alerts.yml matches
+// these values.
 var (
-	stopReasons = []cronguard.StopReason{
-		cronguard.StopDone, cronguard.StopKilled, cronguard.StopMaxBatches, cronguard.StopRunaway,
-		cronguard.StopLockLost, cronguard.StopErrorBudget, cronguard.StopCanceled,
-		cronguard.StopTimeout, cronguard.StopError,
+	stopReasons = []string{
+		"done", "killed", "max_batches", "runaway", "lock_lost", "error_budget", "canceled", "timeout", "error",
 	}
-	skipReasons = []cronguard.SkipReason{
-		cronguard.SkipKilled, cronguard.SkipTickTaken, cronguard.SkipOverlap,
-		cronguard.SkipLocked, cronguard.SkipBackend, cronguard.SkipStopped,
-	}
+	skipReasons = []string{"killed", "tick_taken", "overlap", "locked", "backend", "stopped"}
 )
 
 // touch creates job's counters at 0 where they do not exist yet: the
@@ -188,10 +185,10 @@ func (c *Collector) touch(job string) {
 		v.WithLabelValues(job)
 	}
 	for _, r := range skipReasons {
-		c.skips.WithLabelValues(job, string(r))
+		c.skips.WithLabelValues(job, r)
 	}
 	for _, r := range stopReasons {
-		c.runs.WithLabelValues(job, string(cronguard.TriggerSchedule), string(r))
+		c.runs.WithLabelValues(job, string(cronguard.TriggerSchedule), r)
 	}
 }
 

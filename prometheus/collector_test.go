@@ -152,7 +152,7 @@ func TestScriptedRunsExactValues(t *testing.T) {
 
 	must(t, s.Start())
 	rep, err := s.RunManually(context.Background(), "batch")
-	if err != nil || rep.Stop != cronguard.StopDone || rep.Processed != 4 || rep.Failed != 1 || rep.Batches != 3 {
+	if err != nil || rep.Outcome() != "done" || rep.Processed != 4 || rep.Failed != 1 || rep.Batches != 3 {
 		t.Fatalf("batch: %v, %v", rep, err)
 	}
 	if _, err := s.RunManually(context.Background(), "failing"); err == nil {
@@ -164,7 +164,7 @@ func TestScriptedRunsExactValues(t *testing.T) {
 	}
 	// The switched-off job is skipped at a real tick (one a second).
 	rec.waitFor(t, 5*time.Second, func(ev cronguard.Event) bool {
-		return ev.Kind == cronguard.EventSkipped && ev.Job == "off" && ev.Skip == cronguard.SkipKilled
+		return ev.Kind == cronguard.EventSkipped && ev.Job == "off" && ev.Skip == "killed"
 	})
 	must(t, s.Stop(context.Background())) // no more ticks: the counts are final
 	skips := rec.count(cronguard.EventSkipped, "off")
@@ -313,7 +313,7 @@ func TestLockLostOnRealRedis(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the run did not end after its lock was deleted")
 	}
-	if rep.Stop != cronguard.StopLockLost {
+	if rep.Outcome() != "lock_lost" {
 		t.Fatalf("report: %v", rep)
 	}
 	got := scrape(t, srv.URL)

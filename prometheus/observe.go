@@ -11,7 +11,7 @@ import (
 // (a few map lookups under client_golang's locks), safe for concurrent use,
 // and never panics.
 //
-//   - finished: cronguard_runs_total{result=Report.Stop} and the duration;
+//   - finished: cronguard_runs_total{result=Report.Outcome()} and the duration;
 //     the items processed and failed of the run; a run whose Report.Err is
 //     nil (stop done or max_batches) sets the last success time to the
 //     event's time.
@@ -27,7 +27,7 @@ func (c *Collector) Observe(ev cronguard.Event) {
 	case cronguard.EventFinished:
 		c.finished(job, ev)
 	case cronguard.EventSkipped:
-		c.skips.WithLabelValues(job, orUnknown(string(ev.Skip))).Inc()
+		c.skips.WithLabelValues(job, orUnknown(ev.Skip)).Inc()
 	case cronguard.EventMissed:
 		c.missed.WithLabelValues(job).Add(float64(missedCount(ev)))
 	case cronguard.EventLockLost:
@@ -43,7 +43,7 @@ func (c *Collector) finished(job string, ev cronguard.Event) {
 		return
 	}
 	trigger := orUnknown(string(r.Trigger))
-	c.runs.WithLabelValues(job, trigger, orUnknown(string(r.Stop))).Inc()
+	c.runs.WithLabelValues(job, trigger, r.Outcome()).Inc()
 	// A run that failed before the guards let it start (a middleware that
 	// returned early) has no start time, so no duration worth observing.
 	if !r.Start.IsZero() {

@@ -157,25 +157,25 @@ func TestUnleashKillSwitchOfflineTicks(t *testing.T) {
 		}
 	}
 
-	if ev := rec.outcome(t, "on", start); ev.Kind != cronguard.EventFinished || ev.Report.Stop != cronguard.StopDone {
+	if ev := rec.outcome(t, "on", start); ev.Kind != cronguard.EventFinished || ev.Report.Outcome() != "done" {
 		t.Errorf("toggle on: %+v", ev)
 	}
-	if ev := rec.outcome(t, "off", start); ev.Skip != cronguard.SkipKilled || !errors.Is(ev.Err, cronguard.ErrKilled) {
+	if ev := rec.outcome(t, "off", start); ev.Skip != "killed" || !errors.Is(ev.Err, cronguard.ErrKilled) {
 		t.Errorf("toggle off: %+v", ev)
 	}
 	ev := rec.outcome(t, "loop", start)
-	if ev.Kind != cronguard.EventFinished || ev.Report.Stop != cronguard.StopRunaway || ev.Report.Tripped ||
+	if ev.Kind != cronguard.EventFinished || ev.Report.Outcome() != "runaway" || ev.Report.Tripped ||
 		!errors.Is(ev.Err, cronguard.ErrRunaway) || strings.Contains(ev.Err.Error(), "switching flag") {
 		t.Errorf("runaway: %+v (err %v)", ev, ev.Err)
 	}
-	if ev := closedRec.outcome(t, "on", start); ev.Skip != cronguard.SkipBackend || !errors.Is(ev.Err, cronguard.ErrFlagUnavailable) ||
+	if ev := closedRec.outcome(t, "on", start); ev.Skip != "backend" || !errors.Is(ev.Err, cronguard.ErrFlagUnavailable) ||
 		!strings.Contains(ev.Err.Error(), "no toggles yet") {
 		t.Errorf("no toggles, fail closed: %+v (err %v)", ev, ev.Err)
 	}
 	if ev, ok := closedRec.find("on", cronguard.EventFlag); !ok || ev.Enabled {
 		t.Errorf("no toggles, fail closed: EventFlag = %+v, %v", ev, ok)
 	}
-	if ev := openRec.outcome(t, "on", start); ev.Kind != cronguard.EventFinished || ev.Report.Stop != cronguard.StopDone {
+	if ev := openRec.outcome(t, "on", start); ev.Kind != cronguard.EventFinished || ev.Report.Outcome() != "done" {
 		t.Errorf("no toggles, WithFailOpen: %+v (err %v)", ev, ev.Err)
 	}
 }

@@ -168,7 +168,7 @@ func TestUnleashKillSwitchToggle(t *testing.T) {
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if ev := rec.outcome(t, job, seen); ev.Skip != cronguard.SkipKilled || !errors.Is(ev.Err, cronguard.ErrKilled) || ran.Load() != 0 {
+	if ev := rec.outcome(t, job, seen); ev.Skip != "killed" || !errors.Is(ev.Err, cronguard.ErrKilled) || ran.Load() != 0 {
 		t.Fatalf("toggle off: %+v, ran %d", ev, ran.Load())
 	}
 
@@ -176,7 +176,7 @@ func TestUnleashKillSwitchToggle(t *testing.T) {
 	srv.flip(t, toggle, true)
 	took := waitFor(t, 10*time.Second, "toggle on reaches the client", ksIs(ks, job, true))
 	t.Logf("Unleash flip on seen after %s (refresh 250ms)", took)
-	if ev := rec.outcome(t, job, time.Now()); ev.Kind != cronguard.EventFinished || ev.Report.Stop != cronguard.StopDone || ran.Load() == 0 {
+	if ev := rec.outcome(t, job, time.Now()); ev.Kind != cronguard.EventFinished || ev.Report.Outcome() != "done" || ran.Load() == 0 {
 		t.Fatalf("toggle on: %+v, ran %d", ev, ran.Load())
 	}
 	if st := ks.State(job); !st.Enabled || !strings.Contains(st.Reason, toggle) {
@@ -186,7 +186,7 @@ func TestUnleashKillSwitchToggle(t *testing.T) {
 	srv.flip(t, toggle, false)
 	took = waitFor(t, 10*time.Second, "toggle off reaches the client", ksIs(ks, job, false))
 	t.Logf("Unleash flip off seen after %s (refresh 250ms); round trip since first flip %s", took, time.Since(flipped))
-	if ev := rec.outcome(t, job, time.Now()); ev.Skip != cronguard.SkipKilled {
+	if ev := rec.outcome(t, job, time.Now()); ev.Skip != "killed" {
 		t.Fatalf("toggle off again: %+v", ev)
 	}
 
@@ -252,10 +252,10 @@ func TestUnleashKillSwitchServerDown(t *testing.T) {
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if ev := rec.outcome(t, onJob, down); ev.Kind != cronguard.EventFinished || ev.Report.Stop != cronguard.StopDone {
+	if ev := rec.outcome(t, onJob, down); ev.Kind != cronguard.EventFinished || ev.Report.Outcome() != "done" {
 		t.Fatalf("server down, toggle was on: %+v (err %v)", ev, ev.Err)
 	}
-	if ev := rec.outcome(t, offJob, down); ev.Skip != cronguard.SkipKilled {
+	if ev := rec.outcome(t, offJob, down); ev.Skip != "killed" {
 		t.Fatalf("server down, toggle was off: %+v (err %v)", ev, ev.Err)
 	}
 
@@ -281,13 +281,13 @@ func TestUnleashKillSwitchServerDown(t *testing.T) {
 		}
 	}
 	ev := closedRec.outcome(t, onJob, begin)
-	if ev.Skip != cronguard.SkipBackend || !errors.Is(ev.Err, cronguard.ErrFlagUnavailable) || !strings.Contains(ev.Err.Error(), "no toggles yet") {
+	if ev.Skip != "backend" || !errors.Is(ev.Err, cronguard.ErrFlagUnavailable) || !strings.Contains(ev.Err.Error(), "no toggles yet") {
 		t.Fatalf("fresh client, fail closed: %+v (err %v)", ev, ev.Err)
 	}
 	if ev, ok := closedRec.find(onJob, cronguard.EventFlag); !ok || ev.Enabled {
 		t.Fatalf("EventFlag = %+v, %v", ev, ok)
 	}
-	if ev := openRec.outcome(t, onJob, begin); ev.Kind != cronguard.EventFinished || ev.Report.Stop != cronguard.StopDone {
+	if ev := openRec.outcome(t, onJob, begin); ev.Kind != cronguard.EventFinished || ev.Report.Outcome() != "done" {
 		t.Fatalf("fresh client, WithFailOpen: %+v (err %v)", ev, ev.Err)
 	}
 	if freshL.ready.Load() {
@@ -305,7 +305,7 @@ func TestUnleashKillSwitchServerDown(t *testing.T) {
 	// The server comes back: the fresh client fetches and follows Unleash.
 	startUnleash(t)
 	waitFor(t, 15*time.Second, "fresh client fetches once the server is back", ksIs(freshKS, onJob, true))
-	if ev := closedRec.outcome(t, onJob, time.Now()); ev.Kind != cronguard.EventFinished || ev.Report.Stop != cronguard.StopDone {
+	if ev := closedRec.outcome(t, onJob, time.Now()); ev.Kind != cronguard.EventFinished || ev.Report.Outcome() != "done" {
 		t.Fatalf("server back: %+v (err %v)", ev, ev.Err)
 	}
 }

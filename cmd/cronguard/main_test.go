@@ -141,7 +141,7 @@ func TestCLIEndToEnd(t *testing.T) {
 	// run with items from stdin, and from a file
 	r = runCLI(t, vars, `[{"id":1,"email":"a@x"},{"id":2,"email":"b@x"}]`, "run", "mail", "--items", "-", "--json")
 	wantCode(t, r, 0)
-	if rep := as[cronguard.Report](t, r); rep.Processed != 2 || rep.By != "token" || rep.Stop != cronguard.StopDone {
+	if rep := as[cronguard.Report](t, r); rep.Processed != 2 || rep.By != "token" || rep.Outcome() != "done" {
 		t.Errorf("run --items -: %+v", rep)
 	}
 	file := filepath.Join(t.TempDir(), "items.json")
@@ -157,7 +157,7 @@ func TestCLIEndToEnd(t *testing.T) {
 	// a run that fails: exit 1, the report still printed
 	r = runCLI(t, vars, "", "run", "broken", "--json")
 	wantCode(t, r, 1)
-	if rep := as[cronguard.Report](t, r); rep.Stop != cronguard.StopError || rep.Err == nil {
+	if rep := as[cronguard.Report](t, r); rep.Outcome() != "error" || rep.Err == nil {
 		t.Errorf("failed run: %+v", rep)
 	}
 	// wrong item type, unknown job: exit 1 with the API's error as JSON

@@ -18,7 +18,7 @@
 //     scheduler starts, and its Report.
 //  2. A kill-switch flip: about 1.5 s into the first scheduled run an
 //     "operator" goroutine calls Scheduler.SetEnabled(ctx, job, false,
-//     reason). The run stops between two batches (Report.Stop == "killed"),
+//     reason). The run stops between two batches (Report.Outcome() == "killed"),
 //     the next tick is skipped, and a few seconds later the switch goes back
 //     on so the following tick finishes the rest.
 //  3. A clean exit after -duration (default 30s) or Ctrl-C: Scheduler.Stop
@@ -99,13 +99,13 @@ func defaultOptions() options {
 
 // summary is what the scenario did, for the final lines and the test.
 type summary struct {
-	Users     int                          // users seeded
-	Confirmed int                          // users marked confirmed at the end
-	Outbox    int                          // e-mails "sent"
-	Doubles   int                          // users with more than one e-mail
-	Manual    cronguard.Report             // the manual run for one user
-	Runs      []cronguard.Report           // scheduled runs that finished, in order
-	Skipped   map[cronguard.SkipReason]int // scheduled ticks that did not run, by reason
+	Users     int                // users seeded
+	Confirmed int                // users marked confirmed at the end
+	Outbox    int                // e-mails "sent"
+	Doubles   int                // users with more than one e-mail
+	Manual    cronguard.Report   // the manual run for one user
+	Runs      []cronguard.Report // scheduled runs that finished, in order
+	Skipped   map[string]int     // scheduled ticks that did not run, by reason
 }
 
 func main() {
@@ -136,7 +136,7 @@ func run(ctx context.Context, out io.Writer, o options) (sum summary, err error)
 	}
 	p := &printer{out: out, t0: time.Now()}
 	sum.Users = o.Users
-	sum.Skipped = map[cronguard.SkipReason]int{}
+	sum.Skipped = map[string]int{}
 
 	dir, err := os.MkdirTemp("", "cronguard-quickstart-")
 	if err != nil {
@@ -456,14 +456,14 @@ func describe(r cronguard.Report) string {
 	}
 	sent := fmt.Sprintf("%s sent in %s", plural(r.Processed, "e-mail"), plural(r.Batches, "batch"))
 	switch {
-	case r.Stop == cronguard.StopDone && r.Processed == 0 && r.Failed == 0:
+	case r.Outcome() == "done" && r.Processed == 0 && r.Failed == 0:
 		return fmt.Sprintf("done, nothing left to do (%s)", took)
-	case r.Stop == cronguard.StopDone && r.Failed == 0:
+	case r.Outcome() == "done" && r.Failed == 0:
 		return fmt.Sprintf("done: %s (%s)", sent, took)
-	case r.Stop == cronguard.StopKilled:
+	case r.Outcome() == "killed":
 		return fmt.Sprintf("KILLED between batches: %s, then stopped (%s)", sent, took)
 	}
-	s := fmt.Sprintf("%s: %s, %d failed (%s)", r.Stop, sent, r.Failed, took)
+	s := fmt.Sprintf("%s: %s, %d failed (%s)", r.Outcome(), sent, r.Failed, took)
 	if r.Err != nil {
 		s += ": " + r.Err.Error()
 	}
@@ -485,7 +485,7 @@ func plural(n int, noun string) string {
 func outcome(sum summary) string {
 	killed := 0
 	for _, r := range sum.Runs {
-		if r.Stop == cronguard.StopKilled {
+		if r.Outcome() == "killed" {
 			killed++
 		}
 	}
@@ -495,5 +495,5 @@ func outcome(sum summary) string {
 	}
 	return fmt.Sprintf("summary: %d/%d users confirmed, %s, %s; 1 manual run, %s (%d killed), %s skipped while switched off",
 		sum.Confirmed, sum.Users, plural(sum.Outbox, "outbox row"), verdict,
-		plural(len(sum.Runs), "scheduled run"), killed, plural(sum.Skipped[cronguard.SkipKilled], "tick"))
+		plural(len(sum.Runs), "scheduled run"), killed, plural(sum.Skipped["killed"], "tick"))
 }

@@ -41,7 +41,7 @@ func TestScenario(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 
-	if sum.Manual.Trigger != cronguard.TriggerManual || sum.Manual.Processed != 1 || sum.Manual.Stop != cronguard.StopDone {
+	if sum.Manual.Trigger != cronguard.TriggerManual || sum.Manual.Processed != 1 || sum.Manual.Outcome() != "done" {
 		t.Errorf("manual run = %v; want trigger manual, 1 processed, done", sum.Manual)
 	}
 	if sum.Confirmed != sum.Users || sum.Outbox != sum.Users || sum.Doubles != 0 {
@@ -52,7 +52,7 @@ func TestScenario(t *testing.T) {
 	var killed, processed int
 	for _, r := range sum.Runs {
 		processed += r.Processed
-		if r.Stop == cronguard.StopKilled {
+		if r.Outcome() == "killed" {
 			killed++
 			if r.Processed == 0 || r.Processed >= sum.Users-1 || r.Processed%100 != 0 {
 				t.Errorf("killed run %v: want it stopped between batches, part way", r)
@@ -60,12 +60,12 @@ func TestScenario(t *testing.T) {
 		}
 	}
 	if killed == 0 {
-		t.Errorf("no scheduled run stopped with %q; runs: %v", cronguard.StopKilled, sum.Runs)
+		t.Errorf("no scheduled run stopped with %q; runs: %v", "killed", sum.Runs)
 	}
 	if got := sum.Manual.Processed + processed; got != sum.Users {
 		t.Errorf("runs processed %d users in all, want %d", got, sum.Users)
 	}
-	if sum.Skipped[cronguard.SkipKilled] == 0 {
+	if sum.Skipped["killed"] == 0 {
 		t.Errorf("no tick was skipped while the switch was off; skipped: %v", sum.Skipped)
 	}
 	if !strings.Contains(out.String(), "no user got two e-mails") {

@@ -91,7 +91,7 @@ func batchShapeCost(items []batchItem, shape batchShape, reps int) (batchResult,
 		for done := 0; done < len(items); runs++ {
 			rep, err := s.RunManually(ctx, "batch")
 			if err != nil || rep.Processed == 0 {
-				return res, fmt.Errorf("batch run: processed %d, stop %s, err %v", rep.Processed, rep.Stop, err)
+				return res, fmt.Errorf("batch run: processed %d, stop %s, err %v", rep.Processed, rep.Outcome(), err)
 			}
 			done += rep.Processed
 		}
