@@ -260,7 +260,7 @@ func TestBatchCheckpointNotSavedAfterLockLost(t *testing.T) {
 
 func TestNewRedisCheckpointsNil(t *testing.T) {
 	for name, rdb := range map[string]redis.UniversalClient{"nil": nil, "typed nil": (*redis.Client)(nil)} {
-		cs, err := NewRedisCheckpoints(rdb, RedisPrefix("x:"))
+		cs, err := NewRedisCheckpoints(rdb, WithKeyPrefix("x:"))
 		if !errors.Is(err, ErrInvalidOption) || cs != nil || !strings.Contains(err.Error(), "NewRedisCheckpoints") {
 			t.Errorf("%s: NewRedisCheckpoints = %v, %v; want ErrInvalidOption", name, cs, err)
 		}

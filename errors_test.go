@@ -235,13 +235,13 @@ func TestTypedNilRedisClients(t *testing.T) {
 	}
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled
 	defer c.Close()
-	if _, err := NewRedisLocker(c, RedlockWith(rdb)); !errors.Is(err, ErrInvalidOption) {
-		t.Errorf("RedlockWith(typed nil) = %v", err)
+	if _, err := NewRedlock([]redis.UniversalClient{c, rdb}); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("NewRedlock(typed nil) = %v", err)
 	}
 	if _, err := NewRedisKillSwitch(rdb); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("NewRedisKillSwitch(typed nil) = %v", err)
 	}
-	if _, err := NewRedisCheckpoints(rdb, RedisPrefix("cronguard:")); !errors.Is(err, ErrInvalidOption) {
+	if _, err := NewRedisCheckpoints(rdb, WithKeyPrefix("cronguard:")); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("NewRedisCheckpoints(typed nil) = %v", err)
 	}
 }

@@ -87,6 +87,7 @@ type historyConfig struct {
 // NewMemoryHistory, or NewRedisHistory on the first client with WithRedis.
 func WithHistoryStore(hs HistoryStore) Option {
 	return func(c *config) error {
+		c.saw("WithHistoryStore")
 		if isNil(hs) {
 			return fmt.Errorf("%w: WithHistoryStore(nil)", ErrInvalidOption)
 		}
@@ -97,8 +98,10 @@ func WithHistoryStore(hs HistoryStore) Option {
 
 // WithHistorySize sets how many history entries the default stores keep per
 // job (default 1,000): the memory ring's size, the Redis stream's MAXLEN.
+// NewRedisHistory takes it too.
 func WithHistorySize(n int) Option {
 	return func(c *config) error {
+		c.saw("WithHistorySize")
 		if n < 1 {
 			return fmt.Errorf("%w: WithHistorySize %d: must be at least 1", ErrInvalidOption, n)
 		}

@@ -16,7 +16,7 @@ func TestRedisHistoryAppendBatch(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client(t)
 	ctx := context.Background()
-	hs, err := NewRedisHistory(c, RedisHistorySize(100))
+	hs, err := NewRedisHistory(c, WithHistorySize(100))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestRedisHistoryBurstBatched(t *testing.T) {
 		}
 	}
 	stopSched(t, s) // flushes the writer
-	hs, err := NewRedisHistory(srv.Client(t), RedisHistorySize(10))
+	hs, err := NewRedisHistory(srv.Client(t), WithHistorySize(10))
 	if err != nil {
 		t.Fatal(err)
 	}

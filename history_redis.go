@@ -53,17 +53,17 @@ type redisHistory struct {
 // Cluster client), so that every instance sees the runs of every instance:
 // one capped stream per job (the layout and the guarantees: the doc of
 // redisHistory in history_redis.go; the keys: ARCHITECTURE.md). WithRedis
-// uses it. It takes RedisPrefix, RedisBudget and RedisHistorySize; a nil
-// client or option, or an option of another backend, is an error wrapping
-// ErrInvalidOption. Entries it cannot read come back as HistoryInvalid
+// uses it. It takes WithKeyPrefix, WithCallBudget and WithHistorySize; a
+// nil client or option, or an option that does not concern the history, is
+// an error wrapping ErrInvalidOption that names it. Entries it cannot read come back as HistoryInvalid
 // entries with a bounded Error; a key of the wrong type is an error
 // wrapping ErrHistory.
-func NewRedisHistory(rdb redis.UniversalClient, opts ...RedisOption) (HistoryStore, error) {
-	cfg, err := newRedisConfig(forHistory, rdb, opts)
+func NewRedisHistory(rdb redis.UniversalClient, opts ...Option) (HistoryStore, error) {
+	cfg, err := backendConfig(forHistory, rdb, opts)
 	if err != nil {
 		return nil, err
 	}
-	return &redisHistory{rdb: rdb, prefix: cfg.prefix, size: cfg.historySize, budget: cfg.budget}, nil
+	return &redisHistory{rdb: rdb, prefix: cfg.prefix, size: cfg.history.size, budget: cfg.budget}, nil
 }
 
 // key returns the name of the job's stream.

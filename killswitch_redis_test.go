@@ -17,7 +17,7 @@ var ksQuiet = slog.New(slog.DiscardHandler)
 
 // ksNew returns a quiet RedisKillSwitch on its own client to srv, closed
 // when the test ends (before the client).
-func ksNew(t *testing.T, srv *redistest.Server, opts ...RedisOption) *RedisKillSwitch {
+func ksNew(t *testing.T, srv *redistest.Server, opts ...Option) *RedisKillSwitch {
 	t.Helper()
 	k, _ := ksCounted(t, srv, 0, opts...)
 	return k
@@ -80,7 +80,7 @@ func TestRedisKillSwitchFlipRecordsWhoWhyWhen(t *testing.T) {
 
 func TestRedisKillSwitchOptions(t *testing.T) {
 	srv := redistest.Start(t)
-	off := ksNew(t, srv, RedisDefaultOff(), RedisPrefix("svc-a:"))
+	off := ksNew(t, srv, redisDefaultOff(), WithKeyPrefix("svc-a:"))
 	other := ksNew(t, srv) // prefix cronguard:
 	ksLoaded(t, off, other)
 	if off.key != "svc-a:killswitch" || off.channel != "svc-a:killswitch:flips:db0" {
@@ -103,11 +103,11 @@ func TestRedisKillSwitchOptions(t *testing.T) {
 
 	for _, tc := range []struct {
 		name string
-		opts []RedisOption
+		opts []Option
 	}{
-		{"zero resync", []RedisOption{RedisResync(0)}},
-		{"nil logger", []RedisOption{RedisLogger(nil)}},
-		{"nil option", []RedisOption{nil}},
+		{"zero resync", []Option{redisResync(0)}},
+		{"nil logger", []Option{WithLogger(nil)}},
+		{"nil option", []Option{nil}},
 	} {
 		if _, err := NewRedisKillSwitch(srv.Client(t), tc.opts...); !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("%s: err = %v, want ErrInvalidOption", tc.name, err)
@@ -123,8 +123,8 @@ func TestRedisKillSwitchOptions(t *testing.T) {
 func TestRedisKillSwitchResyncCorrectsLostMessage(t *testing.T) {
 	srv := redistest.Start(t)
 	const resync = 200 * time.Millisecond
-	a := ksNew(t, srv, RedisResync(resync))
-	b := ksNew(t, srv, RedisResync(resync))
+	a := ksNew(t, srv, redisResync(resync))
+	b := ksNew(t, srv, redisResync(resync))
 	ksLoaded(t, a, b)
 	rdb := srv.Client(t)
 	ctx := context.Background()
@@ -177,8 +177,8 @@ func TestRedisKillSwitchResyncCorrectsLostMessage(t *testing.T) {
 func TestRedisKillSwitchRedisRestartedAroundFlip(t *testing.T) {
 	srv := redistest.Start(t, redistest.Args("--appendonly", "yes", "--appendfsync", "always"))
 	const resync = time.Minute // only the resubscription can correct in time
-	a := ksNew(t, srv, RedisResync(resync))
-	b := ksNew(t, srv, RedisResync(resync))
+	a := ksNew(t, srv, redisResync(resync))
+	b := ksNew(t, srv, redisResync(resync))
 	ksLoaded(t, a, b)
 	ctx := context.Background()
 	if err := a.SetEnabled(ctx, "emails", false, "incident"); err != nil {
@@ -251,7 +251,7 @@ func TestRedisKillSwitchRedisRestartedAroundFlip(t *testing.T) {
 func TestRedisKillSwitchOutageDefersToFailPolicy(t *testing.T) {
 	srv := redistest.Start(t)
 	const resync = 300 * time.Millisecond
-	k := ksNew(t, srv, RedisResync(resync))
+	k := ksNew(t, srv, redisResync(resync))
 	ksLoaded(t, k)
 	s, rec := newTest(t, WithKillSwitch(k))
 	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { return nil })); err != nil {
@@ -437,7 +437,7 @@ func TestRedisKillSwitchUnreadableMessage(t *testing.T) {
 // Enabled is the hot path: a map lookup under a read lock.
 func BenchmarkRedisKillSwitchEnabled(b *testing.B) {
 	srv := redistest.Start(b)
-	k, err := NewRedisKillSwitch(srv.Client(b), RedisLogger(ksQuiet))
+	k, err := NewRedisKillSwitch(srv.Client(b), WithLogger(ksQuiet))
 	if err != nil {
 		b.Fatal(err)
 	}

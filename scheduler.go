@@ -65,12 +65,16 @@ type config struct {
 	redis       []redis.UniversalClient // set by WithRedis; turned into backends in New
 	owned       []io.Closer             // backends New made; closed by Stop
 	history     historyConfig           // history.go
+	given       []string                // names of the options given, for the Redis backends (redis.go)
+	resync      time.Duration           // Redis kill switch only; set by tests
+	defaultOff  bool                    // Redis kill switch only; set by tests
 }
 
 // WithLocker sets the store of tick claims and run locks. The default is a
 // MemoryLocker, which coordinates this process only.
 func WithLocker(l Locker) Option {
 	return func(c *config) error {
+		c.saw("WithLocker")
 		if isNil(l) {
 			return fmt.Errorf("%w: WithLocker(nil)", ErrInvalidOption)
 		}
@@ -83,6 +87,7 @@ func WithLocker(l Locker) Option {
 // every job on.
 func WithKillSwitch(ks KillSwitch) Option {
 	return func(c *config) error {
+		c.saw("WithKillSwitch")
 		if isNil(ks) {
 			return fmt.Errorf("%w: WithKillSwitch(nil)", ErrInvalidOption)
 		}
@@ -95,6 +100,7 @@ func WithKillSwitch(ks KillSwitch) Option {
 // (Batch.Checkpoint). The default keeps them in memory.
 func WithCheckpointStore(cs CheckpointStore) Option {
 	return func(c *config) error {
+		c.saw("WithCheckpointStore")
 		if isNil(cs) {
 			return fmt.Errorf("%w: WithCheckpointStore(nil)", ErrInvalidOption)
 		}
@@ -107,6 +113,7 @@ func WithCheckpointStore(cs CheckpointStore) Option {
 // The default is time.Local.
 func WithLocation(loc *time.Location) Option {
 	return func(c *config) error {
+		c.saw("WithLocation")
 		if loc == nil {
 			return fmt.Errorf("%w: WithLocation(nil)", ErrInvalidOption)
 		}
@@ -116,9 +123,11 @@ func WithLocation(loc *time.Location) Option {
 }
 
 // WithLogger sets the logger events go to. The default is slog.Default();
-// slog.New(slog.DiscardHandler) makes the scheduler quiet.
+// slog.New(slog.DiscardHandler) makes the scheduler quiet. NewRedisKillSwitch
+// takes it too: where it logs losing and regaining Redis.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
+		c.saw("WithLogger")
 		if l == nil {
 			return fmt.Errorf("%w: WithLogger(nil)", ErrInvalidOption)
 		}
@@ -147,6 +156,7 @@ func WithObserver(fn func(Event)) Option {
 // guards. The first given is the outermost.
 func WithMiddleware(mw ...Middleware) Option {
 	return func(c *config) error {
+		c.saw("WithMiddleware")
 		for i, m := range mw {
 			if m == nil {
 				return fmt.Errorf("%w: WithMiddleware: middleware %d is nil", ErrInvalidOption, i)
@@ -158,9 +168,12 @@ func WithMiddleware(mw ...Middleware) Option {
 }
 
 // WithInstanceID names this instance in claims, reports and events. The
-// default is hostname-pid.
+// default is hostname-pid. NewRedisLocker and NewRedlock take it too: the
+// owner named in their lock values, so a run that finds a lock taken can
+// say who holds it.
 func WithInstanceID(id string) Option {
 	return func(c *config) error {
+		c.saw("WithInstanceID")
 		if id == "" {
 			return fmt.Errorf("%w: WithInstanceID(\"\")", ErrInvalidOption)
 		}
@@ -169,11 +182,13 @@ func WithInstanceID(id string) Option {
 	}
 }
 
-// WithKeyPrefix sets the prefix of every key the Redis backends made by
-// WithRedis write (default "cronguard:"). Services that share a Redis but not
-// their jobs need different prefixes.
+// WithKeyPrefix sets the prefix of every key and channel the Redis backends
+// use (default "cronguard:"): those WithRedis makes, and each Redis
+// backend's constructor takes it. Services that share a Redis but not their
+// jobs need different prefixes.
 func WithKeyPrefix(p string) Option {
 	return func(c *config) error {
+		c.saw("WithKeyPrefix")
 		c.prefix = p
 		return nil
 	}
@@ -183,6 +198,7 @@ func WithKeyPrefix(p string) Option {
 // no earlier answer is known. By default such a job does not run.
 func WithFailOpen() Option {
 	return func(c *config) error {
+		c.saw("WithFailOpen")
 		c.failOpen = true
 		return nil
 	}
@@ -193,6 +209,7 @@ func WithFailOpen() Option {
 // push a flip to the run at once.
 func WithKillPoll(d time.Duration) Option {
 	return func(c *config) error {
+		c.saw("WithKillPoll")
 		if d <= 0 {
 			return fmt.Errorf("%w: WithKillPoll %s: must be positive", ErrInvalidOption, d)
 		}
@@ -202,9 +219,13 @@ func WithKillPoll(d time.Duration) Option {
 }
 
 // WithCallBudget bounds every call to the lock and flag stores (default 2s),
-// so an unreachable store costs a tick at most this long.
+// so an unreachable store costs a tick at most this long. Each Redis
+// backend's constructor takes it too: there it bounds a call whose context
+// has no deadline (a caller's deadline is kept as it is) and the kill
+// switch's background reads.
 func WithCallBudget(d time.Duration) Option {
 	return func(c *config) error {
+		c.saw("WithCallBudget")
 		if d <= 0 {
 			return fmt.Errorf("%w: WithCallBudget %s: must be positive", ErrInvalidOption, d)
 		}
