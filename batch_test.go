@@ -57,7 +57,7 @@ func TestKillSwitchBetweenBatches(t *testing.T) {
 // The seed's bug: Fetch forgets to exclude users already e-mailed and
 // returns the same 100 users every time.
 func TestRunawayGuardStopsTheSame100Users(t *testing.T) {
-	ks := NewMemoryKillSwitch()
+	ks := NewMemoryKillSwitch().(*memoryKillSwitch)
 	s, rec := newTest(t, WithKillSwitch(ks))
 	sent := map[int]int{}
 	_ = s.Register("confirmation-emails", "@every 1m", Batch[int]{

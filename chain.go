@@ -125,10 +125,10 @@ func (s *Scheduler) checkSwitch(ctx context.Context, e *entry) error {
 }
 
 // lockerCtx bounds a call to the Locker by the call budget
-// (WithCallBudget). The MemoryLocker answers at once and is not bounded: a
+// (WithCallBudget). The memoryLocker answers at once and is not bounded: a
 // timer per call would cost more than the call.
 func (s *Scheduler) lockerCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := s.cfg.locker.(*MemoryLocker); ok {
+	if _, ok := s.cfg.locker.(*memoryLocker); ok {
 		return ctx, noCancel
 	}
 	return context.WithTimeout(ctx, s.cfg.budget)
@@ -323,7 +323,7 @@ func (s *Scheduler) holdLease(ctx context.Context, e *entry, lease Lease, ttl ti
 // release gives lease up, within the call budget even when the run's
 // context has ended.
 func (s *Scheduler) release(ctx context.Context, lease Lease) {
-	if _, ok := s.cfg.locker.(*MemoryLocker); ok {
+	if _, ok := s.cfg.locker.(*memoryLocker); ok {
 		_ = lease.Release(ctx) // it neither blocks nor reads ctx
 		return
 	}

@@ -193,7 +193,7 @@ func TestManualVsScheduledContention(t *testing.T) {
 }
 
 func TestLockLostCancelsRun(t *testing.T) {
-	locker := NewMemoryLocker()
+	locker := NewMemoryLocker().(*memoryLocker)
 	s, rec := newTest(t, WithLocker(locker))
 	b := newBlocker()
 	var token int64

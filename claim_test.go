@@ -206,7 +206,7 @@ func TestMissedTicks(t *testing.T) {
 // TTL (none for OverlapAllow) and its instance; and the lock the claim
 // takes lives for that TTL.
 func TestClaimPassesTickAndLockTTL(t *testing.T) {
-	mem := NewMemoryLocker()
+	mem := NewMemoryLocker().(*memoryLocker)
 	spy := &spyLocker{Locker: mem}
 	s, _ := newTest(t, WithLocker(spy), WithInstanceID("web-7"))
 	var holdsFor time.Duration
@@ -248,7 +248,7 @@ func TestClaimPassesTickAndLockTTL(t *testing.T) {
 // the holder and tick, a won tick whose lock is held moves the mark all the
 // same, and the lock comes with the claim.
 func TestMemoryLockerClaimMark(t *testing.T) {
-	m := NewMemoryLocker()
+	m := NewMemoryLocker().(*memoryLocker)
 	ctx := context.Background()
 	c, err := m.Claim(ctx, "j", t0, time.Minute, "a")
 	if err != nil || !c.Won || c.Holder != "a" || !c.Prev.IsZero() || c.Lease == nil || c.Lease.Token() != 1 {
@@ -284,7 +284,7 @@ func TestMemoryLockerClaimMark(t *testing.T) {
 // A memory lease extends only its own lock: once its lock expired and
 // another holder took it, Extend fails and leaves the new lock alone.
 func TestMemoryLeaseCannotExtendRetakenLock(t *testing.T) {
-	m := NewMemoryLocker()
+	m := NewMemoryLocker().(*memoryLocker)
 	now := t0
 	m.now = func() time.Time { return now }
 	ctx := context.Background()

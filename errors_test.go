@@ -101,7 +101,7 @@ func TestErrors(t *testing.T) {
 			return err
 		}, ErrStopped, []string{`"mail"`}},
 		{"lock lost", func(s *Scheduler) error {
-			locker := s.cfg.locker.(*MemoryLocker)
+			locker := s.cfg.locker.(*memoryLocker)
 			_ = s.Register("mail", "@hourly", JobFunc(func(ctx context.Context) error {
 				locker.forget("mail")
 				<-ctx.Done()
@@ -169,7 +169,7 @@ func TestNewOptionErrors(t *testing.T) {
 		"nil checkpoints":  WithCheckpointStore(nil),
 		"no redis clients": WithRedis(),
 		"typed nil redis":  WithRedis((*redis.Client)(nil)),
-		"typed nil locker": WithLocker((*MemoryLocker)(nil)),
+		"typed nil locker": WithLocker((*memoryLocker)(nil)),
 	} {
 		if _, err := New(opt); !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("%s: err = %v, want ErrInvalidOption", name, err)

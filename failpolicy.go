@@ -46,7 +46,7 @@ type flagAnswer struct {
 // remembered; when the switch fails, the last remembered answer holds; with
 // none, the answer is off (or on, WithFailOpen).
 func (s *Scheduler) ask(ctx context.Context, flag string) flagAnswer {
-	if ks, ok := s.cfg.killSwitch.(*MemoryKillSwitch); ok {
+	if ks, ok := s.cfg.killSwitch.(*memoryKillSwitch); ok {
 		// It answers from memory and never fails: no call budget (a timer
 		// per run), and no last answer to remember for the fail policy.
 		on, _ := ks.Enabled(ctx, flag)

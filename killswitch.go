@@ -41,27 +41,27 @@ type FlagState struct {
 	At      time.Time `json:"at,omitzero"`
 }
 
-// MemoryKillSwitch is the embedded kill switch: flags in this process's
+// memoryKillSwitch is the embedded kill switch: flags in this process's
 // memory, every flag on until switched off. Flips reach this process only;
 // a HardKill run is canceled as soon as SetEnabled switches it off.
-type MemoryKillSwitch struct {
+type memoryKillSwitch struct {
 	mu       sync.RWMutex
 	flags    map[string]FlagState
 	watchers flagWatchers
 }
 
 // NewMemoryKillSwitch returns a switch with every flag on.
-func NewMemoryKillSwitch() *MemoryKillSwitch {
-	return &MemoryKillSwitch{flags: map[string]FlagState{}}
+func NewMemoryKillSwitch() FlippableKillSwitch {
+	return &memoryKillSwitch{flags: map[string]FlagState{}}
 }
 
 // Enabled implements KillSwitch. It never fails.
-func (m *MemoryKillSwitch) Enabled(_ context.Context, flag string) (bool, error) {
+func (m *memoryKillSwitch) Enabled(_ context.Context, flag string) (bool, error) {
 	return m.State(flag).Enabled, nil
 }
 
 // SetEnabled implements FlippableKillSwitch.
-func (m *MemoryKillSwitch) SetEnabled(ctx context.Context, flag string, on bool, reason string) error {
+func (m *memoryKillSwitch) SetEnabled(ctx context.Context, flag string, on bool, reason string) error {
 	m.mu.Lock()
 	m.flags[flag] = FlagState{Enabled: on, Reason: reason, By: ActorFrom(ctx), At: time.Now()}
 	m.mu.Unlock()
@@ -70,12 +70,12 @@ func (m *MemoryKillSwitch) SetEnabled(ctx context.Context, flag string, on bool,
 }
 
 // watch implements flagWatcher.
-func (m *MemoryKillSwitch) watch(flag string, fn func()) (stop func()) {
+func (m *memoryKillSwitch) watch(flag string, fn func()) (stop func()) {
 	return m.watchers.add(flag, fn)
 }
 
 // State returns the flag's recorded state; an unknown flag is on.
-func (m *MemoryKillSwitch) State(flag string) FlagState {
+func (m *memoryKillSwitch) State(flag string) FlagState {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	st, ok := m.flags[flag]

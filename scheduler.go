@@ -70,8 +70,8 @@ type config struct {
 	defaultOff  bool                    // Redis kill switch only; set by tests
 }
 
-// WithLocker sets the store of tick claims and run locks. The default is a
-// MemoryLocker, which coordinates this process only.
+// WithLocker sets the store of tick claims and run locks. The default is
+// NewMemoryLocker's, which coordinates this process only.
 func WithLocker(l Locker) Option {
 	return func(c *config) error {
 		c.saw("WithLocker")
@@ -83,8 +83,8 @@ func WithLocker(l Locker) Option {
 	}
 }
 
-// WithKillSwitch sets the kill switch. The default is a MemoryKillSwitch with
-// every job on.
+// WithKillSwitch sets the kill switch. The default is NewMemoryKillSwitch's,
+// with every job on.
 func WithKillSwitch(ks KillSwitch) Option {
 	return func(c *config) error {
 		c.saw("WithKillSwitch")
