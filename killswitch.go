@@ -33,8 +33,8 @@ type FlippableKillSwitch interface {
 	SetEnabled(ctx context.Context, flag string, on bool, reason string) error
 }
 
-// FlagState is the recorded state of one flag.
-type FlagState struct {
+// flagState is the recorded state of one flag.
+type flagState struct {
 	Enabled bool      `json:"enabled"`
 	Reason  string    `json:"reason,omitempty"`
 	By      string    `json:"by,omitempty"`
@@ -46,13 +46,13 @@ type FlagState struct {
 // a HardKill run is canceled as soon as SetEnabled switches it off.
 type memoryKillSwitch struct {
 	mu       sync.RWMutex
-	flags    map[string]FlagState
+	flags    map[string]flagState
 	watchers flagWatchers
 }
 
 // NewMemoryKillSwitch returns a switch with every flag on.
 func NewMemoryKillSwitch() FlippableKillSwitch {
-	return &memoryKillSwitch{flags: map[string]FlagState{}}
+	return &memoryKillSwitch{flags: map[string]flagState{}}
 }
 
 // Enabled implements KillSwitch. It never fails.
@@ -63,7 +63,7 @@ func (m *memoryKillSwitch) Enabled(_ context.Context, flag string) (bool, error)
 // SetEnabled implements FlippableKillSwitch.
 func (m *memoryKillSwitch) SetEnabled(ctx context.Context, flag string, on bool, reason string) error {
 	m.mu.Lock()
-	m.flags[flag] = FlagState{Enabled: on, Reason: reason, By: ActorFrom(ctx), At: time.Now()}
+	m.flags[flag] = flagState{Enabled: on, Reason: reason, By: ActorFrom(ctx), At: time.Now()}
 	m.mu.Unlock()
 	m.watchers.notify(flag)
 	return nil
@@ -75,12 +75,12 @@ func (m *memoryKillSwitch) watch(flag string, fn func()) (stop func()) {
 }
 
 // State returns the flag's recorded state; an unknown flag is on.
-func (m *memoryKillSwitch) State(flag string) FlagState {
+func (m *memoryKillSwitch) State(flag string) flagState {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	st, ok := m.flags[flag]
 	if !ok {
-		return FlagState{Enabled: true}
+		return flagState{Enabled: true}
 	}
 	return st
 }

@@ -120,7 +120,7 @@ func TestRedisKillSwitchForgedMessageCannotFlip(t *testing.T) {
 	if on, err := k.Enabled(ctx, "emails"); err != nil || on {
 		t.Fatalf("after a forged message: Enabled = %v, %v; want off, from the hash", on, err)
 	}
-	if st := k.State("emails"); st.Reason != "incident" {
+	if st := k.state("emails"); st.Reason != "incident" {
 		t.Fatalf("State = %+v; want the hash's", st)
 	}
 	if rep := tickAt(t, s, "emails", t0); rep.Skipped != SkipKilled || ran != 0 {
@@ -560,7 +560,7 @@ func TestRedisKillSwitchReloadKeepsFlipMadeDuringIt(t *testing.T) {
 	if reloads() != startedAt {
 		t.Skip("another reload ran meanwhile: the check would prove nothing")
 	}
-	if st := k.State("emails"); st.Enabled || st.Reason != "during the reload" {
+	if st := k.state("emails"); st.Enabled || st.Reason != "during the reload" {
 		t.Fatalf("after a reload that began before the flip: State = %+v; want the flip", st)
 	}
 }

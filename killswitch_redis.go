@@ -28,7 +28,7 @@ const defaultResync = 10 * time.Second
 // # Layout
 //
 // The flags are the fields of one hash, <prefix>killswitch (field = flag
-// name, value = JSON FlagState {"enabled":false,"reason":"...","by":"...",
+// name, value = JSON flagState {"enabled":false,"reason":"...","by":"...",
 // "at":"..."}), and flips are announced on the pub/sub channel of the
 // prefix and of the client's database, <prefix>killswitch:flips:db<N>
 // (Redis pub/sub ignores SELECT, so services on different databases of one
@@ -137,7 +137,7 @@ type RedisKillSwitch struct {
 
 // cachedFlag is one flag in a RedisKillSwitch's cache.
 type cachedFlag struct {
-	state  FlagState
+	state  flagState
 	err    error  // the value in Redis could not be read
 	ticket uint64 // RedisKillSwitch.ticket of the read or write that set it
 }
@@ -230,18 +230,25 @@ func (k *RedisKillSwitch) valueLocked(flag string) (bool, error) {
 	return f.state.Enabled, nil
 }
 
-// State returns the flag's state as the cache knows it, with who flipped
-// it, why and when. A flag not in Redis has the default state (on); one whose value cannot be read is off, with
-// the reason.
-func (k *RedisKillSwitch) State(flag string) FlagState {
+// Flipped implements flagRecorder: who flipped the flag, why and when, as
+// the cache knows it. It reads no store.
+func (k *RedisKillSwitch) Flipped(flag string) (by, reason string, at time.Time) {
+	st := k.state(flag)
+	return st.By, st.Reason, st.At
+}
+
+// state returns the flag's state as the cache knows it, with who flipped
+// it, why and when. A flag not in Redis has the default state (on); one
+// whose value cannot be read is off, with the reason.
+func (k *RedisKillSwitch) state(flag string) flagState {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	f, ok := k.flags[flag]
 	switch {
 	case !ok:
-		return FlagState{Enabled: k.defaultOn}
+		return flagState{Enabled: k.defaultOn}
 	case f.err != nil:
-		return FlagState{Enabled: false, Reason: f.err.Error()}
+		return flagState{Enabled: false, Reason: f.err.Error()}
 	}
 	return f.state
 }
@@ -288,7 +295,7 @@ func (k *RedisKillSwitch) SetEnabled(ctx context.Context, flag string, on bool, 
 	case !utf8.ValidString(flag):
 		return fmt.Errorf("%w: redis kill switch %s: flag %q is not valid UTF-8", ErrInvalidFlag, k.key, flag)
 	}
-	st := FlagState{Enabled: on, Reason: reason, By: ActorFrom(ctx), At: time.Now().UTC()}
+	st := flagState{Enabled: on, Reason: reason, By: ActorFrom(ctx), At: time.Now().UTC()}
 	value, err := json.Marshal(st)
 	if err != nil {
 		return err
@@ -345,33 +352,33 @@ func (k *RedisKillSwitch) Close() error {
 	return nil
 }
 
-// parseFlagValue reads a flag's value in the hash: JSON FlagState as
+// parseFlagValue reads a flag's value in the hash: JSON flagState as
 // SetEnabled writes it, or on/off, true/false, 1/0 as an operator may. Its
 // errors quote the flag and the value cut to 200 bytes.
-func parseFlagValue(key, flag, v string) (FlagState, error) {
+func parseFlagValue(key, flag, v string) (flagState, error) {
 	s := strings.TrimSpace(v)
 	if strings.HasPrefix(s, "{") {
 		var st struct {
 			Enabled *bool `json:"enabled"`
-			FlagState
+			flagState
 		}
 		err := json.Unmarshal([]byte(s), &st)
 		if err == nil && st.Enabled == nil {
 			err = errors.New(`no "enabled" field`)
 		}
 		if err != nil {
-			return FlagState{}, fmt.Errorf("redis kill switch %s: flag %q: cannot read value %q: %s",
+			return flagState{}, fmt.Errorf("redis kill switch %s: flag %q: cannot read value %q: %s",
 				key, clip(flag), clip(v), clip(err.Error()))
 		}
-		st.FlagState.Enabled = *st.Enabled
-		return st.FlagState, nil
+		st.flagState.Enabled = *st.Enabled
+		return st.flagState, nil
 	}
 	switch strings.ToLower(s) {
 	case "1", "true", "on":
-		return FlagState{Enabled: true}, nil
+		return flagState{Enabled: true}, nil
 	case "0", "false", "off":
-		return FlagState{Enabled: false}, nil
+		return flagState{Enabled: false}, nil
 	}
-	return FlagState{}, fmt.Errorf("redis kill switch %s: flag %q: cannot read value %q: want JSON, on/off, true/false or 1/0",
+	return flagState{}, fmt.Errorf("redis kill switch %s: flag %q: cannot read value %q: want JSON, on/off, true/false or 1/0",
 		key, clip(flag), clip(v))
 }

@@ -51,7 +51,7 @@ func TestRedisKillSwitchFlipRecordsWhoWhyWhen(t *testing.T) {
 	took := waitFor(t, time.Second, "other instance sees the flip", ksIs(b, "emails", false))
 	t.Logf("flip reached the other instance in %s", took)
 
-	st := b.State("emails")
+	st := b.state("emails")
 	if st.Enabled || st.By != "alice" || st.Reason != "sends duplicates" || st.At.Before(before.Add(-time.Second)) || st.At.After(time.Now()) {
 		t.Fatalf("State = %+v", st)
 	}
@@ -59,7 +59,7 @@ func TestRedisKillSwitchFlipRecordsWhoWhyWhen(t *testing.T) {
 	// Durable: a new instance reads it from Redis.
 	c := ksNew(t, srv)
 	waitFor(t, 5*time.Second, "new instance loads the state", ksIs(c, "emails", false))
-	if got := c.State("emails"); got.By != "alice" || !got.At.Equal(st.At) {
+	if got := c.state("emails"); got.By != "alice" || !got.At.Equal(st.At) {
 		t.Fatalf("new instance State = %+v, want %+v", got, st)
 	}
 	raw, err := srv.Client(t).HGet(context.Background(), "cronguard:killswitch", "emails").Result()
@@ -73,7 +73,7 @@ func TestRedisKillSwitchFlipRecordsWhoWhyWhen(t *testing.T) {
 	waitFor(t, time.Second, "flip back reaches every instance", func() bool {
 		return ksIs(a, "emails", true)() && ksIs(c, "emails", true)()
 	})
-	if other := a.State("other"); !other.Enabled {
+	if other := a.state("other"); !other.Enabled {
 		t.Fatalf("flags are independent: State(other) = %+v", other)
 	}
 }
@@ -137,7 +137,7 @@ func TestRedisKillSwitchResyncCorrectsLostMessage(t *testing.T) {
 		return ksIs(a, "emails", false)() && ksIs(b, "emails", false)()
 	})
 	t.Logf("lost flip corrected on both instances in %s (resync %s)", took, resync)
-	if st := b.State("emails"); st.Reason != "lost message" {
+	if st := b.state("emails"); st.Reason != "lost message" {
 		t.Fatalf("State = %+v", st)
 	}
 
@@ -162,7 +162,7 @@ func TestRedisKillSwitchResyncCorrectsLostMessage(t *testing.T) {
 		_, err := b.Enabled(ctx, "emails")
 		return err != nil && strings.Contains(err.Error(), `"maybe"`)
 	})
-	if st := b.State("emails"); st.Enabled || !strings.Contains(st.Reason, "cannot read") {
+	if st := b.state("emails"); st.Enabled || !strings.Contains(st.Reason, "cannot read") {
 		t.Fatalf("State of unreadable flag = %+v", st)
 	}
 	if !ksIs(b, "other", true)() {
@@ -196,7 +196,7 @@ func TestRedisKillSwitchRedisRestartedAroundFlip(t *testing.T) {
 		if _, err := b.Enabled(ctx, "emails"); err == nil {
 			t.Fatal("Redis down: Enabled answered without an error")
 		}
-		if st := b.State("emails"); st.Enabled {
+		if st := b.state("emails"); st.Enabled {
 			t.Fatalf("Redis down: State = %+v; want the last known off", st)
 		}
 		if err := a.SetEnabled(ctx, "emails", true, "while down"); err == nil {

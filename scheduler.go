@@ -452,9 +452,17 @@ type JobInfo struct {
 	// down or broken, a value that cannot be read, a degraded Redis
 	// subscription); Enabled then holds the value the next run would act on
 	// (the last known value, see WithFailOpen).
-	EnabledErr error   `json:"-"`
-	Running    int     `json:"running"` // runs going in this process
-	Last       *Report `json:"last,omitempty"`
+	EnabledErr error `json:"-"`
+	// EnabledBy, EnabledReason and EnabledAt say who flipped the flag last,
+	// why and when, when the kill switch records it (the memory and Redis
+	// switches; Unleash gives the toggle's name as the reason); empty for a
+	// flag never flipped, or a switch that keeps no record. They come from
+	// the switch's local state, never a store.
+	EnabledBy     string    `json:"enabled_by,omitempty"`
+	EnabledReason string    `json:"enabled_reason,omitempty"`
+	EnabledAt     time.Time `json:"enabled_at,omitzero"`
+	Running       int       `json:"running"` // runs going in this process
+	Last          *Report   `json:"last,omitempty"`
 }
 
 // Jobs returns every registered job, sorted by name.
@@ -486,12 +494,14 @@ func (s *Scheduler) Job(name string) (JobInfo, error) {
 	defer cancel()
 	on, flagErr := s.flagInfo(ctx, e.cfg.flag)
 	now := time.Now().In(s.cfg.loc)
-	return JobInfo{
+	info := JobInfo{
 		Name: name, Spec: e.spec, Flag: e.cfg.flag,
 		Prev: e.ticks.last(), Next: e.sched().Next(now),
 		Enabled: on, EnabledErr: flagErr,
 		Running: running, Last: e.lastReport(),
-	}, nil
+	}
+	info.EnabledBy, info.EnabledReason, info.EnabledAt = s.flipped(e.cfg.flag)
+	return info, nil
 }
 
 // SetEnabled flips the job's kill switch flag: off stops the job before its
