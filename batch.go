@@ -15,8 +15,8 @@ import (
 
 // Defaults of Batch.
 const (
-	DefaultBatchSize  = 100
-	DefaultMaxBatches = 100
+	defaultBatchSize  = 100
+	defaultMaxBatches = 100
 )
 
 // Page tells Fetch which batch to return.
@@ -147,8 +147,8 @@ func (b Batch[T]) validate(job string) error {
 
 func typeName[T any]() string { return reflect.TypeFor[T]().String() }
 
-func (b Batch[T]) size() int       { return cmpOr(b.Size, DefaultBatchSize) }
-func (b Batch[T]) maxBatches() int { return cmpOr(b.MaxBatches, DefaultMaxBatches) }
+func (b Batch[T]) size() int       { return cmpOr(b.Size, defaultBatchSize) }
+func (b Batch[T]) maxBatches() int { return cmpOr(b.MaxBatches, defaultMaxBatches) }
 
 // maxKeysHint bounds the room the runaway guard reserves for a run's keys
 // up front: 1M keys, about 40 MB.

@@ -159,7 +159,7 @@ func TestDefaults(t *testing.T) {
 		Process: noop, Key: itoa,
 	})
 	rep := tickAt(t, s, "j", t0)
-	if sizes[0] != DefaultBatchSize || rep.Batches != DefaultMaxBatches || rep.Stop != StopMaxBatches {
+	if sizes[0] != defaultBatchSize || rep.Batches != defaultMaxBatches || rep.Stop != StopMaxBatches {
 		t.Fatalf("size=%d batches=%d stop=%s, want defaults 100 and 100", sizes[0], rep.Batches, rep.Stop)
 	}
 }

@@ -225,7 +225,7 @@ func TestClaimPassesTickAndLockTTL(t *testing.T) {
 	want := []spyClaim{
 		{"locked", t0, 7 * time.Second, "web-7"},
 		{"free", t0.Add(time.Minute), 0, "web-7"},
-		{"default", t0.Add(2 * time.Minute), DefaultLockTTL, "web-7"},
+		{"default", t0.Add(2 * time.Minute), defaultLockTTL, "web-7"},
 	}
 	got := spy.claimCalls()
 	if len(got) != len(want) {

@@ -205,9 +205,10 @@ func (p OverlapPolicy) String() string {
 	return fmt.Sprintf("OverlapPolicy(%d)", int(p))
 }
 
-// DefaultLockTTL is the run lock's time to live when LockTTL is not given.
-// The lease is extended every third of it while the job runs.
-const DefaultLockTTL = 30 * time.Second
+// defaultLockTTL is the run lock's time to live when LockTTL is not given
+// (30s, as LockTTL's doc says). The lease is extended every third of it
+// while the job runs.
+const defaultLockTTL = 30 * time.Second
 
 // JobOption configures one job at Register.
 type JobOption func(*jobConfig) error

@@ -312,7 +312,7 @@ func (s *Scheduler) newEntry(name, spec string, job Job, opts []JobOption) (*ent
 	if err != nil {
 		return nil, fmt.Errorf("job %q: %w", name, err)
 	}
-	cfg := jobConfig{lockTTL: DefaultLockTTL, flag: name}
+	cfg := jobConfig{lockTTL: defaultLockTTL, flag: name}
 	for _, opt := range opts {
 		if opt == nil {
 			return nil, fmt.Errorf("%w: job %q: nil JobOption", ErrInvalidOption, name)
