@@ -261,7 +261,7 @@ func TestBatchOutsideScheduler(t *testing.T) {
 	if err := b.Run(context.Background()); err != nil || n != 6 {
 		t.Fatalf("err=%v n=%d", err, n)
 	}
-	if err := (Batch[int]{}).Run(context.Background()); !errors.Is(err, ErrInvalidBatch) {
+	if err := (Batch[int]{}).Run(context.Background()); !errors.Is(err, ErrInvalidJob) {
 		t.Fatalf("empty Batch: %v", err)
 	}
 }

@@ -303,10 +303,10 @@ func (s *Scheduler) Register(name, spec string, job Job, opts ...JobOption) erro
 
 func (s *Scheduler) newEntry(name, spec string, job Job, opts []JobOption) (*entry, error) {
 	if strings.TrimSpace(name) == "" {
-		return nil, fmt.Errorf("%w: got %q", ErrEmptyName, name)
+		return nil, fmt.Errorf("%w: empty job name %q", ErrInvalidJob, name)
 	}
 	if isNil(job) {
-		return nil, fmt.Errorf("%w: job %q", ErrNilJob, name)
+		return nil, fmt.Errorf("%w: job %q: nil Job", ErrInvalidJob, name)
 	}
 	sched, err := parseSpec(spec, s.cfg.loc)
 	if err != nil {

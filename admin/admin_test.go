@@ -384,12 +384,12 @@ func TestRunNow(t *testing.T) {
 		t.Errorf("a failed run: %+v; want 200 with the report and its error", rep)
 	}
 
-	wantError(t, f.do(t, "POST", "/api/jobs/mail/run", token, `[{"id":"one"}]`), http.StatusBadRequest, "item_type")
-	wantError(t, f.do(t, "POST", "/api/jobs/mail/run", token, `[{"id":1,"emial":"a@x"}]`), http.StatusBadRequest, "item_type")
+	wantError(t, f.do(t, "POST", "/api/jobs/mail/run", token, `[{"id":"one"}]`), http.StatusBadRequest, "invalid_items")
+	wantError(t, f.do(t, "POST", "/api/jobs/mail/run", token, `[{"id":1,"emial":"a@x"}]`), http.StatusBadRequest, "invalid_items")
 	wantError(t, f.do(t, "POST", "/api/jobs/mail/run", token, `[{"id":1`), http.StatusBadRequest, "bad_body")
 	wantError(t, f.do(t, "POST", "/api/jobs/mail/run", token, `{"id":1}`), http.StatusBadRequest, "bad_body")
 	wantError(t, f.do(t, "POST", "/api/jobs/mail/run", token, `[]`), http.StatusBadRequest, "no_items")
-	wantError(t, f.do(t, "POST", "/api/jobs/broken/run", token, `[1]`), http.StatusBadRequest, "not_batch")
+	wantError(t, f.do(t, "POST", "/api/jobs/broken/run", token, `[1]`), http.StatusBadRequest, "invalid_items")
 	wantError(t, f.do(t, "POST", "/api/jobs/nope/run", token, ""), http.StatusNotFound, "unknown_job")
 	big := `[` + strings.Repeat(`{"id":1,"email":"a@x"},`, 40) + `{"id":1,"email":"a@x"}]`
 	wantError(t, f.do(t, "POST", "/api/jobs/mail/run", token, big), http.StatusRequestEntityTooLarge, "body_too_large")

@@ -163,7 +163,7 @@ func TestCLIEndToEnd(t *testing.T) {
 	// wrong item type, unknown job: exit 1 with the API's error as JSON
 	r = runCLI(t, vars, `[{"id":"x"}]`, "run", "mail", "--items", "-", "--json")
 	wantCode(t, r, 1)
-	if e := as[admin.ErrorBody](t, r); e.Code != "item_type" {
+	if e := as[admin.ErrorBody](t, r); e.Code != "invalid_items" {
 		t.Errorf("wrong items: %+v", e)
 	}
 	r = runCLI(t, vars, "", "history", "nope", "--json")
