@@ -161,6 +161,6 @@ func ExampleScheduler_RunManually() {
 	fmt.Println(rep.Processed)
 	// Output:
 	// manual 2 <nil>
-	// cronguard: wrong item type: job "confirmation-emails": item 0 is string, want cronguard_test.User (or []cronguard_test.User)
+	// cronguard: invalid items: job "confirmation-emails": item 0 is string, want cronguard_test.User (or []cronguard_test.User)
 	// 8
 }
