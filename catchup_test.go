@@ -35,7 +35,7 @@ type loggedRun struct {
 
 func (l *catchUpLog) Run(ctx context.Context) error {
 	st := runFrom(ctx)
-	r := loggedRun{trigger: st.trigger, tick: TickFrom(ctx)}
+	r := loggedRun{trigger: st.trigger, tick: tickFrom(ctx)}
 	if lease := LeaseFrom(ctx); lease != nil {
 		r.token = lease.Token()
 	}
@@ -266,7 +266,7 @@ func TestCatchUpIsARunOfItsOwn(t *testing.T) {
 		if runFrom(ctx).trigger != TriggerCatchUp {
 			return nil
 		}
-		switch TickFrom(ctx) {
+		switch tickFrom(ctx) {
 		case minute(1):
 			panic("catch-up blew up")
 		case minute(4):

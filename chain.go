@@ -145,7 +145,7 @@ func (s *Scheduler) claimGuard(ctx context.Context, e *entry) error {
 	if e.cfg.overlap == OverlapAllow {
 		lockTTL = 0
 	}
-	tick := TickFrom(ctx)
+	tick := tickFrom(ctx)
 	cctx, cancel := s.lockerCtx(ctx)
 	c, err := s.cfg.locker.Claim(cctx, e.name, tick, lockTTL, s.cfg.instance)
 	cancel()

@@ -297,11 +297,14 @@ func TestPanicBecomesFailedReport(t *testing.T) {
 	}
 }
 
-func TestTickFrom(t *testing.T) {
+// A job reads its tick from ReportFrom: the scheduled tick, zero for a
+// manual run.
+func TestReportFromTick(t *testing.T) {
 	s, _ := newTest(t)
 	var got []time.Time
 	_ = s.Register("j", "@every 1m", JobFunc(func(ctx context.Context) error {
-		got = append(got, TickFrom(ctx))
+		r, _ := ReportFrom(ctx, nil)
+		got = append(got, r.Tick)
 		return nil
 	}))
 	tickAt(t, s, "j", t0)

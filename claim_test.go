@@ -14,7 +14,7 @@ import (
 // Tests of the tick claim without Redis: how a fire maps to a tick, the
 // claim mark, missed ticks, and what the scheduler passes to the Locker.
 
-// tickRecorder is a job that records TickFrom of each run.
+// tickRecorder is a job that records tickFrom of each run.
 type tickRecorder struct {
 	mu    sync.Mutex
 	ticks []time.Time
@@ -23,7 +23,7 @@ type tickRecorder struct {
 func (r *tickRecorder) Run(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.ticks = append(r.ticks, TickFrom(ctx))
+	r.ticks = append(r.ticks, tickFrom(ctx))
 	return nil
 }
 
@@ -70,7 +70,7 @@ func TestTickNeverInventedOnDoubleFire(t *testing.T) {
 
 // A fire maps to the latest tick the spec names at or before it, through
 // the real chain, with a fake clock: late fires run the latest due tick, the
-// ticks in between are reported missed once, and every TickFrom is a tick
+// ticks in between are reported missed once, and every tickFrom is a tick
 // of the spec.
 func TestTickLatestDueThroughChain(t *testing.T) {
 	s, rec := newTest(t)

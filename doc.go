@@ -22,8 +22,8 @@
 //   - tick claim and run lock, one Locker.Claim call: each job has one
 //     claim mark, the latest tick claimed, moved only forward to a newer
 //     tick, so a late, clock-skewed or paused instance skips its tick. A
-//     fire stands for the latest tick the spec names (TickFrom), never a
-//     time it does not name. The same call takes the run lock (not for
+//     fire stands for the latest tick the spec names (the job reads it as
+//     ReportFrom(ctx, nil).Tick), never a time it does not name. The same call takes the run lock (not for
 //     OverlapAllow) with a TTL (LockTTL, default 30s), extended every TTL/3
 //     by a watchdog while the job runs. A failed extension cancels the
 //     run's context with cause ErrLockLost. Ticks that no instance claimed

@@ -77,8 +77,9 @@ func ExampleScheduler_Register() {
 	defer s.Stop(context.Background())
 
 	report := cronguard.JobFunc(func(ctx context.Context) error {
-		// TickFrom is the tick this run is for, never time.Now().
-		fmt.Println("report for", cronguard.TickFrom(ctx))
+		// The report's Tick is the tick this run is for, never time.Now().
+		r, _ := cronguard.ReportFrom(ctx, nil)
+		fmt.Println("report for", r.Tick)
 		return nil
 	})
 	err := s.Register("nightly-report", "CRON_TZ=Europe/Paris 0 3 * * *", report,

@@ -162,10 +162,10 @@ type Event struct {
 	MissedLast   time.Time `json:"missed_last,omitzero"`  // the last missed tick
 }
 
-// TickFrom returns the scheduled time of the tick being run: the instant the
+// tickFrom returns the scheduled time of the tick being run: the instant the
 // cron spec named, not the moment the job happened to start. It is zero for
-// manual runs and outside a run.
-func TickFrom(ctx context.Context) time.Time {
+// manual runs and outside a run. Jobs read it as ReportFrom(ctx, nil).Tick.
+func tickFrom(ctx context.Context) time.Time {
 	if st, ok := ctx.Value(runKey{}).(*run); ok {
 		return st.tick
 	}
@@ -291,7 +291,7 @@ func HardKill() JobOption {
 // only when the instance that claims the first tick after the gap has
 // CatchUp on. Only the winner of that tick sees the gap, so the catch-up
 // runs once across instances. It runs first, with Trigger TriggerCatchUp
-// and TickFrom the last missed tick, then the tick that revealed the gap
+// and Report.Tick the last missed tick, then the tick that revealed the gap
 // runs as usual: both under the run lock that tick's claim took, each with
 // its own Timeout and Report. So the job sees its ticks in order, and the
 // current tick starts once the catch-up run ends.

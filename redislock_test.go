@@ -127,7 +127,7 @@ func newTickLog() *tickLog { return &tickLog{runs: map[string][]string{}} }
 func (l *tickLog) job(id string, d time.Duration) Job {
 	return JobFunc(func(ctx context.Context) error {
 		l.mu.Lock()
-		tick := fmtTick(TickFrom(ctx))
+		tick := fmtTick(tickFrom(ctx))
 		l.runs[tick] = append(l.runs[tick], id)
 		if lease := LeaseFrom(ctx); lease != nil {
 			l.toks = append(l.toks, lease.Token())
@@ -510,7 +510,7 @@ func TestRedisOneRunPerTickAcrossSkewedInstances(t *testing.T) {
 		}
 		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), WithInstanceID(id)), WithMiddleware(delay))
 		job := JobFunc(func(ctx context.Context) error {
-			tick := fmtTick(TickFrom(ctx))
+			tick := fmtTick(tickFrom(ctx))
 			if err := check.HIncrBy(ctx, "test:runs", tick, 1).Err(); err != nil {
 				return err
 			}

@@ -469,11 +469,15 @@ func (s *Scheduler) logAttrs(level slog.Level, msg string, attrs ...slog.Attr) {
 // be told about its own failure.
 func recoverLogger() { _ = recover() }
 
-// ReportFrom is for Middleware (tracing, metrics): inside a run it returns
-// the Report of the run of ctx as it stands, given the error the rest of
-// the chain returned — the Report the Scheduler is about to emit, with the
-// job's name, trigger, tick, instance, batches, items and why it stopped or
-// was skipped. ok is false outside a run.
+// ReportFrom is for Middleware (tracing, metrics) and jobs: inside a run it
+// returns the Report of the run of ctx as it stands, given the error the
+// rest of the chain returned — the Report the Scheduler is about to emit,
+// with the job's name, trigger, tick, instance, batches, items and why it
+// stopped or was skipped. ok is false outside a run.
+//
+// A job gets the tick it runs for as ReportFrom(ctx, nil).Tick: the instant
+// the cron spec named (the last missed tick for a catch-up run), not the
+// moment the job happened to start; zero for manual runs and outside a run.
 func ReportFrom(ctx context.Context, err error) (r Report, ok bool) {
 	st, ok := ctx.Value(runKey{}).(*run)
 	if !ok {

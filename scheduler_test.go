@@ -18,7 +18,7 @@ func TestFiresThroughCron(t *testing.T) {
 	fired := make(chan struct{}, 10)
 	_ = s.Register("sec", "* * * * * *", JobFunc(func(ctx context.Context) error {
 		mu.Lock()
-		ticks = append(ticks, TickFrom(ctx))
+		ticks = append(ticks, tickFrom(ctx))
 		started = append(started, time.Now())
 		mu.Unlock()
 		fired <- struct{}{}
