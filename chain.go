@@ -136,13 +136,13 @@ func (s *Scheduler) lockerCtx(ctx context.Context) (context.Context, context.Can
 
 // claimGuard lets one run per tick through, across every instance sharing
 // the Locker: it moves the job's claim mark to the tick and, in the same
-// call, takes the run lock (not for OverlapAllow, which runs unlocked). The
+// call, takes the run lock (not for overlapAllow, which runs unlocked). The
 // winner of a tick reports the ticks missed since the mark (EventMissed);
 // a won tick whose lock is held (a run of an earlier tick still goes) is
 // skipped as locked, and stays claimed.
 func (s *Scheduler) claimGuard(ctx context.Context, e *entry) error {
 	lockTTL := e.cfg.lockTTL
-	if e.cfg.overlap == OverlapAllow {
+	if e.cfg.overlap == overlapAllow {
 		lockTTL = 0
 	}
 	tick := tickFrom(ctx)
@@ -218,12 +218,12 @@ func (s *Scheduler) reportMissed(ctx context.Context, e *entry, prev, tick time.
 type overlapState struct {
 	mu      sync.Mutex
 	running int32
-	waiting bool          // a queued run waits (OverlapQueue)
+	waiting bool          // a queued run waits (overlapQueue)
 	idle    chan struct{} // made by a waiting run; closed when running drops to 0
 }
 
-// overlapGuard applies the job's OverlapPolicy within this process, then
-// claims the tick. A run that waited (OverlapQueue) asks the kill switch
+// overlapGuard applies the job's overlapPolicy within this process, then
+// claims the tick. A run that waited (overlapQueue) asks the kill switch
 // again before it claims: an operator may have switched the job off
 // meanwhile.
 func (s *Scheduler) overlapGuard(ctx context.Context, e *entry) error {
@@ -241,15 +241,15 @@ func (s *Scheduler) overlapGuard(ctx context.Context, e *entry) error {
 }
 
 // enter counts a run of e in, or returns the skip of its overlap policy;
-// under OverlapQueue it waits for the runs going now (queued is then true).
+// under overlapQueue it waits for the runs going now (queued is then true).
 func (o *overlapState) enter(ctx context.Context, e *entry) (queued bool, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.running > 0 && e.cfg.overlap != OverlapAllow {
-		if e.cfg.overlap == OverlapSkip || o.waiting {
+	if o.running > 0 && e.cfg.overlap != overlapAllow {
+		if e.cfg.overlap == overlapSkip || o.waiting {
 			return false, skip(SkipOverlap, fmt.Errorf("%w: job %q", ErrOverlap, e.name))
 		}
-		if err := o.wait(ctx); err != nil { // OverlapQueue
+		if err := o.wait(ctx); err != nil { // overlapQueue
 			return false, skip(SkipStopped, fmt.Errorf("%w: job %q: queued run: %w", ErrStopped, e.name, err))
 		}
 		queued = true

@@ -117,7 +117,7 @@ func TestOverlapSkip(t *testing.T) {
 func TestOverlapQueueCoalesces(t *testing.T) {
 	s, _ := newTest(t)
 	b := newBlocker()
-	_ = s.Register("j", "@every 1m", b, Overlap(OverlapQueue))
+	_ = s.Register("j", "@every 1m", b, QueueOverlap())
 	first, queued := queueBehind(t, s, b)
 	// The second run is queued: a third tick is coalesced.
 	if rep := tickAt(t, s, "j", t0.Add(2*time.Minute)); rep.Skipped != SkipOverlap {
@@ -146,7 +146,7 @@ func TestOverlapAllow(t *testing.T) {
 	_ = s.Register("j", "@every 1m", JobFunc(func(ctx context.Context) error {
 		leases = append(leases, LeaseFrom(ctx))
 		return b.Run(ctx)
-	}), Overlap(OverlapAllow))
+	}), AllowOverlap())
 	first := goAsync(func() Report { return tickAt(t, s, "j", t0) })
 	b.waitStarted(t)
 	second := goAsync(func() Report { return tickAt(t, s, "j", t0.Add(time.Minute)) })
@@ -158,11 +158,11 @@ func TestOverlapAllow(t *testing.T) {
 		}
 	}
 	if leases[0] != nil || leases[1] != nil {
-		t.Fatal("OverlapAllow runs took the run lock")
+		t.Fatal("AllowOverlap runs took the run lock")
 	}
 	// Each tick still runs once.
 	if r := tickAt(t, s, "j", t0); r.Skipped != SkipTickTaken {
-		t.Fatalf("repeat tick under OverlapAllow: %+v", r)
+		t.Fatalf("repeat tick under AllowOverlap: %+v", r)
 	}
 }
 
@@ -374,13 +374,13 @@ func TestReportString(t *testing.T) {
 	}
 }
 
-// A run queued behind another (OverlapQueue) asks the kill switch again when
+// A run queued behind another (QueueOverlap) asks the kill switch again when
 // its turn comes: a flip while it waited stops it.
 func TestOverlapQueueRechecksKillSwitch(t *testing.T) {
 	ks := NewMemoryKillSwitch()
 	s, _ := newTest(t, WithKillSwitch(ks))
 	b := newBlocker()
-	_ = s.Register("j", "@every 1m", b, Overlap(OverlapQueue))
+	_ = s.Register("j", "@every 1m", b, QueueOverlap())
 	first, queued := queueBehind(t, s, b)
 	_ = ks.SetEnabled(context.Background(), "j", false, "operator")
 	close(b.release)
@@ -393,7 +393,7 @@ func TestOverlapQueueRechecksKillSwitch(t *testing.T) {
 	}
 }
 
-// queueBehind starts a run of job "j" (an OverlapQueue job on blocker b)
+// queueBehind starts a run of job "j" (an QueueOverlap job on blocker b)
 // at tick t0, then one at t0+1m, and returns once the second waits behind
 // the first.
 func queueBehind(t *testing.T, s *Scheduler, b *blocker) (first, queued <-chan Report) {

@@ -203,7 +203,7 @@ func TestMissedTicks(t *testing.T) {
 }
 
 // What the scheduler passes to the Locker: the tick it runs, the job's lock
-// TTL (none for OverlapAllow) and its instance; and the lock the claim
+// TTL (none for AllowOverlap) and its instance; and the lock the claim
 // takes lives for that TTL.
 func TestClaimPassesTickAndLockTTL(t *testing.T) {
 	mem := NewMemoryLocker().(*memoryLocker)
@@ -217,7 +217,7 @@ func TestClaimPassesTickAndLockTTL(t *testing.T) {
 		return nil
 	})
 	_ = s.Register("locked", "@every 1m", job, LockTTL(7*time.Second))
-	_ = s.Register("free", "@every 1m", JobFunc(func(context.Context) error { return nil }), Overlap(OverlapAllow), LockTTL(9*time.Second))
+	_ = s.Register("free", "@every 1m", JobFunc(func(context.Context) error { return nil }), AllowOverlap(), LockTTL(9*time.Second))
 	_ = s.Register("default", "@every 1m", JobFunc(func(context.Context) error { return nil }))
 	tickAt(t, s, "locked", t0)
 	tickAt(t, s, "free", t0.Add(time.Minute))
@@ -308,12 +308,12 @@ func TestMemoryLeaseCannotExtendRetakenLock(t *testing.T) {
 	}
 }
 
-// Manual runs of an OverlapAllow job still take the run lock, so two of
+// Manual runs of an AllowOverlap job still take the run lock, so two of
 // them never overlap.
 func TestManualRunsOfOverlapAllowExclude(t *testing.T) {
 	s, _ := newTest(t)
 	b := newBlocker()
-	_ = s.Register("j", "@every 1m", b, Overlap(OverlapAllow))
+	_ = s.Register("j", "@every 1m", b, AllowOverlap())
 	ctx := context.Background()
 	first := goAsync(func() error { _, err := s.RunManually(ctx, "j"); return err })
 	b.waitStarted(t)
@@ -321,10 +321,10 @@ func TestManualRunsOfOverlapAllowExclude(t *testing.T) {
 	select {
 	case rep := <-second:
 		if !errors.Is(rep.Err, ErrLocked) || rep.Skipped != SkipLocked {
-			t.Errorf("second manual run of an OverlapAllow job: %+v, want ErrLocked", rep)
+			t.Errorf("second manual run of an AllowOverlap job: %+v, want ErrLocked", rep)
 		}
 	case <-b.started:
-		t.Error("two manual runs of an OverlapAllow job ran at once")
+		t.Error("two manual runs of an AllowOverlap job ran at once")
 		b.release <- struct{}{}
 	case <-time.After(5 * time.Second):
 		t.Fatal("second manual run neither ran nor failed")
@@ -360,7 +360,7 @@ func TestWatchdogKeepsTTLThird(t *testing.T) {
 	}
 }
 
-// OverlapQueue: the queued run claims its tick only when its turn comes;
+// QueueOverlap: the queued run claims its tick only when its turn comes;
 // another instance claimed a newer tick meanwhile (and found the lock
 // held), so the queued tick is skipped as taken, not run late.
 func TestOverlapQueueClaimsWhenItsTurnComes(t *testing.T) {
@@ -369,8 +369,8 @@ func TestOverlapQueueClaimsWhenItsTurnComes(t *testing.T) {
 	a, _ := newTest(t, WithLocker(spy), WithInstanceID("a"))
 	b, _ := newTest(t, WithLocker(shared), WithInstanceID("b"))
 	blk := newBlocker()
-	_ = a.Register("j", "@every 1m", blk, Overlap(OverlapQueue))
-	_ = b.Register("j", "@every 1m", blk, Overlap(OverlapQueue))
+	_ = a.Register("j", "@every 1m", blk, QueueOverlap())
+	_ = b.Register("j", "@every 1m", blk, QueueOverlap())
 	first, queued := queueBehind(t, a, blk)
 	if n := spy.claims.Load(); n != 1 {
 		t.Fatalf("%d claims while the second run waits, want 1: a queued run claims when its turn comes", n)

@@ -57,7 +57,7 @@ func TestErrors(t *testing.T) {
 		{"zero LockTTL", register("mail", "@hourly", okJob, LockTTL(0)), ErrInvalidOption, []string{`"mail"`, "LockTTL", "0s"}},
 		{"negative Timeout", register("mail", "@hourly", okJob, Timeout(-time.Second)), ErrInvalidOption, []string{`"mail"`, "-1s"}},
 		{"empty Flag", register("mail", "@hourly", okJob, Flag("")), ErrInvalidOption, []string{`"mail"`, "Flag"}},
-		{"unknown Overlap", register("mail", "@hourly", okJob, Overlap(7)), ErrInvalidOption, []string{`"mail"`, "7"}},
+		{"QueueOverlap and AllowOverlap", register("mail", "@hourly", okJob, QueueOverlap(), AllowOverlap()), ErrInvalidOption, []string{`"mail"`, "AllowOverlap", "queue"}},
 		{"nil JobOption", register("mail", "@hourly", okJob, nil), ErrInvalidOption, []string{`"mail"`}},
 		{"unknown job (manual)", func(s *Scheduler) error { _, err := s.RunManually(ctx, "nope"); return err }, ErrUnknownJob, []string{`"nope"`}},
 		{"unknown job (info)", func(s *Scheduler) error { _, err := s.Job("nope"); return err }, ErrUnknownJob, []string{`"nope"`}},

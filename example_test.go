@@ -85,7 +85,7 @@ func ExampleScheduler_Register() {
 	err := s.Register("nightly-report", "CRON_TZ=Europe/Paris 0 3 * * *", report,
 		cronguard.LockTTL(time.Minute),
 		cronguard.Timeout(20*time.Minute),
-		cronguard.Overlap(cronguard.OverlapSkip))
+		cronguard.QueueOverlap()) // a tick that comes while a run goes waits for it
 	fmt.Println(err)
 
 	err = s.Register("nightly-report", "@daily", report)

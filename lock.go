@@ -12,7 +12,7 @@ import (
 // NewMemoryLocker serves one process; NewRedisLocker serves many.
 //
 // The Scheduler calls Claim for a scheduled tick (with the run lock, unless
-// the job is OverlapAllow) and Acquire for a manual run. Implementations
+// the job is AllowOverlap) and Acquire for a manual run. Implementations
 // must be safe for concurrent use.
 type Locker interface {
 	// Claim moves job's claim mark to tick if tick is newer than the mark,
@@ -75,7 +75,7 @@ type Lease interface {
 type leaseKey struct{}
 
 // LeaseFrom returns the run lock held by the run of ctx, or nil outside a
-// locked run (for example OverlapAllow).
+// locked run (for example AllowOverlap).
 func LeaseFrom(ctx context.Context) Lease {
 	l, _ := ctx.Value(leaseKey{}).(Lease)
 	return l

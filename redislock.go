@@ -94,7 +94,7 @@ type redisStore struct {
 // fencing token, and the release (redsync's compare-and-delete script);
 // plus one per lease extension (every LockTTL/3). An instance that loses
 // the tick costs one: the claim, whose reply names the holder. So does a
-// won tick whose lock is held. With OverlapAllow the claim takes no lock
+// won tick whose lock is held. With AllowOverlap the claim takes no lock
 // and a run costs one round trip; a manual run costs two (lock, release).
 // Three instances cost at most four round trips per tick. The first use of
 // each script on a Redis that has not seen it (a fresh or restarted server)

@@ -1243,7 +1243,7 @@ func rlCountingClient(t *testing.T, srv *redistest.Server) (*redis.Client, *rlCo
 
 // A scheduled winner costs 2 round trips (claim with lock and token,
 // release) plus one per extension; a loser costs 1; three instances cost 4
-// per tick. A manual run costs 2 (lock, release), an OverlapAllow run 1.
+// per tick. A manual run costs 2 (lock, release), an AllowOverlap run 1.
 // Counted with a go-redis hook on each instance's client and checked
 // against INFO commandstats.
 func TestRedisRoundTrips(t *testing.T) {
@@ -1260,7 +1260,7 @@ func TestRedisRoundTrips(t *testing.T) {
 		if err := s.Register("noop", "* * * * * *", noop); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Register("free", "* * * * * *", noop, Overlap(OverlapAllow)); err != nil {
+		if err := s.Register("free", "* * * * * *", noop, AllowOverlap()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1297,9 +1297,9 @@ func TestRedisRoundTrips(t *testing.T) {
 	tick = tick.Add(time.Second)
 	tickAt(t, b, "noop", tick)
 	expect("winner (other instance)", cntB, 2, 0)
-	// OverlapAllow: the claim only, no lock.
+	// AllowOverlap: the claim only, no lock.
 	tickAt(t, c, "free", tick)
-	expect("OverlapAllow winner", cntC, 1, 0)
+	expect("AllowOverlap winner", cntC, 1, 0)
 	// Manual: lock (a script of its own, new to this Redis) and release.
 	if _, err := a.RunManually(context.Background(), "noop"); err != nil {
 		t.Fatal(err)

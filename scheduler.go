@@ -445,6 +445,7 @@ type JobInfo struct {
 	Name    string    `json:"name"`
 	Spec    string    `json:"spec"`
 	Flag    string    `json:"flag"`
+	Overlap string    `json:"overlap"`       // "skip" (the default), "queue" (QueueOverlap) or "allow" (AllowOverlap)
 	Prev    time.Time `json:"prev,omitzero"` // last tick fired here
 	Next    time.Time `json:"next"`          // next tick by the spec
 	Enabled bool      `json:"enabled"`
@@ -495,7 +496,7 @@ func (s *Scheduler) Job(name string) (JobInfo, error) {
 	on, flagErr := s.flagInfo(ctx, e.cfg.flag)
 	now := time.Now().In(s.cfg.loc)
 	info := JobInfo{
-		Name: name, Spec: e.spec, Flag: e.cfg.flag,
+		Name: name, Spec: e.spec, Flag: e.cfg.flag, Overlap: e.cfg.overlap.String(),
 		Prev: e.ticks.last(), Next: e.sched().Next(now),
 		Enabled: on, EnabledErr: flagErr,
 		Running: running, Last: e.lastReport(),

@@ -141,7 +141,7 @@ func TestStopCancelsManualRun(t *testing.T) {
 func TestJobsInfo(t *testing.T) {
 	ks := NewMemoryKillSwitch()
 	s, _ := newTest(t, WithKillSwitch(ks))
-	_ = s.Register("b", "*/5 * * * *", JobFunc(func(context.Context) error { return nil }), Flag("b-flag"))
+	_ = s.Register("b", "*/5 * * * *", JobFunc(func(context.Context) error { return nil }), Flag("b-flag"), QueueOverlap())
 	_ = s.Register("a", "@every 1h", JobFunc(func(context.Context) error { return nil }))
 	_ = ks.SetEnabled(WithActor(context.Background(), "alice"), "b-flag", false, "maintenance")
 	tickAt(t, s, "a", t0)
@@ -150,7 +150,7 @@ func TestJobsInfo(t *testing.T) {
 		t.Fatalf("Jobs = %+v", jobs)
 	}
 	a, b := jobs[0], jobs[1]
-	if !a.Enabled || b.Enabled || b.Flag != "b-flag" || b.Spec != "*/5 * * * *" {
+	if !a.Enabled || b.Enabled || b.Flag != "b-flag" || b.Spec != "*/5 * * * *" || a.Overlap != "skip" || b.Overlap != "queue" {
 		t.Fatalf("a=%+v b=%+v", a, b)
 	}
 	if a.Last == nil || a.Last.Stop != StopDone || !a.Last.Tick.Equal(t0) || b.Last != nil {
