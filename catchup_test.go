@@ -497,11 +497,11 @@ func checkHistoryOnce(t *testing.T, srv *redistest.Server, wantMissed, wantCatch
 		clear(seen)
 		for _, h := range hist {
 			switch {
-			case h.Kind == HistoryMissed:
+			case h.Kind == EventMissed:
 				missed++
-			case h.Kind == HistoryRun && h.Trigger == TriggerCatchUp:
+			case h.Kind == EventFinished && h.Trigger == TriggerCatchUp:
 				catchUps++
-			case h.Kind == HistoryRun:
+			case h.Kind == EventFinished:
 				if seen[h.Tick] {
 					t.Fatalf("history holds the run of %s twice: %+v", fmtTick(h.Tick), hist)
 				}
@@ -514,7 +514,7 @@ func checkHistoryOnce(t *testing.T, srv *redistest.Server, wantMissed, wantCatch
 		t.Fatalf("history: %d missed entries, %d catch-up runs; want 1 and %d: %+v", missed, catchUps, wantCatchUp, hist)
 	}
 	for _, h := range hist {
-		if h.Kind == HistoryMissed && h.Missed != wantMissed {
+		if h.Kind == EventMissed && h.Missed != wantMissed {
 			t.Fatalf("history's missed entry %+v, want %d ticks", h, wantMissed)
 		}
 	}

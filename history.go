@@ -28,19 +28,17 @@ var ErrHistory = errors.New("cronguard: history store failed")
 // not affected.
 const EventHistory EventKind = "history"
 
-// HistoryKind says what a history entry records.
-type HistoryKind string
-
-// History kinds.
-const (
-	HistoryRun     HistoryKind = "run"     // a run ended; see Report
-	HistorySkip    HistoryKind = "skip"    // a tick or manual run did not start; see Skip and Error
-	HistoryMissed  HistoryKind = "missed"  // ticks that no instance claimed; see Missed, First and Last
-	HistoryFlag    HistoryKind = "flag"    // Scheduler.SetEnabled flipped the job's switch; see Enabled, By, Reason
-	HistoryInvalid HistoryKind = "invalid" // an entry the store could not read; see Error
-)
-
-// HistoryEntry is one thing the run history remembers about a job.
+// HistoryEntry is one thing the run history remembers about a job. Its
+// Kind is one of the event kinds:
+//
+//   - EventFinished: a run ended; see Report.
+//   - EventSkipped: a tick or manual run did not start; see Skip and Error.
+//   - EventMissed: ticks that no instance claimed; see Missed, First, Last.
+//   - EventFlag: Scheduler.SetEnabled flipped the job's switch; see
+//     Enabled, By and Reason.
+//   - "" (empty): an entry the store could not read (edited by hand,
+//     written by another program); Error says why, with the value cut to a
+//     bound. Only ID, Job and Error are set.
 //
 // Error and Reason are cut to 4 KiB. Report.Err of a history entry is a
 // plain error with the run's error text: errors.Is does not reach the
@@ -48,22 +46,22 @@ const (
 type HistoryEntry struct {
 	// ID orders the entries of one job: the stream entry ID in Redis, a
 	// sequence number in memory.
-	ID       string      `json:"id,omitempty"`
-	Kind     HistoryKind `json:"kind"`
-	Job      string      `json:"job"`
-	Time     time.Time   `json:"time"`               // when it happened
-	Instance string      `json:"instance,omitempty"` // which instance recorded it
-	Trigger  Trigger     `json:"trigger,omitempty"`
-	Tick     time.Time   `json:"tick,omitzero"`
-	By       string      `json:"by,omitempty"`     // who asked: manual runs and flips (WithActor)
-	Report   *Report     `json:"report,omitempty"` // HistoryRun
-	Skip     SkipReason  `json:"skip,omitempty"`   // HistorySkip
-	Missed   int         `json:"missed,omitempty"` // HistoryMissed: how many ticks
-	First    time.Time   `json:"first,omitzero"`   // HistoryMissed: the first missed tick
-	Last     time.Time   `json:"last,omitzero"`    // HistoryMissed: the last missed tick
-	Enabled  *bool       `json:"enabled,omitempty"`
-	Reason   string      `json:"reason,omitempty"` // HistoryFlag
-	Error    string      `json:"error,omitempty"`
+	ID       string     `json:"id,omitempty"`
+	Kind     EventKind  `json:"kind"`
+	Job      string     `json:"job"`
+	Time     time.Time  `json:"time"`               // when it happened
+	Instance string     `json:"instance,omitempty"` // which instance recorded it
+	Trigger  Trigger    `json:"trigger,omitempty"`
+	Tick     time.Time  `json:"tick,omitzero"`
+	By       string     `json:"by,omitempty"`     // who asked: manual runs and flips (WithActor)
+	Report   *Report    `json:"report,omitempty"` // EventFinished
+	Skip     SkipReason `json:"skip,omitempty"`   // EventSkipped
+	Missed   int        `json:"missed,omitempty"` // EventMissed: how many ticks
+	First    time.Time  `json:"first,omitzero"`   // EventMissed: the first missed tick
+	Last     time.Time  `json:"last,omitzero"`    // EventMissed: the last missed tick
+	Enabled  *bool      `json:"enabled,omitempty"`
+	Reason   string     `json:"reason,omitempty"` // EventFlag
+	Error    string     `json:"error,omitempty"`
 }
 
 // HistoryStore keeps the run history. Append is called from one goroutine,
@@ -189,11 +187,11 @@ func historyFromEvent(ev *Event, e *HistoryEntry, ownsReport bool) bool {
 				r.Err = errors.New(clipN(r.Err.Error(), historyTextMax))
 			}
 		}
-		e.Kind, e.Report, e.By = HistoryRun, r, r.By
+		e.Kind, e.Report, e.By = EventFinished, r, r.By
 	case EventSkipped:
-		e.Kind, e.Skip = HistorySkip, ev.Skip
+		e.Kind, e.Skip = EventSkipped, ev.Skip
 	case EventMissed:
-		e.Kind, e.Missed, e.First, e.Last = HistoryMissed, ev.Missed, ev.MissedFirst, ev.MissedLast
+		e.Kind, e.Missed, e.First, e.Last = EventMissed, ev.Missed, ev.MissedFirst, ev.MissedLast
 	}
 	return true
 }
@@ -209,7 +207,7 @@ func historyReport(r Report) Report {
 // recordFlip records a switch flip made with SetEnabled.
 func (s *Scheduler) recordFlip(ctx context.Context, job string, on bool, reason string) {
 	s.history.record(s, &HistoryEntry{
-		Kind: HistoryFlag, Job: job, Time: time.Now(), Instance: s.cfg.instance,
+		Kind: EventFlag, Job: job, Time: time.Now(), Instance: s.cfg.instance,
 		By: ActorFrom(ctx), Enabled: &on, Reason: clipN(reason, historyTextMax),
 	})
 }

@@ -24,7 +24,7 @@ func TestRedisHistoryAppendBatch(t *testing.T) {
 	batch := func(from, n int) []HistoryEntry {
 		es := make([]HistoryEntry, n)
 		for i := range es {
-			es[i] = HistoryEntry{Kind: HistoryRun, Job: "j", Time: t0, Instance: fmt.Sprintf("i%d", from+i),
+			es[i] = HistoryEntry{Kind: EventFinished, Job: "j", Time: t0, Instance: fmt.Sprintf("i%d", from+i),
 				Report: &Report{Job: "j", Stop: StopDone}}
 		}
 		return es
@@ -41,7 +41,7 @@ func TestRedisHistoryAppendBatch(t *testing.T) {
 	if errs := h.appendBatch(ctx, batch(6, 2)); errs != nil {
 		t.Fatalf("batch after SCRIPT FLUSH: %v", errs)
 	}
-	skip := HistoryEntry{Kind: HistorySkip, Job: "j", Trigger: TriggerSchedule, Tick: t0, Skip: SkipKilled}
+	skip := HistoryEntry{Kind: EventSkipped, Job: "j", Trigger: TriggerSchedule, Tick: t0, Skip: SkipKilled}
 	if errs := h.appendBatch(ctx, []HistoryEntry{skip, skip}); errs != nil {
 		t.Fatalf("skips: %v", errs)
 	}
@@ -52,7 +52,7 @@ func TestRedisHistoryAppendBatch(t *testing.T) {
 	if len(got) != 9 {
 		t.Fatalf("%d entries, want 8 runs and one skip: %+v", len(got), got)
 	}
-	if got[0].Kind != HistorySkip {
+	if got[0].Kind != EventSkipped {
 		t.Errorf("newest = %+v, want the skip", got[0])
 	}
 	for i, e := range got[1:] {
@@ -95,7 +95,7 @@ func TestRedisHistoryBurstBatched(t *testing.T) {
 	}
 	for i := range jobs {
 		h, err := hs.History(context.Background(), fmt.Sprintf("j%d", i), 10)
-		if err != nil || len(h) != 1 || h[0].Kind != HistoryRun {
+		if err != nil || len(h) != 1 || h[0].Kind != EventFinished {
 			t.Fatalf("history of j%d: %+v, %v; want its one run", i, h, err)
 		}
 	}

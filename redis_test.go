@@ -166,7 +166,7 @@ func TestRedisBudgetOneLayer(t *testing.T) {
 			return err
 		},
 		"NewRedisHistory Append": func(ctx context.Context) error {
-			return hs.Append(ctx, HistoryEntry{Kind: HistoryFlag, Job: "j", Time: t0})
+			return hs.Append(ctx, HistoryEntry{Kind: EventFlag, Job: "j", Time: t0})
 		},
 		"NewRedisHistory History": func(ctx context.Context) error {
 			_, err := hs.History(ctx, "j", 1)

@@ -344,10 +344,10 @@ func TestGetJob(t *testing.T) {
 		d = decode[admin.JobDetail](t, f.do(t, "GET", "/api/jobs/broken", token, ""))
 		return len(d.History) == 4
 	})
-	if h := d.History[0]; h.Kind != cronguard.HistoryFlag || h.By != "token" || h.Reason != "flaky" {
+	if h := d.History[0]; h.Kind != cronguard.EventFlag || h.By != "token" || h.Reason != "flaky" {
 		t.Errorf("newest entry %+v; want the flip by token", h)
 	}
-	if h := d.History[1]; h.Kind != cronguard.HistoryRun || h.By != "cron-test" || h.Error != "smtp: 550 mailbox full" {
+	if h := d.History[1]; h.Kind != cronguard.EventFinished || h.By != "cron-test" || h.Error != "smtp: 550 mailbox full" {
 		t.Errorf("entry 1 %+v; want the failed manual run by cron-test", h)
 	}
 	if d.Job.Name != "broken" || d.Job.Enabled || d.Job.Last == nil {
@@ -451,7 +451,7 @@ func TestFlip(t *testing.T) {
 	}
 	waitFor(t, "both flips in the history", func() bool {
 		h, _ := f.s.History(context.Background(), "mail", 5)
-		return len(h) == 2 && h[0].Kind == cronguard.HistoryFlag && *h[0].Enabled &&
+		return len(h) == 2 && h[0].Kind == cronguard.EventFlag && *h[0].Enabled &&
 			h[1].Reason == "bad template" && !*h[1].Enabled && h[1].By == "token"
 	})
 	for _, want := range []string{`msg="cronguard admin: disable" job=mail by=token`, `msg="cronguard admin: enable" job=mail by=token`} {

@@ -131,7 +131,7 @@ func (h *handler) view(ctx context.Context, info cronguard.JobInfo, hist []crong
 		}
 	}
 	for _, e := range hist {
-		if e.Kind == cronguard.HistoryRun && e.Report != nil {
+		if e.Kind == cronguard.EventFinished && e.Report != nil {
 			j.Last = e.Report
 			break
 		}

@@ -221,8 +221,8 @@ func TestCLIEndToEnd(t *testing.T) {
 	for _, e := range d.History {
 		kinds = append(kinds, string(e.Kind))
 	}
-	if got := strings.Join(kinds, " "); got != "flag flag run run" {
-		t.Errorf("history kinds %q; want flag flag run run", got)
+	if got := strings.Join(kinds, " "); got != "flag flag finished finished" {
+		t.Errorf("history kinds %q; want flag flag finished finished", got)
 	}
 	r = runCLI(t, vars, "", "history", "broken")
 	wantCode(t, r, 0)
