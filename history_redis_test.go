@@ -139,7 +139,7 @@ func TestRedisHistoryThreeInstances(t *testing.T) {
 	})
 	time.Sleep(200 * time.Millisecond) // let the other writers add theirs, if they were to
 	h, _ = scheds[2].History(ctx, "j", 5)
-	if got := strings.Join(kinds(h[:3]), " "); got != "skip:killed flag run" {
+	if got := strings.Join(kinds(h[:3]), " "); got != "skipped:killed flag finished" {
 		t.Errorf("newest entries = %q; want one skip for the 3 instances, the flip, the last run", got)
 	}
 	if f := h[1]; f.By != "bob" || f.Reason != "bad data" || f.Instance != "i1" {
