@@ -74,7 +74,7 @@ func TestAllocsPerBatchItem(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates on its own; scripts/test runs this test again without -race")
 	}
-	const items = DefaultBatchSize * DefaultMaxBatches
+	const items = defaultBatchSize * defaultMaxBatches
 	keys := make([]string, items)
 	all := make([]int, items)
 	for i := range all {

@@ -15,8 +15,8 @@ import (
 
 // Defaults of Batch.
 const (
-	DefaultBatchSize  = 100
-	DefaultMaxBatches = 100
+	defaultBatchSize  = 100
+	defaultMaxBatches = 100
 )
 
 // Page tells Fetch which batch to return.
@@ -95,7 +95,7 @@ type Batch[T any] struct {
 	// name them); a run that lost its lock saves nothing.
 	Checkpoint bool
 	// PerSecond limits items processed per second (0: no limit; NaN, Inf
-	// and negative values are ErrInvalidBatch). A run whose next token would
+	// and negative values are ErrInvalidJob). A run whose next token would
 	// come after its deadline waits for the deadline and ends with it
 	// (Outcome "timeout" or "canceled"); it never skips the items left.
 	PerSecond float64
@@ -118,7 +118,7 @@ type batchJob interface {
 
 func (b Batch[T]) validate(job string) error {
 	missing := func(field string) error {
-		return fmt.Errorf("%w: job %q: Batch[%s].%s is nil", ErrInvalidBatch, job, typeName[T](), field)
+		return fmt.Errorf("%w: job %q: Batch[%s].%s is nil", ErrInvalidJob, job, typeName[T](), field)
 	}
 	switch {
 	case b.Fetch == nil:
@@ -129,7 +129,7 @@ func (b Batch[T]) validate(job string) error {
 		return missing("Key")
 	}
 	if math.IsNaN(b.PerSecond) || math.IsInf(b.PerSecond, 0) {
-		return fmt.Errorf("%w: job %q: Batch.PerSecond is %v, must be a finite number (0: no limit)", ErrInvalidBatch, job, b.PerSecond)
+		return fmt.Errorf("%w: job %q: Batch.PerSecond is %v, must be a finite number (0: no limit)", ErrInvalidJob, job, b.PerSecond)
 	}
 	for _, f := range []struct {
 		name string
@@ -139,7 +139,7 @@ func (b Batch[T]) validate(job string) error {
 		{"Concurrency", float64(b.Concurrency)}, {"MaxFailures", float64(b.MaxFailures)},
 	} {
 		if f.v < 0 {
-			return fmt.Errorf("%w: job %q: Batch.%s is %v, must not be negative", ErrInvalidBatch, job, f.name, f.v)
+			return fmt.Errorf("%w: job %q: Batch.%s is %v, must not be negative", ErrInvalidJob, job, f.name, f.v)
 		}
 	}
 	return nil
@@ -147,8 +147,8 @@ func (b Batch[T]) validate(job string) error {
 
 func typeName[T any]() string { return reflect.TypeFor[T]().String() }
 
-func (b Batch[T]) size() int       { return cmpOr(b.Size, DefaultBatchSize) }
-func (b Batch[T]) maxBatches() int { return cmpOr(b.MaxBatches, DefaultMaxBatches) }
+func (b Batch[T]) size() int       { return cmpOr(b.Size, defaultBatchSize) }
+func (b Batch[T]) maxBatches() int { return cmpOr(b.MaxBatches, defaultMaxBatches) }
 
 // maxKeysHint bounds the room the runaway guard reserves for a run's keys
 // up front: 1M keys, about 40 MB.
@@ -547,7 +547,7 @@ func (b Batch[T]) checkItems(job string, items []any) ([]any, error) {
 			}
 		default:
 			return nil, fmt.Errorf("%w: job %q: item %d is %T, want %s (or []%s)",
-				ErrItemType, job, i, it, typeName[T](), typeName[T]())
+				ErrInvalidItems, job, i, it, typeName[T](), typeName[T]())
 		}
 	}
 	return flat, nil

@@ -92,7 +92,7 @@ func TestBatchKeysHint(t *testing.T) {
 		want  int
 	}{
 		{Batch[int]{}, 3, 3},
-		{Batch[int]{}, DefaultBatchSize, DefaultBatchSize * DefaultMaxBatches},
+		{Batch[int]{}, defaultBatchSize, defaultBatchSize * defaultMaxBatches},
 		{Batch[int]{Size: 1000, MaxBatches: 5000}, 1000, maxKeysHint},
 		{Batch[int]{Size: 1 << 62, MaxBatches: 1 << 10}, 1 << 62, maxKeysHint},
 	} {

@@ -57,7 +57,7 @@ func TestKillSwitchBetweenBatches(t *testing.T) {
 // The seed's bug: Fetch forgets to exclude users already e-mailed and
 // returns the same 100 users every time.
 func TestRunawayGuardStopsTheSame100Users(t *testing.T) {
-	ks := NewMemoryKillSwitch()
+	ks := NewMemoryKillSwitch().(*memoryKillSwitch)
 	s, rec := newTest(t, WithKillSwitch(ks))
 	sent := map[int]int{}
 	_ = s.Register("confirmation-emails", "@every 1m", Batch[int]{
@@ -159,7 +159,7 @@ func TestDefaults(t *testing.T) {
 		Process: noop, Key: itoa,
 	})
 	rep := tickAt(t, s, "j", t0)
-	if sizes[0] != DefaultBatchSize || rep.Batches != DefaultMaxBatches || rep.Outcome() != "max_batches" {
+	if sizes[0] != defaultBatchSize || rep.Batches != defaultMaxBatches || rep.Outcome() != "max_batches" {
 		t.Fatalf("size=%d batches=%d stop=%s, want defaults 100 and 100", sizes[0], rep.Batches, rep.Outcome())
 	}
 }
@@ -261,7 +261,7 @@ func TestBatchOutsideScheduler(t *testing.T) {
 	if err := b.Run(context.Background()); err != nil || n != 6 {
 		t.Fatalf("err=%v n=%d", err, n)
 	}
-	if err := (Batch[int]{}).Run(context.Background()); !errors.Is(err, ErrInvalidBatch) {
+	if err := (Batch[int]{}).Run(context.Background()); !errors.Is(err, ErrInvalidJob) {
 		t.Fatalf("empty Batch: %v", err)
 	}
 }

@@ -103,7 +103,7 @@ func BenchmarkBatchPerItem(b *testing.B) {
 		size, maxBatches int
 	}{
 		{"one-run", 1000, benchItems/1000 + 1},
-		{"defaults", DefaultBatchSize, DefaultMaxBatches},
+		{"defaults", defaultBatchSize, defaultMaxBatches},
 	}
 	for _, shape := range shapes {
 		batch := Batch[benchItem]{

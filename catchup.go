@@ -47,7 +47,7 @@ func (c *catchUpState) declined(prev, last time.Time) string {
 	defer c.mu.Unlock()
 	if c.ranTick.Equal(prev) && last.Before(c.ranEnd) {
 		// Nobody claimed them because this instance was busy with prev
-		// (OverlapSkip); the other instances, if any, were down.
+		// (the default overlap policy); the other instances, if any, were down.
 		return fmt.Sprintf("the missed ticks fell while this instance's run of tick %s was going (it ended at %s)",
 			fmtTick(prev), fmtTick(c.ranEnd))
 	}

@@ -35,7 +35,7 @@ type loggedRun struct {
 
 func (l *catchUpLog) Run(ctx context.Context) error {
 	run := runFrom(ctx)
-	r := loggedRun{trigger: run.trigger, tick: TickFrom(ctx)}
+	r := loggedRun{trigger: run.trigger, tick: tickFrom(ctx)}
 	if lease := LeaseFrom(ctx); lease != nil {
 		r.token = lease.Token()
 	}
@@ -266,7 +266,7 @@ func TestCatchUpIsARunOfItsOwn(t *testing.T) {
 		if runFrom(ctx).trigger != TriggerCatchUp {
 			return nil
 		}
-		switch TickFrom(ctx) {
+		switch tickFrom(ctx) {
 		case minute(1):
 			panic("catch-up blew up")
 		case minute(4):
@@ -497,11 +497,11 @@ func checkHistoryOnce(t *testing.T, srv *redistest.Server, wantMissed, wantCatch
 		clear(seen)
 		for _, h := range hist {
 			switch {
-			case h.Kind == HistoryMissed:
+			case h.Kind == EventMissed:
 				missed++
-			case h.Kind == HistoryRun && h.Trigger == TriggerCatchUp:
+			case h.Kind == EventFinished && h.Trigger == TriggerCatchUp:
 				catchUps++
-			case h.Kind == HistoryRun:
+			case h.Kind == EventFinished:
 				if seen[h.Tick] {
 					t.Fatalf("history holds the run of %s twice: %+v", fmtTick(h.Tick), hist)
 				}
@@ -514,7 +514,7 @@ func checkHistoryOnce(t *testing.T, srv *redistest.Server, wantMissed, wantCatch
 		t.Fatalf("history: %d missed entries, %d catch-up runs; want 1 and %d: %+v", missed, catchUps, wantCatchUp, hist)
 	}
 	for _, h := range hist {
-		if h.Kind == HistoryMissed && h.Missed != wantMissed {
+		if h.Kind == EventMissed && h.Missed != wantMissed {
 			t.Fatalf("history's missed entry %+v, want %d ticks", h, wantMissed)
 		}
 	}

@@ -146,10 +146,10 @@ func under(ctx context.Context, run *run, next step) error {
 }
 
 // lockerCtx bounds a call to the Locker by the call budget
-// (WithCallBudget). The MemoryLocker answers at once and is not bounded: a
+// (WithCallBudget). The memoryLocker answers at once and is not bounded: a
 // timer per call would cost more than the call.
 func (s *Scheduler) lockerCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := s.cfg.locker.(*MemoryLocker); ok {
+	if _, ok := s.cfg.locker.(*memoryLocker); ok {
 		return ctx, noCancel
 	}
 	return context.WithTimeout(ctx, s.cfg.budget)
@@ -157,7 +157,7 @@ func (s *Scheduler) lockerCtx(ctx context.Context) (context.Context, context.Can
 
 // claimGuard lets one run per tick through, across every instance sharing
 // the Locker: it moves the job's claim mark to the tick and, in the same
-// call, takes the run lock (not for OverlapAllow, which runs unlocked). The
+// call, takes the run lock (not for overlapAllow, which runs unlocked). The
 // winner of a tick reports the ticks missed since the mark (EventMissed);
 // a won tick whose lock is held (a run of an earlier tick still goes) is
 // skipped as locked, and stays claimed.
@@ -165,7 +165,7 @@ func claimGuard(next step) step {
 	return func(run *run) error {
 		s, e := run.s, run.e
 		lockTTL := e.cfg.lockTTL
-		if e.cfg.overlap == OverlapAllow {
+		if e.cfg.overlap == overlapAllow {
 			lockTTL = 0
 		}
 		cctx, cancel := s.lockerCtx(run.ctx)
@@ -240,12 +240,12 @@ func (r *run) reportMissed(prev time.Time) time.Time {
 type overlapState struct {
 	mu      sync.Mutex
 	running int32
-	waiting bool          // a queued run waits (OverlapQueue)
+	waiting bool          // a queued run waits (overlapQueue)
 	idle    chan struct{} // made by a waiting run; closed when running drops to 0
 }
 
-// overlapGuard applies the job's OverlapPolicy within this process. A run
-// that waited (OverlapQueue) asks the kill switch again before it goes on
+// overlapGuard applies the job's overlapPolicy within this process. A run
+// that waited (overlapQueue) asks the kill switch again before it goes on
 // (killswitch.go): an operator may have switched the job off meanwhile.
 func overlapGuard(next step) step {
 	return func(run *run) error {
@@ -264,16 +264,16 @@ func overlapGuard(next step) step {
 }
 
 // enter counts r in, or returns the skip of its job's overlap policy;
-// under OverlapQueue it waits for the runs going now (queued is then true).
+// under overlapQueue it waits for the runs going now (queued is then true).
 func (o *overlapState) enter(run *run) (queued bool, err error) {
 	policy := run.e.cfg.overlap
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.running > 0 && policy != OverlapAllow {
-		if policy == OverlapSkip || o.waiting {
+	if o.running > 0 && policy != overlapAllow {
+		if policy == overlapSkip || o.waiting {
 			return false, skip(run, ErrOverlap, nil, "")
 		}
-		if err := o.wait(run.ctx); err != nil { // OverlapQueue
+		if err := o.wait(run.ctx); err != nil { // overlapQueue
 			return false, skip(run, ErrStopped, err, "queued run")
 		}
 		queued = true
@@ -350,7 +350,7 @@ func (r *run) holdLease(lease Lease, ttl time.Duration, next step) error {
 // release gives lease up, within the call budget even when the run's
 // context has ended.
 func (s *Scheduler) release(ctx context.Context, lease Lease) {
-	if _, ok := s.cfg.locker.(*MemoryLocker); ok {
+	if _, ok := s.cfg.locker.(*memoryLocker); ok {
 		_ = lease.Release(ctx) // it neither blocks nor reads ctx
 		return
 	}

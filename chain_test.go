@@ -117,7 +117,7 @@ func TestOverlapSkip(t *testing.T) {
 func TestOverlapQueueCoalesces(t *testing.T) {
 	s, _ := newTest(t)
 	b := newBlocker()
-	_ = s.Register("j", "@every 1m", b, Overlap(OverlapQueue))
+	_ = s.Register("j", "@every 1m", b, QueueOverlap())
 	first, queued := queueBehind(t, s, b)
 	// The second run is queued: a third tick is coalesced.
 	if rep := tickAt(t, s, "j", t0.Add(2*time.Minute)); skipOf(rep) != "overlap" {
@@ -146,7 +146,7 @@ func TestOverlapAllow(t *testing.T) {
 	_ = s.Register("j", "@every 1m", JobFunc(func(ctx context.Context) error {
 		leases = append(leases, LeaseFrom(ctx))
 		return b.Run(ctx)
-	}), Overlap(OverlapAllow))
+	}), AllowOverlap())
 	first := goAsync(func() Report { return tickAt(t, s, "j", t0) })
 	b.waitStarted(t)
 	second := goAsync(func() Report { return tickAt(t, s, "j", t0.Add(time.Minute)) })
@@ -158,11 +158,11 @@ func TestOverlapAllow(t *testing.T) {
 		}
 	}
 	if leases[0] != nil || leases[1] != nil {
-		t.Fatal("OverlapAllow runs took the run lock")
+		t.Fatal("AllowOverlap runs took the run lock")
 	}
 	// Each tick still runs once.
 	if r := tickAt(t, s, "j", t0); skipOf(r) != "tick_taken" {
-		t.Fatalf("repeat tick under OverlapAllow: %+v", r)
+		t.Fatalf("repeat tick under AllowOverlap: %+v", r)
 	}
 }
 
@@ -193,7 +193,7 @@ func TestManualVsScheduledContention(t *testing.T) {
 }
 
 func TestLockLostCancelsRun(t *testing.T) {
-	locker := NewMemoryLocker()
+	locker := NewMemoryLocker().(*memoryLocker)
 	s, rec := newTest(t, WithLocker(locker))
 	b := newBlocker()
 	var token int64
@@ -297,11 +297,14 @@ func TestPanicBecomesFailedReport(t *testing.T) {
 	}
 }
 
-func TestTickFrom(t *testing.T) {
+// A job reads its tick from ReportFrom: the scheduled tick, zero for a
+// manual run.
+func TestReportFromTick(t *testing.T) {
 	s, _ := newTest(t)
 	var got []time.Time
 	_ = s.Register("j", "@every 1m", JobFunc(func(ctx context.Context) error {
-		got = append(got, TickFrom(ctx))
+		r, _ := ReportFrom(ctx, nil)
+		got = append(got, r.Tick)
 		return nil
 	}))
 	tickAt(t, s, "j", t0)
@@ -379,13 +382,13 @@ func TestReportString(t *testing.T) {
 	}
 }
 
-// A run queued behind another (OverlapQueue) asks the kill switch again when
+// A run queued behind another (QueueOverlap) asks the kill switch again when
 // its turn comes: a flip while it waited stops it.
 func TestOverlapQueueRechecksKillSwitch(t *testing.T) {
 	ks := NewMemoryKillSwitch()
 	s, _ := newTest(t, WithKillSwitch(ks))
 	b := newBlocker()
-	_ = s.Register("j", "@every 1m", b, Overlap(OverlapQueue))
+	_ = s.Register("j", "@every 1m", b, QueueOverlap())
 	first, queued := queueBehind(t, s, b)
 	_ = ks.SetEnabled(context.Background(), "j", false, "operator")
 	close(b.release)
@@ -398,7 +401,7 @@ func TestOverlapQueueRechecksKillSwitch(t *testing.T) {
 	}
 }
 
-// queueBehind starts a run of job "j" (an OverlapQueue job on blocker b)
+// queueBehind starts a run of job "j" (an QueueOverlap job on blocker b)
 // at tick t0, then one at t0+1m, and returns once the second waits behind
 // the first.
 func queueBehind(t *testing.T, s *Scheduler, b *blocker) (first, queued <-chan Report) {

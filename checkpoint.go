@@ -58,12 +58,12 @@ type redisCheckpoints struct {
 // NewRedisCheckpoints returns a CheckpointStore on rdb that keeps Batch
 // cursors in one Redis hash, <prefix>checkpoint (field = job, value =
 // cursor), so a run on any instance resumes where the last run on any
-// other stopped. WithRedis uses it. It takes RedisPrefix and RedisBudget;
-// a nil client or option, or an option of another backend, is an error
-// wrapping ErrInvalidOption. Each call keeps its caller's deadline, or is
+// other stopped. WithRedis uses it. It takes WithKeyPrefix and
+// WithCallBudget; a nil client or option, or any other option, is an error
+// wrapping ErrInvalidOption that names it. Each call keeps its caller's deadline, or is
 // bounded by the budget when its context has none.
-func NewRedisCheckpoints(rdb redis.UniversalClient, opts ...RedisOption) (CheckpointStore, error) {
-	cfg, err := newRedisConfig(forCheckpoints, rdb, opts)
+func NewRedisCheckpoints(rdb redis.UniversalClient, opts ...Option) (CheckpointStore, error) {
+	cfg, err := backendConfig(forCheckpoints, rdb, opts)
 	if err != nil {
 		return nil, err
 	}

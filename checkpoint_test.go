@@ -238,7 +238,7 @@ func TestBatchCheckpointErrorBudget(t *testing.T) {
 // A run that lost its lock saves no cursor: another instance may own it.
 func TestBatchCheckpointNotSavedAfterLockLost(t *testing.T) {
 	s, _ := newTest(t)
-	locker := s.cfg.locker.(*MemoryLocker)
+	locker := s.cfg.locker.(*memoryLocker)
 	var afters []string
 	_ = s.Register("walk", "@every 1m", Batch[int]{Fetch: keysetTable(20, &afters), Key: itoa, Size: 10, Checkpoint: true,
 		Process: func(ctx context.Context, id int) error {
@@ -260,7 +260,7 @@ func TestBatchCheckpointNotSavedAfterLockLost(t *testing.T) {
 
 func TestNewRedisCheckpointsNil(t *testing.T) {
 	for name, rdb := range map[string]redis.UniversalClient{"nil": nil, "typed nil": (*redis.Client)(nil)} {
-		cs, err := NewRedisCheckpoints(rdb, RedisPrefix("x:"))
+		cs, err := NewRedisCheckpoints(rdb, WithKeyPrefix("x:"))
 		if !errors.Is(err, ErrInvalidOption) || cs != nil || !strings.Contains(err.Error(), "NewRedisCheckpoints") {
 			t.Errorf("%s: NewRedisCheckpoints = %v, %v; want ErrInvalidOption", name, cs, err)
 		}

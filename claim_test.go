@@ -14,7 +14,7 @@ import (
 // Tests of the tick claim without Redis: how a fire maps to a tick, the
 // claim mark, missed ticks, and what the scheduler passes to the Locker.
 
-// tickRecorder is a job that records TickFrom of each run.
+// tickRecorder is a job that records tickFrom of each run.
 type tickRecorder struct {
 	mu    sync.Mutex
 	ticks []time.Time
@@ -23,7 +23,7 @@ type tickRecorder struct {
 func (r *tickRecorder) Run(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.ticks = append(r.ticks, TickFrom(ctx))
+	r.ticks = append(r.ticks, tickFrom(ctx))
 	return nil
 }
 
@@ -70,7 +70,7 @@ func TestTickNeverInventedOnDoubleFire(t *testing.T) {
 
 // A fire maps to the latest tick the spec names at or before it, through
 // the real chain, with a fake clock: late fires run the latest due tick, the
-// ticks in between are reported missed once, and every TickFrom is a tick
+// ticks in between are reported missed once, and every tickFrom is a tick
 // of the spec.
 func TestTickLatestDueThroughChain(t *testing.T) {
 	s, rec := newTest(t)
@@ -203,10 +203,10 @@ func TestMissedTicks(t *testing.T) {
 }
 
 // What the scheduler passes to the Locker: the tick it runs, the job's lock
-// TTL (none for OverlapAllow) and its instance; and the lock the claim
+// TTL (none for AllowOverlap) and its instance; and the lock the claim
 // takes lives for that TTL.
 func TestClaimPassesTickAndLockTTL(t *testing.T) {
-	mem := NewMemoryLocker()
+	mem := NewMemoryLocker().(*memoryLocker)
 	spy := &spyLocker{Locker: mem}
 	s, _ := newTest(t, WithLocker(spy), WithInstanceID("web-7"))
 	var holdsFor time.Duration
@@ -217,7 +217,7 @@ func TestClaimPassesTickAndLockTTL(t *testing.T) {
 		return nil
 	})
 	_ = s.Register("locked", "@every 1m", job, LockTTL(7*time.Second))
-	_ = s.Register("free", "@every 1m", JobFunc(func(context.Context) error { return nil }), Overlap(OverlapAllow), LockTTL(9*time.Second))
+	_ = s.Register("free", "@every 1m", JobFunc(func(context.Context) error { return nil }), AllowOverlap(), LockTTL(9*time.Second))
 	_ = s.Register("default", "@every 1m", JobFunc(func(context.Context) error { return nil }))
 	tickAt(t, s, "locked", t0)
 	tickAt(t, s, "free", t0.Add(time.Minute))
@@ -225,7 +225,7 @@ func TestClaimPassesTickAndLockTTL(t *testing.T) {
 	want := []spyClaim{
 		{"locked", t0, 7 * time.Second, "web-7"},
 		{"free", t0.Add(time.Minute), 0, "web-7"},
-		{"default", t0.Add(2 * time.Minute), DefaultLockTTL, "web-7"},
+		{"default", t0.Add(2 * time.Minute), defaultLockTTL, "web-7"},
 	}
 	got := spy.claimCalls()
 	if len(got) != len(want) {
@@ -248,7 +248,7 @@ func TestClaimPassesTickAndLockTTL(t *testing.T) {
 // the holder and tick, a won tick whose lock is held moves the mark all the
 // same, and the lock comes with the claim.
 func TestMemoryLockerClaimMark(t *testing.T) {
-	m := NewMemoryLocker()
+	m := NewMemoryLocker().(*memoryLocker)
 	ctx := context.Background()
 	c, err := m.Claim(ctx, "j", t0, time.Minute, "a")
 	if err != nil || !c.Won || c.Holder != "a" || !c.Prev.IsZero() || c.Lease == nil || c.Lease.Token() != 1 {
@@ -284,7 +284,7 @@ func TestMemoryLockerClaimMark(t *testing.T) {
 // A memory lease extends only its own lock: once its lock expired and
 // another holder took it, Extend fails and leaves the new lock alone.
 func TestMemoryLeaseCannotExtendRetakenLock(t *testing.T) {
-	m := NewMemoryLocker()
+	m := NewMemoryLocker().(*memoryLocker)
 	now := t0
 	m.now = func() time.Time { return now }
 	ctx := context.Background()
@@ -308,12 +308,12 @@ func TestMemoryLeaseCannotExtendRetakenLock(t *testing.T) {
 	}
 }
 
-// Manual runs of an OverlapAllow job still take the run lock, so two of
+// Manual runs of an AllowOverlap job still take the run lock, so two of
 // them never overlap.
 func TestManualRunsOfOverlapAllowExclude(t *testing.T) {
 	s, _ := newTest(t)
 	b := newBlocker()
-	_ = s.Register("j", "@every 1m", b, Overlap(OverlapAllow))
+	_ = s.Register("j", "@every 1m", b, AllowOverlap())
 	ctx := context.Background()
 	first := goAsync(func() error { _, err := s.RunManually(ctx, "j"); return err })
 	b.waitStarted(t)
@@ -321,10 +321,10 @@ func TestManualRunsOfOverlapAllowExclude(t *testing.T) {
 	select {
 	case rep := <-second:
 		if !errors.Is(rep.Err, ErrLocked) || skipOf(rep) != "locked" {
-			t.Errorf("second manual run of an OverlapAllow job: %+v, want ErrLocked", rep)
+			t.Errorf("second manual run of an AllowOverlap job: %+v, want ErrLocked", rep)
 		}
 	case <-b.started:
-		t.Error("two manual runs of an OverlapAllow job ran at once")
+		t.Error("two manual runs of an AllowOverlap job ran at once")
 		b.release <- struct{}{}
 	case <-time.After(5 * time.Second):
 		t.Fatal("second manual run neither ran nor failed")
@@ -360,7 +360,7 @@ func TestWatchdogKeepsTTLThird(t *testing.T) {
 	}
 }
 
-// OverlapQueue: the queued run claims its tick only when its turn comes;
+// QueueOverlap: the queued run claims its tick only when its turn comes;
 // another instance claimed a newer tick meanwhile (and found the lock
 // held), so the queued tick is skipped as taken, not run late.
 func TestOverlapQueueClaimsWhenItsTurnComes(t *testing.T) {
@@ -369,8 +369,8 @@ func TestOverlapQueueClaimsWhenItsTurnComes(t *testing.T) {
 	a, _ := newTest(t, WithLocker(spy), WithInstanceID("a"))
 	b, _ := newTest(t, WithLocker(shared), WithInstanceID("b"))
 	blk := newBlocker()
-	_ = a.Register("j", "@every 1m", blk, Overlap(OverlapQueue))
-	_ = b.Register("j", "@every 1m", blk, Overlap(OverlapQueue))
+	_ = a.Register("j", "@every 1m", blk, QueueOverlap())
+	_ = b.Register("j", "@every 1m", blk, QueueOverlap())
 	first, queued := queueBehind(t, a, blk)
 	if n := spy.claims.Load(); n != 1 {
 		t.Fatalf("%d claims while the second run waits, want 1: a queued run claims when its turn comes", n)

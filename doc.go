@@ -17,14 +17,15 @@
 //     again before every batch of a Batch job. The flag is the job name
 //     unless Flag says otherwise. When the store cannot answer, the last
 //     answer holds; with none the job does not run (WithFailOpen to invert).
-//   - no-overlap: Overlap(OverlapSkip) (default), OverlapQueue or
-//     OverlapAllow, within this process; the run lock covers other instances.
+//   - no-overlap: a tick that comes while the previous run goes is skipped
+//     (the default), queued (QueueOverlap) or run at once (AllowOverlap),
+//     within this process; the run lock covers other instances.
 //   - tick claim and run lock, one Locker.Claim call: each job has one
 //     claim mark, the latest tick claimed, moved only forward to a newer
 //     tick, so a late, clock-skewed or paused instance skips its tick. A
-//     fire stands for the latest tick the spec names (TickFrom), never a
-//     time it does not name. The same call takes the run lock (not for
-//     OverlapAllow) with a TTL (LockTTL, default 30s), extended every TTL/3
+//     fire stands for the latest tick the spec names (the job reads it as
+//     ReportFrom(ctx, nil).Tick), never a time it does not name. The same call takes the run lock (not for
+//     AllowOverlap) with a TTL (LockTTL, default 30s), extended every TTL/3
 //     by a watchdog while the job runs. A failed extension cancels the
 //     run's context with cause ErrLockLost. Ticks that no instance claimed
 //     are reported once, as EventMissed.

@@ -11,14 +11,12 @@ var (
 	ErrInvalidSpec = errors.New("cronguard: invalid spec")
 	// ErrDuplicateJob: Register was called twice with one name.
 	ErrDuplicateJob = errors.New("cronguard: duplicate job")
-	// ErrEmptyName: Register was called with an empty job name.
-	ErrEmptyName = errors.New("cronguard: empty job name")
-	// ErrNilJob: Register was called with a nil Job.
-	ErrNilJob = errors.New("cronguard: nil job")
-	// ErrInvalidBatch: a Batch misses Fetch, Process or Key, has a
+	// ErrInvalidJob: Register was called with an empty (or blank) job name
+	// or a nil Job, or with a Batch that misses Fetch, Process or Key, has a
 	// negative Size, MaxBatches, Concurrency, PerSecond or MaxFailures, or a
-	// PerSecond that is NaN or infinite.
-	ErrInvalidBatch = errors.New("cronguard: invalid batch")
+	// PerSecond that is NaN or infinite (Batch.Run says the same). The
+	// message names the job and the value.
+	ErrInvalidJob = errors.New("cronguard: invalid job")
 	// ErrInvalidOption: an option with a value out of range, such as a
 	// non-positive LockTTL.
 	ErrInvalidOption = errors.New("cronguard: invalid option")
@@ -43,10 +41,10 @@ var (
 	ErrRunaway = errors.New("cronguard: runaway batch")
 	// ErrErrorBudget: more items failed in one run than Batch.MaxFailures allows.
 	ErrErrorBudget = errors.New("cronguard: item error budget exhausted")
-	// ErrItemType: RunManually got an item of the wrong type for the job.
-	ErrItemType = errors.New("cronguard: wrong item type")
-	// ErrNotBatch: RunManually got items for a job that is not a Batch.
-	ErrNotBatch = errors.New("cronguard: job does not take items")
+	// ErrInvalidItems: RunManually got items for a job that is not a Batch,
+	// or an item of the wrong type (or JSON that does not decode to it). The
+	// message names the job and the item.
+	ErrInvalidItems = errors.New("cronguard: invalid items")
 	// ErrPanic: the job panicked; the run failed and the scheduler goes on.
 	ErrPanic = errors.New("cronguard: job panicked")
 	// ErrTimeout: the run exceeded its Timeout; the run's context is

@@ -38,26 +38,26 @@ func TestErrors(t *testing.T) {
 			_ = s.Register("mail", "@hourly", okJob)
 			return s.Register("mail", "@daily", okJob)
 		}, ErrDuplicateJob, []string{`"mail"`}},
-		{"empty name", register("", "@hourly", okJob), ErrEmptyName, []string{`""`}},
-		{"blank name", register("  ", "@hourly", okJob), ErrEmptyName, []string{`"  "`}},
-		{"nil job", register("mail", "@hourly", nil), ErrNilJob, []string{`"mail"`}},
-		{"nil JobFunc", register("mail", "@hourly", JobFunc(nil)), ErrNilJob, []string{`"mail"`}},
-		{"nil pointer job", register("mail", "@hourly", (*nilPtrJob)(nil)), ErrNilJob, []string{`"mail"`}},
-		{"batch without Fetch", register("mail", "@hourly", Batch[int]{Process: noop, Key: itoa}), ErrInvalidBatch, []string{`"mail"`, "Fetch"}},
-		{"batch without Process", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Key: itoa}), ErrInvalidBatch, []string{`"mail"`, "Process"}},
-		{"batch without Key", register("mail", "@hourly", &Batch[int]{Fetch: pages(1, 1), Process: noop}), ErrInvalidBatch, []string{`"mail"`, "Key", "Batch[int]"}},
-		{"negative Size", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, Size: -1}), ErrInvalidBatch, []string{`"mail"`, "Size", "-1"}},
-		{"negative MaxBatches", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, MaxBatches: -3}), ErrInvalidBatch, []string{`"mail"`, "MaxBatches", "-3"}},
-		{"negative Concurrency", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, Concurrency: -2}), ErrInvalidBatch, []string{"Concurrency", "-2"}},
-		{"NaN PerSecond", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, PerSecond: math.NaN()}), ErrInvalidBatch, []string{`"mail"`, "PerSecond", "NaN"}},
-		{"+Inf PerSecond", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, PerSecond: math.Inf(1)}), ErrInvalidBatch, []string{`"mail"`, "PerSecond", "+Inf"}},
-		{"-Inf PerSecond", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, PerSecond: math.Inf(-1)}), ErrInvalidBatch, []string{`"mail"`, "PerSecond", "-Inf"}},
-		{"negative PerSecond", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, PerSecond: -0.5}), ErrInvalidBatch, []string{`"mail"`, "PerSecond", "-0.5"}},
-		{"negative MaxFailures", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, MaxFailures: -1}), ErrInvalidBatch, []string{`"mail"`, "MaxFailures", "-1"}},
+		{"empty name", register("", "@hourly", okJob), ErrInvalidJob, []string{`""`}},
+		{"blank name", register("  ", "@hourly", okJob), ErrInvalidJob, []string{`"  "`}},
+		{"nil job", register("mail", "@hourly", nil), ErrInvalidJob, []string{`"mail"`}},
+		{"nil JobFunc", register("mail", "@hourly", JobFunc(nil)), ErrInvalidJob, []string{`"mail"`}},
+		{"nil pointer job", register("mail", "@hourly", (*nilPtrJob)(nil)), ErrInvalidJob, []string{`"mail"`}},
+		{"batch without Fetch", register("mail", "@hourly", Batch[int]{Process: noop, Key: itoa}), ErrInvalidJob, []string{`"mail"`, "Fetch"}},
+		{"batch without Process", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Key: itoa}), ErrInvalidJob, []string{`"mail"`, "Process"}},
+		{"batch without Key", register("mail", "@hourly", &Batch[int]{Fetch: pages(1, 1), Process: noop}), ErrInvalidJob, []string{`"mail"`, "Key", "Batch[int]"}},
+		{"negative Size", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, Size: -1}), ErrInvalidJob, []string{`"mail"`, "Size", "-1"}},
+		{"negative MaxBatches", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, MaxBatches: -3}), ErrInvalidJob, []string{`"mail"`, "MaxBatches", "-3"}},
+		{"negative Concurrency", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, Concurrency: -2}), ErrInvalidJob, []string{"Concurrency", "-2"}},
+		{"NaN PerSecond", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, PerSecond: math.NaN()}), ErrInvalidJob, []string{`"mail"`, "PerSecond", "NaN"}},
+		{"+Inf PerSecond", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, PerSecond: math.Inf(1)}), ErrInvalidJob, []string{`"mail"`, "PerSecond", "+Inf"}},
+		{"-Inf PerSecond", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, PerSecond: math.Inf(-1)}), ErrInvalidJob, []string{`"mail"`, "PerSecond", "-Inf"}},
+		{"negative PerSecond", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, PerSecond: -0.5}), ErrInvalidJob, []string{`"mail"`, "PerSecond", "-0.5"}},
+		{"negative MaxFailures", register("mail", "@hourly", Batch[int]{Fetch: pages(1, 1), Process: noop, Key: itoa, MaxFailures: -1}), ErrInvalidJob, []string{`"mail"`, "MaxFailures", "-1"}},
 		{"zero LockTTL", register("mail", "@hourly", okJob, LockTTL(0)), ErrInvalidOption, []string{`"mail"`, "LockTTL", "0s"}},
 		{"negative Timeout", register("mail", "@hourly", okJob, Timeout(-time.Second)), ErrInvalidOption, []string{`"mail"`, "-1s"}},
 		{"empty Flag", register("mail", "@hourly", okJob, Flag("")), ErrInvalidOption, []string{`"mail"`, "Flag"}},
-		{"unknown Overlap", register("mail", "@hourly", okJob, Overlap(7)), ErrInvalidOption, []string{`"mail"`, "7"}},
+		{"QueueOverlap and AllowOverlap", register("mail", "@hourly", okJob, QueueOverlap(), AllowOverlap()), ErrInvalidOption, []string{`"mail"`, "AllowOverlap", "queue"}},
 		{"nil JobOption", register("mail", "@hourly", okJob, nil), ErrInvalidOption, []string{`"mail"`}},
 		{"unknown job (manual)", func(s *Scheduler) error { _, err := s.RunManually(ctx, "nope"); return err }, ErrUnknownJob, []string{`"nope"`}},
 		{"unknown job (info)", func(s *Scheduler) error { _, err := s.Job("nope"); return err }, ErrUnknownJob, []string{`"nope"`}},
@@ -79,12 +79,12 @@ func TestErrors(t *testing.T) {
 			_ = s.Register("mail", "@hourly", okBatch)
 			_, err := s.RunManually(ctx, "mail", 1, "two")
 			return err
-		}, ErrItemType, []string{`"mail"`, "item 1", "string", "int"}},
+		}, ErrInvalidItems, []string{`"mail"`, "item 1", "string", "int"}},
 		{"items for a plain job", func(s *Scheduler) error {
 			_ = s.Register("mail", "@hourly", okJob)
 			_, err := s.RunManually(ctx, "mail", 1)
 			return err
-		}, ErrNotBatch, []string{`"mail"`, "JobFunc"}},
+		}, ErrInvalidItems, []string{`"mail"`, "JobFunc"}},
 		{"panic", func(s *Scheduler) error {
 			_ = s.Register("mail", "@hourly", JobFunc(func(context.Context) error { panic("nil map") }))
 			_, err := s.RunManually(ctx, "mail")
@@ -101,7 +101,7 @@ func TestErrors(t *testing.T) {
 			return err
 		}, ErrStopped, []string{`"mail"`}},
 		{"lock lost", func(s *Scheduler) error {
-			locker := s.cfg.locker.(*MemoryLocker)
+			locker := s.cfg.locker.(*memoryLocker)
 			_ = s.Register("mail", "@hourly", JobFunc(func(ctx context.Context) error {
 				locker.forget("mail")
 				<-ctx.Done()
@@ -169,7 +169,7 @@ func TestNewOptionErrors(t *testing.T) {
 		"nil checkpoints":  WithCheckpointStore(nil),
 		"no redis clients": WithRedis(),
 		"typed nil redis":  WithRedis((*redis.Client)(nil)),
-		"typed nil locker": WithLocker((*MemoryLocker)(nil)),
+		"typed nil locker": WithLocker((*memoryLocker)(nil)),
 	} {
 		if _, err := New(opt); !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("%s: err = %v, want ErrInvalidOption", name, err)
@@ -235,13 +235,13 @@ func TestTypedNilRedisClients(t *testing.T) {
 	}
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled
 	defer c.Close()
-	if _, err := NewRedisLocker(c, RedlockWith(rdb)); !errors.Is(err, ErrInvalidOption) {
-		t.Errorf("RedlockWith(typed nil) = %v", err)
+	if _, err := NewRedlock([]redis.UniversalClient{c, rdb}); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("NewRedlock(typed nil) = %v", err)
 	}
 	if _, err := NewRedisKillSwitch(rdb); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("NewRedisKillSwitch(typed nil) = %v", err)
 	}
-	if _, err := NewRedisCheckpoints(rdb, RedisPrefix("cronguard:")); !errors.Is(err, ErrInvalidOption) {
+	if _, err := NewRedisCheckpoints(rdb, WithKeyPrefix("cronguard:")); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("NewRedisCheckpoints(typed nil) = %v", err)
 	}
 }

@@ -77,14 +77,15 @@ func ExampleScheduler_Register() {
 	defer s.Stop(context.Background())
 
 	report := cronguard.JobFunc(func(ctx context.Context) error {
-		// TickFrom is the tick this run is for, never time.Now().
-		fmt.Println("report for", cronguard.TickFrom(ctx))
+		// The report's Tick is the tick this run is for, never time.Now().
+		r, _ := cronguard.ReportFrom(ctx, nil)
+		fmt.Println("report for", r.Tick)
 		return nil
 	})
 	err := s.Register("nightly-report", "CRON_TZ=Europe/Paris 0 3 * * *", report,
 		cronguard.LockTTL(time.Minute),
 		cronguard.Timeout(20*time.Minute),
-		cronguard.Overlap(cronguard.OverlapSkip))
+		cronguard.QueueOverlap()) // a tick that comes while a run goes waits for it
 	fmt.Println(err)
 
 	err = s.Register("nightly-report", "@daily", report)
@@ -161,7 +162,7 @@ func ExampleScheduler_RunManually() {
 	fmt.Println(rep.Processed)
 	// Output:
 	// manual 2 <nil>
-	// cronguard: wrong item type: job "confirmation-emails": item 0 is string, want cronguard_test.User (or []cronguard_test.User)
+	// cronguard: invalid items: job "confirmation-emails": item 0 is string, want cronguard_test.User (or []cronguard_test.User)
 	// 8
 }
 

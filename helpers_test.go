@@ -120,7 +120,7 @@ var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 // blocker is a job that signals when it starts and runs until released or
 // its context ends.
 type blocker struct {
-	started chan time.Time // receives TickFrom of each run
+	started chan time.Time // receives tickFrom of each run
 	release chan struct{}
 	runs    atomic.Int32
 }
@@ -131,7 +131,7 @@ func newBlocker() *blocker {
 
 func (b *blocker) Run(ctx context.Context) error {
 	b.runs.Add(1)
-	b.started <- TickFrom(ctx)
+	b.started <- tickFrom(ctx)
 	select {
 	case <-b.release:
 		return nil

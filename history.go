@@ -28,19 +28,17 @@ var ErrHistory = errors.New("cronguard: history store failed")
 // not affected.
 const EventHistory EventKind = "history"
 
-// HistoryKind says what a history entry records.
-type HistoryKind string
-
-// History kinds.
-const (
-	HistoryRun     HistoryKind = "run"     // a run ended; see Report
-	HistorySkip    HistoryKind = "skip"    // a tick or manual run did not start; see Skip and Error
-	HistoryMissed  HistoryKind = "missed"  // ticks that no instance claimed; see Missed, First and Last
-	HistoryFlag    HistoryKind = "flag"    // Scheduler.SetEnabled flipped the job's switch; see Enabled, By, Reason
-	HistoryInvalid HistoryKind = "invalid" // an entry the store could not read; see Error
-)
-
-// HistoryEntry is one thing the run history remembers about a job.
+// HistoryEntry is one thing the run history remembers about a job. Its
+// Kind is one of the event kinds:
+//
+//   - EventFinished: a run ended; see Report.
+//   - EventSkipped: a tick or manual run did not start; see Skip and Error.
+//   - EventMissed: ticks that no instance claimed; see Missed, First, Last.
+//   - EventFlag: Scheduler.SetEnabled flipped the job's switch; see
+//     Enabled, By and Reason.
+//   - "" (empty): an entry the store could not read (edited by hand,
+//     written by another program); Error says why, with the value cut to a
+//     bound. Only ID, Job and Error are set.
 //
 // Error and Reason are cut to 4 KiB. Report.Err of a history entry keeps
 // the run's error text (cut so too) and its outcome's sentinel: errors.Is
@@ -48,22 +46,22 @@ const (
 type HistoryEntry struct {
 	// ID orders the entries of one job: the stream entry ID in Redis, a
 	// sequence number in memory.
-	ID       string      `json:"id,omitempty"`
-	Kind     HistoryKind `json:"kind"`
-	Job      string      `json:"job"`
-	Time     time.Time   `json:"time"`               // when it happened
-	Instance string      `json:"instance,omitempty"` // which instance recorded it
-	Trigger  Trigger     `json:"trigger,omitempty"`
-	Tick     time.Time   `json:"tick,omitzero"`
-	By       string      `json:"by,omitempty"`     // who asked: manual runs and flips (WithActor)
-	Report   *Report     `json:"report,omitempty"` // HistoryRun
-	Skip     string      `json:"skip,omitempty"`   // HistorySkip: the Report.Outcome of the skip
-	Missed   int         `json:"missed,omitempty"` // HistoryMissed: how many ticks
-	First    time.Time   `json:"first,omitzero"`   // HistoryMissed: the first missed tick
-	Last     time.Time   `json:"last,omitzero"`    // HistoryMissed: the last missed tick
-	Enabled  *bool       `json:"enabled,omitempty"`
-	Reason   string      `json:"reason,omitempty"` // HistoryFlag
-	Error    string      `json:"error,omitempty"`
+	ID       string     `json:"id,omitempty"`
+	Kind     EventKind  `json:"kind"`
+	Job      string     `json:"job"`
+	Time     time.Time  `json:"time"`               // when it happened
+	Instance string     `json:"instance,omitempty"` // which instance recorded it
+	Trigger  Trigger    `json:"trigger,omitempty"`
+	Tick     time.Time  `json:"tick,omitzero"`
+	By       string     `json:"by,omitempty"`     // who asked: manual runs and flips (WithActor)
+	Report   *Report    `json:"report,omitempty"` // EventFinished
+	Skip     string     `json:"skip,omitempty"`   // EventSkipped: the Report.Outcome of the skip
+	Missed   int        `json:"missed,omitempty"` // EventMissed: how many ticks
+	First    time.Time  `json:"first,omitzero"`   // EventMissed: the first missed tick
+	Last     time.Time  `json:"last,omitzero"`    // EventMissed: the last missed tick
+	Enabled  *bool      `json:"enabled,omitempty"`
+	Reason   string     `json:"reason,omitempty"` // EventFlag
+	Error    string     `json:"error,omitempty"`
 }
 
 // HistoryStore keeps the run history. Append is called from one goroutine,
@@ -87,6 +85,7 @@ type historyConfig struct {
 // NewMemoryHistory, or NewRedisHistory on the first client with WithRedis.
 func WithHistoryStore(hs HistoryStore) Option {
 	return func(c *config) error {
+		c.saw("WithHistoryStore")
 		if isNil(hs) {
 			return fmt.Errorf("%w: WithHistoryStore(nil)", ErrInvalidOption)
 		}
@@ -97,8 +96,10 @@ func WithHistoryStore(hs HistoryStore) Option {
 
 // WithHistorySize sets how many history entries the default stores keep per
 // job (default 1,000): the memory ring's size, the Redis stream's MAXLEN.
+// NewRedisHistory takes it too.
 func WithHistorySize(n int) Option {
 	return func(c *config) error {
+		c.saw("WithHistorySize")
 		if n < 1 {
 			return fmt.Errorf("%w: WithHistorySize %d: must be at least 1", ErrInvalidOption, n)
 		}
@@ -186,11 +187,11 @@ func historyFromEvent(ev *Event, e *HistoryEntry, ownsReport bool) bool {
 				r.Err = keptError(r.Job, r.Err, historyTextMax)
 			}
 		}
-		e.Kind, e.Report, e.By = HistoryRun, r, r.By
+		e.Kind, e.Report, e.By = EventFinished, r, r.By
 	case EventSkipped:
-		e.Kind, e.Skip = HistorySkip, ev.Skip
+		e.Kind, e.Skip = EventSkipped, ev.Skip
 	case EventMissed:
-		e.Kind, e.Missed, e.First, e.Last = HistoryMissed, ev.Missed, ev.MissedFirst, ev.MissedLast
+		e.Kind, e.Missed, e.First, e.Last = EventMissed, ev.Missed, ev.MissedFirst, ev.MissedLast
 	}
 	return true
 }
@@ -204,7 +205,7 @@ func historyReport(r Report) Report {
 // recordFlip records a switch flip made with SetEnabled.
 func (s *Scheduler) recordFlip(ctx context.Context, job string, on bool, reason string) {
 	s.history.record(s, &HistoryEntry{
-		Kind: HistoryFlag, Job: job, Time: time.Now(), Instance: s.cfg.instance,
+		Kind: EventFlag, Job: job, Time: time.Now(), Instance: s.cfg.instance,
 		By: ActorFrom(ctx), Enabled: &on, Reason: clipN(reason, historyTextMax),
 	})
 }

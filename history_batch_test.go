@@ -16,7 +16,7 @@ func TestRedisHistoryAppendBatch(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client(t)
 	ctx := context.Background()
-	hs, err := NewRedisHistory(c, RedisHistorySize(100))
+	hs, err := NewRedisHistory(c, WithHistorySize(100))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +24,7 @@ func TestRedisHistoryAppendBatch(t *testing.T) {
 	batch := func(from, n int) []HistoryEntry {
 		es := make([]HistoryEntry, n)
 		for i := range es {
-			es[i] = HistoryEntry{Kind: HistoryRun, Job: "j", Time: t0, Instance: fmt.Sprintf("i%d", from+i),
+			es[i] = HistoryEntry{Kind: EventFinished, Job: "j", Time: t0, Instance: fmt.Sprintf("i%d", from+i),
 				Report: &Report{Job: "j"}}
 		}
 		return es
@@ -41,7 +41,7 @@ func TestRedisHistoryAppendBatch(t *testing.T) {
 	if errs := h.appendBatch(ctx, batch(6, 2)); errs != nil {
 		t.Fatalf("batch after SCRIPT FLUSH: %v", errs)
 	}
-	skip := HistoryEntry{Kind: HistorySkip, Job: "j", Trigger: TriggerSchedule, Tick: t0, Skip: "killed"}
+	skip := HistoryEntry{Kind: EventSkipped, Job: "j", Trigger: TriggerSchedule, Tick: t0, Skip: "killed"}
 	if errs := h.appendBatch(ctx, []HistoryEntry{skip, skip}); errs != nil {
 		t.Fatalf("skips: %v", errs)
 	}
@@ -52,7 +52,7 @@ func TestRedisHistoryAppendBatch(t *testing.T) {
 	if len(got) != 9 {
 		t.Fatalf("%d entries, want 8 runs and one skip: %+v", len(got), got)
 	}
-	if got[0].Kind != HistorySkip {
+	if got[0].Kind != EventSkipped {
 		t.Errorf("newest = %+v, want the skip", got[0])
 	}
 	for i, e := range got[1:] {
@@ -89,13 +89,13 @@ func TestRedisHistoryBurstBatched(t *testing.T) {
 		}
 	}
 	stopSched(t, s) // flushes the writer
-	hs, err := NewRedisHistory(srv.Client(t), RedisHistorySize(10))
+	hs, err := NewRedisHistory(srv.Client(t), WithHistorySize(10))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range jobs {
 		h, err := hs.History(context.Background(), fmt.Sprintf("j%d", i), 10)
-		if err != nil || len(h) != 1 || h[0].Kind != HistoryRun {
+		if err != nil || len(h) != 1 || h[0].Kind != EventFinished {
 			t.Fatalf("history of j%d: %+v, %v; want its one run", i, h, err)
 		}
 	}

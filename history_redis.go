@@ -13,7 +13,8 @@ import (
 )
 
 // historyEntryMax bounds the size of one history entry read from Redis;
-// a bigger one is returned as HistoryInvalid without being parsed.
+// a bigger one is returned as an unreadable entry (Kind "") without being
+// parsed.
 const historyEntryMax = 64 << 10
 
 // historySkipMemory is how long the last recorded skip of a job is
@@ -39,7 +40,7 @@ const historySkipMemory = 24 * time.Hour
 // and the claim do, so the script runs on Redis Cluster too.
 //
 // Entries are read defensively: an entry that is not what Append writes
-// (edited by hand, another program) comes back as a HistoryInvalid entry
+// (edited by hand, another program) comes back as an unreadable entry
 // whose Error says why, cut to a bounded length; a key of the wrong type is
 // an error wrapping ErrHistory.
 type redisHistory struct {
@@ -53,17 +54,17 @@ type redisHistory struct {
 // Cluster client), so that every instance sees the runs of every instance:
 // one capped stream per job (the layout and the guarantees: the doc of
 // redisHistory in history_redis.go; the keys: ARCHITECTURE.md). WithRedis
-// uses it. It takes RedisPrefix, RedisBudget and RedisHistorySize; a nil
-// client or option, or an option of another backend, is an error wrapping
-// ErrInvalidOption. Entries it cannot read come back as HistoryInvalid
-// entries with a bounded Error; a key of the wrong type is an error
-// wrapping ErrHistory.
-func NewRedisHistory(rdb redis.UniversalClient, opts ...RedisOption) (HistoryStore, error) {
-	cfg, err := newRedisConfig(forHistory, rdb, opts)
+// uses it. It takes WithKeyPrefix, WithCallBudget and WithHistorySize; a
+// nil client or option, or an option that does not concern the history, is
+// an error wrapping ErrInvalidOption that names it. Entries it cannot read
+// come back unreadable (Kind "") with a bounded Error; a key of the wrong
+// type is an error wrapping ErrHistory.
+func NewRedisHistory(rdb redis.UniversalClient, opts ...Option) (HistoryStore, error) {
+	cfg, err := backendConfig(forHistory, rdb, opts)
 	if err != nil {
 		return nil, err
 	}
-	return &redisHistory{rdb: rdb, prefix: cfg.prefix, size: cfg.historySize, budget: cfg.budget}, nil
+	return &redisHistory{rdb: rdb, prefix: cfg.prefix, size: cfg.history.size, budget: cfg.budget}, nil
 }
 
 // key returns the name of the job's stream.
@@ -102,14 +103,14 @@ func (r *redisHistory) Append(ctx context.Context, e HistoryEntry) error {
 
 // appendArgs are the keys and arguments of historyAppend for e.
 func (r *redisHistory) appendArgs(e HistoryEntry) ([]string, []any, error) {
-	e.ID = ""
+	var skip string
+	if e.Kind == EventSkipped && e.Trigger == TriggerSchedule && !e.Tick.IsZero() {
+		skip = e.Tick.UTC().Format(time.RFC3339Nano) + "|" + string(e.Skip)
+	}
+	e.ID, e.Kind = "", storedKind(e.Kind)
 	b, err := json.Marshal(e)
 	if err != nil {
 		return nil, nil, err
-	}
-	var skip string
-	if e.Kind == HistorySkip && e.Trigger == TriggerSchedule && !e.Tick.IsZero() {
-		skip = e.Tick.UTC().Format(time.RFC3339Nano) + "|" + string(e.Skip)
 	}
 	key := r.key(e.Job)
 	return []string{key, key + ":lastskip"}, []any{r.size, b, skip, historySkipMemory.Milliseconds()}, nil
@@ -194,10 +195,10 @@ func (r *redisHistory) History(ctx context.Context, job string, limit int) ([]Hi
 }
 
 // parseHistoryEntry reads one stream entry; what it cannot read becomes a
-// HistoryInvalid entry with a bounded Error.
+// entry of Kind "" with a bounded Error.
 func parseHistoryEntry(job string, m redis.XMessage) HistoryEntry {
 	bad := func(format string, args ...any) HistoryEntry {
-		return HistoryEntry{ID: clip(m.ID), Kind: HistoryInvalid, Job: job,
+		return HistoryEntry{ID: clip(m.ID), Job: job,
 			Error: clipN(fmt.Sprintf("unreadable history entry: "+format, args...), 512)}
 	}
 	v, ok := m.Values["e"]
@@ -215,18 +216,43 @@ func parseHistoryEntry(job string, m redis.XMessage) HistoryEntry {
 	if err := json.Unmarshal([]byte(raw), &e); err != nil {
 		return bad("%v; value: %s", err, clip(raw))
 	}
-	switch e.Kind {
-	case HistoryRun:
+	switch e.Kind = readKind(e.Kind); e.Kind {
+	case EventFinished:
 		if e.Report == nil {
 			return bad("a run without a report; value: %s", clip(raw))
 		}
-	case HistorySkip, HistoryMissed, HistoryFlag:
+	case EventSkipped, EventMissed, EventFlag:
 	default:
 		return bad("kind %q; value: %s", clip(string(e.Kind)), clip(raw))
 	}
 	e.ID, e.Job = m.ID, job
 	boundEntry(&e)
 	return e
+}
+
+// The stream keeps the kind names entries had before HistoryEntry.Kind
+// became an EventKind ("run" for EventFinished, "skip" for EventSkipped;
+// "missed" and "flag" are the same), so entries written by any version
+// read the same in every other during a rolling upgrade.
+var storedKinds = map[EventKind]EventKind{EventFinished: "run", EventSkipped: "skip"}
+
+// storedKind is the name of kind k in the stream.
+func storedKind(k EventKind) EventKind {
+	if s, ok := storedKinds[k]; ok {
+		return s
+	}
+	return k
+}
+
+// readKind is the kind a stream entry names: the stored name, or the
+// EventKind itself (accepted too, in case a later version writes it).
+func readKind(k EventKind) EventKind {
+	for kind, stored := range storedKinds {
+		if k == stored {
+			return kind
+		}
+	}
+	return k
 }
 
 // boundEntry cuts the texts of an entry read from outside to their bounds.

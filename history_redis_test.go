@@ -89,7 +89,7 @@ func TestRedisHistoryThreeInstances(t *testing.T) {
 		}
 		seen := map[time.Time]int{}
 		for i, e := range h {
-			if e.Kind != HistoryRun || e.Report == nil {
+			if e.Kind != EventFinished || e.Report == nil {
 				t.Fatalf("%s: entry %d is %+v; want only runs (no tick_taken skips)", s.cfg.instance, i, e)
 			}
 			seen[e.Tick]++
@@ -135,11 +135,11 @@ func TestRedisHistoryThreeInstances(t *testing.T) {
 	h := waitHistory(t, scheds[2], "j", 1)
 	waitFor(t, 15*time.Second, "the skip recorded", func() bool {
 		h, _ = scheds[2].History(ctx, "j", 5)
-		return len(h) > 0 && h[0].Kind == HistorySkip
+		return len(h) > 0 && h[0].Kind == EventSkipped
 	})
 	time.Sleep(200 * time.Millisecond) // let the other writers add theirs, if they were to
 	h, _ = scheds[2].History(ctx, "j", 5)
-	if got := strings.Join(kinds(h[:3]), " "); got != "skip:killed flag run" {
+	if got := strings.Join(kinds(h[:3]), " "); got != "skipped:killed flag finished" {
 		t.Errorf("newest entries = %q; want one skip for the 3 instances, the flip, the last run", got)
 	}
 	if f := h[1]; f.By != "bob" || f.Reason != "bad data" || f.Instance != "i1" {
@@ -177,11 +177,11 @@ func TestRedisHistoryGarbage(t *testing.T) {
 		t.Fatalf("%d entries, want 7", len(h))
 	}
 	for i, e := range h[1:] {
-		if e.Kind != HistoryInvalid || e.Error == "" || len(e.Error) > 600 || e.ID == "" {
-			t.Errorf("garbage entry %d: kind %q, error %d bytes %q; want invalid with a bounded error", i, e.Kind, len(e.Error), e.Error)
+		if e.Kind != "" || e.Error == "" || len(e.Error) > 600 || e.ID == "" {
+			t.Errorf("garbage entry %d: kind %q, error %d bytes %q; want unreadable (empty kind) with a bounded error", i, e.Kind, len(e.Error), e.Error)
 		}
 	}
-	if e := h[0]; e.Kind != HistorySkip || len(e.Skip) > 250 || len(e.Error) > historyTextMax+30 {
+	if e := h[0]; e.Kind != EventSkipped || len(e.Skip) > 250 || len(e.Error) > historyTextMax+30 {
 		t.Errorf("readable entry with huge texts: kind %q, skip %d bytes, error %d bytes; want them cut", e.Kind, len(e.Skip), len(e.Error))
 	}
 
@@ -204,5 +204,39 @@ func TestRedisHistoryGarbage(t *testing.T) {
 	waitFor(t, 5*time.Second, "EventHistory", func() bool { return len(rec.kind(EventHistory)) > 0 })
 	if ev := rec.kind(EventHistory)[0]; !errors.Is(ev.Err, ErrHistory) || !strings.Contains(ev.Err.Error(), "WRONGTYPE") {
 		t.Errorf("EventHistory = %v; want ErrHistory with WRONGTYPE", ev.Err)
+	}
+}
+
+// TestRedisHistoryStoredKinds: the stream keeps the kind names of before
+// HistoryEntry.Kind became an EventKind ("run", "skip"), so old and new
+// instances read each other's entries; both spellings read back as the
+// EventKind, and what is neither is unreadable (Kind "").
+func TestRedisHistoryStoredKinds(t *testing.T) {
+	r := &redisHistory{prefix: defaultKeyPrefix, size: 10}
+	tick := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for kind, stored := range map[EventKind]string{EventFinished: "run", EventSkipped: "skip", EventMissed: "missed", EventFlag: "flag"} {
+		e := HistoryEntry{Kind: kind, Job: "j", Trigger: TriggerSchedule, Tick: tick, Skip: "locked", Report: &Report{Job: "j"}}
+		_, args, err := r.appendArgs(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if raw := string(args[1].([]byte)); !strings.Contains(raw, `"kind":"`+stored+`"`) {
+			t.Errorf("%s is stored as %s; want kind %q", kind, raw, stored)
+		}
+		if skip := args[2].(string); (kind == EventSkipped) != (skip != "") {
+			t.Errorf("%s: lastskip argument %q", kind, skip)
+		}
+		for _, name := range []string{stored, string(kind)} {
+			m := redis.XMessage{ID: "1-0", Values: map[string]any{"e": `{"kind":"` + name + `","report":{}}`}}
+			if got := parseHistoryEntry("j", m); got.Kind != kind || got.Error != "" {
+				t.Errorf("stored kind %q reads as %q (error %q); want %s", name, got.Kind, got.Error, kind)
+			}
+		}
+	}
+	for _, name := range []string{"invalid", "", "started", "boom"} {
+		m := redis.XMessage{ID: "1-0", Values: map[string]any{"e": `{"kind":"` + name + `","report":{}}`}}
+		if got := parseHistoryEntry("j", m); got.Kind != "" || got.Error == "" {
+			t.Errorf("stored kind %q reads as %q (error %q); want unreadable", name, got.Kind, got.Error)
+		}
 	}
 }

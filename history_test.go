@@ -65,7 +65,7 @@ func TestHistoryMemoryRingBounded(t *testing.T) {
 	var ids []string
 	for _, e := range h {
 		ids = append(ids, e.ID)
-		if e.Kind != HistoryRun || e.Report == nil || e.By != "alice" || e.Report.By != "alice" ||
+		if e.Kind != EventFinished || e.Report == nil || e.By != "alice" || e.Report.By != "alice" ||
 			e.Instance != "test" || e.Report.Outcome() != "done" {
 			t.Errorf("entry %+v: want a done manual run by alice on instance test", e)
 		}
@@ -113,8 +113,8 @@ func TestHistoryKinds(t *testing.T) {
 	}
 	tickAt(t, s, "j", t0.Add(2*time.Minute)) // fails
 	h := waitHistory(t, s, "j", 6)
-	want := "run flag skip:killed run flag run"
-	if got := strings.Join(kinds(h), " "); got != "run flag run skip:killed flag run" {
+	want := "finished flag skipped:killed finished flag finished"
+	if got := strings.Join(kinds(h), " "); got != "finished flag finished skipped:killed flag finished" {
 		t.Fatalf("history, newest first = %q; want reversed %q", got, want)
 	}
 	if r := h[0].Report; r.Outcome() != "error" || r.Err == nil || r.Err.Error() != "smtp down" || h[0].Error != "smtp down" {
@@ -309,7 +309,7 @@ func TestHistoryMissedEvent(t *testing.T) {
 		h, _ := s.History(context.Background(), "j", 0)
 		missed = missed[:0]
 		for _, e := range h {
-			if e.Kind == HistoryMissed {
+			if e.Kind == EventMissed {
 				missed = append(missed, e)
 			}
 		}

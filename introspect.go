@@ -1,22 +1,31 @@
 package cronguard
 
+import "time"
+
 // InstanceID returns the name of this instance in claims, reports and
 // events (WithInstanceID; hostname-pid by default).
 func (s *Scheduler) InstanceID() string { return s.cfg.instance }
 
-// SwitchState returns the recorded state of the job's kill switch flag —
-// on or off, why, by whom, since when — when the switch keeps one: the
-// memory and Redis switches do (ok true); Unleash does not (ok false). It
-// reads the switch's local state only, never a store. It returns
-// ErrUnknownJob for a name that was never registered.
-func (s *Scheduler) SwitchState(job string) (st FlagState, ok bool, err error) {
-	e, err := s.lookup(job)
-	if err != nil {
-		return FlagState{}, false, err
+// flagRecorder is a kill switch that records who flipped a flag last, why
+// and when: the memory and Redis switches do, and the Unleash switch gives
+// the toggle's name as the reason. Scheduler.Job shows it in JobInfo
+// (EnabledBy, EnabledReason, EnabledAt). Flipped reads the switch's local
+// state only, never a store, so it is cheap. A switch of your own may
+// implement it: the method is all it takes.
+type flagRecorder interface {
+	Flipped(flag string) (by, reason string, at time.Time)
+}
+
+// Flipped implements flagRecorder.
+func (m *memoryKillSwitch) Flipped(flag string) (by, reason string, at time.Time) {
+	st := m.State(flag)
+	return st.By, st.Reason, st.At
+}
+
+// flipped reads the record of flag, when the kill switch keeps one.
+func (s *Scheduler) flipped(flag string) (by, reason string, at time.Time) {
+	if r, ok := s.cfg.killSwitch.(flagRecorder); ok {
+		return r.Flipped(flag)
 	}
-	sw, ok := s.cfg.killSwitch.(interface{ State(flag string) FlagState })
-	if !ok {
-		return FlagState{}, false, nil
-	}
-	return sw.State(e.cfg.flag), true, nil
+	return "", "", time.Time{}
 }

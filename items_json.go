@@ -41,7 +41,7 @@ func decodeJSONItems(b batchJob, job string, items []any) ([]any, error) {
 
 // decodeJSONItems decodes raw, one item or an array of items, into Ts.
 // Decoding is strict: an unknown field, a null item, a value of the wrong
-// type or trailing data is ErrItemType, naming the item and its value (cut
+// type or trailing data is ErrInvalidItems, naming the item and its value (cut
 // to 200 bytes).
 func (b Batch[T]) decodeJSONItems(job string, raw json.RawMessage) ([]any, error) {
 	if reflect.TypeFor[T]() == reflect.TypeFor[json.RawMessage]() {
@@ -52,7 +52,7 @@ func (b Batch[T]) decodeJSONItems(job string, raw json.RawMessage) ([]any, error
 		elems = nil
 		if err := json.Unmarshal(t, &elems); err != nil {
 			return nil, fmt.Errorf("%w: job %q: items %s: %v; want a JSON array of %s",
-				ErrItemType, job, clip(string(raw)), err, typeName[T]())
+				ErrInvalidItems, job, clip(string(raw)), err, typeName[T]())
 		}
 	}
 	out := make([]any, 0, len(elems))
@@ -60,7 +60,7 @@ func (b Batch[T]) decodeJSONItems(job string, raw json.RawMessage) ([]any, error
 		v, err := decodeStrict[T](el)
 		if err != nil {
 			return nil, fmt.Errorf("%w: job %q: item %d %s: %v; want %s as JSON",
-				ErrItemType, job, i, clip(string(el)), err, typeName[T]())
+				ErrInvalidItems, job, i, clip(string(el)), err, typeName[T]())
 		}
 		out = append(out, v)
 	}

@@ -56,8 +56,8 @@ func TestRunManuallyJSONItems(t *testing.T) {
 		"a number array": `[1, 2]`,
 	} {
 		_, err := s.RunManually(ctx, "mail", json.RawMessage(raw))
-		if !errors.Is(err, ErrItemType) || !strings.Contains(err.Error(), `job "mail"`) || !strings.Contains(err.Error(), "jsonUser") {
-			t.Errorf("%s: err = %v; want ErrItemType naming the job and the type", name, err)
+		if !errors.Is(err, ErrInvalidItems) || !strings.Contains(err.Error(), `job "mail"`) || !strings.Contains(err.Error(), "jsonUser") {
+			t.Errorf("%s: err = %v; want ErrInvalidItems naming the job and the type", name, err)
 		}
 		if err != nil && len(err.Error()) > 600 {
 			t.Errorf("%s: error is %d bytes; want the value cut", name, len(err.Error()))
@@ -66,8 +66,8 @@ func TestRunManuallyJSONItems(t *testing.T) {
 	if len(got) != 4 {
 		t.Errorf("a bad item list ran items: %v", got)
 	}
-	if _, err := s.RunManually(ctx, "plain", json.RawMessage(`[1]`)); !errors.Is(err, ErrNotBatch) {
-		t.Errorf("JSON items for a plain job: %v; want ErrNotBatch", err)
+	if _, err := s.RunManually(ctx, "plain", json.RawMessage(`[1]`)); !errors.Is(err, ErrInvalidItems) {
+		t.Errorf("JSON items for a plain job: %v; want ErrInvalidItems", err)
 	}
 	rep, err = s.RunManually(ctx, "mail", json.RawMessage(`[]`))
 	if err != nil || rep.Batches != 0 || rep.Processed != 0 || fetches.Load() != 0 {

@@ -198,52 +198,44 @@ type Event struct {
 	MissedLast   time.Time `json:"missed_last,omitzero"`  // the last missed tick
 }
 
-// TickFrom returns the scheduled time of the tick being run: the instant the
+// tickFrom returns the scheduled time of the tick being run: the instant the
 // cron spec named, not the moment the job happened to start. It is zero for
-// manual runs and outside a run.
-func TickFrom(ctx context.Context) time.Time {
+// manual runs and outside a run. Jobs read it as ReportFrom(ctx, nil).Tick.
+func tickFrom(ctx context.Context) time.Time {
 	if run, ok := ctx.Value(runKey{}).(*run); ok {
 		return run.tick
 	}
 	return time.Time{}
 }
 
-// OverlapPolicy says what a scheduled tick does while the previous run of the
-// same job is still going in this process.
-type OverlapPolicy int
+// overlapPolicy says what a scheduled tick does while the previous run of
+// the same job is still going in this process: skip it (the default),
+// queue it (QueueOverlap) or run it at once (AllowOverlap).
+type overlapPolicy int
 
-// Overlap policies.
 const (
-	// OverlapSkip skips the tick and reports it (ErrOverlap). The default.
-	OverlapSkip OverlapPolicy = iota
-	// OverlapQueue runs the tick once the current run ends. At most one run
-	// waits: further ticks while one waits are skipped (coalesced). The
-	// queued run claims its tick only once its turn comes: when another
-	// instance claimed a newer tick meanwhile, it is skipped as taken.
-	OverlapQueue
-	// OverlapAllow lets runs of the job overlap, here and across instances:
-	// scheduled runs take no run lock (the tick claim alone, one round trip,
-	// still makes each tick run once). Manual runs still take the lock, so
-	// they exclude each other (and scheduled runs do not wait for them).
-	OverlapAllow
+	overlapSkip overlapPolicy = iota
+	overlapQueue
+	overlapAllow
 )
 
-// String names the policy.
-func (p OverlapPolicy) String() string {
+// String names the policy, as JobInfo.Overlap shows it.
+func (p overlapPolicy) String() string {
 	switch p {
-	case OverlapSkip:
+	case overlapSkip:
 		return "skip"
-	case OverlapQueue:
+	case overlapQueue:
 		return "queue"
-	case OverlapAllow:
+	case overlapAllow:
 		return "allow"
 	}
-	return fmt.Sprintf("OverlapPolicy(%d)", int(p))
+	return fmt.Sprintf("overlapPolicy(%d)", int(p))
 }
 
-// DefaultLockTTL is the run lock's time to live when LockTTL is not given.
-// The lease is extended every third of it while the job runs.
-const DefaultLockTTL = 30 * time.Second
+// defaultLockTTL is the run lock's time to live when LockTTL is not given
+// (30s, as LockTTL's doc says). The lease is extended every third of it
+// while the job runs.
+const defaultLockTTL = 30 * time.Second
 
 // JobOption configures one job at Register.
 type JobOption func(*jobConfig) error
@@ -252,7 +244,7 @@ type jobConfig struct {
 	lockTTL  time.Duration
 	timeout  time.Duration
 	flag     string
-	overlap  OverlapPolicy
+	overlap  overlapPolicy
 	hardKill bool
 	catchUp  bool
 }
@@ -293,12 +285,29 @@ func Flag(name string) JobOption {
 	}
 }
 
-// Overlap sets what happens when a tick comes while the previous run still
-// goes. The default is OverlapSkip.
-func Overlap(p OverlapPolicy) JobOption {
+// By default a scheduled tick that comes while the previous run of the job
+// is still going in this process is skipped and reported (SkipOverlap);
+// QueueOverlap and AllowOverlap change that. They exclude each other: a job
+// given both is refused with ErrInvalidOption.
+
+// QueueOverlap makes such a tick run once the current run ends. At most one
+// run waits: further ticks while one waits are skipped (coalesced). The
+// queued run asks the kill switch again and claims its tick only once its
+// turn comes: when another instance claimed a newer tick meanwhile, it is
+// skipped as taken.
+func QueueOverlap() JobOption { return overlapOption("QueueOverlap", overlapQueue) }
+
+// AllowOverlap lets runs of the job overlap, here and across instances:
+// scheduled runs take no run lock (the tick claim alone, one round trip,
+// still makes each tick run once). Manual runs still take the lock, so they
+// exclude each other (and scheduled runs do not wait for them).
+func AllowOverlap() JobOption { return overlapOption("AllowOverlap", overlapAllow) }
+
+// overlapOption sets policy p, named name, unless another was set.
+func overlapOption(name string, p overlapPolicy) JobOption {
 	return func(c *jobConfig) error {
-		if p < OverlapSkip || p > OverlapAllow {
-			return fmt.Errorf("%w: Overlap %d: unknown policy", ErrInvalidOption, int(p))
+		if c.overlap != overlapSkip && c.overlap != p {
+			return fmt.Errorf("%w: %s: the job already has overlap policy %q (QueueOverlap and AllowOverlap exclude each other)", ErrInvalidOption, name, c.overlap)
 		}
 		c.overlap = p
 		return nil
@@ -326,7 +335,7 @@ func HardKill() JobOption {
 // only when the instance that claims the first tick after the gap has
 // CatchUp on. Only the winner of that tick sees the gap, so the catch-up
 // runs once across instances. It runs first, with Trigger TriggerCatchUp
-// and TickFrom the last missed tick, then the tick that revealed the gap
+// and Report.Tick the last missed tick, then the tick that revealed the gap
 // runs as usual: both under the run lock that tick's claim took, each with
 // its own Timeout and Report. So the job sees its ticks in order, and the
 // current tick starts once the catch-up run ends.
@@ -335,7 +344,7 @@ func HardKill() JobOption {
 // gap is reported once and the next claim does not see it again. Nor for
 // ticks the claiming instance skipped on purpose: the latest missed tick
 // was skipped here as switched off, or fell while this instance's own run
-// of the previous tick was still going (OverlapSkip). Ticks that only other
+// of the previous tick was still going (the default overlap policy). Ticks that only other
 // instances skipped so are caught up.
 func CatchUp() JobOption {
 	return func(c *jobConfig) error {

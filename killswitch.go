@@ -41,8 +41,8 @@ type FlippableKillSwitch interface {
 	SetEnabled(ctx context.Context, flag string, on bool, reason string) error
 }
 
-// FlagState is the recorded state of one flag.
-type FlagState struct {
+// flagState is the recorded state of one flag.
+type flagState struct {
 	Enabled bool      `json:"enabled"`
 	Reason  string    `json:"reason,omitempty"`
 	By      string    `json:"by,omitempty"`
@@ -115,7 +115,7 @@ type flagAnswer struct {
 // remembered; when the switch fails, the last remembered answer holds; with
 // none, the answer is off (or on, WithFailOpen).
 func (s *Scheduler) ask(ctx context.Context, flag string) flagAnswer {
-	if ks, ok := s.cfg.killSwitch.(*MemoryKillSwitch); ok {
+	if ks, ok := s.cfg.killSwitch.(*memoryKillSwitch); ok {
 		// It answers from memory and never fails: no call budget (a timer
 		// per run), and no last answer to remember for the fail policy.
 		on, _ := ks.Enabled(ctx, flag)

@@ -49,7 +49,7 @@ func (c *ksCounter) get(name string) int {
 
 // ksCounted returns a switch on its own client to srv (options changed by
 // opt) with a command counter.
-func ksCounted(t *testing.T, srv *redistest.Server, db int, opts ...RedisOption) (*RedisKillSwitch, *ksCounter) {
+func ksCounted(t *testing.T, srv *redistest.Server, db int, opts ...Option) (*RedisKillSwitch, *ksCounter) {
 	t.Helper()
 	o := srv.Options()
 	o.DB = db
@@ -57,7 +57,7 @@ func ksCounted(t *testing.T, srv *redistest.Server, db int, opts ...RedisOption)
 	t.Cleanup(func() { _ = rdb.Close() })
 	c := &ksCounter{}
 	rdb.AddHook(c)
-	opts = append([]RedisOption{RedisLogger(ksQuiet)}, opts...)
+	opts = append([]Option{WithLogger(ksQuiet)}, opts...)
 	k, err := NewRedisKillSwitch(rdb, opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +70,7 @@ func ksCounted(t *testing.T, srv *redistest.Server, db int, opts ...RedisOption)
 // scheduler on it with one job, "emails", whose runs are counted in *ran.
 func ksEmails(t *testing.T, srv *redistest.Server) (k *RedisKillSwitch, s *Scheduler, rec *recorder, ran *int) {
 	t.Helper()
-	k, _ = ksCounted(t, srv, 0, RedisResync(200*time.Millisecond))
+	k, _ = ksCounted(t, srv, 0, redisResync(200*time.Millisecond))
 	ksLoaded(t, k)
 	s, rec = newTest(t, WithKillSwitch(k))
 	ran = new(int)
@@ -99,7 +99,7 @@ func ksLoaded(t *testing.T, ks ...*RedisKillSwitch) {
 // forged messages costs at most one HMGET each, never a state change.
 func TestRedisKillSwitchForgedMessageCannotFlip(t *testing.T) {
 	srv := redistest.Start(t)
-	k, cnt := ksCounted(t, srv, 0, RedisResync(time.Minute))
+	k, cnt := ksCounted(t, srv, 0, redisResync(time.Minute))
 	ksLoaded(t, k)
 	s, _ := newTest(t, WithKillSwitch(k))
 	ran := 0
@@ -120,7 +120,7 @@ func TestRedisKillSwitchForgedMessageCannotFlip(t *testing.T) {
 	if on, err := k.Enabled(ctx, "emails"); err != nil || on {
 		t.Fatalf("after a forged message: Enabled = %v, %v; want off, from the hash", on, err)
 	}
-	if st := k.State("emails"); st.Reason != "incident" {
+	if st := k.state("emails"); st.Reason != "incident" {
 		t.Fatalf("State = %+v; want the hash's", st)
 	}
 	if rep := tickAt(t, s, "emails", t0); skipOf(rep) != "killed" || ran != 0 {
@@ -192,7 +192,7 @@ func TestRedisKillSwitchForgedMessageCannotFlip(t *testing.T) {
 func TestRedisKillSwitchHugeValuesAreClipped(t *testing.T) {
 	srv := redistest.Start(t)
 	var logs ksLogBuffer
-	k, _ := ksCounted(t, srv, 0, RedisResync(200*time.Millisecond), RedisLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	k, _ := ksCounted(t, srv, 0, redisResync(200*time.Millisecond), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	ksLoaded(t, k)
 	s, _ := newTest(t, WithKillSwitch(k), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { return nil })); err != nil {
@@ -255,10 +255,10 @@ func (l *ksLogBuffer) String() string {
 func TestRedisKillSwitchChannelPerDatabase(t *testing.T) {
 	srv := redistest.Start(t)
 	const resync = time.Minute // only messages can propagate in time
-	a1, ca1 := ksCounted(t, srv, 0, RedisResync(resync))
-	a2, _ := ksCounted(t, srv, 0, RedisResync(resync))
-	b1, cb1 := ksCounted(t, srv, 1, RedisResync(resync))
-	b2, cb2 := ksCounted(t, srv, 1, RedisResync(resync))
+	a1, ca1 := ksCounted(t, srv, 0, redisResync(resync))
+	a2, _ := ksCounted(t, srv, 0, redisResync(resync))
+	b1, cb1 := ksCounted(t, srv, 1, redisResync(resync))
+	b2, cb2 := ksCounted(t, srv, 1, redisResync(resync))
 	ksLoaded(t, a1, a2, b1, b2)
 	if a1.channel != "cronguard:killswitch:flips:db0" || b1.channel != "cronguard:killswitch:flips:db1" {
 		t.Fatalf("channels %q and %q", a1.channel, b1.channel)
@@ -369,7 +369,7 @@ func TestRedisKillSwitchSilentSubscription(t *testing.T) {
 	rdb := proxy.Client(t)
 	cnt := &ksCounter{}
 	rdb.AddHook(cnt)
-	k, err := NewRedisKillSwitch(rdb, RedisLogger(ksQuiet), RedisResync(time.Minute))
+	k, err := NewRedisKillSwitch(rdb, WithLogger(ksQuiet), redisResync(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +439,7 @@ func TestRedisKillSwitchSilentSubscription(t *testing.T) {
 func TestRedisKillSwitchSilentSubscriptionNoticedWithinBound(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr())
-	k, err := NewRedisKillSwitch(proxy.Client(t), RedisLogger(ksQuiet))
+	k, err := NewRedisKillSwitch(proxy.Client(t), WithLogger(ksQuiet))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -531,7 +531,7 @@ func TestInvalidUTF8FlagRefused(t *testing.T) {
 func TestRedisKillSwitchReloadKeepsFlipMadeDuringIt(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr())
-	k, err := NewRedisKillSwitch(proxy.Client(t), RedisLogger(ksQuiet), RedisResync(time.Minute))
+	k, err := NewRedisKillSwitch(proxy.Client(t), WithLogger(ksQuiet), redisResync(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,7 +560,7 @@ func TestRedisKillSwitchReloadKeepsFlipMadeDuringIt(t *testing.T) {
 	if reloads() != startedAt {
 		t.Skip("another reload ran meanwhile: the check would prove nothing")
 	}
-	if st := k.State("emails"); st.Enabled || st.Reason != "during the reload" {
+	if st := k.state("emails"); st.Enabled || st.Reason != "during the reload" {
 		t.Fatalf("after a reload that began before the flip: State = %+v; want the flip", st)
 	}
 }

@@ -18,7 +18,7 @@ import (
 // defaultResync bounds how stale a Redis kill switch's cache may get when
 // a pub/sub message is lost on a subscription that is otherwise live, or
 // when the hash is edited by hand: the cache is reloaded from Redis at
-// least this often (RedisResync).
+// least this often.
 const defaultResync = 10 * time.Second
 
 // RedisKillSwitch is the distributed kill switch: flags live in a Redis
@@ -28,16 +28,16 @@ const defaultResync = 10 * time.Second
 // # Layout
 //
 // The flags are the fields of one hash, <prefix>killswitch (field = flag
-// name, value = JSON FlagState {"enabled":false,"reason":"...","by":"...",
+// name, value = JSON flagState {"enabled":false,"reason":"...","by":"...",
 // "at":"..."}), and flips are announced on the pub/sub channel of the
 // prefix and of the client's database, <prefix>killswitch:flips:db<N>
 // (Redis pub/sub ignores SELECT, so services on different databases of one
 // server must not share a channel). A Cluster client uses db0 (Cluster has
 // database 0 only), as does a client whose type does not tell its database
-// (give it its own RedisPrefix there). The table of every key is in
+// (give it its own WithKeyPrefix there). The table of every key is in
 // ARCHITECTURE.md ("Where state lives").
 //
-// A flag that is not in the hash is on (see RedisDefaultOff). The
+// A flag that is not in the hash is on. The
 // state is as durable as the Redis it lives in: it survives restarts of the
 // instances and deploys, and restarts of Redis when Redis persists its data.
 // An operator may edit the hash by hand (HSET cronguard:killswitch emails
@@ -59,7 +59,7 @@ const defaultResync = 10 * time.Second
 // without a flag name is not parsed: these, and flags beyond the 256, make
 // a full reload, at most one every 250ms. The cache is also reloaded from the hash
 // (HGETALL) whenever the subscription is made or remade and at least every
-// resync interval (RedisResync, default 10s). All reads of the
+// resync interval (10s). All reads of the
 // hash run one at a time, in order; a read never overwrites a flip that
 // SetEnabled of this instance made while the read was under way.
 //
@@ -76,7 +76,7 @@ const defaultResync = 10 * time.Second
 // EventFlag for it, so a flip whose message was lost is honoured within
 // 2.5s at worst and the degradation shows.
 //
-// Each read of the hash is bounded by the call budget (RedisBudget; WithRedis
+// Each read of the hash is bounded by the call budget (WithCallBudget; WithRedis
 // passes WithCallBudget). SetEnabled keeps its caller's deadline, or is
 // bounded by the budget when its context has none.
 //
@@ -88,7 +88,7 @@ const defaultResync = 10 * time.Second
 // key is never silent. SetEnabled returns the store's error then. Until the
 // cache has loaded once, Enabled fails too (NewRedisKillSwitch does not wait
 // for Redis). Connection losses and recoveries are logged
-// (RedisLogger). Everything read from Redis that goes into an
+// (WithLogger). Everything read from Redis that goes into an
 // error or a log line is cut to 200 bytes.
 //
 // Close stops the background goroutines; a Scheduler closes the switch that
@@ -137,7 +137,7 @@ type RedisKillSwitch struct {
 
 // cachedFlag is one flag in a RedisKillSwitch's cache.
 type cachedFlag struct {
-	state  FlagState
+	state  flagState
 	err    error  // the value in Redis could not be read
 	ticket uint64 // RedisKillSwitch.ticket of the read or write that set it
 }
@@ -150,12 +150,13 @@ var (
 
 // NewRedisKillSwitch returns a kill switch on rdb (a single, Sentinel or
 // Cluster client) and starts following Redis in the background. It takes
-// RedisPrefix, RedisBudget, RedisLogger, RedisResync and RedisDefaultOff; a
-// nil client or option, or an option of another backend, is an error
-// wrapping ErrInvalidOption. It does not wait for Redis. Close it when
+// WithKeyPrefix, WithCallBudget and WithLogger (where it logs losing and
+// regaining Redis); a nil client or option, or an option that does not
+// concern the kill switch, is an error wrapping ErrInvalidOption that
+// names it. It does not wait for Redis. Close it when
 // done; it does not close rdb.
-func NewRedisKillSwitch(rdb redis.UniversalClient, opts ...RedisOption) (*RedisKillSwitch, error) {
-	cfg, err := newRedisConfig(forKillSwitch, rdb, opts)
+func NewRedisKillSwitch(rdb redis.UniversalClient, opts ...Option) (*RedisKillSwitch, error) {
+	cfg, err := backendConfig(forKillSwitch, rdb, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -229,19 +230,25 @@ func (k *RedisKillSwitch) valueLocked(flag string) (bool, error) {
 	return f.state.Enabled, nil
 }
 
-// State returns the flag's state as the cache knows it, with who flipped
-// it, why and when. A flag not in Redis has the default state (on, unless
-// RedisDefaultOff); one whose value cannot be read is off, with
-// the reason.
-func (k *RedisKillSwitch) State(flag string) FlagState {
+// Flipped implements flagRecorder: who flipped the flag, why and when, as
+// the cache knows it. It reads no store.
+func (k *RedisKillSwitch) Flipped(flag string) (by, reason string, at time.Time) {
+	st := k.state(flag)
+	return st.By, st.Reason, st.At
+}
+
+// state returns the flag's state as the cache knows it, with who flipped
+// it, why and when. A flag not in Redis has the default state (on); one
+// whose value cannot be read is off, with the reason.
+func (k *RedisKillSwitch) state(flag string) flagState {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	f, ok := k.flags[flag]
 	switch {
 	case !ok:
-		return FlagState{Enabled: k.defaultOn}
+		return flagState{Enabled: k.defaultOn}
 	case f.err != nil:
-		return FlagState{Enabled: false, Reason: f.err.Error()}
+		return flagState{Enabled: false, Reason: f.err.Error()}
 	}
 	return f.state
 }
@@ -288,7 +295,7 @@ func (k *RedisKillSwitch) SetEnabled(ctx context.Context, flag string, on bool, 
 	case !utf8.ValidString(flag):
 		return fmt.Errorf("%w: redis kill switch %s: flag %q is not valid UTF-8", ErrInvalidFlag, k.key, flag)
 	}
-	st := FlagState{Enabled: on, Reason: reason, By: ActorFrom(ctx), At: time.Now().UTC()}
+	st := flagState{Enabled: on, Reason: reason, By: ActorFrom(ctx), At: time.Now().UTC()}
 	value, err := json.Marshal(st)
 	if err != nil {
 		return err
@@ -345,33 +352,33 @@ func (k *RedisKillSwitch) Close() error {
 	return nil
 }
 
-// parseFlagValue reads a flag's value in the hash: JSON FlagState as
+// parseFlagValue reads a flag's value in the hash: JSON flagState as
 // SetEnabled writes it, or on/off, true/false, 1/0 as an operator may. Its
 // errors quote the flag and the value cut to 200 bytes.
-func parseFlagValue(key, flag, v string) (FlagState, error) {
+func parseFlagValue(key, flag, v string) (flagState, error) {
 	s := strings.TrimSpace(v)
 	if strings.HasPrefix(s, "{") {
 		var st struct {
 			Enabled *bool `json:"enabled"`
-			FlagState
+			flagState
 		}
 		err := json.Unmarshal([]byte(s), &st)
 		if err == nil && st.Enabled == nil {
 			err = errors.New(`no "enabled" field`)
 		}
 		if err != nil {
-			return FlagState{}, fmt.Errorf("redis kill switch %s: flag %q: cannot read value %q: %s",
+			return flagState{}, fmt.Errorf("redis kill switch %s: flag %q: cannot read value %q: %s",
 				key, clip(flag), clip(v), clip(err.Error()))
 		}
-		st.FlagState.Enabled = *st.Enabled
-		return st.FlagState, nil
+		st.flagState.Enabled = *st.Enabled
+		return st.flagState, nil
 	}
 	switch strings.ToLower(s) {
 	case "1", "true", "on":
-		return FlagState{Enabled: true}, nil
+		return flagState{Enabled: true}, nil
 	case "0", "false", "off":
-		return FlagState{Enabled: false}, nil
+		return flagState{Enabled: false}, nil
 	}
-	return FlagState{}, fmt.Errorf("redis kill switch %s: flag %q: cannot read value %q: want JSON, on/off, true/false or 1/0",
+	return flagState{}, fmt.Errorf("redis kill switch %s: flag %q: cannot read value %q: want JSON, on/off, true/false or 1/0",
 		key, clip(flag), clip(v))
 }

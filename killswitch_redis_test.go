@@ -17,7 +17,7 @@ var ksQuiet = slog.New(slog.DiscardHandler)
 
 // ksNew returns a quiet RedisKillSwitch on its own client to srv, closed
 // when the test ends (before the client).
-func ksNew(t *testing.T, srv *redistest.Server, opts ...RedisOption) *RedisKillSwitch {
+func ksNew(t *testing.T, srv *redistest.Server, opts ...Option) *RedisKillSwitch {
 	t.Helper()
 	k, _ := ksCounted(t, srv, 0, opts...)
 	return k
@@ -51,7 +51,7 @@ func TestRedisKillSwitchFlipRecordsWhoWhyWhen(t *testing.T) {
 	took := waitFor(t, time.Second, "other instance sees the flip", ksIs(b, "emails", false))
 	t.Logf("flip reached the other instance in %s", took)
 
-	st := b.State("emails")
+	st := b.state("emails")
 	if st.Enabled || st.By != "alice" || st.Reason != "sends duplicates" || st.At.Before(before.Add(-time.Second)) || st.At.After(time.Now()) {
 		t.Fatalf("State = %+v", st)
 	}
@@ -59,7 +59,7 @@ func TestRedisKillSwitchFlipRecordsWhoWhyWhen(t *testing.T) {
 	// Durable: a new instance reads it from Redis.
 	c := ksNew(t, srv)
 	waitFor(t, 5*time.Second, "new instance loads the state", ksIs(c, "emails", false))
-	if got := c.State("emails"); got.By != "alice" || !got.At.Equal(st.At) {
+	if got := c.state("emails"); got.By != "alice" || !got.At.Equal(st.At) {
 		t.Fatalf("new instance State = %+v, want %+v", got, st)
 	}
 	raw, err := srv.Client(t).HGet(context.Background(), "cronguard:killswitch", "emails").Result()
@@ -73,14 +73,14 @@ func TestRedisKillSwitchFlipRecordsWhoWhyWhen(t *testing.T) {
 	waitFor(t, time.Second, "flip back reaches every instance", func() bool {
 		return ksIs(a, "emails", true)() && ksIs(c, "emails", true)()
 	})
-	if other := a.State("other"); !other.Enabled {
+	if other := a.state("other"); !other.Enabled {
 		t.Fatalf("flags are independent: State(other) = %+v", other)
 	}
 }
 
 func TestRedisKillSwitchOptions(t *testing.T) {
 	srv := redistest.Start(t)
-	off := ksNew(t, srv, RedisDefaultOff(), RedisPrefix("svc-a:"))
+	off := ksNew(t, srv, redisDefaultOff(), WithKeyPrefix("svc-a:"))
 	other := ksNew(t, srv) // prefix cronguard:
 	ksLoaded(t, off, other)
 	if off.key != "svc-a:killswitch" || off.channel != "svc-a:killswitch:flips:db0" {
@@ -103,11 +103,11 @@ func TestRedisKillSwitchOptions(t *testing.T) {
 
 	for _, tc := range []struct {
 		name string
-		opts []RedisOption
+		opts []Option
 	}{
-		{"zero resync", []RedisOption{RedisResync(0)}},
-		{"nil logger", []RedisOption{RedisLogger(nil)}},
-		{"nil option", []RedisOption{nil}},
+		{"zero resync", []Option{redisResync(0)}},
+		{"nil logger", []Option{WithLogger(nil)}},
+		{"nil option", []Option{nil}},
 	} {
 		if _, err := NewRedisKillSwitch(srv.Client(t), tc.opts...); !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("%s: err = %v, want ErrInvalidOption", tc.name, err)
@@ -123,8 +123,8 @@ func TestRedisKillSwitchOptions(t *testing.T) {
 func TestRedisKillSwitchResyncCorrectsLostMessage(t *testing.T) {
 	srv := redistest.Start(t)
 	const resync = 200 * time.Millisecond
-	a := ksNew(t, srv, RedisResync(resync))
-	b := ksNew(t, srv, RedisResync(resync))
+	a := ksNew(t, srv, redisResync(resync))
+	b := ksNew(t, srv, redisResync(resync))
 	ksLoaded(t, a, b)
 	rdb := srv.Client(t)
 	ctx := context.Background()
@@ -137,7 +137,7 @@ func TestRedisKillSwitchResyncCorrectsLostMessage(t *testing.T) {
 		return ksIs(a, "emails", false)() && ksIs(b, "emails", false)()
 	})
 	t.Logf("lost flip corrected on both instances in %s (resync %s)", took, resync)
-	if st := b.State("emails"); st.Reason != "lost message" {
+	if st := b.state("emails"); st.Reason != "lost message" {
 		t.Fatalf("State = %+v", st)
 	}
 
@@ -162,7 +162,7 @@ func TestRedisKillSwitchResyncCorrectsLostMessage(t *testing.T) {
 		_, err := b.Enabled(ctx, "emails")
 		return err != nil && strings.Contains(err.Error(), `"maybe"`)
 	})
-	if st := b.State("emails"); st.Enabled || !strings.Contains(st.Reason, "cannot read") {
+	if st := b.state("emails"); st.Enabled || !strings.Contains(st.Reason, "cannot read") {
 		t.Fatalf("State of unreadable flag = %+v", st)
 	}
 	if !ksIs(b, "other", true)() {
@@ -177,8 +177,8 @@ func TestRedisKillSwitchResyncCorrectsLostMessage(t *testing.T) {
 func TestRedisKillSwitchRedisRestartedAroundFlip(t *testing.T) {
 	srv := redistest.Start(t, redistest.Args("--appendonly", "yes", "--appendfsync", "always"))
 	const resync = time.Minute // only the resubscription can correct in time
-	a := ksNew(t, srv, RedisResync(resync))
-	b := ksNew(t, srv, RedisResync(resync))
+	a := ksNew(t, srv, redisResync(resync))
+	b := ksNew(t, srv, redisResync(resync))
 	ksLoaded(t, a, b)
 	ctx := context.Background()
 	if err := a.SetEnabled(ctx, "emails", false, "incident"); err != nil {
@@ -196,7 +196,7 @@ func TestRedisKillSwitchRedisRestartedAroundFlip(t *testing.T) {
 		if _, err := b.Enabled(ctx, "emails"); err == nil {
 			t.Fatal("Redis down: Enabled answered without an error")
 		}
-		if st := b.State("emails"); st.Enabled {
+		if st := b.state("emails"); st.Enabled {
 			t.Fatalf("Redis down: State = %+v; want the last known off", st)
 		}
 		if err := a.SetEnabled(ctx, "emails", true, "while down"); err == nil {
@@ -251,7 +251,7 @@ func TestRedisKillSwitchRedisRestartedAroundFlip(t *testing.T) {
 func TestRedisKillSwitchOutageDefersToFailPolicy(t *testing.T) {
 	srv := redistest.Start(t)
 	const resync = 300 * time.Millisecond
-	k := ksNew(t, srv, RedisResync(resync))
+	k := ksNew(t, srv, redisResync(resync))
 	ksLoaded(t, k)
 	s, rec := newTest(t, WithKillSwitch(k))
 	if err := s.Register("emails", "@hourly", JobFunc(func(context.Context) error { return nil })); err != nil {
@@ -437,7 +437,7 @@ func TestRedisKillSwitchUnreadableMessage(t *testing.T) {
 // Enabled is the hot path: a map lookup under a read lock.
 func BenchmarkRedisKillSwitchEnabled(b *testing.B) {
 	srv := redistest.Start(b)
-	k, err := NewRedisKillSwitch(srv.Client(b), RedisLogger(ksQuiet))
+	k, err := NewRedisKillSwitch(srv.Client(b), WithLogger(ksQuiet))
 	if err != nil {
 		b.Fatal(err)
 	}

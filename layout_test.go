@@ -70,8 +70,8 @@ func TestKillSwitchInOneFile(t *testing.T) {
 			t.Errorf("killswitch.go does not declare %s", name)
 		}
 	}
-	if decls, _ := fileDecls(t, "killswitch_memory.go"); !decls["MemoryKillSwitch"] {
-		t.Error("killswitch_memory.go does not declare MemoryKillSwitch")
+	if decls, _ := fileDecls(t, "killswitch_memory.go"); !decls["memoryKillSwitch"] {
+		t.Error("killswitch_memory.go does not declare memoryKillSwitch")
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 // NewMemoryLocker serves one process; NewRedisLocker serves many.
 //
 // The Scheduler calls Claim for a scheduled tick (with the run lock, unless
-// the job is OverlapAllow) and Acquire for a manual run. Implementations
+// the job is AllowOverlap) and Acquire for a manual run. Implementations
 // must be safe for concurrent use.
 type Locker interface {
 	// Claim moves job's claim mark to tick if tick is newer than the mark,
@@ -75,7 +75,7 @@ type Lease interface {
 type leaseKey struct{}
 
 // LeaseFrom returns the run lock held by the run of ctx, or nil outside a
-// locked run (for example OverlapAllow).
+// locked run (for example AllowOverlap).
 func LeaseFrom(ctx context.Context) Lease {
 	l, _ := ctx.Value(leaseKey{}).(Lease)
 	return l
@@ -265,12 +265,12 @@ func (k *leaseKeeper) down(i int) {
 	}
 }
 
-// MemoryLocker is the embedded Locker: claim marks and locks in this
+// memoryLocker is the embedded Locker (NewMemoryLocker): claim marks and locks in this
 // process's memory, one entry per job, so each call costs O(1) whatever
 // the number of jobs: one map lookup and, for a lock, one small allocation
 // (the Lease). It suits a single instance and tests; use NewRedisLocker
 // when several instances run the same jobs.
-type MemoryLocker struct {
+type memoryLocker struct {
 	mu   sync.Mutex
 	jobs map[string]*memJob
 	now  func() time.Time
@@ -287,13 +287,16 @@ type memJob struct {
 	expires time.Time
 }
 
-// NewMemoryLocker returns an empty in-memory Locker.
-func NewMemoryLocker() *MemoryLocker {
-	return &MemoryLocker{jobs: map[string]*memJob{}, now: time.Now}
+// NewMemoryLocker returns the embedded Locker, the default of New: claim
+// marks and run locks in this process's memory, so it coordinates this
+// process only (use NewRedisLocker when several instances run the same
+// jobs). Each call costs O(1) whatever the number of jobs and never fails.
+func NewMemoryLocker() Locker {
+	return &memoryLocker{jobs: map[string]*memJob{}, now: time.Now}
 }
 
 // job returns job's state, made on first use; m.mu is held.
-func (m *MemoryLocker) job(job string) *memJob {
+func (m *memoryLocker) job(job string) *memJob {
 	j := m.jobs[job]
 	if j == nil {
 		j = &memJob{}
@@ -312,7 +315,7 @@ func checkLockTTL(job string, ttl time.Duration) error {
 }
 
 // Claim implements Locker.
-func (m *MemoryLocker) Claim(_ context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error) {
+func (m *memoryLocker) Claim(_ context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error) {
 	if err := checkLockTTL(job, lockTTL); err != nil {
 		return Claim{}, err
 	}
@@ -334,7 +337,7 @@ func (m *MemoryLocker) Claim(_ context.Context, job string, tick time.Time, lock
 }
 
 // Acquire implements Locker.
-func (m *MemoryLocker) Acquire(_ context.Context, job string, ttl time.Duration) (Lease, error) {
+func (m *memoryLocker) Acquire(_ context.Context, job string, ttl time.Duration) (Lease, error) {
 	if ttl < time.Millisecond {
 		return nil, fmt.Errorf("%w: job %q: lock TTL %s: must be at least 1ms", ErrInvalidOption, job, ttl)
 	}
@@ -344,7 +347,7 @@ func (m *MemoryLocker) Acquire(_ context.Context, job string, ttl time.Duration)
 }
 
 // acquireLocked takes j's lock; m.mu is held.
-func (m *MemoryLocker) acquireLocked(job string, j *memJob, ttl time.Duration) (Lease, error) {
+func (m *memoryLocker) acquireLocked(job string, j *memJob, ttl time.Duration) (Lease, error) {
 	now := m.now()
 	if j.locked && now.Before(j.expires) {
 		return nil, fmt.Errorf("%w: job %q: held until %s", ErrLocked, job, j.expires.Format(time.RFC3339Nano))
@@ -355,7 +358,7 @@ func (m *MemoryLocker) acquireLocked(job string, j *memJob, ttl time.Duration) (
 }
 
 type memLease struct {
-	m     *MemoryLocker
+	m     *memoryLocker
 	j     *memJob
 	job   string
 	token int64
@@ -390,7 +393,7 @@ func (l *memLease) Release(context.Context) error {
 
 // forget drops job's lock whoever holds it, as an expiry or an operator's
 // DEL would. Tests use it to take a lock away from a running job.
-func (m *MemoryLocker) forget(job string) {
+func (m *memoryLocker) forget(job string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if j := m.jobs[job]; j != nil {

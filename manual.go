@@ -20,7 +20,7 @@ import (
 // are counted in Report.Duplicates.
 //
 // An item may also be a json.RawMessage: it is decoded into the Batch's
-// item type T (strictly: unknown fields and null are ErrItemType), and a
+// item type T (strictly: unknown fields and null are ErrInvalidItems), and a
 // JSON array is spread into its items. The admin API runs items this way.
 // Report.By is the actor of ctx (WithActor), for the history.
 //
@@ -35,7 +35,7 @@ func (s *Scheduler) RunManually(ctx context.Context, name string, items ...any) 
 	if len(items) > 0 {
 		b := e.batch()
 		if b == nil {
-			err := fmt.Errorf("%w: job %q is a %T, not a Batch; got %d items", ErrNotBatch, name, e.job, len(items))
+			err := fmt.Errorf("%w: job %q is a %T, not a Batch; got %d items", ErrInvalidItems, name, e.job, len(items))
 			return Report{Job: name, Trigger: TriggerManual, Err: err}, err
 		}
 		if items, err = decodeJSONItems(b, name, items); err == nil { // items_json.go

@@ -408,11 +408,11 @@ func checkHistoryStream(t *testing.T, srv *redistest.Server, job string, all []m
 	catchUps, runs := 0, map[time.Time]int{}
 	for _, h := range hist {
 		switch {
-		case h.Kind == HistoryMissed:
+		case h.Kind == EventMissed:
 			missed = append(missed, h)
-		case h.Kind == HistoryRun && h.Trigger == TriggerCatchUp:
+		case h.Kind == EventFinished && h.Trigger == TriggerCatchUp:
 			catchUps++
-		case h.Kind == HistoryRun:
+		case h.Kind == EventFinished:
 			runs[h.Tick]++
 		}
 	}

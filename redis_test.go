@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,60 +17,67 @@ import (
 // Tests of redis.go: the one option vocabulary of the Redis backends, the
 // backends WithRedis builds, and the one layer of the call budget.
 
-// redisBackends builds each Redis backend by its public constructor; a
-// kill switch it builds is closed when the test ends.
-func redisBackends(t *testing.T) map[redisBackend]func(redis.UniversalClient, ...RedisOption) (any, error) {
-	return map[redisBackend]func(redis.UniversalClient, ...RedisOption) (any, error){
-		forLocker: func(c redis.UniversalClient, o ...RedisOption) (any, error) { return NewRedisLocker(c, o...) },
-		forKillSwitch: func(c redis.UniversalClient, o ...RedisOption) (any, error) {
-			k, err := NewRedisKillSwitch(c, append([]RedisOption{RedisLogger(ksQuiet)}, o...)...)
+// redisBackends builds each Redis backend by its public constructor, by
+// constructor name; a kill switch it builds is closed when the test ends.
+func redisBackends(t *testing.T) map[string]func(redis.UniversalClient, ...Option) (any, error) {
+	return map[string]func(redis.UniversalClient, ...Option) (any, error){
+		forLocker.ctor: func(c redis.UniversalClient, o ...Option) (any, error) { return NewRedisLocker(c, o...) },
+		forRedlock.ctor: func(c redis.UniversalClient, o ...Option) (any, error) {
+			return NewRedlock([]redis.UniversalClient{c, c, c}, o...)
+		},
+		forKillSwitch.ctor: func(c redis.UniversalClient, o ...Option) (any, error) {
+			k, err := NewRedisKillSwitch(c, append([]Option{WithLogger(ksQuiet)}, o...)...)
 			if err == nil {
 				t.Cleanup(func() { _ = k.Close() })
 			}
 			return k, err
 		},
-		forCheckpoints: func(c redis.UniversalClient, o ...RedisOption) (any, error) { return NewRedisCheckpoints(c, o...) },
-		forHistory:     func(c redis.UniversalClient, o ...RedisOption) (any, error) { return NewRedisHistory(c, o...) },
+		forCheckpoints.ctor: func(c redis.UniversalClient, o ...Option) (any, error) { return NewRedisCheckpoints(c, o...) },
+		forHistory.ctor:     func(c redis.UniversalClient, o ...Option) (any, error) { return NewRedisHistory(c, o...) },
 	}
 }
 
-// Every constructor takes the one RedisOption type: the shared options
-// everywhere, each other option only where it means something (refused,
-// naming option and constructor, elsewhere), and refuses nil clients, nil
-// options and bad values with ErrInvalidOption.
+// Every constructor takes the scheduler's Options: the shared ones
+// everywhere, each other only where it means something (refused, naming
+// option and constructor, elsewhere — a scheduler-only option too), and
+// refuses nil clients, nil options and bad values with ErrInvalidOption.
 func TestRedisOptionsOneVocabulary(t *testing.T) {
 	c := redistest.Start(t).Client(t)
 	var typedNil *redis.Client
 	own := map[string]struct {
-		opt     RedisOption
-		backend redisBackend
-		bad     RedisOption
+		opt      Option
+		backends []string
+		bad      Option
 	}{
-		"RedisOwner":       {RedisOwner("me"), forLocker, RedisOwner("")},
-		"RedlockWith":      {RedlockWith(c), forLocker, RedlockWith(c, nil)},
-		"RedisLogger":      {RedisLogger(ksQuiet), forKillSwitch, RedisLogger(nil)},
-		"RedisResync":      {RedisResync(time.Second), forKillSwitch, RedisResync(0)},
-		"RedisDefaultOff":  {RedisDefaultOff(), forKillSwitch, nil},
-		"RedisHistorySize": {RedisHistorySize(5), forHistory, RedisHistorySize(0)},
+		"WithInstanceID":  {WithInstanceID("me"), []string{"NewRedisLocker", "NewRedlock"}, WithInstanceID("")},
+		"WithLogger":      {WithLogger(ksQuiet), []string{"NewRedisKillSwitch"}, WithLogger(nil)},
+		"redisResync":     {redisResync(time.Second), []string{"NewRedisKillSwitch"}, redisResync(0)},
+		"redisDefaultOff": {redisDefaultOff(), []string{"NewRedisKillSwitch"}, nil},
+		"WithHistorySize": {WithHistorySize(5), []string{"NewRedisHistory"}, WithHistorySize(0)},
+		"WithRedis":       {WithRedis(c), nil, nil},
+		"WithFailOpen":    {WithFailOpen(), nil, nil},
+		"WithLocation":    {WithLocation(time.UTC), nil, nil},
 	}
 	for backend, build := range redisBackends(t) {
-		refused := func(what string, want string, rdb redis.UniversalClient, opts ...RedisOption) {
+		refused := func(what string, want string, rdb redis.UniversalClient, opts ...Option) {
 			t.Helper()
 			if _, err := build(rdb, opts...); !errors.Is(err, ErrInvalidOption) ||
-				!strings.Contains(err.Error(), string(backend)) || !strings.Contains(err.Error(), want) {
+				!strings.Contains(err.Error(), backend) || !strings.Contains(err.Error(), want) {
 				t.Errorf("%s(%s) = %v; want ErrInvalidOption naming %s and %q", backend, what, err, backend, want)
 			}
 		}
-		refused("nil client", "nil client", nil)
-		refused("typed nil client", "nil client", typedNil)
-		refused("nil option", "is nil", c, RedisPrefix("a:"), nil)
-		refused("RedisBudget(0)", "RedisBudget 0s", c, RedisBudget(0))
-		if _, err := build(c, RedisPrefix("svc:"), RedisBudget(time.Second)); err != nil {
-			t.Errorf("%s(RedisPrefix, RedisBudget) = %v", backend, err)
+		if backend != forRedlock.ctor {
+			refused("nil client", "nil client", nil)
+			refused("typed nil client", "nil client", typedNil)
+		}
+		refused("nil option", "is nil", c, WithKeyPrefix("a:"), nil)
+		refused("WithCallBudget(0)", "WithCallBudget 0s", c, WithCallBudget(0))
+		if _, err := build(c, WithKeyPrefix("svc:"), WithCallBudget(time.Second)); err != nil {
+			t.Errorf("%s(WithKeyPrefix, WithCallBudget) = %v", backend, err)
 		}
 		for name, o := range own {
-			if o.backend != backend {
-				refused(name, name+" is not an option of "+string(backend), c, o.opt)
+			if !slices.Contains(o.backends, backend) {
+				refused(name, name+" is not an option of "+backend, c, o.opt)
 				continue
 			}
 			if _, err := build(c, o.opt); err != nil {
@@ -124,8 +132,9 @@ func TestWithRedisPassesSchedulerSettings(t *testing.T) {
 }
 
 // The call budget is applied in one layer. A call whose context has a
-// deadline keeps it, even one longer than RedisBudget (the Scheduler set
-// it, from WithCallBudget); a call without one ends within RedisBudget.
+// deadline keeps it, even one longer than the backend's WithCallBudget (the
+// Scheduler set it, from its own); a call without one ends within the
+// backend's budget.
 // Against a frozen Redis (SIGSTOP), for each backend.
 func TestRedisBudgetOneLayer(t *testing.T) {
 	srv := redistest.Start(t)
@@ -136,15 +145,15 @@ func TestRedisBudgetOneLayer(t *testing.T) {
 	t.Cleanup(func() { _ = c.Close() })
 	const budget = 100 * time.Millisecond
 	const callerDeadline = 1200 * time.Millisecond
-	ks, err := NewRedisKillSwitch(c, RedisLogger(ksQuiet), RedisBudget(budget))
+	ks, err := NewRedisKillSwitch(c, WithLogger(ksQuiet), WithCallBudget(budget))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ks.Close() })
 	ksLoaded(t, ks)
-	l := rlLocker(t, c, RedisBudget(budget))
-	cs, _ := NewRedisCheckpoints(c, RedisBudget(budget))
-	hs, _ := NewRedisHistory(c, RedisBudget(budget))
+	l := rlLocker(t, c, WithCallBudget(budget))
+	cs, _ := NewRedisCheckpoints(c, WithCallBudget(budget))
+	hs, _ := NewRedisHistory(c, WithCallBudget(budget))
 	calls := map[string]func(context.Context) error{
 		"NewRedisLocker Claim": func(ctx context.Context) error {
 			_, err := l.Claim(ctx, "j", t0, 0, "me")
@@ -157,7 +166,7 @@ func TestRedisBudgetOneLayer(t *testing.T) {
 			return err
 		},
 		"NewRedisHistory Append": func(ctx context.Context) error {
-			return hs.Append(ctx, HistoryEntry{Kind: HistoryFlag, Job: "j", Time: t0})
+			return hs.Append(ctx, HistoryEntry{Kind: EventFlag, Job: "j", Time: t0})
 		},
 		"NewRedisHistory History": func(ctx context.Context) error {
 			_, err := hs.History(ctx, "j", 1)

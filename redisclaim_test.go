@@ -26,12 +26,12 @@ import (
 func TestRedisClaimWonButLocked(t *testing.T) {
 	_, c := rlStart(t)
 	ctx := context.Background()
-	holder := rlLocker(t, c, RedisOwner("web-1"))
+	holder := rlLocker(t, c, WithInstanceID("web-1"))
 	lease, err := holder.Acquire(ctx, "j", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := rlLocker(t, c, RedisOwner("web-2"))
+	l := rlLocker(t, c, WithInstanceID("web-2"))
 	cl, err := l.Claim(ctx, "j", t0, 10*time.Second, "web-2")
 	if err != nil || !cl.Won || cl.Lease != nil || !errors.Is(cl.LockErr, ErrLocked) || !strings.Contains(cl.LockErr.Error(), `"web-1"`) {
 		t.Fatalf("claim while locked = %+v, %v; want won, LockErr ErrLocked naming web-1", cl, err)
@@ -88,7 +88,7 @@ func TestRedisClaimResentAfterReadTimeout(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	check := srv.Client(t)
 	ctx := context.Background()
-	l := rlLocker(t, c, RedisOwner("web-1"), RedisBudget(5*time.Second))
+	l := rlLocker(t, c, WithInstanceID("web-1"), WithCallBudget(5*time.Second))
 	if _, err := l.Claim(ctx, "warm", t0, time.Second, "web-1"); err != nil { // scripts loaded, connection made
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestRedisTimedOutLockLeavesNoOrphan(t *testing.T) {
 				}
 			}
 			const budget = 300 * time.Millisecond
-			s, _ := rlSched(t, "web-1", rlLocker(t, c, RedisBudget(budget), RedisOwner("web-1")), WithCallBudget(budget))
+			s, _ := rlSched(t, "web-1", rlLocker(t, c, WithCallBudget(budget), WithInstanceID("web-1")), WithCallBudget(budget))
 			runs, tick := 0, t0
 			if err := s.Register("j", "@every 1m", JobFunc(func(context.Context) error { runs++; return nil })); err != nil {
 				t.Fatal(err)
@@ -224,8 +224,8 @@ func TestRedisAbandonedLockTakenOver(t *testing.T) {
 	_, c := rlStart(t)
 	ctx := context.Background()
 	const key = "cronguard:lock:{j}"
-	me := rlLocker(t, c, RedisOwner("me"))
-	other := rlLocker(t, c, RedisOwner("other"))
+	me := rlLocker(t, c, WithInstanceID("me"))
+	other := rlLocker(t, c, WithInstanceID("other"))
 
 	me.abandoned.add("j", "me/lost-1")
 	c.Set(ctx, key, "me/lost-1", time.Minute)
@@ -348,7 +348,7 @@ func TestRedisOddJobNamesOnCluster(t *testing.T) {
 	cc := cluster.ClusterClient(t)
 	jobs := []string{"billing", "}x", "{a}", "%7Ba%7D", "a{b", "a}b{", ""}
 	for _, prefix := range []string{"cronguard:", "{svc}:"} {
-		l := rlLocker(t, cc, RedisPrefix(prefix))
+		l := rlLocker(t, cc, WithKeyPrefix(prefix))
 		for _, job := range jobs {
 			cl, err := l.Claim(ctx, job, t0, time.Minute, "a")
 			if err != nil || !cl.Won || cl.Lease == nil {
@@ -379,7 +379,7 @@ func TestRedisOddJobNamesOnCluster(t *testing.T) {
 
 // rlRedlock starts three servers and returns them with a Redlock locker
 // over them.
-func rlRedlock(t *testing.T, opts ...RedisOption) ([]*redistest.Server, []*redis.Client, *redisLocker) {
+func rlRedlock(t *testing.T, opts ...Option) ([]*redistest.Server, []*redis.Client, *redisLocker) {
 	t.Helper()
 	var srvs []*redistest.Server
 	var cs []*redis.Client
@@ -391,7 +391,7 @@ func rlRedlock(t *testing.T, opts ...RedisOption) ([]*redistest.Server, []*redis
 		t.Cleanup(func() { c.Close() })
 		srvs, cs = append(srvs, srv), append(cs, c)
 	}
-	return srvs, cs, rlLocker(t, cs[0], append(opts, RedlockWith(cs[1], cs[2]))...)
+	return srvs, cs, rlQuorum(t, []redis.UniversalClient{cs[0], cs[1], cs[2]}, opts...)
 }
 
 // Redlock Extend really extends on the servers: a job that outlives
@@ -477,7 +477,7 @@ func TestRedisRedlockTokenIsLargest(t *testing.T) {
 // the calls to the frozen server had not ended when the runs did.
 func TestRedisRedlockStopWithFrozenServer(t *testing.T) {
 	rlLeakCheck(t)
-	srvs, _, l := rlRedlock(t, RedisBudget(2*time.Second))
+	srvs, _, l := rlRedlock(t, WithCallBudget(2*time.Second))
 	before := goleak.IgnoreCurrent()
 	rec := &recorder{}
 	s, err := New(WithLocker(l), WithInstanceID("a"), WithLogger(slog.New(slog.DiscardHandler)), WithObserver(rec.observe), WithLocation(time.UTC))
@@ -508,7 +508,7 @@ func TestRedisRedlockStopWithFrozenServer(t *testing.T) {
 // time, a minority each. A late instance must still find the tick taken,
 // on the server that kept it.
 func TestRedisRedlockClaimSurvivesOneServerLosingData(t *testing.T) {
-	srvs, cs, x := rlRedlock(t, RedisOwner("x"), RedisBudget(600*time.Millisecond))
+	srvs, cs, x := rlRedlock(t, WithInstanceID("x"), WithCallBudget(600*time.Millisecond))
 	ctx := context.Background()
 	srvs[1].Pause(t)
 	c1, err := x.Claim(ctx, "j", t0, 0, "x")
@@ -517,7 +517,7 @@ func TestRedisRedlockClaimSurvivesOneServerLosingData(t *testing.T) {
 		t.Fatalf("x: %+v %v", c1, err)
 	}
 	cs[0].FlushAll(ctx)
-	y := rlLocker(t, cs[0], RedisOwner("y"), RedlockWith(cs[1], cs[2]))
+	y := rlQuorum(t, []redis.UniversalClient{cs[0], cs[1], cs[2]}, WithInstanceID("y"))
 	c2, err := y.Claim(ctx, "j", t0, 0, "y")
 	if err == nil && c2.Won {
 		t.Fatalf("tick %s won twice: x, then y after server 0 lost its data (%+v)", fmtTick(t0), c2)
@@ -532,7 +532,7 @@ func TestRedisWildMarkDoesNotStopTheFleet(t *testing.T) {
 	c := srv.Client(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Minute)
-	wild := rlLocker(t, c, RedisOwner("wild"))
+	wild := rlLocker(t, c, WithInstanceID("wild"))
 	tomorrow := now.Add(24 * time.Hour)
 	if cl, err := wild.Claim(ctx, "j", tomorrow, 0, "wild"); err != nil || !cl.Won {
 		t.Fatal(cl, err)
@@ -540,7 +540,7 @@ func TestRedisWildMarkDoesNotStopTheFleet(t *testing.T) {
 	if cl, err := wild.Claim(ctx, "j", tomorrow, 0, "wild-2"); err != nil || cl.Won {
 		t.Fatalf("the same future tick claimed again: %+v %v; want taken", cl, err)
 	}
-	ok := rlLocker(t, c, RedisOwner("web-1"))
+	ok := rlLocker(t, c, WithInstanceID("web-1"))
 	for i := 1; i <= 5; i++ {
 		cl, err := ok.Claim(ctx, "j", now.Add(time.Duration(i)*time.Minute), 0, "web-1")
 		if err != nil || !cl.Won {
@@ -559,7 +559,7 @@ func TestRedisGarbageClaimMarkWritesNothing(t *testing.T) {
 	for _, fields := range [][]any{{"s", "1.5", "n", "0"}, {"s", "1e9", "n", "0"}, {"s", "x", "n", "0"}} {
 		c.Del(ctx, "cronguard:claim:{j}", "cronguard:lock:{j}")
 		c.HSet(ctx, "cronguard:claim:{j}", fields...)
-		l := rlLocker(t, c, RedisOwner("web-1"))
+		l := rlLocker(t, c, WithInstanceID("web-1"))
 		if _, err := l.Claim(ctx, "j", t0, 10*time.Second, "web-1"); err == nil {
 			t.Errorf("mark %v: claim succeeded; want an error", fields)
 		}

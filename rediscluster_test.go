@@ -62,7 +62,7 @@ func newRunLog() *runLog {
 // sleeps d.
 func (l *runLog) job(name, id string, d func() time.Duration) Job {
 	return JobFunc(func(ctx context.Context) error {
-		l.record(name, id, TickFrom(ctx), LeaseFrom(ctx))
+		l.record(name, id, tickFrom(ctx), LeaseFrom(ctx))
 		select {
 		case <-time.After(d()):
 			return nil

@@ -63,11 +63,11 @@ type redisStore struct {
 // It picks one of two implementations once: one server (a single
 // Redis, Sentinel or Cluster), where claim, lock and fencing token are one
 // script; or a Redlock quorum over several independent masters
-// (RedlockWith), see redlock.go.
+// (NewRedlock), see redlock.go.
 //
 // # Keys
 //
-// Per job, under the prefix (RedisPrefix, default "cronguard:"): the claim
+// Per job, under the prefix (WithKeyPrefix, default "cronguard:"): the claim
 // mark <prefix>claim:{job}, a hash that never expires; the run lock
 // <prefix>lock:{job}, "owner/random" with a TTL of LockTTL; and the last
 // fencing token, <prefix>fence:{job}. The table of every key, with each
@@ -94,19 +94,19 @@ type redisStore struct {
 // fencing token, and the release (redsync's compare-and-delete script);
 // plus one per lease extension (every LockTTL/3). An instance that loses
 // the tick costs one: the claim, whose reply names the holder. So does a
-// won tick whose lock is held. With OverlapAllow the claim takes no lock
+// won tick whose lock is held. With AllowOverlap the claim takes no lock
 // and a run costs one round trip; a manual run costs two (lock, release).
 // Three instances cost at most four round trips per tick. The first use of
 // each script on a Redis that has not seen it (a fresh or restarted server)
 // costs one more round trip (EVALSHA, NOSCRIPT, then EVAL).
 //
-// With RedlockWith see the quorum implementation: a claim asks the servers
+// With NewRedlock see the quorum implementation: a claim asks the servers
 // one after the other, then the lock goes to every server in parallel.
 //
 // # Budget
 //
 // A call whose context has a deadline keeps it; one without is bounded by
-// the call budget (RedisBudget, default 2s). The Scheduler gives each of
+// the call budget (WithCallBudget, default 2s). The Scheduler gives each of
 // its calls a deadline of WithCallBudget, so the budget is applied once,
 // there. A call that takes the lock is bounded by a third of the lock TTL
 // too, so that most of the TTL is left when it returns. go-redis
@@ -154,7 +154,7 @@ type redisStore struct {
 // past its last check of ctx goes on. Redis replication is asynchronous: a
 // failover to a replica that had not yet received the lock, or a restart
 // without persistence, forgets the lock, and a second run can start.
-// Redlock (several independent masters, see RedlockWith) survives a
+// Redlock (several independent masters, see NewRedlock) survives a
 // minority of servers failing, but its safety rests on bounded clock drift
 // and bounded pauses, not on consensus (see Martin Kleppmann, "How to do
 // distributed locking", 2016). Where a second concurrent run would corrupt
@@ -186,21 +186,49 @@ type redisStore struct {
 //
 // # Construction
 //
-// client may be a single Redis, a
-// Sentinel (failover) client or a Cluster client; RedlockWith adds more
-// independent masters for a Redlock quorum. It takes RedisPrefix,
-// RedisBudget, RedisOwner and RedlockWith. It does not talk to Redis: a
-// Redis that is down shows up as errors from Claim and Acquire, which the
-// Scheduler reports as skipped ticks (SkipBackend).
+// client may be a single Redis, a Sentinel (failover) client or a Cluster
+// client; NewRedlock takes several independent masters for a Redlock
+// quorum. Both take WithKeyPrefix, WithCallBudget and WithInstanceID (the
+// owner named in lock values). They do not talk to Redis: a Redis that is
+// down shows up as errors from Claim and Acquire, which the Scheduler
+// reports as skipped ticks (ErrBackend).
 //
-// A nil client or option, or an option of another backend, is an error
-// wrapping ErrInvalidOption.
-func NewRedisLocker(client redis.UniversalClient, opts ...RedisOption) (Locker, error) {
-	cfg, err := newRedisConfig(forLocker, client, opts)
+// A nil client or option, or an option that does not concern the locker,
+// is an error wrapping ErrInvalidOption that names it.
+func NewRedisLocker(client redis.UniversalClient, opts ...Option) (Locker, error) {
+	cfg, err := backendConfig(forLocker, client, opts)
 	if err != nil {
 		return nil, err
 	}
-	clients := append([]redis.UniversalClient{client}, cfg.more...)
+	return newRedisLocker([]redis.UniversalClient{client}, cfg), nil
+}
+
+// NewRedlock returns a Locker over several independent Redis masters: with
+// N servers, a claim or a lock needs a majority (N/2+1) of them, so the
+// locker works while a minority is down. Use an odd number of servers,
+// three or five, each a separate master (not replicas of one another);
+// with one client it is NewRedisLocker. Round-trip counts are per server.
+// It takes the options NewRedisLocker takes; no client, a nil client or a
+// nil option is an error wrapping ErrInvalidOption. WithRedis with several
+// clients uses it.
+func NewRedlock(clients []redis.UniversalClient, opts ...Option) (Locker, error) {
+	if len(clients) == 0 {
+		return nil, fmt.Errorf("%w: %s: no client", ErrInvalidOption, forRedlock.ctor)
+	}
+	for i, c := range clients {
+		if isNil(c) {
+			return nil, fmt.Errorf("%w: %s: client %d is nil", ErrInvalidOption, forRedlock.ctor, i)
+		}
+	}
+	cfg, err := backendConfig(forRedlock, clients[0], opts)
+	if err != nil {
+		return nil, err
+	}
+	return newRedisLocker(slices.Clone(clients), cfg), nil
+}
+
+// newRedisLocker builds the locker over clients, one server or a quorum.
+func newRedisLocker(clients []redis.UniversalClient, cfg config) *redisLocker {
 	l := &redisLocker{redisStore: redisStore{
 		clients:   clients,
 		names:     make([]string, len(clients)),
@@ -209,7 +237,7 @@ func NewRedisLocker(client redis.UniversalClient, opts ...RedisOption) (Locker, 
 		prefix:    cfg.prefix,
 		keyPrefix: escapePrefix(cfg.prefix),
 		budget:    cfg.budget,
-		owner:     cfg.owner,
+		owner:     cfg.instance,
 	}}
 	for i, c := range clients {
 		l.names[i] = serverName(i, c)
@@ -221,7 +249,7 @@ func NewRedisLocker(client redis.UniversalClient, opts ...RedisOption) (Locker, 
 	} else {
 		l.impl = &quorum{redisStore: &l.redisStore}
 	}
-	return l, nil
+	return l
 }
 
 // Claim implements Locker: it moves <prefix>claim:{job} to tick if tick is

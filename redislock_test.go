@@ -80,9 +80,23 @@ func startAll(t *testing.T, scheds ...*Scheduler) {
 }
 
 // rlLocker returns a Redis locker on c.
-func rlLocker(t *testing.T, c redis.UniversalClient, opts ...RedisOption) *redisLocker {
+func rlLocker(t *testing.T, c redis.UniversalClient, opts ...Option) *redisLocker {
 	t.Helper()
 	l, err := NewRedisLocker(c, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.(*redisLocker)
+}
+
+// rlQuorum returns a Redlock locker over clients.
+func rlQuorum[C redis.UniversalClient](t *testing.T, clients []C, opts ...Option) *redisLocker {
+	t.Helper()
+	all := make([]redis.UniversalClient, len(clients))
+	for i, c := range clients {
+		all[i] = c
+	}
+	l, err := NewRedlock(all, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +127,7 @@ func newTickLog() *tickLog { return &tickLog{runs: map[string][]string{}} }
 func (l *tickLog) job(id string, d time.Duration) Job {
 	return JobFunc(func(ctx context.Context) error {
 		l.mu.Lock()
-		tick := fmtTick(TickFrom(ctx))
+		tick := fmtTick(tickFrom(ctx))
 		l.runs[tick] = append(l.runs[tick], id)
 		if lease := LeaseFrom(ctx); lease != nil {
 			l.toks = append(l.toks, lease.Token())
@@ -155,16 +169,20 @@ func TestRedisLockerOptions(t *testing.T) {
 	}
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialed
 	defer c.Close()
-	for name, opt := range map[string]RedisOption{
-		"RedlockWith(nil)": RedlockWith(c, nil),
-		"RedisBudget(0)":   RedisBudget(0),
-		"nil option":       nil,
+	for name, opt := range map[string]Option{
+		"WithCallBudget(0)": WithCallBudget(0),
+		"nil option":        nil,
 	} {
 		if _, err := NewRedisLocker(c, opt); !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("%s: err = %v, want ErrInvalidOption", name, err)
 		}
 	}
-	l := rlLocker(t, c, RedisPrefix("svc:"), RedisOwner("me"), RedisBudget(time.Second), RedlockWith(c, c))
+	for name, cs := range map[string][]redis.UniversalClient{"no client": nil, "a nil client": {c, nil}} {
+		if _, err := NewRedlock(cs); !errors.Is(err, ErrInvalidOption) || !strings.Contains(err.Error(), "NewRedlock") {
+			t.Errorf("NewRedlock(%s) = %v, want ErrInvalidOption naming NewRedlock", name, err)
+		}
+	}
+	l := rlQuorum(t, []redis.UniversalClient{c, c, c}, WithKeyPrefix("svc:"), WithInstanceID("me"), WithCallBudget(time.Second))
 	if l.quorum != 2 || len(l.clients) != 3 || l.prefix != "svc:" || l.owner != "me" || l.budget != time.Second {
 		t.Errorf("locker = %+v", l)
 	}
@@ -236,8 +254,8 @@ func rlOwner(l *redisLocker) string { return l.owner }
 func TestRedisLockerAcquire(t *testing.T) {
 	_, c := rlStart(t)
 	ctx := context.Background()
-	a := rlLocker(t, c, RedisOwner("web-1"))
-	b := rlLocker(t, c, RedisOwner("web-2"))
+	a := rlLocker(t, c, WithInstanceID("web-1"))
+	b := rlLocker(t, c, WithInstanceID("web-2"))
 	const key = "cronguard:lock:{report}"
 
 	l1, err := a.Acquire(ctx, "report", 5*time.Second)
@@ -357,7 +375,7 @@ func TestRedisLockerTokenSurvivesDataLoss(t *testing.T) {
 func TestRedisLockerRedisDown(t *testing.T) {
 	srv, c := rlStart(t)
 	ctx := context.Background()
-	l := rlLocker(t, c, RedisBudget(500*time.Millisecond))
+	l := rlLocker(t, c, WithCallBudget(500*time.Millisecond))
 	lease, err := l.Acquire(ctx, "j", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -407,7 +425,7 @@ func TestRedisLockerBudget(t *testing.T) {
 	})
 	c := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ContextTimeoutEnabled: true, MaxRetries: -1, Protocol: 2})
 	t.Cleanup(func() { c.Close() })
-	l := rlLocker(t, c, RedisBudget(200*time.Millisecond))
+	l := rlLocker(t, c, WithCallBudget(200*time.Millisecond))
 	start := time.Now()
 	_, err = l.Claim(context.Background(), "j", t0, time.Second, "me")
 	if d := time.Since(start); err == nil || d > time.Second {
@@ -490,9 +508,9 @@ func TestRedisOneRunPerTickAcrossSkewedInstances(t *testing.T) {
 				return next.Run(ctx)
 			})
 		}
-		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisOwner(id)), WithMiddleware(delay))
+		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), WithInstanceID(id)), WithMiddleware(delay))
 		job := JobFunc(func(ctx context.Context) error {
-			tick := fmtTick(TickFrom(ctx))
+			tick := fmtTick(tickFrom(ctx))
 			if err := check.HIncrBy(ctx, "test:runs", tick, 1).Err(); err != nil {
 				return err
 			}
@@ -590,7 +608,7 @@ func TestRedisLongJobKeepsItsLease(t *testing.T) {
 	var scheds []*Scheduler
 	var recs []*recorder
 	for _, id := range []string{"long-a", "long-b"} {
-		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisOwner(id)))
+		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), WithInstanceID(id)))
 		if err := s.Register("long", "* * * * * *", job, LockTTL(time.Second)); err != nil {
 			t.Fatal(err)
 		}
@@ -702,7 +720,7 @@ func TestRedisLockStolenCancelsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	stolen := time.Now()
-	thief, err := rlLocker(t, check, RedisOwner("thief")).Acquire(ctx, "steal", time.Minute)
+	thief, err := rlLocker(t, check, WithInstanceID("thief")).Acquire(ctx, "steal", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -746,7 +764,7 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 	var scheds []*Scheduler
 	var recs []*recorder
 	for _, id := range []string{"out-a", "out-b"} {
-		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), RedisOwner(id)))
+		s, rec := rlSched(t, id, rlLocker(t, srv.Client(t), WithInstanceID(id)))
 		if err := s.Register("tick", "* * * * * *", log.job(id, 5*time.Millisecond)); err != nil {
 			t.Fatal(err)
 		}
@@ -832,7 +850,7 @@ func TestRedisRedlockQuorum(t *testing.T) {
 	t.Cleanup(rlAwaitDialers)
 	srvs := []*redistest.Server{redistest.Start(t), redistest.Start(t), redistest.Start(t)}
 	newLocker := func(id string) *redisLocker {
-		return rlLocker(t, srvs[0].Client(t), RedisOwner(id), RedlockWith(srvs[1].Client(t), srvs[2].Client(t)))
+		return rlQuorum(t, []*redis.Client{srvs[0].Client(t), srvs[1].Client(t), srvs[2].Client(t)}, WithInstanceID(id))
 	}
 	log := newTickLog()
 	var scheds []*Scheduler
@@ -935,7 +953,7 @@ func TestRedisRedlockClaimRace(t *testing.T) {
 	ctx := context.Background()
 	var lockers []*redisLocker
 	for range 5 {
-		lockers = append(lockers, rlLocker(t, srvs[0].Client(t), RedlockWith(srvs[1].Client(t), srvs[2].Client(t))))
+		lockers = append(lockers, rlQuorum(t, []*redis.Client{srvs[0].Client(t), srvs[1].Client(t), srvs[2].Client(t)}))
 	}
 	type res struct {
 		id     string
@@ -1043,7 +1061,7 @@ func TestRedisCrashedHolderFreesLockAfterTTL(t *testing.T) {
 	}
 
 	log := newTickLog()
-	s, rec := rlSched(t, "survivor", rlLocker(t, srv.Client(t), RedisOwner("survivor")))
+	s, rec := rlSched(t, "survivor", rlLocker(t, srv.Client(t), WithInstanceID("survivor")))
 	if err := s.Register("crash", "* * * * * *", log.job("survivor", 5*time.Millisecond), LockTTL(ttl)); err != nil {
 		t.Fatal(err)
 	}
@@ -1103,7 +1121,7 @@ func TestRedisLockHolderProcess(t *testing.T) {
 	}
 	c := redis.NewClient(&redis.Options{Network: parts[0], Addr: parts[1]})
 	defer c.Close()
-	s, err := New(WithLocker(rlLocker(t, c, RedisOwner("child"))), WithInstanceID("child"),
+	s, err := New(WithLocker(rlLocker(t, c, WithInstanceID("child"))), WithInstanceID("child"),
 		WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
@@ -1225,7 +1243,7 @@ func rlCountingClient(t *testing.T, srv *redistest.Server) (*redis.Client, *rlCo
 
 // A scheduled winner costs 2 round trips (claim with lock and token,
 // release) plus one per extension; a loser costs 1; three instances cost 4
-// per tick. A manual run costs 2 (lock, release), an OverlapAllow run 1.
+// per tick. A manual run costs 2 (lock, release), an AllowOverlap run 1.
 // Counted with a go-redis hook on each instance's client and checked
 // against INFO commandstats.
 func TestRedisRoundTrips(t *testing.T) {
@@ -1242,7 +1260,7 @@ func TestRedisRoundTrips(t *testing.T) {
 		if err := s.Register("noop", "* * * * * *", noop); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Register("free", "* * * * * *", noop, Overlap(OverlapAllow)); err != nil {
+		if err := s.Register("free", "* * * * * *", noop, AllowOverlap()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1279,9 +1297,9 @@ func TestRedisRoundTrips(t *testing.T) {
 	tick = tick.Add(time.Second)
 	tickAt(t, b, "noop", tick)
 	expect("winner (other instance)", cntB, 2, 0)
-	// OverlapAllow: the claim only, no lock.
+	// AllowOverlap: the claim only, no lock.
 	tickAt(t, c, "free", tick)
-	expect("OverlapAllow winner", cntC, 1, 0)
+	expect("AllowOverlap winner", cntC, 1, 0)
 	// Manual: lock (a script of its own, new to this Redis) and release.
 	if _, err := a.RunManually(context.Background(), "noop"); err != nil {
 		t.Fatal(err)
@@ -1344,9 +1362,9 @@ func TestRedisRoundTripsRedlock(t *testing.T) {
 		c, cnt = rlCountingClient(t, srv)
 		cb, cntsB = append(cb, c), append(cntsB, cnt)
 	}
-	la := rlLocker(t, ca[0], RedlockWith(ca[1:]...))
+	la := rlQuorum(t, ca)
 	a, _ := rlSched(t, "a", la)
-	b, _ := rlSched(t, "b", rlLocker(t, cb[0], RedlockWith(cb[1:]...)))
+	b, _ := rlSched(t, "b", rlQuorum(t, cb))
 	noop := JobFunc(func(context.Context) error { return nil })
 	a.Register("noop", "@every 1h", noop)
 	b.Register("noop", "@every 1h", noop)

@@ -190,7 +190,7 @@ func failoverSchedule(t *testing.T, name string, mode redistest.FailoverMode) {
 	inflight := newEndingJob()
 	delay := func(next Job) Job {
 		return JobFunc(func(ctx context.Context) error {
-			if TickFrom(ctx).Equal(t0) { // the run in flight starts at once
+			if tickFrom(ctx).Equal(t0) { // the run in flight starts at once
 				return next.Run(ctx)
 			}
 			select {
@@ -356,15 +356,15 @@ func TestRedisSentinelFailoverBeforeReplication(t *testing.T) {
 	sn := redistest.StartSentinel(t)
 	ctx := context.Background()
 	ca, cb := sentinelClient(t, sn), sentinelClient(t, sn)
-	a, recA := rlSched(t, "a", rlLocker(t, ca, RedisOwner("a")))
-	b, _ := rlSched(t, "b", rlLocker(t, cb, RedisOwner("b")))
+	a, recA := rlSched(t, "a", rlLocker(t, ca, WithInstanceID("a")))
+	b, _ := rlSched(t, "b", rlLocker(t, cb, WithInstanceID("b")))
 	log := newRunLog()
 	holdStarted := make(chan int64, 1)
 	holdEnded := make(chan runEnd, 1)
 	hold := func(id string) Job {
 		return JobFunc(func(ctx context.Context) error {
-			log.record("hold", id, TickFrom(ctx), LeaseFrom(ctx))
-			if TickFrom(ctx).IsZero() {
+			log.record("hold", id, tickFrom(ctx), LeaseFrom(ctx))
+			if tickFrom(ctx).IsZero() {
 				return nil // a manual run ends at once
 			}
 			holdStarted <- LeaseFrom(ctx).Token()

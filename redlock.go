@@ -9,7 +9,7 @@ import (
 )
 
 // quorum is the Redis locker over several independent masters
-// (RedlockWith): a claim or a lock holds once a majority of the servers
+// (NewRedlock): a claim or a lock holds once a majority of the servers
 // holds it.
 //
 // The claim mark is won on a majority, asking every server one after the

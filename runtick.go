@@ -8,7 +8,7 @@ import (
 )
 
 // ErrNotATick: Scheduler.RunTick was given a time that the job's spec does
-// not name (scheduled runs only ever get such times, see TickFrom).
+// not name (scheduled runs only ever get such times, see ReportFrom).
 var ErrNotATick = errors.New("cronguard: not a tick of the job's spec")
 
 // RunTick runs one scheduled tick of the job now, through the whole
@@ -20,7 +20,7 @@ var ErrNotATick = errors.New("cronguard: not a tick of the job's spec")
 // Scheduler need not be started. RunTick does not move what JobInfo.Prev
 // reports (the last tick cron fired here).
 //
-// tick must be a time the spec names, in any location (TickFrom gives it
+// tick must be a time the spec names, in any location (ReportFrom(ctx, nil).Tick gives it
 // back as given): otherwise RunTick
 // runs nothing and returns an error wrapping ErrNotATick that names the
 // spec's ticks around it. An unknown job is ErrUnknownJob.

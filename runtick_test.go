@@ -9,7 +9,7 @@ import (
 )
 
 // RunTick runs a tick the spec names through the scheduled chain (the
-// claim mark moves: the same tick again is taken), with TickFrom the tick
+// claim mark moves: the same tick again is taken), with tickFrom the tick
 // as given; a time the spec does not name is ErrNotATick, naming
 // the job, the time and the ticks around it, and runs nothing; an unknown
 // job is ErrUnknownJob.

@@ -65,12 +65,16 @@ type config struct {
 	redis       []redis.UniversalClient // set by WithRedis; turned into backends in New
 	owned       []io.Closer             // backends New made; closed by Stop
 	history     historyConfig           // history.go
+	given       []string                // names of the options given, for the Redis backends (redis.go)
+	resync      time.Duration           // Redis kill switch only; set by tests
+	defaultOff  bool                    // Redis kill switch only; set by tests
 }
 
-// WithLocker sets the store of tick claims and run locks. The default is a
-// MemoryLocker, which coordinates this process only.
+// WithLocker sets the store of tick claims and run locks. The default is
+// NewMemoryLocker's, which coordinates this process only.
 func WithLocker(l Locker) Option {
 	return func(c *config) error {
+		c.saw("WithLocker")
 		if isNil(l) {
 			return fmt.Errorf("%w: WithLocker(nil)", ErrInvalidOption)
 		}
@@ -79,10 +83,11 @@ func WithLocker(l Locker) Option {
 	}
 }
 
-// WithKillSwitch sets the kill switch. The default is a MemoryKillSwitch with
-// every job on.
+// WithKillSwitch sets the kill switch. The default is NewMemoryKillSwitch's,
+// with every job on.
 func WithKillSwitch(ks KillSwitch) Option {
 	return func(c *config) error {
+		c.saw("WithKillSwitch")
 		if isNil(ks) {
 			return fmt.Errorf("%w: WithKillSwitch(nil)", ErrInvalidOption)
 		}
@@ -95,6 +100,7 @@ func WithKillSwitch(ks KillSwitch) Option {
 // (Batch.Checkpoint). The default keeps them in memory.
 func WithCheckpointStore(cs CheckpointStore) Option {
 	return func(c *config) error {
+		c.saw("WithCheckpointStore")
 		if isNil(cs) {
 			return fmt.Errorf("%w: WithCheckpointStore(nil)", ErrInvalidOption)
 		}
@@ -107,6 +113,7 @@ func WithCheckpointStore(cs CheckpointStore) Option {
 // The default is time.Local.
 func WithLocation(loc *time.Location) Option {
 	return func(c *config) error {
+		c.saw("WithLocation")
 		if loc == nil {
 			return fmt.Errorf("%w: WithLocation(nil)", ErrInvalidOption)
 		}
@@ -116,9 +123,11 @@ func WithLocation(loc *time.Location) Option {
 }
 
 // WithLogger sets the logger events go to. The default is slog.Default();
-// slog.New(slog.DiscardHandler) makes the scheduler quiet.
+// slog.New(slog.DiscardHandler) makes the scheduler quiet. NewRedisKillSwitch
+// takes it too: where it logs losing and regaining Redis.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
+		c.saw("WithLogger")
 		if l == nil {
 			return fmt.Errorf("%w: WithLogger(nil)", ErrInvalidOption)
 		}
@@ -147,6 +156,7 @@ func WithObserver(fn func(Event)) Option {
 // guards. The first given is the outermost.
 func WithMiddleware(mw ...Middleware) Option {
 	return func(c *config) error {
+		c.saw("WithMiddleware")
 		for i, m := range mw {
 			if m == nil {
 				return fmt.Errorf("%w: WithMiddleware: middleware %d is nil", ErrInvalidOption, i)
@@ -158,9 +168,12 @@ func WithMiddleware(mw ...Middleware) Option {
 }
 
 // WithInstanceID names this instance in claims, reports and events. The
-// default is hostname-pid.
+// default is hostname-pid. NewRedisLocker and NewRedlock take it too: the
+// owner named in their lock values, so a run that finds a lock taken can
+// say who holds it.
 func WithInstanceID(id string) Option {
 	return func(c *config) error {
+		c.saw("WithInstanceID")
 		if id == "" {
 			return fmt.Errorf("%w: WithInstanceID(\"\")", ErrInvalidOption)
 		}
@@ -169,11 +182,13 @@ func WithInstanceID(id string) Option {
 	}
 }
 
-// WithKeyPrefix sets the prefix of every key the Redis backends made by
-// WithRedis write (default "cronguard:"). Services that share a Redis but not
-// their jobs need different prefixes.
+// WithKeyPrefix sets the prefix of every key and channel the Redis backends
+// use (default "cronguard:"): those WithRedis makes, and each Redis
+// backend's constructor takes it. Services that share a Redis but not their
+// jobs need different prefixes.
 func WithKeyPrefix(p string) Option {
 	return func(c *config) error {
+		c.saw("WithKeyPrefix")
 		c.prefix = p
 		return nil
 	}
@@ -183,6 +198,7 @@ func WithKeyPrefix(p string) Option {
 // no earlier answer is known. By default such a job does not run.
 func WithFailOpen() Option {
 	return func(c *config) error {
+		c.saw("WithFailOpen")
 		c.failOpen = true
 		return nil
 	}
@@ -193,6 +209,7 @@ func WithFailOpen() Option {
 // push a flip to the run at once.
 func WithKillPoll(d time.Duration) Option {
 	return func(c *config) error {
+		c.saw("WithKillPoll")
 		if d <= 0 {
 			return fmt.Errorf("%w: WithKillPoll %s: must be positive", ErrInvalidOption, d)
 		}
@@ -202,9 +219,13 @@ func WithKillPoll(d time.Duration) Option {
 }
 
 // WithCallBudget bounds every call to the lock and flag stores (default 2s),
-// so an unreachable store costs a tick at most this long.
+// so an unreachable store costs a tick at most this long. Each Redis
+// backend's constructor takes it too: there it bounds a call whose context
+// has no deadline (a caller's deadline is kept as it is) and the kill
+// switch's background reads.
 func WithCallBudget(d time.Duration) Option {
 	return func(c *config) error {
+		c.saw("WithCallBudget")
 		if d <= 0 {
 			return fmt.Errorf("%w: WithCallBudget %s: must be positive", ErrInvalidOption, d)
 		}
@@ -282,16 +303,16 @@ func (s *Scheduler) Register(name, spec string, job Job, opts ...JobOption) erro
 
 func (s *Scheduler) newEntry(name, spec string, job Job, opts []JobOption) (*entry, error) {
 	if strings.TrimSpace(name) == "" {
-		return nil, fmt.Errorf("%w: got %q", ErrEmptyName, name)
+		return nil, fmt.Errorf("%w: empty job name %q", ErrInvalidJob, name)
 	}
 	if isNil(job) {
-		return nil, fmt.Errorf("%w: job %q", ErrNilJob, name)
+		return nil, fmt.Errorf("%w: job %q: nil Job", ErrInvalidJob, name)
 	}
 	sched, err := parseSpec(spec, s.cfg.loc)
 	if err != nil {
 		return nil, fmt.Errorf("job %q: %w", name, err)
 	}
-	cfg := jobConfig{lockTTL: DefaultLockTTL, flag: name}
+	cfg := jobConfig{lockTTL: defaultLockTTL, flag: name}
 	for _, opt := range opts {
 		if opt == nil {
 			return nil, fmt.Errorf("%w: job %q: nil JobOption", ErrInvalidOption, name)
@@ -424,6 +445,7 @@ type JobInfo struct {
 	Name    string    `json:"name"`
 	Spec    string    `json:"spec"`
 	Flag    string    `json:"flag"`
+	Overlap string    `json:"overlap"`       // "skip" (the default), "queue" (QueueOverlap) or "allow" (AllowOverlap)
 	Prev    time.Time `json:"prev,omitzero"` // last tick fired here
 	Next    time.Time `json:"next"`          // next tick by the spec
 	Enabled bool      `json:"enabled"`
@@ -431,9 +453,17 @@ type JobInfo struct {
 	// down or broken, a value that cannot be read, a degraded Redis
 	// subscription); Enabled then holds the value the next run would act on
 	// (the last known value, see WithFailOpen).
-	EnabledErr error   `json:"-"`
-	Running    int     `json:"running"` // runs going in this process
-	Last       *Report `json:"last,omitempty"`
+	EnabledErr error `json:"-"`
+	// EnabledBy, EnabledReason and EnabledAt say who flipped the flag last,
+	// why and when, when the kill switch records it (the memory and Redis
+	// switches; Unleash gives the toggle's name as the reason); empty for a
+	// flag never flipped, or a switch that keeps no record. They come from
+	// the switch's local state, never a store.
+	EnabledBy     string    `json:"enabled_by,omitempty"`
+	EnabledReason string    `json:"enabled_reason,omitempty"`
+	EnabledAt     time.Time `json:"enabled_at,omitzero"`
+	Running       int       `json:"running"` // runs going in this process
+	Last          *Report   `json:"last,omitempty"`
 }
 
 // Jobs returns every registered job, sorted by name.
@@ -465,12 +495,14 @@ func (s *Scheduler) Job(name string) (JobInfo, error) {
 	defer cancel()
 	on, flagErr := s.flagInfo(ctx, e.cfg.flag)
 	now := time.Now().In(s.cfg.loc)
-	return JobInfo{
-		Name: name, Spec: e.spec, Flag: e.cfg.flag,
+	info := JobInfo{
+		Name: name, Spec: e.spec, Flag: e.cfg.flag, Overlap: e.cfg.overlap.String(),
 		Prev: e.ticks.last(), Next: e.sched().Next(now),
 		Enabled: on, EnabledErr: flagErr,
 		Running: running, Last: e.lastReport(),
-	}, nil
+	}
+	info.EnabledBy, info.EnabledReason, info.EnabledAt = s.flipped(e.cfg.flag)
+	return info, nil
 }
 
 // SetEnabled flips the job's kill switch flag: off stops the job before its

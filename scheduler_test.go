@@ -18,7 +18,7 @@ func TestFiresThroughCron(t *testing.T) {
 	fired := make(chan struct{}, 10)
 	_ = s.Register("sec", "* * * * * *", JobFunc(func(ctx context.Context) error {
 		mu.Lock()
-		ticks = append(ticks, TickFrom(ctx))
+		ticks = append(ticks, tickFrom(ctx))
 		started = append(started, time.Now())
 		mu.Unlock()
 		fired <- struct{}{}
@@ -141,16 +141,16 @@ func TestStopCancelsManualRun(t *testing.T) {
 func TestJobsInfo(t *testing.T) {
 	ks := NewMemoryKillSwitch()
 	s, _ := newTest(t, WithKillSwitch(ks))
-	_ = s.Register("b", "*/5 * * * *", JobFunc(func(context.Context) error { return nil }), Flag("b-flag"))
+	_ = s.Register("b", "*/5 * * * *", JobFunc(func(context.Context) error { return nil }), Flag("b-flag"), QueueOverlap())
 	_ = s.Register("a", "@every 1h", JobFunc(func(context.Context) error { return nil }))
-	_ = ks.SetEnabled(context.Background(), "b-flag", false, "maintenance")
+	_ = ks.SetEnabled(WithActor(context.Background(), "alice"), "b-flag", false, "maintenance")
 	tickAt(t, s, "a", t0)
 	jobs := s.Jobs()
 	if len(jobs) != 2 || jobs[0].Name != "a" || jobs[1].Name != "b" {
 		t.Fatalf("Jobs = %+v", jobs)
 	}
 	a, b := jobs[0], jobs[1]
-	if !a.Enabled || b.Enabled || b.Flag != "b-flag" || b.Spec != "*/5 * * * *" {
+	if !a.Enabled || b.Enabled || b.Flag != "b-flag" || b.Spec != "*/5 * * * *" || a.Overlap != "skip" || b.Overlap != "queue" {
 		t.Fatalf("a=%+v b=%+v", a, b)
 	}
 	if a.Last == nil || a.Last.Outcome() != "done" || !a.Last.Tick.Equal(t0) || b.Last != nil {
@@ -158,6 +158,11 @@ func TestJobsInfo(t *testing.T) {
 	}
 	if !a.Next.After(time.Now()) || a.Next.Unix()%3600 != 0 || b.Next.Minute()%5 != 0 {
 		t.Fatalf("next ticks: a=%v b=%v", a.Next, b.Next)
+	}
+	// The switch's record of the flip: who, why, when; none for a flag never flipped.
+	if b.EnabledBy != "alice" || b.EnabledReason != "maintenance" || b.EnabledAt.IsZero() ||
+		a.EnabledBy != "" || a.EnabledReason != "" || !a.EnabledAt.IsZero() {
+		t.Fatalf("flip record: a=%+v b=%+v", a, b)
 	}
 }
 

@@ -40,8 +40,9 @@
 // constant time, or a function of the request (Authenticate); Handler
 // refuses to build without one (ErrNoAuth). Errors are JSON,
 // {"error": "...", "code": "..."}, with a fitting status: 400 bad body or
-// wrong item type, 401, 404 unknown job or route, 405, 409 locked, 413 body
-// over the limit (MaxBodyBytes, 1 MiB), 503 scheduler stopped.
+// invalid items (code invalid_items), 401, 404 unknown job or route, 405,
+// 409 locked, 413 body over the limit (MaxBodyBytes, 1 MiB), 503 scheduler
+// stopped.
 //
 // A run started here belongs to the scheduler, not to the request: if the
 // client goes away, the run goes on (Scheduler.Stop still ends it) and its

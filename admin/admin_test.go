@@ -344,10 +344,10 @@ func TestGetJob(t *testing.T) {
 		d = decode[admin.JobDetail](t, f.do(t, "GET", "/api/jobs/broken", token, ""))
 		return len(d.History) == 4
 	})
-	if h := d.History[0]; h.Kind != cronguard.HistoryFlag || h.By != "token" || h.Reason != "flaky" {
+	if h := d.History[0]; h.Kind != cronguard.EventFlag || h.By != "token" || h.Reason != "flaky" {
 		t.Errorf("newest entry %+v; want the flip by token", h)
 	}
-	if h := d.History[1]; h.Kind != cronguard.HistoryRun || h.By != "cron-test" || h.Error != "smtp: 550 mailbox full" {
+	if h := d.History[1]; h.Kind != cronguard.EventFinished || h.By != "cron-test" || h.Error != "smtp: 550 mailbox full" {
 		t.Errorf("entry 1 %+v; want the failed manual run by cron-test", h)
 	}
 	if d.Job.Name != "broken" || d.Job.Enabled || d.Job.Last == nil {
@@ -384,12 +384,12 @@ func TestRunNow(t *testing.T) {
 		t.Errorf("a failed run: %+v; want 200 with the report and its error", rep)
 	}
 
-	wantError(t, f.do(t, "POST", "/api/jobs/mail/run", token, `[{"id":"one"}]`), http.StatusBadRequest, "item_type")
-	wantError(t, f.do(t, "POST", "/api/jobs/mail/run", token, `[{"id":1,"emial":"a@x"}]`), http.StatusBadRequest, "item_type")
+	wantError(t, f.do(t, "POST", "/api/jobs/mail/run", token, `[{"id":"one"}]`), http.StatusBadRequest, "invalid_items")
+	wantError(t, f.do(t, "POST", "/api/jobs/mail/run", token, `[{"id":1,"emial":"a@x"}]`), http.StatusBadRequest, "invalid_items")
 	wantError(t, f.do(t, "POST", "/api/jobs/mail/run", token, `[{"id":1`), http.StatusBadRequest, "bad_body")
 	wantError(t, f.do(t, "POST", "/api/jobs/mail/run", token, `{"id":1}`), http.StatusBadRequest, "bad_body")
 	wantError(t, f.do(t, "POST", "/api/jobs/mail/run", token, `[]`), http.StatusBadRequest, "no_items")
-	wantError(t, f.do(t, "POST", "/api/jobs/broken/run", token, `[1]`), http.StatusBadRequest, "not_batch")
+	wantError(t, f.do(t, "POST", "/api/jobs/broken/run", token, `[1]`), http.StatusBadRequest, "invalid_items")
 	wantError(t, f.do(t, "POST", "/api/jobs/nope/run", token, ""), http.StatusNotFound, "unknown_job")
 	big := `[` + strings.Repeat(`{"id":1,"email":"a@x"},`, 40) + `{"id":1,"email":"a@x"}]`
 	wantError(t, f.do(t, "POST", "/api/jobs/mail/run", token, big), http.StatusRequestEntityTooLarge, "body_too_large")
@@ -451,7 +451,7 @@ func TestFlip(t *testing.T) {
 	}
 	waitFor(t, "both flips in the history", func() bool {
 		h, _ := f.s.History(context.Background(), "mail", 5)
-		return len(h) == 2 && h[0].Kind == cronguard.HistoryFlag && *h[0].Enabled &&
+		return len(h) == 2 && h[0].Kind == cronguard.EventFlag && *h[0].Enabled &&
 			h[1].Reason == "bad template" && !*h[1].Enabled && h[1].By == "token"
 	})
 	for _, want := range []string{`msg="cronguard admin: disable" job=mail by=token`, `msg="cronguard admin: enable" job=mail by=token`} {

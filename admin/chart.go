@@ -55,7 +55,7 @@ type bar struct {
 func newChart(entries []cronguard.HistoryEntry) chart {
 	var runs []*cronguard.Report
 	for _, e := range entries {
-		if e.Kind == cronguard.HistoryRun && e.Report != nil {
+		if e.Kind == cronguard.EventFinished && e.Report != nil {
 			runs = append(runs, e.Report)
 			if len(runs) == chartRuns {
 				break

@@ -164,19 +164,19 @@ func fillHistory(t testing.TB, hs cronguard.HistoryStore, job string, n int) {
 		e := cronguard.HistoryEntry{Job: job, Time: at, Instance: fmt.Sprintf("web-%d", i%3), Trigger: cronguard.TriggerSchedule, Tick: at}
 		switch {
 		case i%100 == 99:
-			e.Kind, e.Trigger, e.Tick, e.By, e.Reason = cronguard.HistoryFlag, "", time.Time{}, "ops", "flip"
+			e.Kind, e.Trigger, e.Tick, e.By, e.Reason = cronguard.EventFlag, "", time.Time{}, "ops", "flip"
 			e.Enabled = &off
 		case i%50 == 49:
-			e.Kind, e.Missed, e.First, e.Last = cronguard.HistoryMissed, 3, at.Add(-3*time.Minute), at.Add(-time.Minute)
+			e.Kind, e.Missed, e.First, e.Last = cronguard.EventMissed, 3, at.Add(-3*time.Minute), at.Add(-time.Minute)
 		case i%5 == 4:
-			e.Kind, e.Skip = cronguard.HistorySkip, "killed"
+			e.Kind, e.Skip = cronguard.EventSkipped, "killed"
 		default:
 			r := &cronguard.Report{Job: job, Trigger: cronguard.TriggerSchedule, Tick: at, Instance: e.Instance, Start: at,
 				Duration: time.Duration(i%17+1) * 37 * time.Millisecond, Batches: i % 4, Processed: (i % 13) * 10}
 			if i%7 == 0 {
 				r.Err, r.Failed = errors.New("db: connection reset"), 3
 			}
-			e.Kind, e.Report = cronguard.HistoryRun, r
+			e.Kind, e.Report = cronguard.EventFinished, r
 		}
 		if err := hs.Append(context.Background(), e); err != nil {
 			t.Fatal(err)

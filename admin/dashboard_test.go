@@ -235,7 +235,7 @@ func TestDashboardAuthenticateBasic(t *testing.T) {
 	wantStatus(t, "right password", b.post("/login", url.Values{"user": {"alice"}, "password": {"correct horse"}}), http.StatusSeeOther)
 	tok := b.csrf("/")
 	wantStatus(t, "disable", b.post("/jobs/mail/disable", url.Values{"csrf": {tok}, "reason": {"bounces"}}), http.StatusSeeOther)
-	if st, _, _ := f.s.SwitchState("mail"); st.Enabled || st.By != "alice" || st.Reason != "bounces" {
+	if st, _ := f.s.Job("mail"); st.Enabled || st.EnabledBy != "alice" || st.EnabledReason != "bounces" {
 		t.Errorf("switch after alice's disable: %+v", st)
 	}
 	if p := b.get("/"); !strings.Contains(p.body, "by <strong>alice</strong>") {
@@ -346,7 +346,7 @@ func TestDashboardCSRF(t *testing.T) {
 	}
 	p := b.post("/jobs/mail/disable", form(tok), "Sec-Fetch-Site", "same-origin", "Origin", f.srv.URL)
 	wantStatus(t, "disable with the token", p, http.StatusSeeOther)
-	if st, _, _ := f.s.SwitchState("mail"); st.Enabled || st.Reason != "forged" || st.By != "token" {
+	if st, _ := f.s.Job("mail"); st.Enabled || st.EnabledReason != "forged" || st.EnabledBy != "token" {
 		t.Errorf("after the disable: %+v", st)
 	}
 }

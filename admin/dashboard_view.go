@@ -217,7 +217,8 @@ func newEntryRow(e cronguard.HistoryEntry, now time.Time) entryRow {
 		Instance: clipN(e.Instance, shownName), By: clipN(e.By, shownName), Detail: clipN(e.Error, shownDetail),
 	}
 	switch e.Kind {
-	case cronguard.HistoryRun:
+	case cronguard.EventFinished:
+		row.Kind = "run" // the dashboard's words: run, skip, missed, flag
 		if r := e.Report; r != nil {
 			row.Run, row.Outcome, row.Class = true, outcome(r), outcomeClass(r)
 			row.Duration, row.Batches, row.Processed, row.Failed = formatDuration(r.Duration), r.Batches, r.Processed, r.Failed
@@ -225,18 +226,18 @@ func newEntryRow(e cronguard.HistoryEntry, now time.Time) entryRow {
 				row.Detail = clipN(r.Err.Error(), shownDetail)
 			}
 		}
-	case cronguard.HistorySkip:
-		row.Outcome, row.Class = "skipped: "+string(e.Skip), "warn"
-	case cronguard.HistoryMissed:
+	case cronguard.EventSkipped:
+		row.Kind, row.Outcome, row.Class = "skip", "skipped: "+string(e.Skip), "warn"
+	case cronguard.EventMissed:
 		row.Outcome, row.Class = missedText(e), "bad"
-	case cronguard.HistoryFlag:
+	case cronguard.EventFlag:
 		row.Outcome, row.Class = "switched on", "info"
 		if e.Enabled != nil && !*e.Enabled {
 			row.Outcome = "switched off"
 		}
 		row.Detail = clipN(e.Reason, shownDetail)
-	default:
-		row.Outcome, row.Class = "unreadable entry", "bad"
+	default: // Kind "": the store could not read the entry
+		row.Kind, row.Outcome, row.Class = "unreadable", "unreadable entry", "bad"
 	}
 	return row
 }

@@ -23,6 +23,15 @@ const (
 	listHistoryBudget = 3 * time.Second
 )
 
+// Switch is the last flip of a job's kill switch flag, from
+// cronguard.JobInfo's EnabledBy, EnabledReason and EnabledAt.
+type Switch struct {
+	Enabled bool      `json:"enabled"`
+	Reason  string    `json:"reason,omitempty"`
+	By      string    `json:"by,omitempty"`
+	At      time.Time `json:"at,omitzero"`
+}
+
 // Job is a job as the API shows it.
 type Job struct {
 	Name string    `json:"name"`
@@ -34,9 +43,9 @@ type Job struct {
 	// kill switch could not answer, when it could not.
 	Enabled      bool   `json:"enabled"`
 	EnabledError string `json:"enabled_error,omitempty"`
-	// Switch is the flag's recorded state — reason, by whom, since when —
-	// when the kill switch keeps one (memory, Redis).
-	Switch *cronguard.FlagState `json:"switch,omitempty"`
+	// Switch is the flag's last flip — reason, by whom, since when — when
+	// the kill switch records one (memory, Redis; Unleash names its toggle).
+	Switch *Switch `json:"switch,omitempty"`
 	// Running counts the runs going on Instance, the instance serving this.
 	Running  int    `json:"running"`
 	Instance string `json:"instance"`
@@ -112,8 +121,8 @@ func (h *handler) view(ctx context.Context, info cronguard.JobInfo, hist []crong
 	if info.EnabledErr != nil {
 		j.EnabledError = clipN(info.EnabledErr.Error(), 1024)
 	}
-	if st, ok, err := h.s.SwitchState(info.Name); err == nil && ok {
-		j.Switch = &st
+	if info.EnabledBy != "" || info.EnabledReason != "" || !info.EnabledAt.IsZero() {
+		j.Switch = &Switch{Enabled: info.Enabled, Reason: info.EnabledReason, By: info.EnabledBy, At: info.EnabledAt}
 	}
 	if hist == nil {
 		var err error
@@ -122,7 +131,7 @@ func (h *handler) view(ctx context.Context, info cronguard.JobInfo, hist []crong
 		}
 	}
 	for _, e := range hist {
-		if e.Kind == cronguard.HistoryRun && e.Report != nil {
+		if e.Kind == cronguard.EventFinished && e.Report != nil {
 			j.Last = e.Report
 			break
 		}

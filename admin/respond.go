@@ -12,7 +12,7 @@ import (
 // ErrorBody is the JSON of every error response.
 type ErrorBody struct {
 	Error string `json:"error"` // what went wrong, for people
-	Code  string `json:"code"`  // what went wrong, for programs: unknown_job, locked, item_type, ...
+	Code  string `json:"code"`  // what went wrong, for programs: unknown_job, locked, invalid_items, ...
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -37,10 +37,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusNotFound, "unknown_job"
 	case errors.Is(err, cronguard.ErrLocked):
 		return http.StatusConflict, "locked"
-	case errors.Is(err, cronguard.ErrItemType):
-		return http.StatusBadRequest, "item_type"
-	case errors.Is(err, cronguard.ErrNotBatch):
-		return http.StatusBadRequest, "not_batch"
+	case errors.Is(err, cronguard.ErrInvalidItems):
+		return http.StatusBadRequest, "invalid_items"
 	case errors.Is(err, cronguard.ErrNotFlippable):
 		return http.StatusConflict, "not_flippable"
 	case errors.Is(err, cronguard.ErrStopped):

@@ -71,7 +71,8 @@ func TestRunTick(t *testing.T) {
 	s, rec := cronguardtest.New(t)
 	var ticks []time.Time
 	job := cronguard.JobFunc(func(ctx context.Context) error {
-		ticks = append(ticks, cronguard.TickFrom(ctx))
+		r, _ := cronguard.ReportFrom(ctx, nil)
+		ticks = append(ticks, r.Tick)
 		return nil
 	})
 	if err := s.Register("j", "*/30 * * * * *", job); err != nil {

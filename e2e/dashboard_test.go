@@ -294,7 +294,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	waitFor(t, "a scheduled run of heartbeat", func() bool {
 		for _, e := range a.history(t) {
-			if e.Kind == cronguard.HistoryRun && e.Trigger == cronguard.TriggerSchedule {
+			if e.Kind == cronguard.EventFinished && e.Trigger == cronguard.TriggerSchedule {
 				return true
 			}
 		}
@@ -336,9 +336,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	var skips int
 	for _, e := range a.history(t) {
 		switch {
-		case e.Kind == cronguard.HistorySkip && e.Skip == "killed":
+		case e.Kind == cronguard.EventSkipped && e.Skip == "killed":
 			skips++
-		case e.Kind == cronguard.HistoryRun && e.Report.Start.After(flipped.Add(time.Second)):
+		case e.Kind == cronguard.EventFinished && e.Report.Start.After(flipped.Add(time.Second)):
 			t.Errorf("a run started %s after the switch went off: %v", e.Report.Start.Sub(flipped), e.Report)
 		}
 	}

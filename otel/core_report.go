@@ -24,7 +24,7 @@ const (
 func before(ctx context.Context) runInfo {
 	r, ok := cronguard.ReportFrom(ctx, nil)
 	if !ok { // a Job run outside a Scheduler
-		return runInfo{trigger: cronguard.TriggerManual, tick: cronguard.TickFrom(ctx)}
+		return runInfo{trigger: cronguard.TriggerManual}
 	}
 	return runInfo{job: r.Job, trigger: r.Trigger, tick: r.Tick, instance: r.Instance}
 }

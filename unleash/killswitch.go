@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	unleashclient "github.com/Unleash/unleash-client-go/v4"
 	"github.com/cronguard/cronguard"
@@ -151,15 +152,11 @@ func (u *UnleashKillSwitch) Enabled(_ context.Context, flag string) (bool, error
 	return u.client.IsEnabled(name), nil
 }
 
-// State returns the flag's state as the client sees it now, for dashboards.
-// Reason names the toggle; who flipped it and when are in Unleash's event
-// log.
-func (u *UnleashKillSwitch) State(flag string) cronguard.FlagState {
-	on, err := u.Enabled(context.Background(), flag)
-	if err != nil {
-		return cronguard.FlagState{Enabled: false, Reason: err.Error()}
-	}
-	return cronguard.FlagState{Enabled: on, Reason: fmt.Sprintf("Unleash toggle %q", u.Toggle(flag))}
+// Flipped gives cronguard.JobInfo (and the dashboard) the flag's record:
+// the reason names the toggle, where an operator flips it; who flipped it
+// and when are in Unleash's event log, so by and at are empty.
+func (u *UnleashKillSwitch) Flipped(flag string) (by, reason string, at time.Time) {
+	return "", fmt.Sprintf("Unleash toggle %q", u.Toggle(flag)), time.Time{}
 }
 
 // SetEnabled implements cronguard.FlippableKillSwitch, only to say where

@@ -88,8 +88,8 @@ func TestUnleashKillSwitchOffline(t *testing.T) {
 	if on, err := NewUnleashKillSwitch(offlineClient(t, map[string]bool{"bare": true}), UnleashPrefix("")).Enabled(ctx, "bare"); err != nil || !on {
 		t.Errorf("UnleashPrefix(\"\"): Enabled(\"bare\") = %v, %v", on, err)
 	}
-	if st := ks.State("on"); !st.Enabled || !strings.Contains(st.Reason, `"cronguard.on"`) {
-		t.Errorf("State = %+v", st)
+	if by, reason, at := ks.Flipped("on"); by != "" || !at.IsZero() || !strings.Contains(reason, `"cronguard.on"`) {
+		t.Errorf("Flipped = %q, %q, %v", by, reason, at)
 	}
 
 	empty := NewUnleashKillSwitch(offlineClient(t, nil))

@@ -179,8 +179,8 @@ func TestUnleashKillSwitchToggle(t *testing.T) {
 	if ev := rec.outcome(t, job, time.Now()); ev.Kind != cronguard.EventFinished || ev.Report.Outcome() != "done" || ran.Load() == 0 {
 		t.Fatalf("toggle on: %+v, ran %d", ev, ran.Load())
 	}
-	if st := ks.State(job); !st.Enabled || !strings.Contains(st.Reason, toggle) {
-		t.Fatalf("State = %+v", st)
+	if _, reason, _ := ks.Flipped(job); !strings.Contains(reason, toggle) {
+		t.Fatalf("Flipped: reason %q", reason)
 	}
 
 	srv.flip(t, toggle, false)

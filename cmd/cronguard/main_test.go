@@ -163,7 +163,7 @@ func TestCLIEndToEnd(t *testing.T) {
 	// wrong item type, unknown job: exit 1 with the API's error as JSON
 	r = runCLI(t, vars, `[{"id":"x"}]`, "run", "mail", "--items", "-", "--json")
 	wantCode(t, r, 1)
-	if e := as[admin.ErrorBody](t, r); e.Code != "item_type" {
+	if e := as[admin.ErrorBody](t, r); e.Code != "invalid_items" {
 		t.Errorf("wrong items: %+v", e)
 	}
 	r = runCLI(t, vars, "", "history", "nope", "--json")
@@ -221,8 +221,8 @@ func TestCLIEndToEnd(t *testing.T) {
 	for _, e := range d.History {
 		kinds = append(kinds, string(e.Kind))
 	}
-	if got := strings.Join(kinds, " "); got != "flag flag run run" {
-		t.Errorf("history kinds %q; want flag flag run run", got)
+	if got := strings.Join(kinds, " "); got != "flag flag finished finished" {
+		t.Errorf("history kinds %q; want flag flag finished finished", got)
 	}
 	r = runCLI(t, vars, "", "history", "broken")
 	wantCode(t, r, 0)

@@ -110,12 +110,12 @@ func reportText(r report, max int) string {
 }
 
 func entryText(e historyEntry) string {
-	switch e.Kind {
-	case "run":
+	switch e.Kind { // the names of before cronguard's EventKind too (run, skip)
+	case "finished", "run":
 		if e.Report != nil {
 			return reportText(*e.Report, 80)
 		}
-	case "skip":
+	case "skipped", "skip":
 		return "skipped (" + e.Skip + "): " + cut(e.Error, 80)
 	case "missed":
 		return fmt.Sprintf("%d tick(s) missed, %s to %s", e.Missed, stamp(e.First), stamp(e.Last))

@@ -19,7 +19,7 @@ type batchShape struct {
 }
 
 var batchShapes = []batchShape{
-	{"defaults (Size 100, MaxBatches 100: runs of 10,000)", cronguard.DefaultBatchSize, cronguard.DefaultMaxBatches},
+	{"defaults (Size 100, MaxBatches 100: runs of 10,000)", 100, 100}, // Batch's defaults
 	{"one run (Size 1,000, MaxBatches 1,001)", 1000, 1001},
 }
 

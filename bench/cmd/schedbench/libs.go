@@ -143,7 +143,8 @@ func newCronguard(env *phaseEnv) (sched, error) {
 			return cronguard.JobFunc(func(ctx context.Context) error {
 				t0 := time.Now()
 				err := next.Run(ctx)
-				p.run.add(cronguard.TickFrom(ctx), time.Since(t0))
+				d := time.Since(t0)
+				p.run.add(runTick(ctx), d)
 				return err
 			})
 		}))
@@ -160,11 +161,17 @@ func newCronguard(env *phaseEnv) (sched, error) {
 		return nil, err
 	}
 	job := cronguard.JobFunc(func(ctx context.Context) error {
-		tick := cronguard.TickFrom(ctx) // the exact tick, not a guess from the clock
+		tick := runTick(ctx) // the exact tick, not a guess from the clock
 		p.lat.add(tick, time.Since(tick))
 		return nil
 	})
 	return &cronguardSched{s: s, job: job}, nil
+}
+
+// runTick is the tick the run of ctx is for, from its report.
+func runTick(ctx context.Context) time.Time {
+	r, _ := cronguard.ReportFrom(ctx, nil)
+	return r.Tick
 }
 
 func (c *cronguardSched) add(name, spec string) error { return c.s.Register(name, spec, c.job) }
