@@ -46,22 +46,22 @@ const EventHistory EventKind = "history"
 type HistoryEntry struct {
 	// ID orders the entries of one job: the stream entry ID in Redis, a
 	// sequence number in memory.
-	ID       string     `json:"id,omitempty"`
-	Kind     EventKind  `json:"kind"`
-	Job      string     `json:"job"`
-	Time     time.Time  `json:"time"`               // when it happened
-	Instance string     `json:"instance,omitempty"` // which instance recorded it
-	Trigger  Trigger    `json:"trigger,omitempty"`
-	Tick     time.Time  `json:"tick,omitzero"`
-	By       string     `json:"by,omitempty"`     // who asked: manual runs and flips (WithActor)
-	Report   *Report    `json:"report,omitempty"` // EventFinished
-	Skip     string     `json:"skip,omitempty"`   // EventSkipped: the Report.Outcome of the skip
-	Missed   int        `json:"missed,omitempty"` // EventMissed: how many ticks
-	First    time.Time  `json:"first,omitzero"`   // EventMissed: the first missed tick
-	Last     time.Time  `json:"last,omitzero"`    // EventMissed: the last missed tick
-	Enabled  *bool      `json:"enabled,omitempty"`
-	Reason   string     `json:"reason,omitempty"` // EventFlag
-	Error    string     `json:"error,omitempty"`
+	ID       string    `json:"id,omitempty"`
+	Kind     EventKind `json:"kind"`
+	Job      string    `json:"job"`
+	Time     time.Time `json:"time"`               // when it happened
+	Instance string    `json:"instance,omitempty"` // which instance recorded it
+	Trigger  Trigger   `json:"trigger,omitempty"`
+	Tick     time.Time `json:"tick,omitzero"`
+	By       string    `json:"by,omitempty"`     // who asked: manual runs and flips (WithActor)
+	Report   *Report   `json:"report,omitempty"` // EventFinished
+	Skip     string    `json:"skip,omitempty"`   // EventSkipped: the Report.Outcome of the skip
+	Missed   int       `json:"missed,omitempty"` // EventMissed: how many ticks
+	First    time.Time `json:"first,omitzero"`   // EventMissed: the first missed tick
+	Last     time.Time `json:"last,omitzero"`    // EventMissed: the last missed tick
+	Enabled  *bool     `json:"enabled,omitempty"`
+	Reason   string    `json:"reason,omitempty"` // EventFlag
+	Error    string    `json:"error,omitempty"`
 }
 
 // HistoryStore keeps the run history. Append is called from one goroutine,
