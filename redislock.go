@@ -217,7 +217,7 @@ func NewRedisLocker(client redis.UniversalClient, opts ...RedisOption) (Locker, 
 	}
 	// The one choice between one server and a quorum: no method asks again.
 	if len(clients) == 1 {
-		l.impl = &oneServer{&l.redisStore}
+		l.impl = &oneServer{redisStore: &l.redisStore, batch: &scriptBatcher{client: client}}
 	} else {
 		l.impl = &quorum{redisStore: &l.redisStore}
 	}
@@ -485,16 +485,25 @@ func parseTick(s, n string, loc *time.Location) (time.Time, error) {
 
 // claimOn runs claimScript on server i.
 func (l *redisStore) claimOn(ctx context.Context, i int, job string, tick time.Time, lockTTL time.Duration, instance, value string) (scriptReply, error) {
+	res, err := claimScript.Run(ctx, l.clients[i], l.claimKeys(job), l.claimArgs(job, tick, lockTTL, instance, value)...).Result()
+	if err != nil {
+		return scriptReply{}, err
+	}
+	return parseReply(res, tick.Location())
+}
+
+// claimKeys and claimArgs are the KEYS and ARGV of claimScript.
+func (l *redisStore) claimKeys(job string) []string {
+	return []string{l.claimKey(job), l.lockKey(job), l.fenceKey(job)}
+}
+
+func (l *redisStore) claimArgs(job string, tick time.Time, lockTTL time.Duration, instance, value string) []any {
 	args := []any{tick.Unix(), tick.Nanosecond(), instance, value, lockTTL.Milliseconds(), fmtTick(tick),
 		int64(maxMarkAhead / time.Second)}
 	for _, v := range l.abandoned.list(job) {
 		args = append(args, v)
 	}
-	res, err := claimScript.Run(ctx, l.clients[i], []string{l.claimKey(job), l.lockKey(job), l.fenceKey(job)}, args...).Result()
-	if err != nil {
-		return scriptReply{}, err
-	}
-	return parseReply(res, tick.Location())
+	return args
 }
 
 // acquireOn runs acquireScript on server i.
@@ -517,6 +526,8 @@ func replyLost(err error) bool {
 	var re redis.Error
 	var op *net.OpError
 	switch {
+	case errors.Is(err, errNeverSent):
+		return false
 	case errors.As(err, &re):
 		// A server error is the script's own answer, unless go-redis
 		// retried after a lost reply and the retry met a server that is
@@ -614,9 +625,15 @@ func (l *redisStore) abandon(ctx context.Context, i int, job, value string, err 
 }
 
 // oneServer is the Redis locker of one Redis (single, Sentinel or Cluster).
-type oneServer struct{ *redisStore }
+// Its claims and releases go through batch, which coalesces concurrent
+// ones into pipelines (redisclaim_batch.go).
+type oneServer struct {
+	*redisStore
+	batch *scriptBatcher
+}
 
-func (o *oneServer) drain() {}
+// drain waits for the pipeline in flight, if any (see scriptBatcher.drain).
+func (o *oneServer) drain() { o.batch.drain() }
 
 func (o *oneServer) claim(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error) {
 	value := o.newValue()
@@ -626,7 +643,7 @@ func (o *oneServer) claim(ctx context.Context, job string, tick time.Time, lockT
 		ctx, cancel = within(ctx, lockTTL/3) // as redsync: leave most of the TTL valid
 		defer cancel()
 	}
-	r, err := o.claimOn(ctx, 0, job, tick, lockTTL, instance, value)
+	r, err := o.claimBatched(ctx, job, tick, lockTTL, instance, value)
 	if err != nil {
 		if lockTTL > 0 {
 			o.abandon(ctx, 0, job, value, err)
@@ -660,6 +677,17 @@ func (o *oneServer) acquire(ctx context.Context, job string, ttl time.Duration) 
 		return nil, lockedError(job, o.lockKey(job), r.holder, r.left)
 	}
 	return o.lease(ctx, job, ttl, value, r.token, start)
+}
+
+// claimBatched runs claimScript through the batcher: the same script,
+// keys and arguments as claimOn, in a pipeline shared with the claims and
+// releases of other jobs that are in flight at the same time.
+func (o *oneServer) claimBatched(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance, value string) (scriptReply, error) {
+	res, err := o.batch.call(ctx, claimScript, o.claimKeys(job), o.claimArgs(job, tick, lockTTL, instance, value)...)
+	if err != nil {
+		return scriptReply{}, err
+	}
+	return parseReply(res, tick.Location())
 }
 
 // lease wraps a granted lock, unless it was granted too late to be valid.
@@ -696,6 +724,9 @@ var (
 	end
 `)
 )
+
+// releaseScript is deleteScript (same text, same hash) for the batcher.
+var releaseScript = redis.NewScript(deleteScript.Src)
 
 func newRedsyncScript(src string) *redsyncredis.Script {
 	sum := sha1.Sum([]byte(src))
@@ -815,9 +846,9 @@ func (o *oneServer) extend(ctx context.Context, r *redisLease, ttl time.Duration
 	return nil
 }
 
-// release implements redisImpl on one server.
+// release implements redisImpl on one server, through the batcher.
 func (o *oneServer) release(ctx context.Context, r *redisLease) error {
-	st, err := o.eval(ctx, 0, deleteScript, r.key, r.value)
+	st, err := o.batch.call(ctx, releaseScript, []string{r.key}, r.value)
 	switch {
 	case err != nil:
 		return fmt.Errorf("lock %s: release: %s: %w", r.key, o.names[0], err)
