@@ -31,11 +31,22 @@ import (
 type scriptBatcher struct {
 	client redis.UniversalClient
 
-	mu     sync.Mutex
-	queue  []*batchCall
-	flying bool
-	landed chan struct{} // closed when the flight in the air ends
+	mu      sync.Mutex
+	queue   []*batchCall
+	flights int           // flights in the air, at most maxFlights
+	landed  chan struct{} // closed when the last flight in the air ends
 }
+
+// Bounds of the batcher: at most maxFlights pipelines in flight at once (a
+// connection each), of at most maxBatch calls each. One flight is group
+// commit proper; measured with 1,000 claims at once on one local Redis,
+// 2 to 8 flights of 64 to 256 calls returned the median claim earlier
+// but not the 99th percentile, which waits for Redis to run every script
+// (about 14 µs of its one thread per claim).
+const (
+	maxFlights = 1
+	maxBatch   = 1024
+)
 
 // batchCall is one script call waiting in, or sent by, the batcher.
 type batchCall struct {
@@ -77,10 +88,12 @@ func (b *scriptBatcher) call(ctx context.Context, script *redis.Script, keys []s
 		return nil, fmt.Errorf("%w: %w", errNeverSent, err)
 	}
 	b.queue = append(b.queue, c)
-	if !b.flying {
-		b.flying = true
-		b.landed = make(chan struct{})
-		go b.fly(b.landed)
+	if b.flights < maxFlights {
+		if b.flights == 0 {
+			b.landed = make(chan struct{})
+		}
+		b.flights++
+		go b.fly()
 	}
 	b.mu.Unlock()
 	select {
@@ -105,9 +118,8 @@ func (b *scriptBatcher) call(ctx context.Context, script *redis.Script, keys []s
 	}
 }
 
-// fly sends pipelines until no call is queued, then closes landed.
-func (b *scriptBatcher) fly(landed chan struct{}) {
-	defer close(landed)
+// fly sends pipelines until no call is queued.
+func (b *scriptBatcher) fly() {
 	for {
 		batch := b.take()
 		if len(batch) == 0 {
@@ -120,13 +132,19 @@ func (b *scriptBatcher) fly(landed chan struct{}) {
 	}
 }
 
-// take empties the queue: the calls whose caller is still waiting are
-// marked sent and returned. With none, the flight ends.
+// take takes up to maxBatch calls from the head of the queue: those whose
+// caller is still waiting are marked sent and returned. With none, the
+// flight ends (and the last one closes landed).
 func (b *scriptBatcher) take() []*batchCall {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	batch := b.queue[:0:0]
+	var batch []*batchCall
+	n := 0
 	for _, c := range b.queue {
+		if len(batch) == maxBatch {
+			break
+		}
+		n++
 		if c.state == callQueued && c.ctx.Err() == nil {
 			c.state = callSent
 			batch = append(batch, c)
@@ -134,10 +152,13 @@ func (b *scriptBatcher) take() []*batchCall {
 			c.state = callLeft
 		}
 	}
-	clear(b.queue)
-	b.queue = b.queue[:0]
+	rest := copy(b.queue, b.queue[n:])
+	clear(b.queue[rest:])
+	b.queue = b.queue[:rest]
 	if len(batch) == 0 {
-		b.flying = false
+		if b.flights--; b.flights == 0 {
+			close(b.landed)
+		}
 	}
 	return batch
 }
@@ -202,7 +223,7 @@ func flightContext(batch []*batchCall) (context.Context, context.CancelFunc) {
 // socket timeouts).
 func (b *scriptBatcher) drain() {
 	b.mu.Lock()
-	landed, flying := b.landed, b.flying
+	landed, flying := b.landed, b.flights > 0
 	b.mu.Unlock()
 	if flying {
 		<-landed
