@@ -12,9 +12,10 @@ import (
 
 // scriptBatcher coalesces the concurrent script calls of one server's
 // locker (claims and releases) into pipelines, by group commit: a call
-// that finds no pipeline in flight is sent at once, alone; calls that
-// arrive while one is in flight wait for it and are then sent together,
-// in the next pipeline, as soon as it returns. Nothing waits on a timer.
+// that finds nothing in flight is sent at once, alone, by its caller, as
+// it would be without the batcher; calls that arrive while something is in
+// flight wait for it and are then sent together, in the next pipeline
+// (up to maxBatch calls), as soon as it returns. Nothing waits on a timer.
 // When 1,000 jobs share a second, their claims go in a handful of
 // pipelines instead of queueing, one command each, in go-redis's pool.
 //
@@ -23,30 +24,27 @@ import (
 // fails its own call only. On a Cluster client go-redis splits a pipeline
 // by node (a job's keys share one slot).
 //
-// Each flight (the sending of one pipeline after another while calls keep
-// arriving) runs on a goroutine of its own that ends when no call is
-// queued; no goroutine lives longer. A pipeline carries the latest
-// deadline of its calls; each caller still returns by its own deadline:
-// see call.
+// The pipelines that follow a lone call are sent by a goroutine of their
+// own (a flight), which ends as soon as no call is queued; no goroutine
+// lives longer. A pipeline carries the latest deadline of its calls; each
+// caller still returns by its own deadline: see call. One flight at a
+// time: a reply that stalls holds the calls queued behind it, each until
+// its own deadline at most.
 type scriptBatcher struct {
 	client redis.UniversalClient
 
-	mu      sync.Mutex
-	queue   []*batchCall
-	flights int           // flights in the air, at most maxFlights
-	landed  chan struct{} // closed when the last flight in the air ends
+	mu     sync.Mutex
+	queue  []*batchCall
+	flying bool          // a call or a pipeline is in flight
+	landed chan struct{} // closed when the flight in the air ends
 }
 
-// Bounds of the batcher: at most maxFlights pipelines in flight at once (a
-// connection each), of at most maxBatch calls each. One flight is group
-// commit proper; measured with 1,000 claims at once on one local Redis,
-// 2 to 8 flights of 64 to 256 calls returned the median claim earlier
-// but not the 99th percentile, which waits for Redis to run every script
-// (about 14 µs of its one thread per claim).
-const (
-	maxFlights = 1
-	maxBatch   = 1024
-)
+// maxBatch bounds the calls of one pipeline. Measured with 1,000 claims at
+// once on one local Redis, pipelines of 64 to 256 calls with 2 to 8 in
+// flight returned the median claim earlier than one flight but not the
+// 99th percentile, which waits for Redis to run every script (about 14 µs
+// of its one thread per claim): one flight it is.
+const maxBatch = 1024
 
 // batchCall is one script call waiting in, or sent by, the batcher.
 type batchCall struct {
@@ -81,20 +79,23 @@ var errNeverSent = errors.New("not sent: its context ended while it waited for t
 // server, later (a lost reply: the caller's lost-reply handling applies,
 // as for a command that timed out).
 func (b *scriptBatcher) call(ctx context.Context, script *redis.Script, keys []string, args ...any) (any, error) {
-	c := &batchCall{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})}
+	c := &batchCall{ctx: ctx, script: script, keys: keys, args: args}
 	b.mu.Lock()
 	if err := ctx.Err(); err != nil {
 		b.mu.Unlock()
 		return nil, fmt.Errorf("%w: %w", errNeverSent, err)
 	}
-	b.queue = append(b.queue, c)
-	if b.flights < maxFlights {
-		if b.flights == 0 {
-			b.landed = make(chan struct{})
-		}
-		b.flights++
-		go b.fly()
+	if !b.flying { // nothing in flight: send it now, on the caller's context
+		b.flying = true
+		b.landed = make(chan struct{})
+		b.mu.Unlock()
+		c.state = callSent
+		b.send(ctx, []*batchCall{c})
+		b.land()
+		return c.cmd.Result()
 	}
+	c.done = make(chan struct{})
+	b.queue = append(b.queue, c)
 	b.mu.Unlock()
 	select {
 	case <-c.done:
@@ -118,6 +119,19 @@ func (b *scriptBatcher) call(ctx context.Context, script *redis.Script, keys []s
 	}
 }
 
+// land ends a lone call's flight: the calls queued behind it go on in a
+// flight of their own; with none, nothing is in flight any more.
+func (b *scriptBatcher) land() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.queue) > 0 {
+		go b.fly()
+		return
+	}
+	b.flying = false
+	close(b.landed)
+}
+
 // fly sends pipelines until no call is queued.
 func (b *scriptBatcher) fly() {
 	for {
@@ -125,7 +139,9 @@ func (b *scriptBatcher) fly() {
 		if len(batch) == 0 {
 			return
 		}
-		b.send(batch)
+		ctx, cancel := flightContext(batch)
+		b.send(ctx, batch)
+		cancel()
 		for _, c := range batch {
 			close(c.done)
 		}
@@ -134,7 +150,7 @@ func (b *scriptBatcher) fly() {
 
 // take takes up to maxBatch calls from the head of the queue: those whose
 // caller is still waiting are marked sent and returned. With none, the
-// flight ends (and the last one closes landed).
+// flight ends.
 func (b *scriptBatcher) take() []*batchCall {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -156,20 +172,16 @@ func (b *scriptBatcher) take() []*batchCall {
 	clear(b.queue[rest:])
 	b.queue = b.queue[:rest]
 	if len(batch) == 0 {
-		if b.flights--; b.flights == 0 {
-			close(b.landed)
-		}
+		b.flying = false
+		close(b.landed)
 	}
 	return batch
 }
 
-// send runs batch as one pipeline (one call alone as a plain command),
-// under the latest deadline of its calls, and gives each call its reply.
-// Calls that met a server without the script (NOSCRIPT: it did not run)
-// are sent again with the script's text.
-func (b *scriptBatcher) send(batch []*batchCall) {
-	ctx, cancel := flightContext(batch)
-	defer cancel()
+// send runs batch as one pipeline (one call alone as a plain command) and
+// gives each call its reply. Calls that met a server without the script
+// (NOSCRIPT: it did not run) are sent again with the script's text.
+func (b *scriptBatcher) send(ctx context.Context, batch []*batchCall) {
 	b.exec(ctx, batch, false)
 	var again []*batchCall
 	for _, c := range batch {
@@ -220,10 +232,10 @@ func flightContext(batch []*batchCall) (context.Context, context.CancelFunc) {
 
 // drain waits for the flight in the air, if any: it ends by the latest
 // deadline of its calls (with ContextTimeoutEnabled; else by the client's
-// socket timeouts).
+// socket timeouts) once no call is queued.
 func (b *scriptBatcher) drain() {
 	b.mu.Lock()
-	landed, flying := b.landed, b.flights > 0
+	landed, flying := b.landed, b.flying
 	b.mu.Unlock()
 	if flying {
 		<-landed
