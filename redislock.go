@@ -100,6 +100,16 @@ type redisStore struct {
 // each script on a Redis that has not seen it (a fresh or restarted server)
 // costs one more round trip (EVALSHA, NOSCRIPT, then EVAL).
 //
+// Those are the costs of a run alone. Claims and releases that overlap in
+// time share round trips: a call that finds none in flight is sent at
+// once; those that arrive meanwhile go together in one pipeline as soon as
+// it returns (group commit, see scriptBatcher; on a Cluster, one pipeline
+// per node). 1,000 jobs on one second cost about 0.02 round trips a run.
+// Each call keeps its own attempt value, reply and deadline; a call whose
+// context ends while it waits for the pipeline in flight is never sent.
+// One stalled reply holds the calls queued behind it, each until its own
+// deadline at most. With RedlockWith, calls are not batched.
+//
 // With RedlockWith see the quorum implementation: a claim asks the servers
 // one after the other, then the lock goes to every server in parallel.
 //
@@ -133,7 +143,9 @@ type redisStore struct {
 // job frees a lock holding a remembered value, so an orphan of this process
 // never blocks it for a whole TTL. Another instance finds such an orphan
 // held until its TTL passes or this process claims the job again. A tick
-// whose claim reply was lost is neither run nor reported missed.
+// whose claim reply was lost is neither run nor reported missed. A claim
+// that waited behind a pipeline in flight and whose context ended before
+// it was sent was never sent: it has nothing to clean up.
 //
 // # What it promises, and what it cannot
 //
