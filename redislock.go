@@ -100,6 +100,16 @@ type redisStore struct {
 // each script on a Redis that has not seen it (a fresh or restarted server)
 // costs one more round trip (EVALSHA, NOSCRIPT, then EVAL).
 //
+// Those are the costs of a run alone. Claims and releases that overlap in
+// time share round trips: a call that finds none in flight is sent at
+// once; those that arrive meanwhile go together in one pipeline as soon as
+// it returns (group commit, see scriptBatcher; on a Cluster, one pipeline
+// per node). 1,000 jobs on one second cost about 0.02 round trips a run.
+// Each call keeps its own attempt value, reply and deadline; a call whose
+// context ends while it waits for the pipeline in flight is never sent.
+// One stalled reply holds the calls queued behind it, each until its own
+// deadline at most. With NewRedlock, calls are not batched.
+//
 // With NewRedlock see the quorum implementation: a claim asks the servers
 // one after the other, then the lock goes to every server in parallel.
 //
@@ -133,7 +143,9 @@ type redisStore struct {
 // job frees a lock holding a remembered value, so an orphan of this process
 // never blocks it for a whole TTL. Another instance finds such an orphan
 // held until its TTL passes or this process claims the job again. A tick
-// whose claim reply was lost is neither run nor reported missed.
+// whose claim reply was lost is neither run nor reported missed. A claim
+// that waited behind a pipeline in flight and whose context ended before
+// it was sent was never sent: it has nothing to clean up.
 //
 // # What it promises, and what it cannot
 //
@@ -245,7 +257,7 @@ func newRedisLocker(clients []redis.UniversalClient, cfg config) *redisLocker {
 	}
 	// The one choice between one server and a quorum: no method asks again.
 	if len(clients) == 1 {
-		l.impl = &oneServer{&l.redisStore}
+		l.impl = &oneServer{redisStore: &l.redisStore, batch: &scriptBatcher{client: clients[0]}}
 	} else {
 		l.impl = &quorum{redisStore: &l.redisStore}
 	}
@@ -513,16 +525,25 @@ func parseTick(s, n string, loc *time.Location) (time.Time, error) {
 
 // claimOn runs claimScript on server i.
 func (l *redisStore) claimOn(ctx context.Context, i int, job string, tick time.Time, lockTTL time.Duration, instance, value string) (scriptReply, error) {
+	res, err := claimScript.Run(ctx, l.clients[i], l.claimKeys(job), l.claimArgs(job, tick, lockTTL, instance, value)...).Result()
+	if err != nil {
+		return scriptReply{}, err
+	}
+	return parseReply(res, tick.Location())
+}
+
+// claimKeys and claimArgs are the KEYS and ARGV of claimScript.
+func (l *redisStore) claimKeys(job string) []string {
+	return []string{l.claimKey(job), l.lockKey(job), l.fenceKey(job)}
+}
+
+func (l *redisStore) claimArgs(job string, tick time.Time, lockTTL time.Duration, instance, value string) []any {
 	args := []any{tick.Unix(), tick.Nanosecond(), instance, value, lockTTL.Milliseconds(), fmtTick(tick),
 		int64(maxMarkAhead / time.Second)}
 	for _, v := range l.abandoned.list(job) {
 		args = append(args, v)
 	}
-	res, err := claimScript.Run(ctx, l.clients[i], []string{l.claimKey(job), l.lockKey(job), l.fenceKey(job)}, args...).Result()
-	if err != nil {
-		return scriptReply{}, err
-	}
-	return parseReply(res, tick.Location())
+	return args
 }
 
 // acquireOn runs acquireScript on server i.
@@ -545,6 +566,8 @@ func replyLost(err error) bool {
 	var re redis.Error
 	var op *net.OpError
 	switch {
+	case errors.Is(err, errNeverSent):
+		return false
 	case errors.As(err, &re):
 		// A server error is the script's own answer, unless go-redis
 		// retried after a lost reply and the retry met a server that is
@@ -642,9 +665,15 @@ func (l *redisStore) abandon(ctx context.Context, i int, job, value string, err 
 }
 
 // oneServer is the Redis locker of one Redis (single, Sentinel or Cluster).
-type oneServer struct{ *redisStore }
+// Its claims and releases go through batch, which coalesces concurrent
+// ones into pipelines (redisclaim_batch.go).
+type oneServer struct {
+	*redisStore
+	batch *scriptBatcher
+}
 
-func (o *oneServer) drain() {}
+// drain waits for the pipeline in flight, if any (see scriptBatcher.drain).
+func (o *oneServer) drain() { o.batch.drain() }
 
 func (o *oneServer) claim(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance string) (Claim, error) {
 	value := o.newValue()
@@ -654,7 +683,7 @@ func (o *oneServer) claim(ctx context.Context, job string, tick time.Time, lockT
 		ctx, cancel = within(ctx, lockTTL/3) // as redsync: leave most of the TTL valid
 		defer cancel()
 	}
-	r, err := o.claimOn(ctx, 0, job, tick, lockTTL, instance, value)
+	r, err := o.claimBatched(ctx, job, tick, lockTTL, instance, value)
 	if err != nil {
 		if lockTTL > 0 {
 			o.abandon(ctx, 0, job, value, err)
@@ -688,6 +717,17 @@ func (o *oneServer) acquire(ctx context.Context, job string, ttl time.Duration) 
 		return nil, lockedError(job, o.lockKey(job), r.holder, r.left)
 	}
 	return o.lease(ctx, job, ttl, value, r.token, start)
+}
+
+// claimBatched runs claimScript through the batcher: the same script,
+// keys and arguments as claimOn, in a pipeline shared with the claims and
+// releases of other jobs that are in flight at the same time.
+func (o *oneServer) claimBatched(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance, value string) (scriptReply, error) {
+	res, err := o.batch.call(ctx, claimScript, o.claimKeys(job), o.claimArgs(job, tick, lockTTL, instance, value)...)
+	if err != nil {
+		return scriptReply{}, err
+	}
+	return parseReply(res, tick.Location())
 }
 
 // lease wraps a granted lock, unless it was granted too late to be valid.
@@ -724,6 +764,9 @@ var (
 	end
 `)
 )
+
+// releaseScript is deleteScript (same text, same hash) for the batcher.
+var releaseScript = redis.NewScript(deleteScript.Src)
 
 func newRedsyncScript(src string) *redsyncredis.Script {
 	sum := sha1.Sum([]byte(src))
@@ -843,9 +886,9 @@ func (o *oneServer) extend(ctx context.Context, r *redisLease, ttl time.Duration
 	return nil
 }
 
-// release implements redisImpl on one server.
+// release implements redisImpl on one server, through the batcher.
 func (o *oneServer) release(ctx context.Context, r *redisLease) error {
-	st, err := o.eval(ctx, 0, deleteScript, r.key, r.value)
+	st, err := o.batch.call(ctx, releaseScript, []string{r.key}, r.value)
 	switch {
 	case err != nil:
 		return fmt.Errorf("lock %s: release: %s: %w", r.key, o.names[0], err)
