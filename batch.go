@@ -1,6 +1,7 @@
 package cronguard
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -147,19 +148,18 @@ func (b Batch[T]) validate(job string) error {
 
 func typeName[T any]() string { return reflect.TypeFor[T]().String() }
 
-func (b Batch[T]) size() int       { return cmpOr(b.Size, DefaultBatchSize) }
-func (b Batch[T]) maxBatches() int { return cmpOr(b.MaxBatches, DefaultMaxBatches) }
+func (b Batch[T]) size() int       { return cmp.Or(b.Size, DefaultBatchSize) }
+func (b Batch[T]) maxBatches() int { return cmp.Or(b.MaxBatches, DefaultMaxBatches) }
 
 // maxKeysHint bounds the room the runaway guard reserves for a run's keys
-// up front: 1M keys, about 40 MB.
+// up front: 1M keys, 32 MB (keySet).
 const maxKeysHint = 1 << 20
 
 // keysHint is the room the runaway guard reserves for the keys of a run
 // whose first batch has n items. A short first batch is likely the last:
 // room for it. A full one likely has more behind it: room for the most the
 // run may fetch, Size × MaxBatches, up to maxKeysHint (default 10,000 keys,
-// about 400 KB) — a map that grows instead rehashes every key at each
-// doubling, which costs more than the rest of a no-op item.
+// 288 KB) — a set that grows instead moves every key at each doubling.
 func (b Batch[T]) keysHint(n int) int {
 	size := b.size()
 	if n < size {
@@ -169,13 +169,6 @@ func (b Batch[T]) keysHint(n int) int {
 		return maxKeysHint
 	}
 	return size * b.maxBatches()
-}
-
-func cmpOr(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // Run implements Job: one run over the batches.
@@ -190,7 +183,7 @@ func (b Batch[T]) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var handled map[string]seenAs // every key fetched in this run; made with the first batch
+	var handled *runKeys // every key fetched in this run; made with the first batch
 	for n := 0; n < b.maxBatches(); n++ {
 		if err := w.checkKill(ctx, n); err != nil { // from the local cache: no round trip
 			return err
@@ -210,7 +203,7 @@ func (b Batch[T]) Run(ctx context.Context) error {
 			return nil
 		}
 		if handled == nil {
-			handled = make(map[string]seenAs, b.keysHint(len(items)))
+			handled = newRunKeys(b.keysHint(len(items)))
 		}
 		keys, fresh, err := w.runawayGuard(ctx, n, items, handled)
 		if err != nil {
@@ -241,7 +234,7 @@ func (b Batch[T]) Run(ctx context.Context) error {
 // With Concurrency > 1 items finish out of order, so items after that one
 // may be done already; they are processed again by the next run, which
 // starts at the unhandled item. No item is ever left behind the cursor.
-func (w *worker[T]) step(ctx context.Context, n int, keys []string, fresh []keyed[T], handled map[string]seenAs, after string) (string, error) {
+func (w *worker[T]) step(ctx context.Context, n int, keys []string, fresh []keyed[T], handled *runKeys, after string) (string, error) {
 	outs, err := w.processAll(ctx, fresh)
 	w.settle(keys, fresh, outs, handled)
 	st := w.st
@@ -258,36 +251,20 @@ func (w *worker[T]) step(ctx context.Context, n int, keys []string, fresh []keye
 	return last, err
 }
 
-// seenAs is what the runaway guard knows of a key fetched in this run.
-type seenAs uint8
-
-const (
-	// seenTaken: fetched, and processed or being processed in this batch
-	// (runawayGuard marks a fresh key so before it is processed: a second
-	// copy in the same batch, or any later batch, is a runaway).
-	seenTaken seenAs = iota
-	// seenFailed: its Process failed (or it was cut short) in an earlier
-	// batch; it may come back, and is not retried.
-	seenFailed
-	// seenFailedAgain: a seenFailed key fetched again in this batch; a
-	// second copy in the batch is a runaway. settle makes it seenFailed.
-	seenFailedAgain
-)
-
 // settle records the outcome of batch keys in handled: a fresh item that
 // failed, or was cut short, may come back (it is not retried); the rest
 // stay taken. Only the failures cost a map write.
-func (w *worker[T]) settle(keys []string, fresh []keyed[T], outs []outcome, handled map[string]seenAs) {
+func (w *worker[T]) settle(keys []string, fresh []keyed[T], outs []outcome, handled *runKeys) {
 	j := 0
 	for _, k := range keys {
 		if j < len(fresh) && fresh[j].key == k {
 			if outs[j] != succeeded {
-				handled[k] = seenFailed
+				handled.fail(k)
 			}
 			j++
 			continue
 		}
-		handled[k] = seenFailed // failed in an earlier batch, back in this one
+		handled.fail(k) // failed in an earlier batch, back in this one
 	}
 }
 
@@ -347,25 +324,26 @@ func (w *worker[T]) checkKill(ctx context.Context, n int) error {
 
 // runawayGuard returns the keys of every item of batch n, in order, and
 // the items to process, or ErrRunaway when one was already processed in
-// this run or comes twice in the batch. It costs one map lookup and one
-// write per fresh item; the slices it returns are the worker's, reused by
-// the next batch.
-func (w *worker[T]) runawayGuard(ctx context.Context, n int, items []T, handled map[string]seenAs) ([]string, []keyed[T], error) {
+// this run or comes twice in the batch. It costs one keySet add per item
+// (and a map access per item that failed earlier); the slices it returns
+// are the worker's, reused by the next batch.
+func (w *worker[T]) runawayGuard(ctx context.Context, n int, items []T, handled *runKeys) ([]string, []keyed[T], error) {
 	keys, fresh := w.keys[:0], w.fresh[:0]
 	for _, it := range items {
-		k := w.b.Key(it)
-		switch was, seen := handled[k]; {
-		case !seen:
-			handled[k] = seenTaken
-			fresh = append(fresh, keyed[T]{it, k})
-		case was == seenFailed:
-			handled[k] = seenFailedAgain
+		keys = append(keys, w.b.Key(it))
+	}
+	w.keys = keys
+	for i, isNew := range handled.fetched.addAll(keys) {
+		switch k := keys[i]; {
+		case isNew:
+			fresh = append(fresh, keyed[T]{items[i], k})
+		case handled.failed[k] == seenFailed:
+			handled.failed[k] = seenFailedAgain
 		default: // taken in this run, or a failed one twice in this batch
 			return nil, nil, w.runaway(ctx, n, k)
 		}
-		keys = append(keys, k)
 	}
-	w.keys, w.fresh = keys, fresh
+	w.fresh = fresh
 	return keys, fresh, nil
 }
 
