@@ -74,29 +74,21 @@ func (s *keySet) add(k string) bool { return s.addHashed(k, s.hash(s.seed, k)) }
 // of coming one after another; the adds that follow then find the slots in
 // the cache.
 func (s *keySet) addAll(keys []string) []bool {
-	isNew := s.isNew[:0]
-	for len(keys) > 0 {
-		chunk := keys[:min(len(keys), addChunk)]
-		keys = keys[len(chunk):]
-		hs := s.hs[:0]
-		for _, k := range chunk {
-			hs = append(hs, s.hash(s.seed, k))
-		}
-		s.hs = hs
-		var sink uint64
-		for _, h := range hs {
-			sink += s.slots[h>>s.shift]
-		}
-		s.sink = sink
-		for i, k := range chunk {
-			isNew = append(isNew, s.addHashed(k, hs[i]))
-		}
+	hs := s.hs[:0]
+	for _, k := range keys {
+		hs = append(hs, s.hash(s.seed, k))
 	}
-	s.isNew = isNew
+	var sink uint64
+	for _, h := range hs {
+		sink += s.slots[h>>s.shift]
+	}
+	isNew := s.isNew[:0]
+	for i, k := range keys {
+		isNew = append(isNew, s.addHashed(k, hs[i]))
+	}
+	s.hs, s.isNew, s.sink = hs, isNew, sink
 	return isNew
 }
-
-var addChunk = 64
 
 // addHashed adds k, whose hash is h, and reports whether it was new.
 func (s *keySet) addHashed(k string, h uint64) bool {
