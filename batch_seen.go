@@ -27,7 +27,7 @@ import (
 // to a map.
 type keySet struct {
 	seed  maphash.Seed
-	hash  func(maphash.Seed, string) uint64 // maphash.String; a test's, to force collisions
+	hash  func(maphash.Seed, string) uint64 // nil: maphash.String; a test's, to force collisions
 	slots []uint64                          // tag<<32 | index+1, 0: empty; len a power of 2
 	shift uint                              // 64 - log2(len(slots)): a hash's top bits are its home
 	keys  []string                          // every key added, by index
@@ -48,7 +48,7 @@ const minKeySlots = 128
 
 // newKeySet returns a set with room for hint keys before it grows.
 func newKeySet(hint int) keySet {
-	s := keySet{seed: maphash.MakeSeed(), hash: maphash.String, limit: keySetLimit}
+	s := keySet{seed: maphash.MakeSeed(), limit: keySetLimit}
 	n := minKeySlots
 	for n/4*3 < min(hint, keySetLimit) {
 		n <<= 1
@@ -63,7 +63,15 @@ func newKeySet(hint int) keySet {
 func (s *keySet) len() int { return len(s.keys) + len(s.more) }
 
 // add adds k and reports whether it was new.
-func (s *keySet) add(k string) bool { return s.addHashed(k, s.hash(s.seed, k)) }
+func (s *keySet) add(k string) bool { return s.addHashed(k, s.hashOf(k)) }
+
+// hashOf returns k's hash: maphash.String's, or the test's hash.
+func (s *keySet) hashOf(k string) uint64 {
+	if s.hash != nil {
+		return s.hash(s.seed, k)
+	}
+	return maphash.String(s.seed, k)
+}
 
 // addAll adds keys in order and returns, for each, whether it was new (a
 // key twice in keys is new the first time only). The slice is the set's,
@@ -76,15 +84,24 @@ func (s *keySet) add(k string) bool { return s.addHashed(k, s.hash(s.seed, k)) }
 func (s *keySet) addAll(keys []string) []bool {
 	hs := s.hs[:0]
 	for _, k := range keys {
-		hs = append(hs, s.hash(s.seed, k))
+		hs = append(hs, s.hashOf(k))
 	}
 	var sink uint64
 	for _, h := range hs {
 		sink += s.slots[h>>s.shift]
 	}
 	isNew := s.isNew[:0]
+	room := min(s.limit, len(s.slots)/4*3) // the keys the table takes before it grows
 	for i, k := range keys {
-		isNew = append(isNew, s.addHashed(k, hs[i]))
+		h := hs[i]
+		if j := h >> s.shift; s.slots[j] == 0 && len(s.keys) < room { // addHashed's common case, inline
+			s.keys = append(s.keys, k)
+			s.slots[j] = h>>32<<32 | uint64(len(s.keys))
+			isNew = append(isNew, true)
+			continue
+		}
+		isNew = append(isNew, s.addHashed(k, h))
+		room = min(s.limit, len(s.slots)/4*3)
 	}
 	s.hs, s.isNew, s.sink = hs, isNew, sink
 	return isNew
