@@ -1,7 +1,13 @@
 package cronguard
 
 import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"math/rand/v2"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -84,5 +90,146 @@ func BenchmarkKeySet(b *testing.B) {
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/key")
 			})
 		}
+	}
+}
+
+// addAllNew adds keys with addAll and returns how many were new.
+func addAllNew(s *keySet, keys []string) int {
+	n := 0
+	for _, isNew := range s.addAll(keys) {
+		if isNew {
+			n++
+		}
+	}
+	return n
+}
+
+// With every key's hash the same (same tag, same home slot), the set still
+// tells every key apart: a new key is new, a key added before is not. Only
+// the exact comparison of keys can get this right.
+func TestKeySetExactWhenEveryHashCollides(t *testing.T) {
+	s := newKeySet(4) // grows: collisions across growth too
+	s.hash = func(maphash.Seed, string) uint64 { return 0xdead_beef_0000_0001 }
+	keys := seenBenchKeys(500)
+	if n := addAllNew(&s, keys); n != len(keys) {
+		t.Fatalf("%d of %d distinct keys with one hash were new: a new key was taken for a repeat", n, len(keys))
+	}
+	for _, k := range keys {
+		if s.add(k) {
+			t.Fatalf("key %q added again was new: a repeat was missed", k)
+		}
+	}
+	if !s.add("500") || s.add("500") {
+		t.Fatal(`"500": new the first time only`)
+	}
+	if s.len() != 501 {
+		t.Fatalf("len = %d, want 501", s.len())
+	}
+}
+
+// Keys whose hashes share their top 32 bits (tag and home slot) but differ
+// below, or differ only in the home slot's bits, against a map: the same
+// answers, through the table's growth.
+func TestKeySetPartialCollisionsMatchAMap(t *testing.T) {
+	hashes := map[string]func(maphash.Seed, string) uint64{
+		"same top 32 bits": func(_ maphash.Seed, k string) uint64 { return 0x1234_5678<<32 | uint64(len(k)) },
+		"8 hashes":         func(seed maphash.Seed, k string) uint64 { return maphash.String(seed, k) & 0xe000_0000_0000_0000 },
+		"maphash":          nil,
+	}
+	for name, hash := range hashes {
+		t.Run(name, func(t *testing.T) {
+			s := newKeySet(1)
+			s.hash = hash
+			want := map[string]bool{}
+			r := rand.New(rand.NewPCG(1, 2))
+			for i := range 8_000 {
+				k := strconv.Itoa(r.IntN(2_000)) // about 4 repeats a key
+				if i%2 == 0 {
+					k = strings.Repeat("x", r.IntN(40)) + k // lengths differ
+				}
+				_, seen := want[k]
+				want[k] = true
+				if got := s.add(k); got == seen {
+					t.Fatalf("add %d (%q): new = %v, a map says %v", i, k, got, !seen)
+				}
+			}
+			if s.len() != len(want) {
+				t.Fatalf("len = %d, a map has %d", s.len(), len(want))
+			}
+		})
+	}
+}
+
+// Past its limit the table takes no more keys and the rest go to a map:
+// still exact, on both sides of the limit.
+func TestKeySetPastItsLimit(t *testing.T) {
+	s := newKeySet(0)
+	s.limit = 100
+	keys := seenBenchKeys(300)
+	if n := addAllNew(&s, keys); n != 300 {
+		t.Fatalf("%d of 300 new", n)
+	}
+	if n := addAllNew(&s, keys); n != 0 {
+		t.Fatalf("%d of 300 repeats taken for new", n)
+	}
+	if len(s.keys) != 100 || len(s.more) != 200 {
+		t.Fatalf("table %d keys, map %d: want 100 and 200", len(s.keys), len(s.more))
+	}
+}
+
+// A key repeated within one addAll is new the first time only.
+func TestKeySetAddAllRepeatInOneCall(t *testing.T) {
+	s := newKeySet(8)
+	got := s.addAll([]string{"a", "b", "a", "c", "b"})
+	if want := []bool{true, true, false, true, false}; !slices.Equal(got, want) {
+		t.Fatalf("addAll = %v, want %v", got, want)
+	}
+}
+
+// The table's size: a power of 2 with the hint at most 3/4 full, presized so
+// that a run of up to maxKeysHint keys never grows it.
+func TestKeySetPresized(t *testing.T) {
+	for _, c := range []struct{ hint, slots int }{{0, minKeySlots}, {96, 128}, {97, 256}, {10_000, 16384}, {maxKeysHint, 1 << 21}} {
+		s := newKeySet(c.hint)
+		if len(s.slots) != c.slots || cap(s.keys) != c.hint {
+			t.Errorf("hint %d: %d slots, room for %d keys; want %d slots, %d keys", c.hint, len(s.slots), cap(s.keys), c.slots, c.hint)
+		}
+		for _, k := range seenBenchKeys(c.hint) {
+			s.add(k)
+		}
+		if len(s.slots) != c.slots {
+			t.Errorf("hint %d: grew to %d slots with %d keys", c.hint, len(s.slots), c.hint)
+		}
+	}
+}
+
+// A run whose first batch is short reserves room for that batch only, so
+// its key set grows batch after batch; an item of the first batch that
+// comes back after many growths is still caught, and nothing before it is.
+func TestRunawayGuardAfterTheKeySetGrew(t *testing.T) {
+	s, _ := newTest(t)
+	processed := 0
+	_ = s.Register("j", "@every 1m", Batch[int]{
+		Fetch: func(_ context.Context, p Page) ([]int, error) {
+			switch {
+			case p.Number == 0:
+				return []int{0}, nil // short: room for 1 key
+			case p.Number <= 50:
+				items := make([]int, p.Size)
+				for i := range items {
+					items[i] = p.Number*p.Size + i
+				}
+				return items, nil
+			default:
+				return []int{999_999, 0}, nil // 0 again
+			}
+		},
+		Process: func(context.Context, int) error { processed++; return nil },
+		Key:     itoa,
+		Size:    100,
+	})
+	rep := tickAt(t, s, "j", t0)
+	if !errors.Is(rep.Err, ErrRunaway) || processed != 1+50*100 || rep.Batches != 51 {
+		t.Fatalf("report = %+v, processed %d: want runaway at batch 51 after 5001 items", rep, processed)
 	}
 }
