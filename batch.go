@@ -58,11 +58,13 @@ type Page struct {
 // Cost: with Concurrency 1 (the default) items are processed one after
 // another on the run's goroutine, with no goroutine, context or allocation
 // per item (batchAllocBudget). The runaway guard remembers every key a run
-// fetches, about 40 bytes each: a run whose first batch is full reserves
-// room for Size × MaxBatches keys (10,000 by default, about 400 KB; at most
-// 1M) at once. Over a no-op Process that is about 75 ns per item at the
-// defaults on a 2-core VM, and about 200 ns for a run of 1,000,000 items,
-// whose keys outgrow the CPU caches (README, "Cost per job").
+// fetches, exactly (keySet): 27 to 37 bytes a key, 32 at 1,000,000 keys,
+// plus the key's own bytes, which stay alive until the run ends. A run
+// whose first batch is full reserves room for Size × MaxBatches keys at
+// once (10,000 by default, 288 KB; at most 1M, 32 MB). Over a no-op Process
+// that is about 80 ns per item at the defaults on a busy 2-core VM, and
+// about 100 ns for a run of 1,000,000 items, whose keys outgrow the CPU
+// caches (README, "Cost per job").
 type Batch[T any] struct {
 	// Fetch returns the next batch, at most p.Size items. Required.
 	Fetch func(ctx context.Context, p Page) ([]T, error)
@@ -624,7 +626,7 @@ func (b Batch[T]) unique(st *run, items []any) []keyed[T] {
 // batchAllocBudget is the most objects a scheduled run of a no-op Batch over
 // 10,000 in-memory items (the default Size and MaxBatches) allocates, on
 // the memory backends with nobody listening (alloc_test.go holds it): the
-// run's own (runAllocBudget), the runaway guard's map of keys, and the
+// run's own (runAllocBudget), the runaway guard's key set, and the
 // worker with its per-batch buffers, reused from batch to batch. None is
 // per item. With Concurrency > 1 each item adds its goroutine.
 const batchAllocBudget = 60
