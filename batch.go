@@ -58,10 +58,10 @@ type Page struct {
 // Cost: with Concurrency 1 (the default) items are processed one after
 // another on the run's goroutine, with no goroutine, context or allocation
 // per item (batchAllocBudget). The runaway guard remembers every key a run
-// fetches, exactly (keySet): 27 to 37 bytes a key, 32 at 1,000,000 keys,
+// fetches, exactly (keySet): 22 to 27 bytes a key, 24 at 1,000,000 keys,
 // plus the key's own bytes, which stay alive until the run ends. A run
 // whose first batch is full reserves room for Size × MaxBatches keys at
-// once (10,000 by default, 288 KB; at most 1M, 32 MB). Over a no-op Process
+// once (10,000 by default, 224 KB; at most 1M, 24 MB). Over a no-op Process
 // that is about 80 ns per item at the defaults on a busy 2-core VM, and
 // about 100 ns for a run of 1,000,000 items, whose keys outgrow the CPU
 // caches (README, "Cost per job").
@@ -154,14 +154,15 @@ func (b Batch[T]) size() int       { return cmp.Or(b.Size, DefaultBatchSize) }
 func (b Batch[T]) maxBatches() int { return cmp.Or(b.MaxBatches, DefaultMaxBatches) }
 
 // maxKeysHint bounds the room the runaway guard reserves for a run's keys
-// up front: 1M keys, 32 MB (keySet).
+// up front: 1M keys, 24 MB (keySet).
 const maxKeysHint = 1 << 20
 
 // keysHint is the room the runaway guard reserves for the keys of a run
 // whose first batch has n items. A short first batch is likely the last:
 // room for it. A full one likely has more behind it: room for the most the
 // run may fetch, Size × MaxBatches, up to maxKeysHint (default 10,000 keys,
-// 288 KB) — a set that grows instead moves every key at each doubling.
+// 224 KB) — a set that grows instead hashes every key again at each
+// doubling.
 func (b Batch[T]) keysHint(n int) int {
 	size := b.size()
 	if n < size {
