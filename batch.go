@@ -295,7 +295,6 @@ type worker[T any] struct {
 	st      *run
 	limiter *rate.Limiter
 
-	keys  []string   // of the batch, reused from batch to batch
 	fresh []keyed[T] // of the batch, reused from batch to batch
 	outs  []outcome  // of the batch, reused from batch to batch
 }
@@ -328,17 +327,14 @@ func (w *worker[T]) checkKill(ctx context.Context, n int) error {
 // runawayGuard returns the keys of every item of batch n, in order, and
 // the items to process, or ErrRunaway when one was already processed in
 // this run or comes twice in the batch. It costs one keySet add per item
-// (and a map access per item that failed earlier); the slices it returns
-// are the worker's, reused by the next batch.
+// (and a map access per item that failed earlier); the keys are the key
+// set's, read-only, and fresh is the worker's, reused by the next batch.
 func (w *worker[T]) runawayGuard(ctx context.Context, n int, items []T, handled *runKeys) ([]string, []keyed[T], error) {
-	keys, fresh := w.keys[:0], w.fresh[:0]
-	for _, it := range items {
-		keys = append(keys, w.b.Key(it))
-	}
-	w.keys = keys
-	for i, isNew := range handled.fetched.addAll(keys) {
-		switch k := keys[i]; {
-		case isNew:
+	keys, isNew := addKeys(&handled.fetched, items, w.b.Key)
+	fresh := w.fresh[:0]
+	for i, k := range keys {
+		switch {
+		case isNew[i]:
 			fresh = append(fresh, keyed[T]{items[i], k})
 		case handled.failed[k] == seenFailed:
 			handled.failed[k] = seenFailedAgain

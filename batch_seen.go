@@ -41,8 +41,9 @@ type keySet struct {
 	hash  func(maphash.Seed, string) uint64 // nil: maphash.String; a test's, to force collisions
 	slots []uint32                          // tag<<24 | index+1, 0: empty; len a power of 2
 	shift uint                              // 64 - log2(len(slots)): a hash's top bits are its home
-	keys  []string                          // every key added, by index
-	limit int                               // the most keys slots index (keySetLimit; lower in tests)
+	keys  []string                          // every key added, in order, repeats too; slots index the first of each
+	n     int                               // the keys slots index
+	limit int                               // keys from this index on are not indexed (keySetLimit; lower in tests)
 	more  map[string]struct{}               // the keys past limit
 	hs    []uint64                          // addAll's hashes, reused
 	isNew []bool                            // addAll's answers, reused
@@ -70,10 +71,10 @@ func newKeySet(hint int) keySet {
 }
 
 // len returns the number of keys in the set.
-func (s *keySet) len() int { return len(s.keys) + len(s.more) }
+func (s *keySet) len() int { return s.n + len(s.more) }
 
 // add adds k and reports whether it was new.
-func (s *keySet) add(k string) bool { return s.addHashed(k, s.hashOf(k)) }
+func (s *keySet) add(k string) bool { return s.addAll([]string{k})[0] }
 
 // hashOf returns k's hash: maphash.String's, or the test's hash.
 func (s *keySet) hashOf(k string) uint64 {
@@ -86,56 +87,68 @@ func (s *keySet) hashOf(k string) uint64 {
 // addAll adds keys in order and returns, for each, whether it was new (a
 // key twice in keys is new the first time only). The slice is the set's,
 // valid until the next call.
+func (s *keySet) addAll(keys []string) []bool {
+	_, isNew := addKeys(s, keys, func(k string) string { return k })
+	return isNew
+}
+
+// addKeys adds the keys of items (key is called once an item, in order)
+// and returns them, with, for each, whether it was new (a key twice in
+// items is new the first time only). Both slices are the set's: the keys
+// are read-only and stay valid, the answers until the next call.
 //
 // It hashes every key and reads each one's home slot first, so that the
 // cache misses of a large table overlap (the reads are independent) instead
-// of coming one after another; the adds that follow then find the slots in
-// the cache.
-func (s *keySet) addAll(keys []string) []bool {
-	hs := s.hs[:0]
-	for _, k := range keys {
+// of coming one after another; the adds that follow find the slots in the
+// cache. The keys are kept where they are first written, in s.keys: a
+// slot indexes the first copy of its key, later copies are never indexed.
+func addKeys[T any](s *keySet, items []T, key func(T) string) ([]string, []bool) {
+	start, hs := len(s.keys), s.hs[:0]
+	for _, it := range items {
+		k := key(it)
+		s.keys = append(s.keys, k)
 		hs = append(hs, s.hashOf(k))
 	}
+	s.hs = hs
+	return s.keys[start:len(s.keys):len(s.keys)], s.index(start, hs)
+}
+
+// index indexes keys[start:], whose hashes are hs, and returns for each
+// whether it was new.
+func (s *keySet) index(start int, hs []uint64) []bool {
 	var sink uint32
 	for _, h := range hs {
 		sink += s.slots[h>>s.shift]
 	}
 	isNew := s.isNew[:0]
-	room := min(s.limit, len(s.slots)/4*3) // the keys the table takes before it grows
-	for i, k := range keys {
-		h := hs[i]
-		if j := h >> s.shift; s.slots[j] == 0 && len(s.keys) < room { // addHashed's common case, inline
-			s.keys = append(s.keys, k)
-			s.slots[j] = tagOf(h)<<24 | uint32(len(s.keys))
+	room := len(s.slots) / 4 * 3 // the keys the table takes before it grows
+	for i, h := range hs {
+		at := start + i
+		if j := h >> s.shift; s.slots[j] == 0 && s.n < room && at < s.limit { // indexAt's common case, inline
+			s.slots[j] = tagOf(h)<<24 | uint32(at+1)
+			s.n++
 			isNew = append(isNew, true)
 			continue
 		}
-		isNew = append(isNew, s.addHashed(k, h))
-		room = min(s.limit, len(s.slots)/4*3)
+		isNew = append(isNew, s.indexAt(at, h))
+		room = len(s.slots) / 4 * 3
 	}
-	s.hs, s.isNew, s.sink = hs, isNew, sink
+	s.isNew, s.sink = isNew, sink
 	return isNew
 }
 
-// addHashed adds k, whose hash is h, and reports whether it was new.
-func (s *keySet) addHashed(k string, h uint64) bool {
-	tag := tagOf(h)
-	mask := uint64(len(s.slots) - 1)
-	for i := h >> s.shift; ; i = (i + 1) & mask {
-		v := s.slots[i]
-		if v == 0 {
-			return s.insert(k, tag, i)
-		}
-		if v>>24 == tag && s.keys[v&indexMask-1] == k {
+// indexAt indexes keys[at], whose hash is h, unless an earlier copy is
+// indexed, and reports whether it was new. Past the limit a new key goes
+// to more.
+func (s *keySet) indexAt(at int, h uint64) bool {
+	k, tag, mask := s.keys[at], tagOf(h), uint64(len(s.slots)-1)
+	i := h >> s.shift
+	for ; s.slots[i] != 0; i = (i + 1) & mask {
+		if v := s.slots[i]; v>>24 == tag && s.keys[v&indexMask-1] == k {
 			return false
 		}
 	}
-}
-
-// insert adds k, not in the table, at its free slot i, or to more once the
-// table is at its limit (more is looked in only then).
-func (s *keySet) insert(k string, tag uint32, i uint64) bool {
-	if len(s.keys) >= s.limit {
+	if at >= s.limit {
 		if s.more == nil {
 			s.more = make(map[string]struct{})
 		}
@@ -143,27 +156,34 @@ func (s *keySet) insert(k string, tag uint32, i uint64) bool {
 		s.more[k] = struct{}{}
 		return len(s.more) > n
 	}
-	s.keys = append(s.keys, k)
-	s.slots[i] = tag<<24 | uint32(len(s.keys))
-	if len(s.keys) > len(s.slots)/4*3 {
-		s.grow()
+	s.slots[i] = tag<<24 | uint32(at+1)
+	s.n++
+	if s.n > len(s.slots)/4*3 {
+		s.grow(at)
 	}
 	return true
 }
 
-// grow doubles the table and puts every key back, hashing it again (a
-// table presized by the hint never grows).
-func (s *keySet) grow() {
+// grow doubles the table and indexes keys[:upto+1] again, hashing each
+// (a table presized by the hint never grows): the first copy of each key,
+// as before; the keys after upto are not indexed yet.
+func (s *keySet) grow(upto int) {
 	s.slots = make([]uint32, 2*len(s.slots))
 	s.shift--
+	s.n = 0
 	mask := uint64(len(s.slots) - 1)
-	for n, k := range s.keys {
+	for at, k := range s.keys[:min(upto+1, s.limit)] {
 		h := s.hashOf(k)
-		i := h >> s.shift
-		for s.slots[i] != 0 {
-			i = (i + 1) & mask
+		tag, i := tagOf(h), h>>s.shift
+		for ; s.slots[i] != 0; i = (i + 1) & mask {
+			if v := s.slots[i]; v>>24 == tag && s.keys[v&indexMask-1] == k {
+				break // a later copy: not indexed
+			}
 		}
-		s.slots[i] = tagOf(h)<<24 | uint32(n+1)
+		if s.slots[i] == 0 {
+			s.slots[i] = tag<<24 | uint32(at+1)
+			s.n++
+		}
 	}
 }
 

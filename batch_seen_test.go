@@ -175,8 +175,8 @@ func TestKeySetPastItsLimit(t *testing.T) {
 	if n := addAllNew(&s, keys); n != 0 {
 		t.Fatalf("%d of 300 repeats taken for new", n)
 	}
-	if len(s.keys) != 100 || len(s.more) != 200 {
-		t.Fatalf("table %d keys, map %d: want 100 and 200", len(s.keys), len(s.more))
+	if s.n != 100 || len(s.more) != 200 {
+		t.Fatalf("table %d keys, map %d: want 100 and 200", s.n, len(s.more))
 	}
 }
 
@@ -234,5 +234,31 @@ func TestRunawayGuardAfterTheKeySetGrew(t *testing.T) {
 	rep := tickAt(t, s, "j", t0)
 	if !errors.Is(rep.Err, ErrRunaway) || processed != 1+50*100 || rep.Batches != 51 {
 		t.Fatalf("report = %+v, processed %d: want runaway at batch 51 after 5001 items", rep, processed)
+	}
+}
+
+// addAll in batches that grow the table midway, with repeats within and
+// across batches, against a map: a key after the point where the table
+// grew is new or not as a map says, never taken for a repeat because the
+// growth saw it first.
+func TestKeySetAddAllGrowsMidBatch(t *testing.T) {
+	s := newKeySet(0)
+	want := map[string]bool{}
+	r := rand.New(rand.NewPCG(3, 4))
+	for b := range 40 {
+		batch := make([]string, 500)
+		for i := range batch {
+			batch[i] = strconv.Itoa(r.IntN(15_000))
+		}
+		for i, got := range s.addAll(batch) {
+			_, seen := want[batch[i]]
+			want[batch[i]] = true
+			if got == seen {
+				t.Fatalf("batch %d, key %d (%q): new = %v, a map says %v", b, i, batch[i], got, !seen)
+			}
+		}
+	}
+	if s.len() != len(want) {
+		t.Fatalf("len = %d, a map has %d", s.len(), len(want))
 	}
 }
