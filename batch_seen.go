@@ -10,24 +10,27 @@ import (
 // the CPU caches (a run of 1,000,000 items).
 //
 // It is an open-addressing table of 4-byte slots, linear probing, over the
-// keys kept in the order they came. A slot holds a tag, the low byte of
-// the key's 64-bit hash (hash/maphash, with a seed of the set's own), and
-// the key's index in keys, plus one, in 24 bits; 0 is an empty slot. A
-// key's home slot is the top bits of its hash. Exact: a slot whose tag
-// matches is a hit only when its key equals the key (==); the hash only
-// picks where to look, so keys whose hashes collide, in part or in full,
-// are both kept and told apart (a tag matches another key's about once in
-// 256 slots looked at, which costs one comparison of keys).
+// keys kept in the order they came (a repeat too, as the runaway guard
+// reads a batch's keys from there; only the first copy is indexed). A slot
+// holds a tag, the low byte of the key's 64-bit hash (hash/maphash, with a
+// seed of the set's own), and the key's index in keys, plus one, in 24
+// bits; 0 is an empty slot. A key's home slot is the top bits of its hash.
+// Exact: a slot whose tag matches is a hit only when its key equals the
+// key (==); the hash only picks where to look, so keys whose hashes
+// collide, in part or in full, are both kept and told apart (a tag matches
+// another key's about once in 256 slots looked at, which costs one
+// comparison of keys).
 //
-// Memory: 16 bytes a key in keys (the string header; the set keeps the
-// key's bytes alive until the run ends) and 4 bytes a slot, the table at
-// most 3/4 full and, presized or grown, more than 3/8 full for the keys it
-// was sized for: 22 to 27 bytes a key (24 MB for 1,000,000 keys, presized;
-// up to 4 bytes a key more once keys grows past the hint), plus the keys'
-// own bytes. The small table is the point: a run of 1,000,000 keys reads
-// 8 MB of slots at random, not the 32 to 56 MB of the layouts below. A
-// table holds at most keySetLimit keys (16,777,215); the rest of a larger
-// run go to a map (about 60 bytes a key, slower, still exact).
+// Memory: 16 bytes a key in keys (the string header, and as much for each
+// repeat; the set keeps the key's bytes alive until the run ends) and 4
+// bytes a slot, the table at most 3/4 full and, presized or grown, more
+// than 3/8 full for the keys it was sized for: 22 to 27 bytes a key (24 MB
+// for 1,000,000 keys, presized; up to 4 bytes a key more once keys grows
+// past the hint), plus the keys' own bytes. The small table is the point:
+// a run of 1,000,000 keys reads 8 MB of slots at random, not the 32 to 56
+// MB of the layouts below. A table holds at most keySetLimit keys
+// (16,777,215); the rest of a larger run go to a map (about 60 bytes a
+// key, slower, still exact).
 //
 // Tried and measured slower (BenchmarkKeySet, and the whole run with
 // BenchmarkBatchPerItem): map[string]T, with a lookup and a write or one
