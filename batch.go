@@ -62,9 +62,9 @@ type Page struct {
 // plus the key's own bytes, which stay alive until the run ends. A run
 // whose first batch is full reserves room for Size × MaxBatches keys at
 // once (10,000 by default, 224 KB; at most 1M, 24 MB). Over a no-op Process
-// that is about 80 ns per item at the defaults on a busy 2-core VM, and
-// about 100 ns for a run of 1,000,000 items, whose keys outgrow the CPU
-// caches (README, "Cost per job").
+// that is about 75 ns per item at the defaults on a 2-core VM, and about 90
+// ns for a run of 1,000,000 items, whose keys outgrow the CPU caches
+// (README, "Cost per job").
 type Batch[T any] struct {
 	// Fetch returns the next batch, at most p.Size items. Required.
 	Fetch func(ctx context.Context, p Page) ([]T, error)
