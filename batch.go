@@ -1,6 +1,7 @@
 package cronguard
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,11 +58,13 @@ type Page struct {
 // Cost: with Concurrency 1 (the default) items are processed one after
 // another on the run's goroutine, with no goroutine, context or allocation
 // per item (batchAllocBudget). The runaway guard remembers every key a run
-// fetches, about 40 bytes each: a run whose first batch is full reserves
-// room for Size × MaxBatches keys (10,000 by default, about 400 KB; at most
-// 1M) at once. Over a no-op Process that is about 75 ns per item at the
-// defaults on a 2-core VM, and about 200 ns for a run of 1,000,000 items,
-// whose keys outgrow the CPU caches (README, "Cost per job").
+// fetches, exactly (keySet): 22 to 27 bytes a key, 24 at 1,000,000 keys,
+// plus the key's own bytes, which stay alive until the run ends. A run
+// whose first batch is full reserves room for Size × MaxBatches keys at
+// once (10,000 by default, 224 KB; at most 1M, 24 MB). Over a no-op Process
+// that is about 75 ns per item at the defaults on a 2-core VM, and about 90
+// ns for a run of 1,000,000 items, whose keys outgrow the CPU caches
+// (README, "Cost per job").
 type Batch[T any] struct {
 	// Fetch returns the next batch, at most p.Size items. Required.
 	Fetch func(ctx context.Context, p Page) ([]T, error)
@@ -147,19 +150,19 @@ func (b Batch[T]) validate(job string) error {
 
 func typeName[T any]() string { return reflect.TypeFor[T]().String() }
 
-func (b Batch[T]) size() int       { return cmpOr(b.Size, defaultBatchSize) }
-func (b Batch[T]) maxBatches() int { return cmpOr(b.MaxBatches, defaultMaxBatches) }
+func (b Batch[T]) size() int       { return cmp.Or(b.Size, defaultBatchSize) }
+func (b Batch[T]) maxBatches() int { return cmp.Or(b.MaxBatches, defaultMaxBatches) }
 
 // maxKeysHint bounds the room the runaway guard reserves for a run's keys
-// up front: 1M keys, about 40 MB.
+// up front: 1M keys, 24 MB (keySet).
 const maxKeysHint = 1 << 20
 
 // keysHint is the room the runaway guard reserves for the keys of a run
 // whose first batch has n items. A short first batch is likely the last:
 // room for it. A full one likely has more behind it: room for the most the
 // run may fetch, Size × MaxBatches, up to maxKeysHint (default 10,000 keys,
-// about 400 KB) — a map that grows instead rehashes every key at each
-// doubling, which costs more than the rest of a no-op item.
+// 224 KB) — a set that grows instead hashes every key again at each
+// doubling.
 func (b Batch[T]) keysHint(n int) int {
 	size := b.size()
 	if n < size {
@@ -169,13 +172,6 @@ func (b Batch[T]) keysHint(n int) int {
 		return maxKeysHint
 	}
 	return size * b.maxBatches()
-}
-
-func cmpOr(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // Run implements Job: one run over the batches.
@@ -190,7 +186,7 @@ func (b Batch[T]) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var handled map[string]seenAs // every key fetched in this run; made with the first batch
+	var handled *runKeys // every key fetched in this run; made with the first batch
 	for n := 0; n < b.maxBatches(); n++ {
 		if err := run.checkKill(ctx, n); err != nil { // killswitch.go; from the local cache: no round trip
 			return err
@@ -210,7 +206,7 @@ func (b Batch[T]) Run(ctx context.Context) error {
 			return nil
 		}
 		if handled == nil {
-			handled = make(map[string]seenAs, b.keysHint(len(items)))
+			handled = newRunKeys(b.keysHint(len(items)))
 		}
 		keys, fresh, err := w.runawayGuard(ctx, n, items, handled)
 		if err != nil {
@@ -241,7 +237,7 @@ func (b Batch[T]) Run(ctx context.Context) error {
 // With Concurrency > 1 items finish out of order, so items after that one
 // may be done already; they are processed again by the next run, which
 // starts at the unhandled item. No item is ever left behind the cursor.
-func (w *worker[T]) step(ctx context.Context, n int, keys []string, fresh []keyed[T], handled map[string]seenAs, after string) (string, error) {
+func (w *worker[T]) step(ctx context.Context, n int, keys []string, fresh []keyed[T], handled *runKeys, after string) (string, error) {
 	outs, err := w.processAll(ctx, fresh)
 	w.settle(keys, fresh, outs, handled)
 	run := w.run
@@ -258,36 +254,20 @@ func (w *worker[T]) step(ctx context.Context, n int, keys []string, fresh []keye
 	return last, err
 }
 
-// seenAs is what the runaway guard knows of a key fetched in this run.
-type seenAs uint8
-
-const (
-	// seenTaken: fetched, and processed or being processed in this batch
-	// (runawayGuard marks a fresh key so before it is processed: a second
-	// copy in the same batch, or any later batch, is a runaway).
-	seenTaken seenAs = iota
-	// seenFailed: its Process failed (or it was cut short) in an earlier
-	// batch; it may come back, and is not retried.
-	seenFailed
-	// seenFailedAgain: a seenFailed key fetched again in this batch; a
-	// second copy in the batch is a runaway. settle makes it seenFailed.
-	seenFailedAgain
-)
-
 // settle records the outcome of batch keys in handled: a fresh item that
 // failed, or was cut short, may come back (it is not retried); the rest
 // stay taken. Only the failures cost a map write.
-func (w *worker[T]) settle(keys []string, fresh []keyed[T], outs []outcome, handled map[string]seenAs) {
+func (w *worker[T]) settle(keys []string, fresh []keyed[T], outs []outcome, handled *runKeys) {
 	j := 0
 	for _, k := range keys {
 		if j < len(fresh) && fresh[j].key == k {
 			if outs[j] != succeeded {
-				handled[k] = seenFailed
+				handled.fail(k)
 			}
 			j++
 			continue
 		}
-		handled[k] = seenFailed // failed in an earlier batch, back in this one
+		handled.fail(k) // failed in an earlier batch, back in this one
 	}
 }
 
@@ -315,7 +295,6 @@ type worker[T any] struct {
 	run     *run
 	limiter *rate.Limiter
 
-	keys  []string   // of the batch, reused from batch to batch
 	fresh []keyed[T] // of the batch, reused from batch to batch
 	outs  []outcome  // of the batch, reused from batch to batch
 }
@@ -330,25 +309,23 @@ func (b Batch[T]) newWorker(run *run) *worker[T] {
 
 // runawayGuard returns the keys of every item of batch n, in order, and
 // the items to process, or ErrRunaway when one was already processed in
-// this run or comes twice in the batch. It costs one map lookup and one
-// write per fresh item; the slices it returns are the worker's, reused by
-// the next batch.
-func (w *worker[T]) runawayGuard(ctx context.Context, n int, items []T, handled map[string]seenAs) ([]string, []keyed[T], error) {
-	keys, fresh := w.keys[:0], w.fresh[:0]
-	for _, it := range items {
-		k := w.b.Key(it)
-		switch was, seen := handled[k]; {
-		case !seen:
-			handled[k] = seenTaken
-			fresh = append(fresh, keyed[T]{it, k})
-		case was == seenFailed:
-			handled[k] = seenFailedAgain
+// this run or comes twice in the batch. It costs one keySet add per item
+// (and a map access per item that failed earlier); the keys are the key
+// set's, read-only, and fresh is the worker's, reused by the next batch.
+func (w *worker[T]) runawayGuard(ctx context.Context, n int, items []T, handled *runKeys) ([]string, []keyed[T], error) {
+	keys, isNew := addKeys(&handled.fetched, items, w.b.Key)
+	fresh := w.fresh[:0]
+	for i, k := range keys {
+		switch {
+		case isNew[i]:
+			fresh = append(fresh, keyed[T]{items[i], k})
+		case handled.failed[k] == seenFailed:
+			handled.failed[k] = seenFailedAgain
 		default: // taken in this run, or a failed one twice in this batch
 			return nil, nil, w.runaway(ctx, n, k)
 		}
-		keys = append(keys, k)
 	}
-	w.keys, w.fresh = keys, fresh
+	w.fresh = fresh
 	return keys, fresh, nil
 }
 
@@ -603,7 +580,7 @@ func (b Batch[T]) unique(run *run, items []any) []keyed[T] {
 // batchAllocBudget is the most objects a scheduled run of a no-op Batch over
 // 10,000 in-memory items (the default Size and MaxBatches) allocates, on
 // the memory backends with nobody listening (alloc_test.go holds it): the
-// run's own (runAllocBudget), the runaway guard's map of keys, and the
+// run's own (runAllocBudget), the runaway guard's key set, and the
 // worker with its per-batch buffers, reused from batch to batch. None is
 // per item. With Concurrency > 1 each item adds its goroutine.
 const batchAllocBudget = 60
