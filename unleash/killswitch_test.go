@@ -2,6 +2,7 @@ package unleash
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -214,7 +215,7 @@ func TestUnleashKillSwitchToggle(t *testing.T) {
 // policy applies until it fetches (or it answers from its backup file).
 func TestUnleashKillSwitchServerDown(t *testing.T) {
 	srv := unleashFromEnv(t)
-	pidFile := filepath.Join(cmpOrStr(os.Getenv("UNLEASH_STATE_DIR"), "/tmp/cronguard-unleash"), "unleash.pid")
+	pidFile := filepath.Join(cmp.Or(os.Getenv("UNLEASH_STATE_DIR"), "/tmp/cronguard-unleash"), "unleash.pid")
 	if _, err := os.Stat(pidFile); err != nil {
 		msg := "Unleash server-down test: needs the server scripts/unleash-up started (" + err.Error() + ")"
 		if os.Getenv("CI") == "true" {
@@ -308,13 +309,6 @@ func TestUnleashKillSwitchServerDown(t *testing.T) {
 	if ev := closedRec.outcome(t, onJob, time.Now()); ev.Kind != cronguard.EventFinished || ev.Report.Outcome() != "done" {
 		t.Fatalf("server back: %+v (err %v)", ev, ev.Err)
 	}
-}
-
-func cmpOrStr(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
 
 // stopUnleash stops the Unleash server process scripts/unleash-up started
