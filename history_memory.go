@@ -5,10 +5,15 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // memoryHistory is the embedded HistoryStore: a ring of the latest entries
 // per job, in this process's memory. It is the default without WithRedis.
+//
+// It is written on every run's goroutine (history_writer.go), so an entry
+// costs no allocation of its own: the ring keeps it in a compact slot
+// (memEntry) and makes its ID only when it is read.
 type memoryHistory struct {
 	size int
 
@@ -17,16 +22,107 @@ type memoryHistory struct {
 }
 
 // historyRing holds the latest entries of one job; buf[(next-1) mod len] is
-// the newest.
+// the newest. A job gets its ring with its first entry (a job that never
+// ran costs nothing), and the ring grows by doubling from
+// historyRingStart slots up to the store's size, so a job that runs
+// rarely does not hold a full ring of empty slots.
 type historyRing struct {
-	buf  []HistoryEntry
+	buf  []memEntry
 	next int
 	seq  uint64
 }
 
+// historyRingStart is the capacity of a job's ring when its first entry
+// comes.
+const historyRingStart = 4
+
+// memEntry is how the ring keeps one entry: 304 bytes, with no pointer to
+// an object of its own in the common case, which the garbage collector
+// scans at every cycle. Runs (with or without an error) and skips are
+// compact: the entry's ID is its sequence number (formatted when read), a
+// run's Report is held by value, and what the entry repeats of the Report
+// (job, instance, trigger, tick, who asked) is not kept twice; a skip keeps
+// its job, instance, trigger, tick, who and reason in rep. Any other entry
+// (missed ticks, flips, or one whose fields do not match that shape) is
+// kept whole in full, one object.
+type memEntry struct {
+	seq  uint64
+	kind HistoryKind
+	time time.Time
+	err  string        // the entry's Error
+	rep  Report        // see memEntry
+	full *HistoryEntry // the whole entry (no ID), or nil when compact
+}
+
+// packEntry returns e as the ring keeps it: compact when the compact form
+// gives back exactly e (it compares the two, so a field added to
+// HistoryEntry later goes to full rather than being lost), else whole.
+func packEntry(e *HistoryEntry) memEntry {
+	m := memEntry{kind: e.Kind, time: e.Time, err: e.Error}
+	switch {
+	case e.Kind == HistoryRun && e.Report != nil:
+		m.rep = *e.Report
+	case e.Kind == HistorySkip && e.Report == nil:
+		m.rep = Report{Job: e.Job, Instance: e.Instance, Trigger: e.Trigger, Tick: e.Tick, By: e.By, Skipped: e.Skip}
+	}
+	got := m.entry(e.Report)
+	got.ID = e.ID // the ring's sequence number replaces it
+	if got != *e {
+		full := new(HistoryEntry) // here only: &got would move got to the heap for every entry
+		*full = *e
+		full.ID = ""
+		return memEntry{full: full}
+	}
+	return m
+}
+
+// entry is the HistoryEntry m keeps, without its ID; a compact run's
+// Report is rep.
+func (m *memEntry) entry(rep *Report) HistoryEntry {
+	if m.full != nil {
+		return *m.full
+	}
+	r := &m.rep
+	e := HistoryEntry{Kind: m.kind, Job: r.Job, Time: m.time, Instance: r.Instance,
+		Trigger: r.Trigger, Tick: r.Tick, By: r.By, Error: m.err}
+	if m.kind == HistoryRun {
+		e.Report = rep
+	} else {
+		e.Skip = r.Skipped
+	}
+	return e
+}
+
+// copyOut is the entry m keeps with its ID, sharing no memory with the
+// ring: the caller may keep and change it.
+func (m *memEntry) copyOut() HistoryEntry {
+	if m.full == nil {
+		var rep *Report
+		if m.kind == HistoryRun {
+			rep = new(Report)
+			*rep = m.rep
+		}
+		e := m.entry(rep)
+		e.ID = strconv.FormatUint(m.seq, 10)
+		return e
+	}
+	e := *m.full
+	e.ID = strconv.FormatUint(m.seq, 10)
+	if e.Report != nil {
+		rep := *e.Report
+		e.Report = &rep
+	}
+	if e.Enabled != nil {
+		on := *e.Enabled
+		e.Enabled = &on
+	}
+	return e
+}
+
 // NewMemoryHistory returns the embedded HistoryStore, the default without
-// WithRedis: a ring of the latest perJob entries of each job (1,000 when
-// perJob < 1), in this process's memory. Append never fails; the oldest
+// WithRedis: a ring of the latest perJob entries of each job (100 when
+// perJob < 1, see WithHistorySize), in this process's memory. An entry
+// takes about 0.3 KB, its Report included. Append never fails; the oldest
 // entry of a job goes when its ring is full. History copies the entries
 // out, so callers may keep and change them.
 func NewMemoryHistory(perJob int) HistoryStore {
@@ -44,24 +140,38 @@ func (m *memoryHistory) Append(_ context.Context, e HistoryEntry) error {
 }
 
 // add is Append by pointer (the scheduler appends on a run's stack, where
-// every copy of an entry counts); it sets e.ID.
+// every copy of an entry counts). It does not change *e: the entry's ID is
+// made when it is read.
 func (m *memoryHistory) add(e *HistoryEntry) {
+	slot := packEntry(e) // outside the lock: the copy is most of the work
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.jobs[e.Job]
 	if r == nil {
-		r = &historyRing{buf: make([]HistoryEntry, 0, min(m.size, 64))}
+		r = &historyRing{}
 		m.jobs[e.Job] = r
 	}
 	r.seq++
-	e.ID = strconv.FormatUint(r.seq, 10)
+	slot.seq = r.seq
 	if len(r.buf) < m.size { // growing: append, as the ring has not wrapped
-		r.buf = append(r.buf, *e)
+		r.grow(m.size)
+		r.buf = append(r.buf, slot)
 		r.next = len(r.buf) % m.size
 		return
 	}
-	r.buf[r.next] = *e
+	r.buf[r.next] = slot
 	r.next = (r.next + 1) % m.size
+}
+
+// grow makes room for one more slot in a ring that has not wrapped:
+// doubling from historyRingStart, never past size.
+func (r *historyRing) grow(size int) {
+	if len(r.buf) < cap(r.buf) {
+		return
+	}
+	buf := make([]memEntry, len(r.buf), min(max(2*cap(r.buf), historyRingStart), size))
+	copy(buf, r.buf)
+	r.buf = buf
 }
 
 // History implements HistoryStore. It copies the entries out, so callers
@@ -76,16 +186,7 @@ func (m *memoryHistory) History(_ context.Context, job string, limit int) ([]His
 	n := min(cmp.Or(limit, len(r.buf)), len(r.buf))
 	out := make([]HistoryEntry, 0, n)
 	for i := range n {
-		e := r.buf[(r.next-1-i+2*len(r.buf))%len(r.buf)]
-		if e.Report != nil {
-			rep := *e.Report
-			e.Report = &rep
-		}
-		if e.Enabled != nil {
-			on := *e.Enabled
-			e.Enabled = &on
-		}
-		out = append(out, e)
+		out = append(out, r.buf[(r.next-1-i+2*len(r.buf))%len(r.buf)].copyOut())
 	}
 	return out, nil
 }

@@ -260,7 +260,7 @@ func RedisDefaultOff() RedisOption {
 }
 
 // RedisHistorySize sets about how many entries the history keeps per job,
-// the MAXLEN of each job's stream (default 1,000, as WithHistorySize).
+// the MAXLEN of each job's stream (default 100, as WithHistorySize).
 // NewRedisHistory only.
 func RedisHistorySize(n int) RedisOption {
 	return func(c *redisConfig) error {
