@@ -54,26 +54,45 @@ type memEntry struct {
 	full *HistoryEntry // the whole entry (no ID), or nil when compact
 }
 
-// packEntry returns e as the ring keeps it: compact when the compact form
-// gives back exactly e (it compares the two, so a field added to
-// HistoryEntry later goes to full rather than being lost), else whole.
-func packEntry(e *HistoryEntry) memEntry {
-	m := memEntry{kind: e.Kind, time: e.Time, err: e.Error}
-	switch {
-	case e.Kind == HistoryRun && e.Report != nil:
-		m.rep = *e.Report
-	case e.Kind == HistorySkip && e.Report == nil:
-		m.rep = Report{Job: e.Job, Instance: e.Instance, Trigger: e.Trigger, Tick: e.Tick, By: e.By, Skipped: e.Skip}
-	}
-	got := m.entry(e.Report)
-	got.ID = e.ID // the ring's sequence number replaces it
-	if got != *e {
-		full := new(HistoryEntry) // here only: &got would move got to the heap for every entry
+// set makes m keep e as entry seq, in place: it runs on the run's
+// goroutine, where a copy of an entry on the stack would grow the stack.
+func (m *memEntry) set(e *HistoryEntry, seq uint64) {
+	m.seq = seq
+	if !compact(e) {
+		full := new(HistoryEntry)
 		*full = *e
 		full.ID = ""
-		return memEntry{full: full}
+		m.kind, m.time, m.err, m.rep, m.full = "", time.Time{}, "", Report{}, full
+		return
 	}
-	return m
+	m.kind, m.time, m.err, m.full = e.Kind, e.Time, e.Error, nil
+	if e.Kind == HistoryRun {
+		m.rep = *e.Report
+		return
+	}
+	m.rep = Report{}
+	r := &m.rep
+	r.Job, r.Instance, r.Trigger, r.Tick, r.By, r.Skipped = e.Job, e.Instance, e.Trigger, e.Tick, e.By, e.Skip
+}
+
+// compact reports whether memEntry's compact form gives back exactly e
+// (but its ID): a run whose Report repeats its job, instance, trigger,
+// tick and who, or a skip; neither with the fields of other kinds. A field
+// added to HistoryEntry must be checked here too (or kept in memEntry):
+// TestMemoryHistoryRoundTripsEveryField sets each one and fails otherwise.
+func compact(e *HistoryEntry) bool {
+	if e.Missed != 0 || e.First != (time.Time{}) || e.Last != (time.Time{}) || e.Enabled != nil || e.Reason != "" {
+		return false
+	}
+	switch e.Kind {
+	case HistoryRun:
+		r := e.Report
+		return r != nil && e.Skip == "" && e.Job == r.Job && e.Instance == r.Instance &&
+			e.Trigger == r.Trigger && e.Tick == r.Tick && e.By == r.By
+	case HistorySkip:
+		return e.Report == nil
+	}
+	return false
 }
 
 // entry is the HistoryEntry m keeps, without its ID; a compact run's
@@ -143,7 +162,6 @@ func (m *memoryHistory) Append(_ context.Context, e HistoryEntry) error {
 // every copy of an entry counts). It does not change *e: the entry's ID is
 // made when it is read.
 func (m *memoryHistory) add(e *HistoryEntry) {
-	slot := packEntry(e) // outside the lock: the copy is most of the work
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.jobs[e.Job]
@@ -152,14 +170,14 @@ func (m *memoryHistory) add(e *HistoryEntry) {
 		m.jobs[e.Job] = r
 	}
 	r.seq++
-	slot.seq = r.seq
 	if len(r.buf) < m.size { // growing: append, as the ring has not wrapped
 		r.grow(m.size)
-		r.buf = append(r.buf, slot)
+		r.buf = r.buf[:len(r.buf)+1]
+		r.buf[len(r.buf)-1].set(e, r.seq)
 		r.next = len(r.buf) % m.size
 		return
 	}
-	r.buf[r.next] = slot
+	r.buf[r.next].set(e, r.seq)
 	r.next = (r.next + 1) % m.size
 }
 
