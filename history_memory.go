@@ -14,11 +14,13 @@ import (
 // It is written on every run's goroutine (history_writer.go), so an entry
 // costs no allocation of its own: the ring keeps it in a compact slot
 // (memEntry) and makes its ID only when it is read.
+//
+// Each ring has its own lock, and the rings are found in a sync.Map: the
+// runs of different jobs, which end at the same moment when they share a
+// tick, never wait for each other.
 type memoryHistory struct {
 	size int
-
-	mu   sync.RWMutex
-	jobs map[string]*historyRing
+	jobs sync.Map // job name → *historyRing
 }
 
 // historyRing holds the latest entries of one job; buf[(next-1) mod len] is
@@ -27,6 +29,7 @@ type memoryHistory struct {
 // historyRingStart slots up to the store's size, so a job that runs
 // rarely does not hold a full ring of empty slots.
 type historyRing struct {
+	mu   sync.Mutex
 	buf  []memEntry
 	next int
 	seq  uint64
@@ -148,7 +151,7 @@ func NewMemoryHistory(perJob int) HistoryStore {
 	if perJob < 1 {
 		perJob = defaultHistorySize
 	}
-	return &memoryHistory{size: perJob, jobs: map[string]*historyRing{}}
+	return &memoryHistory{size: perJob}
 }
 
 // Append implements HistoryStore; it never fails. The oldest entry of the
@@ -162,13 +165,9 @@ func (m *memoryHistory) Append(_ context.Context, e HistoryEntry) error {
 // every copy of an entry counts). It does not change *e: the entry's ID is
 // made when it is read.
 func (m *memoryHistory) add(e *HistoryEntry) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r := m.jobs[e.Job]
-	if r == nil {
-		r = &historyRing{}
-		m.jobs[e.Job] = r
-	}
+	r := m.ring(e.Job)
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.seq++
 	if len(r.buf) < m.size { // growing: append, as the ring has not wrapped
 		r.grow(m.size)
@@ -179,6 +178,15 @@ func (m *memoryHistory) add(e *HistoryEntry) {
 	}
 	r.buf[r.next].set(e, r.seq)
 	r.next = (r.next + 1) % m.size
+}
+
+// ring returns the ring of job, made on its first entry.
+func (m *memoryHistory) ring(job string) *historyRing {
+	if r, ok := m.jobs.Load(job); ok {
+		return r.(*historyRing)
+	}
+	r, _ := m.jobs.LoadOrStore(job, &historyRing{})
+	return r.(*historyRing)
 }
 
 // grow makes room for one more slot in a ring that has not wrapped:
@@ -195,12 +203,13 @@ func (r *historyRing) grow(size int) {
 // History implements HistoryStore. It copies the entries out, so callers
 // may keep and change them.
 func (m *memoryHistory) History(_ context.Context, job string, limit int) ([]HistoryEntry, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	r := m.jobs[job]
-	if r == nil {
+	v, ok := m.jobs.Load(job)
+	if !ok {
 		return []HistoryEntry{}, nil
 	}
+	r := v.(*historyRing)
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	n := min(cmp.Or(limit, len(r.buf)), len(r.buf))
 	out := make([]HistoryEntry, 0, n)
 	for i := range n {

@@ -144,8 +144,8 @@ func TestMemoryHistoryDefaultSizeAndLazyRing(t *testing.T) {
 	}
 	tickAt(t, s, "j", t0)
 	m := s.history.storeOf(s).(*memoryHistory)
-	ring := func() *historyRing { m.mu.RLock(); defer m.mu.RUnlock(); return m.jobs["j"] }
-	if c := cap(ring().buf); c != historyRingStart {
+	slots := func() int { r := m.ring("j"); r.mu.Lock(); defer r.mu.Unlock(); return cap(r.buf) }
+	if c := slots(); c != historyRingStart {
 		t.Errorf("ring of a job that ran once: %d slots, want %d", c, historyRingStart)
 	}
 	for k := 1; k < 130; k++ {
@@ -155,7 +155,7 @@ func TestMemoryHistoryDefaultSizeAndLazyRing(t *testing.T) {
 	if err != nil || len(h) != 100 || h[0].ID != "130" || h[99].ID != "31" {
 		t.Fatalf("history: %d entries (%v), want the newest 100 of 130", len(h), err)
 	}
-	if c := cap(ring().buf); c != 100 {
+	if c := slots(); c != 100 {
 		t.Errorf("full ring: %d slots, want 100", c)
 	}
 }
