@@ -23,21 +23,36 @@ type memoryHistory struct {
 	jobs sync.Map // job name → *historyRing
 }
 
-// historyRing holds the latest entries of one job; buf[(next-1) mod len] is
-// the newest. A job gets its ring with its first entry (a job that never
-// ran costs nothing), and the ring grows by doubling from
-// historyRingStart slots up to the store's size, so a job that runs
-// rarely does not hold a full ring of empty slots.
+// historyRing holds the latest entries of one job, in chunks of
+// historyChunk slots: slot i is chunks[i/historyChunk][i%historyChunk], and
+// slot next-1 (mod the store's size) holds the newest entry. A job gets its
+// ring with its first entry (a job that never ran costs nothing), and a
+// chunk when its entries reach it: memory follows the entries kept, in
+// steps of about 5 KB, and growing never copies what is kept.
 type historyRing struct {
-	mu   sync.Mutex
-	buf  []memEntry
-	next int
-	seq  uint64
+	mu     sync.Mutex
+	chunks [][]memEntry
+	n      int // entries kept, at most the store's size
+	next   int // the slot the next entry goes to
+	seq    uint64
 }
 
-// historyRingStart is the capacity of a job's ring when its first entry
-// comes.
-const historyRingStart = 4
+// historyChunk is how many slots a ring takes at a time (16 × 304 B): a
+// job that has run once holds one chunk, about 5 KB.
+const historyChunk = 16
+
+// slot returns slot i, making its chunk on first use (the last chunk is cut
+// to size).
+func (r *historyRing) slot(i, size int) *memEntry {
+	c := i / historyChunk
+	if c == len(r.chunks) {
+		if r.chunks == nil {
+			r.chunks = make([][]memEntry, 0, (size+historyChunk-1)/historyChunk)
+		}
+		r.chunks = append(r.chunks, make([]memEntry, min(historyChunk, size-c*historyChunk)))
+	}
+	return &r.chunks[c][i%historyChunk]
+}
 
 // memEntry is how the ring keeps one entry: 304 bytes, with no pointer to
 // an object of its own in the common case, which the garbage collector
@@ -65,17 +80,27 @@ func (m *memEntry) set(e *HistoryEntry, seq uint64) {
 		full := new(HistoryEntry)
 		*full = *e
 		full.ID = ""
-		m.kind, m.time, m.err, m.rep, m.full = "", time.Time{}, "", Report{}, full
+		*m = memEntry{}
+		m.seq, m.full = seq, full
 		return
 	}
-	m.kind, m.time, m.err, m.full = e.Kind, e.Time, e.Error, nil
+	// One field at a time: a tuple assignment would build its values on
+	// the stack first.
+	m.kind = e.Kind
+	m.time = e.Time
+	m.err = e.Error
+	m.full = nil
 	if e.Kind == HistoryRun {
 		m.rep = *e.Report
 		return
 	}
 	m.rep = Report{}
-	r := &m.rep
-	r.Job, r.Instance, r.Trigger, r.Tick, r.By, r.Skipped = e.Job, e.Instance, e.Trigger, e.Tick, e.By, e.Skip
+	m.rep.Job = e.Job
+	m.rep.Instance = e.Instance
+	m.rep.Trigger = e.Trigger
+	m.rep.Tick = e.Tick
+	m.rep.By = e.By
+	m.rep.Skipped = e.Skip
 }
 
 // compact reports whether memEntry's compact form gives back exactly e
@@ -169,15 +194,9 @@ func (m *memoryHistory) add(e *HistoryEntry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.seq++
-	if len(r.buf) < m.size { // growing: append, as the ring has not wrapped
-		r.grow(m.size)
-		r.buf = r.buf[:len(r.buf)+1]
-		r.buf[len(r.buf)-1].set(e, r.seq)
-		r.next = len(r.buf) % m.size
-		return
-	}
-	r.buf[r.next].set(e, r.seq)
+	r.slot(r.next, m.size).set(e, r.seq)
 	r.next = (r.next + 1) % m.size
+	r.n = min(r.n+1, m.size)
 }
 
 // ring returns the ring of job, made on its first entry.
@@ -187,17 +206,6 @@ func (m *memoryHistory) ring(job string) *historyRing {
 	}
 	r, _ := m.jobs.LoadOrStore(job, &historyRing{})
 	return r.(*historyRing)
-}
-
-// grow makes room for one more slot in a ring that has not wrapped:
-// doubling from historyRingStart, never past size.
-func (r *historyRing) grow(size int) {
-	if len(r.buf) < cap(r.buf) {
-		return
-	}
-	buf := make([]memEntry, len(r.buf), min(max(2*cap(r.buf), historyRingStart), size))
-	copy(buf, r.buf)
-	r.buf = buf
 }
 
 // History implements HistoryStore. It copies the entries out, so callers
@@ -210,10 +218,10 @@ func (m *memoryHistory) History(_ context.Context, job string, limit int) ([]His
 	r := v.(*historyRing)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := min(cmp.Or(limit, len(r.buf)), len(r.buf))
+	n := min(cmp.Or(limit, r.n), r.n)
 	out := make([]HistoryEntry, 0, n)
-	for i := range n {
-		out = append(out, r.buf[(r.next-1-i+2*len(r.buf))%len(r.buf)].copyOut())
+	for i := range n { // newest first: the slots before next, wrapping
+		out = append(out, r.slot((r.next-1-i+m.size)%m.size, m.size).copyOut())
 	}
 	return out, nil
 }

@@ -125,7 +125,7 @@ func TestMemoryHistoryHeapPerRun(t *testing.T) {
 	per := float64(liveHeap()-before) / (runs - 1)
 	runtime.KeepAlive(s)
 	t.Logf("%.0f B of live heap per run kept in the history", per)
-	// 304 B a slot, the ring's last doubling unused (1,024 slots for 1,000).
+	// 304 B a slot, and the ring's chunks.
 	if per > 340 {
 		t.Errorf("%.0f B per run kept in the history, want at most 340", per)
 	}
@@ -136,7 +136,8 @@ func TestMemoryHistoryHeapPerRun(t *testing.T) {
 }
 
 // The default keeps the newest 100 entries a job, and a job's ring grows
-// as it fills: one entry costs a ring of historyRingStart slots.
+// as it fills: one entry costs a chunk of historyChunk slots, a full ring
+// exactly 100 slots.
 func TestMemoryHistoryDefaultSizeAndLazyRing(t *testing.T) {
 	s := quietScheduler(t)
 	if err := s.Register("j", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
@@ -144,9 +145,17 @@ func TestMemoryHistoryDefaultSizeAndLazyRing(t *testing.T) {
 	}
 	tickAt(t, s, "j", t0)
 	m := s.history.storeOf(s).(*memoryHistory)
-	slots := func() int { r := m.ring("j"); r.mu.Lock(); defer r.mu.Unlock(); return cap(r.buf) }
-	if c := slots(); c != historyRingStart {
-		t.Errorf("ring of a job that ran once: %d slots, want %d", c, historyRingStart)
+	slots := func() (n int) {
+		r := m.ring("j")
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, c := range r.chunks {
+			n += len(c)
+		}
+		return n
+	}
+	if n := slots(); n != historyChunk {
+		t.Errorf("ring of a job that ran once: %d slots, want %d", n, historyChunk)
 	}
 	for k := 1; k < 130; k++ {
 		tickAt(t, s, "j", t0.Add(time.Duration(k)*time.Second))
@@ -155,7 +164,7 @@ func TestMemoryHistoryDefaultSizeAndLazyRing(t *testing.T) {
 	if err != nil || len(h) != 100 || h[0].ID != "130" || h[99].ID != "31" {
 		t.Fatalf("history: %d entries (%v), want the newest 100 of 130", len(h), err)
 	}
-	if c := slots(); c != 100 {
-		t.Errorf("full ring: %d slots, want 100", c)
+	if n := slots(); n != 100 {
+		t.Errorf("full ring: %d slots, want 100", n)
 	}
 }
