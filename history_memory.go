@@ -1,7 +1,6 @@
 package cronguard
 
 import (
-	"cmp"
 	"context"
 	"strconv"
 	"sync"
@@ -37,7 +36,7 @@ type historyRing struct {
 	seq    uint64
 }
 
-// historyChunk is how many slots a ring takes at a time (16 × 304 B): a
+// historyChunk is how many slots a ring takes at a time (16 × 280 B): a
 // job that has run once holds one chunk, about 5 KB.
 const historyChunk = 16
 
@@ -54,7 +53,7 @@ func (r *historyRing) slot(i, size int) *memEntry {
 	return &r.chunks[c][i%historyChunk]
 }
 
-// memEntry is how the ring keeps one entry: 304 bytes, with no pointer to
+// memEntry is how the ring keeps one entry: 280 bytes, with no pointer to
 // an object of its own in the common case, which the garbage collector
 // scans at every cycle. Runs (with or without an error) and skips are
 // compact: the entry's ID is its sequence number (formatted when read), a
@@ -169,7 +168,7 @@ func (m *memEntry) copyOut() HistoryEntry {
 // NewMemoryHistory returns the embedded HistoryStore, the default without
 // WithRedis: a ring of the latest perJob entries of each job (100 when
 // perJob < 1, see WithHistorySize), in this process's memory. An entry
-// takes about 0.3 KB, its Report included. Append never fails; the oldest
+// takes 280 B, its Report included. Append never fails; the oldest
 // entry of a job goes when its ring is full. History copies the entries
 // out, so callers may keep and change them.
 func NewMemoryHistory(perJob int) HistoryStore {
@@ -218,7 +217,10 @@ func (m *memoryHistory) History(_ context.Context, job string, limit int) ([]His
 	r := v.(*historyRing)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := min(cmp.Or(limit, r.n), r.n)
+	n := r.n
+	if limit > 0 { // HistoryStore asks for limit >= 1; less reads all, never panics
+		n = min(limit, n)
+	}
 	out := make([]HistoryEntry, 0, n)
 	for i := range n { // newest first: the slots before next, wrapping
 		out = append(out, r.slot((r.next-1-i+m.size)%m.size, m.size).copyOut())

@@ -64,6 +64,11 @@ func TestMemoryHistoryRoundTripsEveryField(t *testing.T) {
 			if !reflect.DeepEqual(got[0], want) {
 				t.Errorf("History gave\n%+v\nwant\n%+v", got[0], want)
 			}
+			for _, limit := range []int{0, -1, 10} { // all three kept: limits below 1 read all
+				if all, err := h.History(ctx, want.Job, limit); err != nil || len(all) != 3 || all[0].ID != "4" || all[2].ID != "2" {
+					t.Errorf("History(limit %d): %d entries, %v; want 3, newest first", limit, len(all), err)
+				}
+			}
 			if want.Report != nil && got[0].Report == want.Report {
 				t.Error("History returned the appended Report itself, not a copy")
 			}
@@ -125,7 +130,7 @@ func TestMemoryHistoryHeapPerRun(t *testing.T) {
 	per := float64(liveHeap()-before) / (runs - 1)
 	runtime.KeepAlive(s)
 	t.Logf("%.0f B of live heap per run kept in the history", per)
-	// 304 B a slot, and the ring's chunks.
+	// 280 B a slot, and the ring's chunks.
 	if per > 340 {
 		t.Errorf("%.0f B per run kept in the history, want at most 340", per)
 	}
