@@ -92,8 +92,11 @@ func (e *entry) lastReport() *Report {
 // under another method set, so registering a job allocates no closure.
 type cronFire entry
 
-// Run implements cron.Job.
+// Run implements cron.Job. It grows the goroutine's stack first (see
+// runTick): the tick's lookup (robfig/cron's Next, in tickSchedule.take)
+// would otherwise outgrow it, deeper down.
 func (f *cronFire) Run() {
+	growStack()
 	e := (*entry)(f)
 	e.s.fire(e)
 }
