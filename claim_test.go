@@ -211,9 +211,10 @@ func TestClaimPassesTickAndLockTTL(t *testing.T) {
 	s, _ := newTest(t, WithLocker(spy), WithInstanceID("web-7"))
 	var holdsFor time.Duration
 	job := JobFunc(func(ctx context.Context) error {
-		mem.mu.Lock()
-		holdsFor = time.Until(mem.jobs["locked"].expires)
-		mem.mu.Unlock()
+		j := mem.job("locked")
+		j.mu.Lock()
+		holdsFor = time.Until(j.expires)
+		j.mu.Unlock()
 		return nil
 	})
 	_ = s.Register("locked", "@every 1m", job, LockTTL(7*time.Second))
@@ -276,8 +277,10 @@ func TestMemoryLockerClaimMark(t *testing.T) {
 	if _, err := m.Claim(ctx, "j", t0.Add(3*time.Minute), time.Microsecond, "a"); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("lock TTL of 1µs: %v", err)
 	}
-	if len(m.jobs) != 1 {
-		t.Errorf("%d marks for one job", len(m.jobs))
+	marks := 0
+	m.jobs.Range(func(any, any) bool { marks++; return true })
+	if marks != 1 {
+		t.Errorf("%d marks for one job", marks)
 	}
 }
 
@@ -300,7 +303,7 @@ func TestMemoryLeaseCannotExtendRetakenLock(t *testing.T) {
 	if err := l1.Extend(ctx, time.Hour); !errors.Is(err, ErrLockLost) {
 		t.Fatalf("Extend of a lease whose lock was re-taken: %v, want ErrLockLost", err)
 	}
-	if exp := m.jobs["j"].expires; !exp.Equal(now.Add(time.Second)) {
+	if exp := m.job("j").expires; !exp.Equal(now.Add(time.Second)) {
 		t.Fatalf("the new holder's lock expires at %s, want %s: the old lease extended it", fmtTick(exp), fmtTick(now.Add(time.Second)))
 	}
 	if err := l2.Extend(ctx, time.Minute); err != nil {

@@ -1,39 +1,182 @@
 package cronguard
 
 import (
-	"cmp"
 	"context"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // memoryHistory is the embedded HistoryStore: a ring of the latest entries
 // per job, in this process's memory. It is the default without WithRedis.
+//
+// It is written on every run's goroutine (history_writer.go), so an entry
+// costs no allocation of its own: the ring keeps it in a compact slot
+// (memEntry) and makes its ID only when it is read.
+//
+// Each ring has its own lock, and the rings are found in a sync.Map: the
+// runs of different jobs, which end at the same moment when they share a
+// tick, never wait for each other.
 type memoryHistory struct {
 	size int
-
-	mu   sync.RWMutex
-	jobs map[string]*historyRing
+	jobs sync.Map // job name → *historyRing
 }
 
-// historyRing holds the latest entries of one job; buf[(next-1) mod len] is
-// the newest.
+// historyRing holds the latest entries of one job, in chunks of
+// historyChunk slots: slot i is chunks[i/historyChunk][i%historyChunk], and
+// slot next-1 (mod the store's size) holds the newest entry. A job gets its
+// ring with its first entry (a job that never ran costs nothing), and a
+// chunk when its entries reach it: memory follows the entries kept, in
+// steps of about 5 KB, and growing never copies what is kept.
 type historyRing struct {
-	buf  []HistoryEntry
-	next int
+	mu     sync.Mutex
+	chunks [][]memEntry
+	n      int // entries kept, at most the store's size
+	next   int // the slot the next entry goes to
+	seq    uint64
+}
+
+// historyChunk is how many slots a ring takes at a time (16 × 264 B): a
+// job that has run once holds one chunk, about 5 KB.
+const historyChunk = 16
+
+// slot returns slot i, making its chunk on first use (the last chunk is cut
+// to size).
+func (r *historyRing) slot(i, size int) *memEntry {
+	c := i / historyChunk
+	if c == len(r.chunks) {
+		if r.chunks == nil {
+			r.chunks = make([][]memEntry, 0, (size+historyChunk-1)/historyChunk)
+		}
+		r.chunks = append(r.chunks, make([]memEntry, min(historyChunk, size-c*historyChunk)))
+	}
+	return &r.chunks[c][i%historyChunk]
+}
+
+// memEntry is how the ring keeps one entry: 264 bytes, with no pointer to
+// an object of its own in the common case, which the garbage collector
+// scans at every cycle. Runs (with or without an error) and skips are
+// compact: the entry's ID is its sequence number (formatted when read), a
+// run's Report is held by value, and what the entry repeats of the Report
+// (job, instance, trigger, tick, who asked) is not kept twice; a skip keeps
+// its job, instance, trigger, tick, who and reason in rep. Any other entry
+// (missed ticks, flips, or one whose fields do not match that shape) is
+// kept whole in full, one object.
+type memEntry struct {
 	seq  uint64
+	kind EventKind
+	time time.Time
+	err  string        // the entry's Error
+	skip string        // a skip's Skip (its Report.Outcome)
+	rep  Report        // see memEntry
+	full *HistoryEntry // the whole entry (no ID), or nil when compact
+}
+
+// set makes m keep e as entry seq, in place: it runs on the run's
+// goroutine, where a copy of an entry on the stack would grow the stack.
+func (m *memEntry) set(e *HistoryEntry, seq uint64) {
+	m.seq = seq
+	if !compact(e) {
+		full := new(HistoryEntry)
+		*full = *e
+		full.ID = ""
+		*m = memEntry{}
+		m.seq, m.full = seq, full
+		return
+	}
+	// One field at a time: a tuple assignment would build its values on
+	// the stack first.
+	m.kind = e.Kind
+	m.time = e.Time
+	m.err = e.Error
+	m.skip = e.Skip
+	m.full = nil
+	if e.Kind == EventFinished {
+		m.rep = *e.Report
+		return
+	}
+	m.rep = Report{}
+	m.rep.Job = e.Job
+	m.rep.Instance = e.Instance
+	m.rep.Trigger = e.Trigger
+	m.rep.Tick = e.Tick
+	m.rep.By = e.By
+}
+
+// compact reports whether memEntry's compact form gives back exactly e
+// (but its ID): a run whose Report repeats its job, instance, trigger,
+// tick and who, or a skip; neither with the fields of other kinds. A field
+// added to HistoryEntry must be checked here too (or kept in memEntry):
+// TestMemoryHistoryRoundTripsEveryField sets each one and fails otherwise.
+func compact(e *HistoryEntry) bool {
+	if e.Missed != 0 || e.First != (time.Time{}) || e.Last != (time.Time{}) || e.Enabled != nil || e.Reason != "" {
+		return false
+	}
+	switch e.Kind {
+	case EventFinished:
+		r := e.Report
+		return r != nil && e.Skip == "" && e.Job == r.Job && e.Instance == r.Instance &&
+			e.Trigger == r.Trigger && e.Tick == r.Tick && e.By == r.By
+	case EventSkipped:
+		return e.Report == nil
+	}
+	return false
+}
+
+// entry is the HistoryEntry m keeps, without its ID; a compact run's
+// Report is rep.
+func (m *memEntry) entry(rep *Report) HistoryEntry {
+	if m.full != nil {
+		return *m.full
+	}
+	r := &m.rep
+	e := HistoryEntry{Kind: m.kind, Job: r.Job, Time: m.time, Instance: r.Instance,
+		Trigger: r.Trigger, Tick: r.Tick, By: r.By, Error: m.err}
+	if m.kind == EventFinished {
+		e.Report = rep
+	} else {
+		e.Skip = m.skip
+	}
+	return e
+}
+
+// copyOut is the entry m keeps with its ID, sharing no memory with the
+// ring: the caller may keep and change it.
+func (m *memEntry) copyOut() HistoryEntry {
+	if m.full == nil {
+		var rep *Report
+		if m.kind == EventFinished {
+			rep = new(Report)
+			*rep = m.rep
+		}
+		e := m.entry(rep)
+		e.ID = strconv.FormatUint(m.seq, 10)
+		return e
+	}
+	e := *m.full
+	e.ID = strconv.FormatUint(m.seq, 10)
+	if e.Report != nil {
+		rep := *e.Report
+		e.Report = &rep
+	}
+	if e.Enabled != nil {
+		on := *e.Enabled
+		e.Enabled = &on
+	}
+	return e
 }
 
 // NewMemoryHistory returns the embedded HistoryStore, the default without
-// WithRedis: a ring of the latest perJob entries of each job (1,000 when
-// perJob < 1), in this process's memory. Append never fails; the oldest
+// WithRedis: a ring of the latest perJob entries of each job (100 when
+// perJob < 1, see WithHistorySize), in this process's memory. An entry
+// takes 264 B, its Report included. Append never fails; the oldest
 // entry of a job goes when its ring is full. History copies the entries
 // out, so callers may keep and change them.
 func NewMemoryHistory(perJob int) HistoryStore {
 	if perJob < 1 {
 		perJob = defaultHistorySize
 	}
-	return &memoryHistory{size: perJob, jobs: map[string]*historyRing{}}
+	return &memoryHistory{size: perJob}
 }
 
 // Append implements HistoryStore; it never fails. The oldest entry of the
@@ -44,48 +187,44 @@ func (m *memoryHistory) Append(_ context.Context, e HistoryEntry) error {
 }
 
 // add is Append by pointer (the scheduler appends on a run's stack, where
-// every copy of an entry counts); it sets e.ID.
+// every copy of an entry counts). It does not change *e: the entry's ID is
+// made when it is read.
 func (m *memoryHistory) add(e *HistoryEntry) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r := m.jobs[e.Job]
-	if r == nil {
-		r = &historyRing{buf: make([]HistoryEntry, 0, min(m.size, 64))}
-		m.jobs[e.Job] = r
-	}
+	r := m.ring(e.Job)
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.seq++
-	e.ID = strconv.FormatUint(r.seq, 10)
-	if len(r.buf) < m.size { // growing: append, as the ring has not wrapped
-		r.buf = append(r.buf, *e)
-		r.next = len(r.buf) % m.size
-		return
-	}
-	r.buf[r.next] = *e
+	r.slot(r.next, m.size).set(e, r.seq)
 	r.next = (r.next + 1) % m.size
+	r.n = min(r.n+1, m.size)
+}
+
+// ring returns the ring of job, made on its first entry.
+func (m *memoryHistory) ring(job string) *historyRing {
+	if r, ok := m.jobs.Load(job); ok {
+		return r.(*historyRing)
+	}
+	r, _ := m.jobs.LoadOrStore(job, &historyRing{})
+	return r.(*historyRing)
 }
 
 // History implements HistoryStore. It copies the entries out, so callers
 // may keep and change them.
 func (m *memoryHistory) History(_ context.Context, job string, limit int) ([]HistoryEntry, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	r := m.jobs[job]
-	if r == nil {
+	v, ok := m.jobs.Load(job)
+	if !ok {
 		return []HistoryEntry{}, nil
 	}
-	n := min(cmp.Or(limit, len(r.buf)), len(r.buf))
+	r := v.(*historyRing)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.n
+	if limit > 0 { // HistoryStore asks for limit >= 1; less reads all, never panics
+		n = min(limit, n)
+	}
 	out := make([]HistoryEntry, 0, n)
-	for i := range n {
-		e := r.buf[(r.next-1-i+2*len(r.buf))%len(r.buf)]
-		if e.Report != nil {
-			rep := *e.Report
-			e.Report = &rep
-		}
-		if e.Enabled != nil {
-			on := *e.Enabled
-			e.Enabled = &on
-		}
-		out = append(out, e)
+	for i := range n { // newest first: the slots before next, wrapping
+		out = append(out, r.slot((r.next-1-i+m.size)%m.size, m.size).copyOut())
 	}
 	return out, nil
 }

@@ -267,18 +267,21 @@ func (k *leaseKeeper) down(i int) {
 
 // memoryLocker is the embedded Locker (NewMemoryLocker): claim marks and locks in this
 // process's memory, one entry per job, so each call costs O(1) whatever
-// the number of jobs: one map lookup and, for a lock, one small allocation
-// (the Lease). It suits a single instance and tests; use NewRedisLocker
-// when several instances run the same jobs.
+// the number of jobs: one lookup in a sync.Map and, for a lock, one small
+// allocation (the Lease). Each job has its own mutex: the claims of the
+// 1,000 jobs that share a tick never wait for each other. It suits a
+// single instance and tests; use NewRedisLocker when several instances run
+// the same jobs.
 type memoryLocker struct {
-	mu   sync.Mutex
-	jobs map[string]*memJob
+	jobs sync.Map // job name → *memJob, made on the job's first call
 	now  func() time.Time
 }
 
 // memJob is the state of one job: its claim mark (the latest tick claimed
-// and by whom), its run lock, and the last fencing token handed out.
+// and by whom), its run lock, and the last fencing token handed out. mu
+// guards the rest.
 type memJob struct {
+	mu      sync.Mutex
 	marked  bool
 	tick    time.Time
 	holder  string
@@ -292,17 +295,16 @@ type memJob struct {
 // process only (use NewRedisLocker when several instances run the same
 // jobs). Each call costs O(1) whatever the number of jobs and never fails.
 func NewMemoryLocker() Locker {
-	return &memoryLocker{jobs: map[string]*memJob{}, now: time.Now}
+	return &memoryLocker{now: time.Now}
 }
 
-// job returns job's state, made on first use; m.mu is held.
+// job returns job's state, made on first use.
 func (m *memoryLocker) job(job string) *memJob {
-	j := m.jobs[job]
-	if j == nil {
-		j = &memJob{}
-		m.jobs[job] = j
+	if j, ok := m.jobs.Load(job); ok {
+		return j.(*memJob)
 	}
-	return j
+	j, _ := m.jobs.LoadOrStore(job, &memJob{})
+	return j.(*memJob)
 }
 
 // checkLockTTL refuses a lock TTL that no store can keep: negative, or
@@ -319,9 +321,9 @@ func (m *memoryLocker) Claim(_ context.Context, job string, tick time.Time, lock
 	if err := checkLockTTL(job, lockTTL); err != nil {
 		return Claim{}, err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	j := m.job(job)
+	j.mu.Lock()
+	defer j.mu.Unlock()
 	if j.marked && !tick.After(j.tick) {
 		return Claim{Holder: j.holder, HolderTick: j.tick}, nil
 	}
@@ -341,12 +343,13 @@ func (m *memoryLocker) Acquire(_ context.Context, job string, ttl time.Duration)
 	if ttl < time.Millisecond {
 		return nil, fmt.Errorf("%w: job %q: lock TTL %s: must be at least 1ms", ErrInvalidOption, job, ttl)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.acquireLocked(job, m.job(job), ttl)
+	j := m.job(job)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return m.acquireLocked(job, j, ttl)
 }
 
-// acquireLocked takes j's lock; m.mu is held.
+// acquireLocked takes j's lock; j.mu is held.
 func (m *memoryLocker) acquireLocked(job string, j *memJob, ttl time.Duration) (Lease, error) {
 	now := m.now()
 	if j.locked && now.Before(j.expires) {
@@ -366,14 +369,14 @@ type memLease struct {
 
 func (l *memLease) Token() int64 { return l.token }
 
-// held reports whether l still holds its lock; l.m.mu is held.
+// held reports whether l still holds its lock; l.j.mu is held.
 func (l *memLease) held() bool { return l.j.locked && l.j.token == l.token }
 
 // Extend fails once the lock expired or passed to another lease (another
 // token), even if that one holds it now: a lease extends only itself.
 func (l *memLease) Extend(_ context.Context, ttl time.Duration) error {
-	l.m.mu.Lock()
-	defer l.m.mu.Unlock()
+	l.j.mu.Lock()
+	defer l.j.mu.Unlock()
 	now := l.m.now()
 	if !l.held() || now.After(l.j.expires) {
 		return fmt.Errorf("%w: job %q: lease %d is no longer held", ErrLockLost, l.job, l.token)
@@ -383,8 +386,8 @@ func (l *memLease) Extend(_ context.Context, ttl time.Duration) error {
 }
 
 func (l *memLease) Release(context.Context) error {
-	l.m.mu.Lock()
-	defer l.m.mu.Unlock()
+	l.j.mu.Lock()
+	defer l.j.mu.Unlock()
 	if l.held() {
 		l.j.locked = false
 	}
@@ -394,9 +397,10 @@ func (l *memLease) Release(context.Context) error {
 // forget drops job's lock whoever holds it, as an expiry or an operator's
 // DEL would. Tests use it to take a lock away from a running job.
 func (m *memoryLocker) forget(job string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if j := m.jobs[job]; j != nil {
+	if j, ok := m.jobs.Load(job); ok {
+		j := j.(*memJob)
+		j.mu.Lock()
+		defer j.mu.Unlock()
 		j.locked = false
 	}
 }

@@ -99,8 +99,11 @@ func runFrom(ctx context.Context) *run {
 // under another method set, so registering a job allocates no closure.
 type cronFire entry
 
-// Run implements cron.Job.
+// Run implements cron.Job. It grows the goroutine's stack first (see
+// runTick): the tick's lookup (robfig/cron's Next, in tickSchedule.take)
+// would otherwise outgrow it, deeper down.
 func (f *cronFire) Run() {
+	growStack()
 	e := (*entry)(f)
 	e.s.fire(e)
 }
@@ -179,9 +182,9 @@ func (r *run) setMore() {
 //
 // Allocation budget: a scheduled run of a no-op job on the memory backends,
 // with no observer and a logger that drops Info, allocates runAllocBudget
-// (6) objects: the run (which is also its context), the cancelable context
-// below it and its cancel func, the memory Lease, and the history entry's
-// copy of the Report and its ID. No timer, goroutine, context per guard or
+// (5) objects: the run (which is also its context), the cancelable context
+// below it and its cancel func, the memory Lease, and the Report (the
+// memory history copies it into its ring). No timer, goroutine, context per guard or
 // event is made for it: the watchdog shares one timer for the process, the
 // memory stores are called without a deadline, and an event nobody takes
 // is not built. robfig/cron adds the goroutine it starts per fire. A
@@ -382,4 +385,4 @@ func ReportFrom(ctx context.Context, err error) (r Report, ok bool) {
 // allocates on the memory backends with no observer and a logger that
 // drops Info (alloc_test.go holds it; see execute). Before issue 8's rework
 // a run allocated 43.
-const runAllocBudget = 6
+const runAllocBudget = 5

@@ -1,0 +1,175 @@
+package cronguard
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// The memory history keeps runs and skips in a compact slot; whatever the
+// entry, History gives back exactly what was appended (with its ID). Each
+// field of HistoryEntry and of Report is set in turn on a run and on a
+// skip, so a field the compact slot would drop (one added later, say)
+// fails here.
+func TestMemoryHistoryRoundTripsEveryField(t *testing.T) {
+	at := time.Date(2030, 1, 2, 3, 4, 5, 6, time.FixedZone("X", 3600))
+	run := func() HistoryEntry {
+		return HistoryEntry{Kind: EventFinished, Job: "j", Time: at, Instance: "i", Trigger: TriggerSchedule, Tick: at,
+			Report: &Report{Job: "j", Instance: "i", Trigger: TriggerSchedule, Tick: at, Start: at, Duration: time.Second}}
+	}
+	skip := func() HistoryEntry {
+		return HistoryEntry{Kind: EventSkipped, Job: "j", Time: at, Instance: "i", Trigger: TriggerSchedule, Tick: at, Skip: "overlap", Error: "busy"}
+	}
+	cases := map[string]HistoryEntry{"run": run(), "skip": skip(), "flag": {Kind: EventFlag, Job: "j", Enabled: new(bool), Reason: "r"}}
+	for _, base := range []func() HistoryEntry{run, skip} {
+		e := base()
+		for i := range reflect.TypeFor[HistoryEntry]().NumField() {
+			c := base()
+			name := string(c.Kind) + " with a different " + reflect.TypeFor[HistoryEntry]().Field(i).Name
+			if setOther(reflect.ValueOf(&c).Elem().Field(i)) && c.ID == "" {
+				cases[name] = c
+			}
+		}
+		if e.Report == nil {
+			continue
+		}
+		for i := range reflect.TypeFor[Report]().NumField() {
+			c := base()
+			if setOther(reflect.ValueOf(c.Report).Elem().Field(i)) {
+				cases["run whose report has a different "+reflect.TypeFor[Report]().Field(i).Name] = c
+			}
+		}
+	}
+	for name, want := range cases {
+		t.Run(name, func(t *testing.T) {
+			h := NewMemoryHistory(3)
+			ctx := context.Background()
+			for range 4 { // wraps the ring
+				if err := h.Append(ctx, want); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := h.History(ctx, want.Job, 1)
+			if err != nil || len(got) != 1 {
+				t.Fatalf("History: %v, %v", got, err)
+			}
+			if got[0].ID != "4" {
+				t.Errorf("ID = %q, want 4", got[0].ID)
+			}
+			got[0].ID = ""
+			if !reflect.DeepEqual(got[0], want) {
+				t.Errorf("History gave\n%+v\nwant\n%+v", got[0], want)
+			}
+			for _, limit := range []int{0, -1, 10} { // all three kept: limits below 1 read all
+				if all, err := h.History(ctx, want.Job, limit); err != nil || len(all) != 3 || all[0].ID != "4" || all[2].ID != "2" {
+					t.Errorf("History(limit %d): %d entries, %v; want 3, newest first", limit, len(all), err)
+				}
+			}
+			if want.Report != nil && got[0].Report == want.Report {
+				t.Error("History returned the appended Report itself, not a copy")
+			}
+		})
+	}
+}
+
+// setOther sets v to a value other than the one it has, and reports
+// whether it could.
+func setOther(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(v.String() + "x")
+	case reflect.Int, reflect.Int64:
+		v.SetInt(v.Int() + 7)
+	case reflect.Bool:
+		v.SetBool(!v.Bool())
+	case reflect.Pointer:
+		if !v.IsNil() {
+			return false // the Report: its fields are set one by one
+		}
+		v.Set(reflect.New(v.Type().Elem()))
+	case reflect.Interface:
+		v.Set(reflect.ValueOf(errors.New("boom")))
+	case reflect.Struct:
+		if v.Type() != reflect.TypeFor[time.Time]() {
+			return false
+		}
+		v.Set(reflect.ValueOf(v.Interface().(time.Time).Add(time.Minute)))
+	default:
+		return false
+	}
+	return true
+}
+
+// A run of the scheduler is kept compact: no object of its own in the
+// ring, its ID made when read. Before, an entry held the run's Report and
+// its ID string besides its 264 bytes, about 0.5 KB a run.
+func TestMemoryHistoryHeapPerRun(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	const runs = 1000
+	s := quietScheduler(t, WithHistorySize(runs))
+	if err := s.Register("j", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	e, err := s.lookup("j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	fire := func() { tick = tick.Add(time.Second); s.execute(s.base, e, TriggerSchedule, tick, nil) }
+	fire() // the job's first run allocates its state once
+	before := liveHeap()
+	for range runs - 1 {
+		fire()
+	}
+	per := float64(liveHeap()-before) / (runs - 1)
+	runtime.KeepAlive(s)
+	t.Logf("%.0f B of live heap per run kept in the history", per)
+	// 264 B a slot, and the ring's chunks.
+	if per > 340 {
+		t.Errorf("%.0f B per run kept in the history, want at most 340", per)
+	}
+	h, err := s.History(context.Background(), "j", 0)
+	if err != nil || len(h) != runs || h[0].ID != strconv.Itoa(runs) || h[0].Report == nil || !h[0].Report.Tick.Equal(tick) {
+		t.Fatalf("history: %d entries, err %v; want %d, the newest first", len(h), err, runs)
+	}
+}
+
+// The default keeps the newest 100 entries a job, and a job's ring grows
+// as it fills: one entry costs a chunk of historyChunk slots, a full ring
+// exactly 100 slots.
+func TestMemoryHistoryDefaultSizeAndLazyRing(t *testing.T) {
+	s := quietScheduler(t)
+	if err := s.Register("j", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	tickAt(t, s, "j", t0)
+	m := s.history.storeOf(s).(*memoryHistory)
+	slots := func() (n int) {
+		r := m.ring("j")
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, c := range r.chunks {
+			n += len(c)
+		}
+		return n
+	}
+	if n := slots(); n != historyChunk {
+		t.Errorf("ring of a job that ran once: %d slots, want %d", n, historyChunk)
+	}
+	for k := 1; k < 130; k++ {
+		tickAt(t, s, "j", t0.Add(time.Duration(k)*time.Second))
+	}
+	h, err := s.History(context.Background(), "j", 0)
+	if err != nil || len(h) != 100 || h[0].ID != "130" || h[99].ID != "31" {
+		t.Fatalf("history: %d entries (%v), want the newest 100 of 130", len(h), err)
+	}
+	if n := slots(); n != 100 {
+		t.Errorf("full ring: %d slots, want 100", n)
+	}
+}
