@@ -89,7 +89,8 @@ type historyConfig struct {
 }
 
 // WithHistoryStore sets where the run history is kept. The default is a
-// NewMemoryHistory, or NewRedisHistory on the first client with WithRedis.
+// ring in this process's memory (WithHistorySize entries per job), or
+// NewRedisHistory on the first client with WithRedis.
 func WithHistoryStore(hs HistoryStore) Option {
 	return func(c *config) error {
 		c.saw("WithHistoryStore")
@@ -152,7 +153,7 @@ func (c *config) makeHistoryStore() HistoryStore {
 	if c.history.store != nil { // given, or made by WithRedis (redis.go)
 		return c.history.store
 	}
-	return NewMemoryHistory(size)
+	return newMemoryHistory(size)
 }
 
 // historyKeeps reports whether the history keeps events of kind (with skip

@@ -166,13 +166,13 @@ func (m *memEntry) copyOut() HistoryEntry {
 	return e
 }
 
-// NewMemoryHistory returns the embedded HistoryStore, the default without
+// newMemoryHistory returns the embedded HistoryStore, the default without
 // WithRedis: a ring of the latest perJob entries of each job (100 when
 // perJob < 1, see WithHistorySize), in this process's memory. An entry
 // takes 264 B, its Report included. Append never fails; the oldest
 // entry of a job goes when its ring is full. History copies the entries
 // out, so callers may keep and change them.
-func NewMemoryHistory(perJob int) HistoryStore {
+func newMemoryHistory(perJob int) HistoryStore {
 	if perJob < 1 {
 		perJob = defaultHistorySize
 	}

@@ -46,7 +46,7 @@ func TestMemoryHistoryRoundTripsEveryField(t *testing.T) {
 	}
 	for name, want := range cases {
 		t.Run(name, func(t *testing.T) {
-			h := NewMemoryHistory(3)
+			h := newMemoryHistory(3)
 			ctx := context.Background()
 			for range 4 { // wraps the ring
 				if err := h.Append(ctx, want); err != nil {

@@ -161,7 +161,7 @@ func (b *stuckStore) Append(ctx context.Context, e HistoryEntry) error {
 // full, runs still finish at once and succeed; each dropped entry is an
 // EventHistory wrapping ErrHistory, logged at warn.
 func TestHistoryFullQueueNeverSlowsRun(t *testing.T) {
-	store := &stuckStore{HistoryStore: NewMemoryHistory(100), release: make(chan struct{})}
+	store := &stuckStore{HistoryStore: newMemoryHistory(100), release: make(chan struct{})}
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	s, rec := newTest(t, WithHistoryStore(store), historyQueue(2), WithCallBudget(time.Hour),
@@ -213,7 +213,7 @@ type failStore struct{ HistoryStore }
 func (failStore) Append(context.Context, HistoryEntry) error { return errors.New("disk full") }
 
 func TestHistoryStoreErrorIsAnEventNotAFailedRun(t *testing.T) {
-	s, rec := newTest(t, WithHistoryStore(failStore{NewMemoryHistory(10)}))
+	s, rec := newTest(t, WithHistoryStore(failStore{newMemoryHistory(10)}))
 	if err := s.Register("j", "@hourly", JobFunc(func(context.Context) error { return nil })); err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +232,7 @@ func TestHistoryStoreErrorIsAnEventNotAFailedRun(t *testing.T) {
 // store that hangs holds Stop no longer than its context.
 func TestHistoryStopFlushesAndIsBounded(t *testing.T) {
 	t.Run("flush", func(t *testing.T) {
-		store := &stuckStore{HistoryStore: NewMemoryHistory(100), release: make(chan struct{})}
+		store := &stuckStore{HistoryStore: newMemoryHistory(100), release: make(chan struct{})}
 		s, _ := newTest(t, WithHistoryStore(store))
 		_ = s.Register("j", "@hourly", JobFunc(func(context.Context) error { return nil }))
 		for range 3 {
@@ -247,7 +247,7 @@ func TestHistoryStopFlushesAndIsBounded(t *testing.T) {
 		}
 	})
 	t.Run("bounded", func(t *testing.T) {
-		store := &stuckStore{HistoryStore: NewMemoryHistory(100), release: make(chan struct{})}
+		store := &stuckStore{HistoryStore: newMemoryHistory(100), release: make(chan struct{})}
 		s, _ := newTest(t, WithHistoryStore(store), WithCallBudget(time.Hour))
 		_ = s.Register("j", "@hourly", JobFunc(func(context.Context) error { return nil }))
 		for range 3 {

@@ -266,7 +266,7 @@ func New(opts ...Option) (*Scheduler, error) {
 		cfg.killSwitch = NewMemoryKillSwitch()
 	}
 	if cfg.checkpoints == nil {
-		cfg.checkpoints = NewMemoryCheckpoints()
+		cfg.checkpoints = newMemoryCheckpoints()
 	}
 	base, cancel := context.WithCancelCause(context.Background())
 	s := &Scheduler{
