@@ -3,7 +3,6 @@ package cronguard
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -26,13 +25,9 @@ const (
 	historyTextMax = 4096
 )
 
-// ErrHistory: the run history could not be written or read. A failed write
-// is an EventHistory, never a failed run.
-var ErrHistory = errors.New("cronguard: history store failed")
-
 // EventHistory is raised when a history entry could not be recorded: the
-// writer's queue was full or the store failed (see Err). The run itself is
-// not affected.
+// writer's queue was full or the store failed (Err wraps ErrBackend and
+// names the job). The run itself is not affected.
 const EventHistory EventKind = "history"
 
 // HistoryEntry is one thing the run history remembers about a job. Its

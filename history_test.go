@@ -159,7 +159,7 @@ func (b *stuckStore) Append(ctx context.Context, e HistoryEntry) error {
 
 // TestHistoryFullQueueNeverSlowsRun: with the store stuck and the queue
 // full, runs still finish at once and succeed; each dropped entry is an
-// EventHistory wrapping ErrHistory, logged at warn.
+// EventHistory wrapping ErrBackend, logged at warn.
 func TestHistoryFullQueueNeverSlowsRun(t *testing.T) {
 	store := &stuckStore{HistoryStore: newMemoryHistory(100), release: make(chan struct{})}
 	var logs bytes.Buffer
@@ -191,8 +191,8 @@ func TestHistoryFullQueueNeverSlowsRun(t *testing.T) {
 		t.Errorf("%d EventHistory for 10 runs, a writer stuck on 1 and a queue of 2; want 7", len(drops))
 	}
 	for _, ev := range drops {
-		if !errors.Is(ev.Err, ErrHistory) || ev.Job != "j" || !strings.Contains(ev.Err.Error(), "dropped") {
-			t.Errorf("EventHistory %+v: want ErrHistory naming job j", ev)
+		if !errors.Is(ev.Err, ErrBackend) || ev.Job != "j" || !strings.Contains(ev.Err.Error(), "dropped") {
+			t.Errorf("EventHistory %+v: want ErrBackend naming job j", ev)
 		}
 	}
 	logMu.Lock()
@@ -223,8 +223,8 @@ func TestHistoryStoreErrorIsAnEventNotAFailedRun(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "EventHistory", func() bool { return len(rec.kind(EventHistory)) == 1 })
 	ev := rec.kind(EventHistory)[0]
-	if !errors.Is(ev.Err, ErrHistory) || !strings.Contains(ev.Err.Error(), "disk full") || ev.Job != "j" {
-		t.Errorf("EventHistory = %+v (err %v); want ErrHistory with the store's error", ev, ev.Err)
+	if !errors.Is(ev.Err, ErrBackend) || !strings.Contains(ev.Err.Error(), "disk full") || !strings.Contains(ev.Err.Error(), `history: job "j"`) || ev.Job != "j" {
+		t.Errorf("EventHistory = %+v (err %v); want ErrBackend with the store's error", ev, ev.Err)
 	}
 }
 
