@@ -62,9 +62,6 @@ var (
 	// job name, or the name given with Flag); it would be stored or sent
 	// under another name.
 	ErrInvalidFlag = errors.New("cronguard: invalid flag name")
-	// ErrMissed: in the Err of an EventMissed, ticks of the spec that no
-	// instance claimed.
-	ErrMissed = errors.New("cronguard: ticks missed")
 	// ErrBackend: a store could not answer. The Locker, the tick claim, or
 	// the kill switch with no earlier answer: the run is skipped, and the
 	// SkipError's Cause says which store and why (a kill switch's names the

@@ -168,7 +168,8 @@ const (
 	// this instance fired and skipped before claiming (switched off,
 	// overlap, store down) are skips, reported as such, not missed; ticks
 	// that only other instances skipped that way, while this one was down,
-	// are counted as missed.
+	// are counted as missed. Err describes them in words, for logs; it wraps
+	// no sentinel (the Kind says what happened).
 	EventMissed EventKind = "missed"
 )
 
