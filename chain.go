@@ -344,8 +344,8 @@ func (r *run) holdLease(lease Lease, ttl time.Duration, next step) error {
 			r.s.release(ctx, lease) // an unreleased lock expires after ttl
 		}
 	}()
-	r.held.Context, r.held.lease = ctx, lease
-	return under(&r.held, r, next)
+	r.token.Store(lease.Token()) // Report.Token: what job code fences its writes with
+	return next(r)
 }
 
 // release gives lease up, within the call budget even when the run's

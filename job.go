@@ -120,6 +120,13 @@ type Report struct {
 	// Duplicates counts RunManually items whose Key an earlier item of the
 	// same call had: each key is processed once.
 	Duplicates int `json:"duplicates,omitempty"`
+
+	// Token is the fencing token of the run's lock (Lease.Token), 0 when
+	// the run held none (AllowOverlap, or skipped before the lock). It
+	// grows with each lock of the job, so a store that remembers the
+	// highest token it saw can refuse a stale holder's writes. A job reads
+	// it as Token of ReportFrom(ctx, nil).
+	Token int64 `json:"token,omitempty"`
 }
 
 // Outcome names how the run ended, from Err and More, for logs, metrics
