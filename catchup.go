@@ -90,6 +90,7 @@ func catchUpGuard(next step) step {
 // when that run's context ends.
 func (r *run) runCatchUp() {
 	cu := &run{s: r.s, e: r.e, job: r.job, trigger: TriggerCatchUp, tick: r.gapLast}
+	cu.token.Store(r.token.Load()) // under the tick's lock: its fencing token
 	cu.Context, cu.cancel = context.WithCancelCause(r.ctx)
 	defer cu.cancel(nil)
 	cu.finish(cu.runChain())

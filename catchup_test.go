@@ -36,9 +36,7 @@ type loggedRun struct {
 func (l *catchUpLog) Run(ctx context.Context) error {
 	run := runFrom(ctx)
 	r := loggedRun{trigger: run.trigger, tick: tickFrom(ctx)}
-	if lease := LeaseFrom(ctx); lease != nil {
-		r.token = lease.Token()
-	}
+	r.token = tokenFrom(ctx)
 	l.mu.Lock()
 	l.runs = append(l.runs, r)
 	l.mu.Unlock()

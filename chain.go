@@ -229,8 +229,9 @@ func (r *run) reportMissed(prev time.Time) time.Time {
 	if capped {
 		count = "at least " + count
 	}
-	ev := r.event(EventMissed, fmt.Errorf("%w: job %q: %s tick(s) from %s to %s, before tick %s (claim mark was %s)",
-		ErrMissed, r.job, count, fmtTick(first), fmtTick(last), fmtTick(r.tick), fmtTick(prev)))
+	// Err only describes them (for logs); no sentinel: the Kind says it.
+	ev := r.event(EventMissed, fmt.Errorf("cronguard: ticks missed: job %q: %s tick(s) from %s to %s, before tick %s (claim mark was %s)",
+		r.job, count, fmtTick(first), fmtTick(last), fmtTick(r.tick), fmtTick(prev)))
 	ev.Missed, ev.MissedCapped, ev.MissedFirst, ev.MissedLast = n, capped, first, last
 	r.s.emitEvent(&ev)
 	return last
@@ -343,8 +344,8 @@ func (r *run) holdLease(lease Lease, ttl time.Duration, next step) error {
 			r.s.release(ctx, lease) // an unreleased lock expires after ttl
 		}
 	}()
-	r.held.Context, r.held.lease = ctx, lease
-	return under(&r.held, r, next)
+	r.token.Store(lease.Token()) // Report.Token: what job code fences its writes with
+	return next(r)
 }
 
 // release gives lease up, within the call budget even when the run's

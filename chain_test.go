@@ -142,9 +142,9 @@ func TestOverlapQueueCoalesces(t *testing.T) {
 func TestOverlapAllow(t *testing.T) {
 	s, _ := newTest(t)
 	b := newBlocker()
-	var leases []Lease
+	var tokens []int64
 	_ = s.Register("j", "@every 1m", JobFunc(func(ctx context.Context) error {
-		leases = append(leases, LeaseFrom(ctx))
+		tokens = append(tokens, tokenFrom(ctx))
 		return b.Run(ctx)
 	}), AllowOverlap())
 	first := goAsync(func() Report { return tickAt(t, s, "j", t0) })
@@ -153,11 +153,11 @@ func TestOverlapAllow(t *testing.T) {
 	b.waitStarted(t) // both run at once
 	close(b.release)
 	for _, ch := range []<-chan Report{first, second} {
-		if r := recv(t, ch); r.Outcome() != "done" {
-			t.Fatalf("run: %+v", r)
+		if r := recv(t, ch); r.Outcome() != "done" || r.Token != 0 {
+			t.Fatalf("run: %+v; want done, with no lock's token", r)
 		}
 	}
-	if leases[0] != nil || leases[1] != nil {
+	if tokens[0] != 0 || tokens[1] != 0 {
 		t.Fatal("AllowOverlap runs took the run lock")
 	}
 	// Each tick still runs once.
@@ -198,7 +198,7 @@ func TestLockLostCancelsRun(t *testing.T) {
 	b := newBlocker()
 	var token int64
 	_ = s.Register("j", "@every 1m", JobFunc(func(ctx context.Context) error {
-		token = LeaseFrom(ctx).Token()
+		token = tokenFrom(ctx)
 		return b.Run(ctx)
 	}), LockTTL(150*time.Millisecond))
 	run := goAsync(func() Report { return tickAt(t, s, "j", t0) })
@@ -211,8 +211,8 @@ func TestLockLostCancelsRun(t *testing.T) {
 	if _, ok := rec.find(EventLockLost); !ok {
 		t.Fatal("no lock_lost event")
 	}
-	if token != 1 {
-		t.Fatalf("first lease token = %d, want 1", token)
+	if token != 1 || rep.Token != 1 {
+		t.Fatalf("first lease token = %d in the job, %d in the report; want 1", token, rep.Token)
 	}
 	// The lock is free again and the fencing token grows.
 	_ = s.Register("k", "@every 1m", JobFunc(func(context.Context) error { return nil }))

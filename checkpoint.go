@@ -27,9 +27,9 @@ type memoryCheckpoints struct {
 	cursors map[string]string
 }
 
-// NewMemoryCheckpoints returns an empty in-memory CheckpointStore, the
+// newMemoryCheckpoints returns an empty in-memory CheckpointStore, the
 // default without WithRedis: cursors live as long as the process.
-func NewMemoryCheckpoints() CheckpointStore {
+func newMemoryCheckpoints() CheckpointStore {
 	return &memoryCheckpoints{cursors: map[string]string{}}
 }
 

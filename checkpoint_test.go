@@ -48,11 +48,11 @@ type cpStore struct {
 	load func(t *testing.T, job string) string
 }
 
-// forEachCheckpointStore runs test on NewMemoryCheckpoints and on
+// forEachCheckpointStore runs test on newMemoryCheckpoints and on
 // NewRedisCheckpoints over a real redis-server.
 func forEachCheckpointStore(t *testing.T, test func(t *testing.T, cs cpStore)) {
 	t.Run("memory", func(t *testing.T) {
-		mem := NewMemoryCheckpoints()
+		mem := newMemoryCheckpoints()
 		test(t, cpStore{
 			opts: func() []Option { return []Option{WithCheckpointStore(mem)} },
 			load: func(t *testing.T, job string) string {

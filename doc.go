@@ -61,6 +61,6 @@
 // A job's context is canceled when its lock is lost, but code that ignores
 // its context keeps running: a lock can only ask. Redis locks are leases, not
 // consensus: after a long GC pause or a network partition two holders can
-// overlap briefly; use the fencing token (LeaseFrom(ctx).Token()) where a
+// overlap briefly; use the fencing token (Report.Token, from ReportFrom) where a
 // downstream store can check it.
 package cronguard

@@ -58,18 +58,15 @@ var (
 	// not a FlippableKillSwitch, or its SetEnabled returned this error to
 	// say where the flag is flipped (Unleash: in Unleash itself).
 	ErrNotFlippable = errors.New("cronguard: kill switch cannot be flipped here")
-	// ErrFlagUnavailable: the kill switch store could not answer and no
-	// earlier answer was known, so the job does not run.
-	ErrFlagUnavailable = errors.New("cronguard: kill switch unavailable")
 	// ErrInvalidFlag: a kill switch flag name that is not valid UTF-8 (the
 	// job name, or the name given with Flag); it would be stored or sent
 	// under another name.
 	ErrInvalidFlag = errors.New("cronguard: invalid flag name")
-	// ErrMissed: in the Err of an EventMissed, ticks of the spec that no
-	// instance claimed.
-	ErrMissed = errors.New("cronguard: ticks missed")
-	// ErrBackend: a store (the Locker, or the kill switch with no earlier
-	// answer) could not answer; the run is skipped. The SkipError's Cause
-	// says which and why.
+	// ErrBackend: a store could not answer. The Locker, the tick claim, or
+	// the kill switch with no earlier answer: the run is skipped, and the
+	// SkipError's Cause says which store and why (a kill switch's names the
+	// job and the flag; JobInfo.EnabledErr carries the same). The history
+	// store: a failed or dropped write is an EventHistory naming the job,
+	// never a failed run, and a failed read is History's error.
 	ErrBackend = errors.New("cronguard: store unavailable")
 )

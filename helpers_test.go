@@ -103,6 +103,13 @@ func stopSched(t testing.TB, s *Scheduler) {
 	}
 }
 
+// tokenFrom is how job code reads its run lock's fencing token: Token of
+// ReportFrom(ctx, nil), 0 without a lock.
+func tokenFrom(ctx context.Context) int64 {
+	r, _ := ReportFrom(ctx, nil)
+	return r.Token
+}
+
 // tickAt runs job name through the scheduled guard chain as if cron fired it
 // at tick: the suite never waits for real cron minutes.
 func tickAt(t *testing.T, s *Scheduler, name string, tick time.Time) Report {

@@ -3,7 +3,6 @@ package cronguard
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -15,7 +14,7 @@ const (
 	// API returns 100 entries unless asked (at most 1,000), the dashboard
 	// charts the newest 100 runs, the CLI prints 20 and the jobs list looks
 	// for the last run among 20. In memory a full ring of 100 is about
-	// 26 KB a job (an entry is 264 B with its Report); with 1,000 it
+	// 27 KB a job (an entry is 272 B with its Report); with 1,000 it
 	// was 0.5 MB a job, and the garbage collector scanned all of it at every
 	// cycle, a fifth of a no-op run's CPU.
 	defaultHistorySize = 100
@@ -26,13 +25,9 @@ const (
 	historyTextMax = 4096
 )
 
-// ErrHistory: the run history could not be written or read. A failed write
-// is an EventHistory, never a failed run.
-var ErrHistory = errors.New("cronguard: history store failed")
-
 // EventHistory is raised when a history entry could not be recorded: the
-// writer's queue was full or the store failed (see Err). The run itself is
-// not affected.
+// writer's queue was full or the store failed (Err wraps ErrBackend and
+// names the job). The run itself is not affected.
 const EventHistory EventKind = "history"
 
 // HistoryEntry is one thing the run history remembers about a job. Its
@@ -89,7 +84,8 @@ type historyConfig struct {
 }
 
 // WithHistoryStore sets where the run history is kept. The default is a
-// NewMemoryHistory, or NewRedisHistory on the first client with WithRedis.
+// ring in this process's memory (WithHistorySize entries per job), or
+// NewRedisHistory on the first client with WithRedis.
 func WithHistoryStore(hs HistoryStore) Option {
 	return func(c *config) error {
 		c.saw("WithHistoryStore")
@@ -104,7 +100,7 @@ func WithHistoryStore(hs HistoryStore) Option {
 // WithHistorySize sets how many history entries the default stores keep per
 // job (default 100, what the admin API, the dashboard's chart and the CLI
 // show): the memory ring's size, the Redis stream's MAXLEN. In memory a
-// full ring costs 264 B an entry, its Report included: 26 KB a job
+// full ring costs 272 B an entry, its Report included: 27 KB a job
 // at the default, 0.3 MB at 1,000.
 func WithHistorySize(n int) Option {
 	return func(c *config) error {
@@ -152,7 +148,7 @@ func (c *config) makeHistoryStore() HistoryStore {
 	if c.history.store != nil { // given, or made by WithRedis (redis.go)
 		return c.history.store
 	}
-	return NewMemoryHistory(size)
+	return newMemoryHistory(size)
 }
 
 // historyKeeps reports whether the history keeps events of kind (with skip

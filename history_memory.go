@@ -36,7 +36,7 @@ type historyRing struct {
 	seq    uint64
 }
 
-// historyChunk is how many slots a ring takes at a time (16 × 264 B): a
+// historyChunk is how many slots a ring takes at a time (16 × 272 B): a
 // job that has run once holds one chunk, about 5 KB.
 const historyChunk = 16
 
@@ -53,7 +53,7 @@ func (r *historyRing) slot(i, size int) *memEntry {
 	return &r.chunks[c][i%historyChunk]
 }
 
-// memEntry is how the ring keeps one entry: 264 bytes, with no pointer to
+// memEntry is how the ring keeps one entry: 272 bytes, with no pointer to
 // an object of its own in the common case, which the garbage collector
 // scans at every cycle. Runs (with or without an error) and skips are
 // compact: the entry's ID is its sequence number (formatted when read), a
@@ -166,13 +166,13 @@ func (m *memEntry) copyOut() HistoryEntry {
 	return e
 }
 
-// NewMemoryHistory returns the embedded HistoryStore, the default without
+// newMemoryHistory returns the embedded HistoryStore, the default without
 // WithRedis: a ring of the latest perJob entries of each job (100 when
 // perJob < 1, see WithHistorySize), in this process's memory. An entry
-// takes 264 B, its Report included. Append never fails; the oldest
+// takes 272 B, its Report included. Append never fails; the oldest
 // entry of a job goes when its ring is full. History copies the entries
 // out, so callers may keep and change them.
-func NewMemoryHistory(perJob int) HistoryStore {
+func newMemoryHistory(perJob int) HistoryStore {
 	if perJob < 1 {
 		perJob = defaultHistorySize
 	}

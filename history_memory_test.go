@@ -46,7 +46,7 @@ func TestMemoryHistoryRoundTripsEveryField(t *testing.T) {
 	}
 	for name, want := range cases {
 		t.Run(name, func(t *testing.T) {
-			h := NewMemoryHistory(3)
+			h := newMemoryHistory(3)
 			ctx := context.Background()
 			for range 4 { // wraps the ring
 				if err := h.Append(ctx, want); err != nil {
@@ -130,7 +130,7 @@ func TestMemoryHistoryHeapPerRun(t *testing.T) {
 	per := float64(liveHeap()-before) / (runs - 1)
 	runtime.KeepAlive(s)
 	t.Logf("%.0f B of live heap per run kept in the history", per)
-	// 264 B a slot, and the ring's chunks.
+	// 272 B a slot, and the ring's chunks.
 	if per > 340 {
 		t.Errorf("%.0f B per run kept in the history, want at most 340", per)
 	}

@@ -42,7 +42,7 @@ const historySkipMemory = 24 * time.Hour
 // Entries are read defensively: an entry that is not what Append writes
 // (edited by hand, another program) comes back as an unreadable entry
 // whose Error says why, cut to a bounded length; a key of the wrong type is
-// an error wrapping ErrHistory.
+// an error wrapping ErrBackend.
 type redisHistory struct {
 	rdb    redis.UniversalClient
 	prefix string
@@ -58,7 +58,7 @@ type redisHistory struct {
 // nil client or option, or an option that does not concern the history, is
 // an error wrapping ErrInvalidOption that names it. Entries it cannot read
 // come back unreadable (Kind "") with a bounded Error; a key of the wrong
-// type is an error wrapping ErrHistory.
+// type is an error wrapping ErrBackend.
 func NewRedisHistory(rdb redis.UniversalClient, opts ...Option) (HistoryStore, error) {
 	cfg, err := backendConfig(forHistory, rdb, opts)
 	if err != nil {
@@ -185,7 +185,7 @@ func (r *redisHistory) History(ctx context.Context, job string, limit int) ([]Hi
 	key := r.key(job)
 	msgs, err := r.rdb.XRevRangeN(ctx, key, "+", "-", int64(max(limit, 1))).Result()
 	if err != nil {
-		return nil, fmt.Errorf("%w: read stream %s: %s", ErrHistory, clip(key), clip(err.Error()))
+		return nil, fmt.Errorf("%w: history: read stream %s: %s", ErrBackend, clip(key), clip(err.Error()))
 	}
 	out := make([]HistoryEntry, 0, len(msgs))
 	for _, m := range msgs {

@@ -194,16 +194,16 @@ func TestRedisHistoryGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = s.History(ctx, "j", 10)
-	if !errors.Is(err, ErrHistory) || len(err.Error()) > 600 || !strings.Contains(err.Error(), "WRONGTYPE") {
-		t.Errorf("History on a string key: %v; want a bounded ErrHistory saying WRONGTYPE", err)
+	if !errors.Is(err, ErrBackend) || len(err.Error()) > 600 || !strings.Contains(err.Error(), "WRONGTYPE") {
+		t.Errorf("History on a string key: %v; want a bounded ErrBackend saying WRONGTYPE", err)
 	}
 	rep, err := s.RunManually(ctx, "j")
 	if err != nil || rep.Outcome() != "done" {
 		t.Fatalf("run with the history key broken = %v, %v; want done", rep, err)
 	}
 	waitFor(t, 5*time.Second, "EventHistory", func() bool { return len(rec.kind(EventHistory)) > 0 })
-	if ev := rec.kind(EventHistory)[0]; !errors.Is(ev.Err, ErrHistory) || !strings.Contains(ev.Err.Error(), "WRONGTYPE") {
-		t.Errorf("EventHistory = %v; want ErrHistory with WRONGTYPE", ev.Err)
+	if ev := rec.kind(EventHistory)[0]; !errors.Is(ev.Err, ErrBackend) || !strings.Contains(ev.Err.Error(), "WRONGTYPE") {
+		t.Errorf("EventHistory = %v; want ErrBackend with WRONGTYPE", ev.Err)
 	}
 }
 

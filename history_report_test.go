@@ -34,8 +34,8 @@ func TestHistoryKeepsEachRunsReport(t *testing.T) {
 	for i, e := range h { // newest first
 		r := e.Report
 		k := 2 - i
-		if r == nil || !r.Tick.Equal(t0.Add(time.Duration(k)*time.Minute)) || r.Job != "j" || r.Processed != 0 {
-			t.Errorf("entry %d: report %+v, want the run of tick %d, untouched", i, r, k)
+		if r == nil || !r.Tick.Equal(t0.Add(time.Duration(k)*time.Minute)) || r.Job != "j" || r.Processed != 0 || r.Token != int64(k+1) {
+			t.Errorf("entry %d: report %+v, want the run of tick %d, untouched, with its lock's token %d", i, r, k, k+1)
 		}
 	}
 	if r := h[1].Report; r.Outcome() != "error" || len(r.Err.Error()) > historyTextMax+64 || errors.Is(r.Err, reps[1].Err) {

@@ -159,9 +159,9 @@ func (b *stuckStore) Append(ctx context.Context, e HistoryEntry) error {
 
 // TestHistoryFullQueueNeverSlowsRun: with the store stuck and the queue
 // full, runs still finish at once and succeed; each dropped entry is an
-// EventHistory wrapping ErrHistory, logged at warn.
+// EventHistory wrapping ErrBackend, logged at warn.
 func TestHistoryFullQueueNeverSlowsRun(t *testing.T) {
-	store := &stuckStore{HistoryStore: NewMemoryHistory(100), release: make(chan struct{})}
+	store := &stuckStore{HistoryStore: newMemoryHistory(100), release: make(chan struct{})}
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	s, rec := newTest(t, WithHistoryStore(store), historyQueue(2), WithCallBudget(time.Hour),
@@ -191,8 +191,8 @@ func TestHistoryFullQueueNeverSlowsRun(t *testing.T) {
 		t.Errorf("%d EventHistory for 10 runs, a writer stuck on 1 and a queue of 2; want 7", len(drops))
 	}
 	for _, ev := range drops {
-		if !errors.Is(ev.Err, ErrHistory) || ev.Job != "j" || !strings.Contains(ev.Err.Error(), "dropped") {
-			t.Errorf("EventHistory %+v: want ErrHistory naming job j", ev)
+		if !errors.Is(ev.Err, ErrBackend) || ev.Job != "j" || !strings.Contains(ev.Err.Error(), "dropped") {
+			t.Errorf("EventHistory %+v: want ErrBackend naming job j", ev)
 		}
 	}
 	logMu.Lock()
@@ -213,7 +213,7 @@ type failStore struct{ HistoryStore }
 func (failStore) Append(context.Context, HistoryEntry) error { return errors.New("disk full") }
 
 func TestHistoryStoreErrorIsAnEventNotAFailedRun(t *testing.T) {
-	s, rec := newTest(t, WithHistoryStore(failStore{NewMemoryHistory(10)}))
+	s, rec := newTest(t, WithHistoryStore(failStore{newMemoryHistory(10)}))
 	if err := s.Register("j", "@hourly", JobFunc(func(context.Context) error { return nil })); err != nil {
 		t.Fatal(err)
 	}
@@ -223,8 +223,8 @@ func TestHistoryStoreErrorIsAnEventNotAFailedRun(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "EventHistory", func() bool { return len(rec.kind(EventHistory)) == 1 })
 	ev := rec.kind(EventHistory)[0]
-	if !errors.Is(ev.Err, ErrHistory) || !strings.Contains(ev.Err.Error(), "disk full") || ev.Job != "j" {
-		t.Errorf("EventHistory = %+v (err %v); want ErrHistory with the store's error", ev, ev.Err)
+	if !errors.Is(ev.Err, ErrBackend) || !strings.Contains(ev.Err.Error(), "disk full") || !strings.Contains(ev.Err.Error(), `history: job "j"`) || ev.Job != "j" {
+		t.Errorf("EventHistory = %+v (err %v); want ErrBackend with the store's error", ev, ev.Err)
 	}
 }
 
@@ -232,7 +232,7 @@ func TestHistoryStoreErrorIsAnEventNotAFailedRun(t *testing.T) {
 // store that hangs holds Stop no longer than its context.
 func TestHistoryStopFlushesAndIsBounded(t *testing.T) {
 	t.Run("flush", func(t *testing.T) {
-		store := &stuckStore{HistoryStore: NewMemoryHistory(100), release: make(chan struct{})}
+		store := &stuckStore{HistoryStore: newMemoryHistory(100), release: make(chan struct{})}
 		s, _ := newTest(t, WithHistoryStore(store))
 		_ = s.Register("j", "@hourly", JobFunc(func(context.Context) error { return nil }))
 		for range 3 {
@@ -247,7 +247,7 @@ func TestHistoryStopFlushesAndIsBounded(t *testing.T) {
 		}
 	})
 	t.Run("bounded", func(t *testing.T) {
-		store := &stuckStore{HistoryStore: NewMemoryHistory(100), release: make(chan struct{})}
+		store := &stuckStore{HistoryStore: newMemoryHistory(100), release: make(chan struct{})}
 		s, _ := newTest(t, WithHistoryStore(store), WithCallBudget(time.Hour))
 		_ = s.Register("j", "@hourly", JobFunc(func(context.Context) error { return nil }))
 		for range 3 {

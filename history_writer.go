@@ -57,8 +57,8 @@ func (h *historyRecorder) record(s *Scheduler, e *HistoryEntry) {
 // dropped raises the EventHistory of an entry the full queue dropped.
 func (h *historyRecorder) dropped(s *Scheduler, e *HistoryEntry) {
 	s.emit(Event{Kind: EventHistory, Job: e.Job, Trigger: e.Trigger, Tick: e.Tick,
-		Err: fmt.Errorf("%w: job %q: %s entry dropped: %d entries already wait for the writer",
-			ErrHistory, e.Job, e.Kind, cap(h.queue))})
+		Err: fmt.Errorf("%w: history: job %q: %s entry dropped: %d entries already wait for the writer",
+			ErrBackend, e.Job, e.Kind, cap(h.queue))})
 }
 
 // appendNow appends e on the caller's goroutine when the store is a
@@ -161,7 +161,7 @@ func (h *historyRecorder) writeBatch(s *Scheduler, b batchAppender, batch []Hist
 		if err != nil {
 			e := &batch[i]
 			s.emit(Event{Kind: EventHistory, Job: e.Job, Trigger: e.Trigger, Tick: e.Tick,
-				Err: fmt.Errorf("%w: job %q: %s entry not recorded: %w", ErrHistory, e.Job, e.Kind, err)})
+				Err: fmt.Errorf("%w: history: job %q: %s entry not recorded: %w", ErrBackend, e.Job, e.Kind, err)})
 		}
 	}
 	clear(batch) // drop the Reports it points to
@@ -173,7 +173,7 @@ func (h *historyRecorder) write(ctx context.Context, s *Scheduler, store History
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.budget)
 	defer cancel()
 	if err := store.Append(ctx, e); err != nil {
-		return fmt.Errorf("%w: job %q: %s entry not recorded: %w", ErrHistory, e.Job, e.Kind, err)
+		return fmt.Errorf("%w: history: job %q: %s entry not recorded: %w", ErrBackend, e.Job, e.Kind, err)
 	}
 	return nil
 }

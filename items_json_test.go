@@ -93,20 +93,21 @@ func TestRunManuallyRawJSONBatch(t *testing.T) {
 }
 
 func TestReportJSONRoundTrip(t *testing.T) {
-	in := Report{Job: "j", Trigger: TriggerManual, By: "alice", Instance: "i1", Processed: 3,
+	in := Report{Job: "j", Trigger: TriggerManual, By: "alice", Instance: "i1", Processed: 3, Token: 42,
 		Err: errors.New("smtp: 550 mailbox full")}
 	b, err := json.Marshal(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(b), `"error":"smtp: 550 mailbox full"`) || !strings.Contains(string(b), `"by":"alice"`) {
-		t.Errorf("JSON %s: want the error text and by", b)
+	if !strings.Contains(string(b), `"error":"smtp: 550 mailbox full"`) || !strings.Contains(string(b), `"by":"alice"`) ||
+		!strings.Contains(string(b), `"token":42`) {
+		t.Errorf("JSON %s: want the error text, by and the token", b)
 	}
 	var out Report
 	if err := json.Unmarshal(b, &out); err != nil {
 		t.Fatal(err)
 	}
-	if out.Err == nil || out.Err.Error() != in.Err.Error() || out.By != "alice" || out.Processed != 3 || out.Outcome() != "error" {
+	if out.Err == nil || out.Err.Error() != in.Err.Error() || out.By != "alice" || out.Processed != 3 || out.Token != 42 || out.Outcome() != "error" {
 		t.Errorf("round trip: %+v; want %+v", out, in)
 	}
 	b, _ = json.Marshal(Report{Job: "ok"})

@@ -120,6 +120,13 @@ type Report struct {
 	// Duplicates counts RunManually items whose Key an earlier item of the
 	// same call had: each key is processed once.
 	Duplicates int `json:"duplicates,omitempty"`
+
+	// Token is the fencing token of the run's lock (Lease.Token), 0 when
+	// the run held none (AllowOverlap, or skipped before the lock). It
+	// grows with each lock of the job, so a store that remembers the
+	// highest token it saw can refuse a stale holder's writes. A job reads
+	// it as Token of ReportFrom(ctx, nil).
+	Token int64 `json:"token,omitempty"`
 }
 
 // Outcome names how the run ended, from Err and More, for logs, metrics
@@ -168,7 +175,8 @@ const (
 	// this instance fired and skipped before claiming (switched off,
 	// overlap, store down) are skips, reported as such, not missed; ticks
 	// that only other instances skipped that way, while this one was down,
-	// are counted as missed.
+	// are counted as missed. Err describes them in words, for logs; it wraps
+	// no sentinel (the Kind says what happened).
 	EventMissed EventKind = "missed"
 )
 

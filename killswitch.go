@@ -140,24 +140,31 @@ func (s *Scheduler) ask(ctx context.Context, flag string) flagAnswer {
 
 // enabled is the kill switch check of a run: ask, plus an EventFlag for
 // each answer the switch could not give cleanly. With no answer and none
-// known it returns an error wrapping ErrFlagUnavailable (unless
-// WithFailOpen): the job does not run.
-func (s *Scheduler) enabled(ctx context.Context, flag string) (bool, error) {
+// known it returns an error wrapping ErrBackend that names the job and the
+// flag (unless WithFailOpen): the job does not run.
+func (s *Scheduler) enabled(ctx context.Context, job, flag string) (bool, error) {
 	a := s.flagEvent(ctx, flag)
 	if a.unavailable && !a.on {
-		return false, fmt.Errorf("%w: flag %q, no earlier answer: %w", ErrFlagUnavailable, flag, a.err)
+		return false, flagUnavailable(job, flag, a.err)
 	}
 	return a.on, nil
+}
+
+// flagUnavailable is the error of a kill switch that could not answer with
+// no earlier answer known: ErrBackend, naming the store, the job and the
+// flag.
+func flagUnavailable(job, flag string, err error) error {
+	return fmt.Errorf("%w: kill switch: job %q, flag %q, no earlier answer: %w", ErrBackend, job, flag, err)
 }
 
 // flagInfo is the kill switch check of JobInfo: the value the next run would
 // act on, and the switch's error even when the fail policy supplied the
 // value, so a dashboard shows it.
-func (s *Scheduler) flagInfo(ctx context.Context, flag string) (bool, error) {
+func (s *Scheduler) flagInfo(ctx context.Context, job, flag string) (bool, error) {
 	a := s.flagEvent(ctx, flag)
 	switch {
 	case a.unavailable && !a.on:
-		return false, fmt.Errorf("%w: flag %q, no earlier answer: %w", ErrFlagUnavailable, flag, a.err)
+		return false, flagUnavailable(job, flag, a.err)
 	case a.err != nil:
 		return a.on, fmt.Errorf("flag %q: %w", flag, a.err)
 	}
@@ -202,7 +209,7 @@ func killSwitchGuard(next step) step {
 // re-check of a queued run (overlapGuard) and of the tick after a catch-up
 // run (catchUpGuard).
 func (r *run) switchedOff() error {
-	on, err := r.s.enabled(r.ctx, r.e.cfg.flag)
+	on, err := r.s.enabled(r.ctx, r.job, r.e.cfg.flag)
 	if err != nil {
 		return skip(r, ErrBackend, err, "")
 	}
@@ -220,9 +227,9 @@ func (r *run) checkKill(ctx context.Context, n int) error {
 	if r.s == nil || r.trigger != TriggerSchedule {
 		return nil
 	}
-	on, err := r.s.enabled(ctx, r.e.cfg.flag)
+	on, err := r.s.enabled(ctx, r.job, r.e.cfg.flag)
 	if err != nil {
-		return fmt.Errorf("cronguard: job %q: before batch %d: %w", r.job, n, err)
+		return fmt.Errorf("cronguard: before batch %d: %w", n, err)
 	}
 	if !on {
 		return fmt.Errorf("%w: job %q: flag %q went off before batch %d", ErrKilled, r.job, r.e.cfg.flag, n)

@@ -37,7 +37,8 @@ var errStoreDown = errors.New("store down")
 
 // Fail closed, without Redis: a switch that always errors and was never
 // answered for keeps the job from running, raises an EventFlag, and says
-// ErrFlagUnavailable (in the report and in JobInfo).
+// ErrBackend (in the report and in JobInfo), naming the kill switch, the
+// job and the flag.
 func TestFailClosedWithoutAnswer(t *testing.T) {
 	ks := &scriptedSwitch{err: errStoreDown}
 	s, rec := newTest(t, WithKillSwitch(ks))
@@ -46,15 +47,18 @@ func TestFailClosedWithoutAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := tickAt(t, s, "emails", t0)
-	if ran != 0 || skipOf(rep) != "backend" || !errors.Is(rep.Err, ErrFlagUnavailable) || !errors.Is(rep.Err, errStoreDown) {
-		t.Fatalf("report = %v, ran %d; want skipped, ErrFlagUnavailable", rep, ran)
+	if ran != 0 || skipOf(rep) != "backend" || !errors.Is(rep.Err, ErrBackend) || !errors.Is(rep.Err, errStoreDown) {
+		t.Fatalf("report = %v, ran %d; want skipped, ErrBackend", rep, ran)
+	}
+	if msg := rep.Err.Error(); !strings.Contains(msg, `kill switch: job "emails", flag "emails"`) {
+		t.Errorf("report error %q: want the store, the job and the flag named", msg)
 	}
 	ev, ok := rec.find(EventFlag)
 	if !ok || ev.Enabled || !errors.Is(ev.Err, errStoreDown) || ev.Job != "emails" {
 		t.Fatalf("EventFlag = %+v, %v", ev, ok)
 	}
 	info, err := s.Job("emails")
-	if err != nil || info.Enabled || !errors.Is(info.EnabledErr, ErrFlagUnavailable) {
+	if err != nil || info.Enabled || !errors.Is(info.EnabledErr, ErrBackend) || !strings.Contains(info.EnabledErr.Error(), `job "emails"`) {
 		t.Fatalf("JobInfo = %+v, %v", info, err)
 	}
 }

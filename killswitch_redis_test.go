@@ -319,7 +319,7 @@ func TestRedisKillSwitchRedisDownAtStart(t *testing.T) {
 		}
 	}
 	rep := tickAt(t, s, "emails", t0)
-	if skipOf(rep) != "backend" || !errors.Is(rep.Err, ErrFlagUnavailable) {
+	if skipOf(rep) != "backend" || !errors.Is(rep.Err, ErrBackend) {
 		t.Fatalf("fail closed: report = %v", rep)
 	}
 	if ev, ok := rec.find(EventFlag); !ok || ev.Enabled {

@@ -58,8 +58,8 @@ type Claim struct {
 }
 
 // Lease is a held run lock. The Scheduler extends it every ttl/3 while the
-// job runs and releases it when the run ends; job code gets it through
-// LeaseFrom to read the fencing token.
+// job runs and releases it when the run ends; job code reads its fencing
+// token as Report.Token (ReportFrom(ctx, nil)).
 type Lease interface {
 	// Token is a fencing token: it grows with every acquisition of the job's
 	// lock, so a store that records the highest token it has seen can reject
@@ -70,31 +70,6 @@ type Lease interface {
 	Extend(ctx context.Context, ttl time.Duration) error
 	// Release gives the lock up if this lease still holds it.
 	Release(ctx context.Context) error
-}
-
-type leaseKey struct{}
-
-// LeaseFrom returns the run lock held by the run of ctx, or nil outside a
-// locked run (for example AllowOverlap).
-func LeaseFrom(ctx context.Context) Lease {
-	l, _ := ctx.Value(leaseKey{}).(Lease)
-	return l
-}
-
-// leaseCtx is the context below a run lock: it answers leaseKey with the
-// lease. It lives in the run (run.held), so taking a lock allocates no
-// context.
-type leaseCtx struct {
-	context.Context
-	lease Lease
-}
-
-// Value implements context.Context.
-func (c *leaseCtx) Value(key any) any {
-	if _, ok := key.(leaseKey); ok {
-		return c.lease
-	}
-	return c.Context.Value(key)
 }
 
 // watchdog extends a lease every ttl/3 while a run goes. When an extension

@@ -62,7 +62,7 @@ func newRunLog() *runLog {
 // sleeps d.
 func (l *runLog) job(name, id string, d func() time.Duration) Job {
 	return JobFunc(func(ctx context.Context) error {
-		l.record(name, id, tickFrom(ctx), LeaseFrom(ctx))
+		l.record(name, id, tickFrom(ctx), tokenFrom(ctx))
 		select {
 		case <-time.After(d()):
 			return nil
@@ -72,7 +72,7 @@ func (l *runLog) job(name, id string, d func() time.Duration) Job {
 	})
 }
 
-func (l *runLog) record(name, id string, tick time.Time, lease Lease) {
+func (l *runLog) record(name, id string, tick time.Time, token int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.runs[name] == nil {
@@ -80,8 +80,8 @@ func (l *runLog) record(name, id string, tick time.Time, lease Lease) {
 	}
 	k := fmtTick(tick)
 	l.runs[name][k] = append(l.runs[name][k], id)
-	if lease != nil {
-		l.toks[name][k] = append(l.toks[name][k], lease.Token())
+	if token != 0 {
+		l.toks[name][k] = append(l.toks[name][k], token)
 	}
 }
 

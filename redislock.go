@@ -175,8 +175,8 @@ type redisStore struct {
 //
 // # Fencing token
 //
-// Lease.Token (LeaseFrom(ctx).Token() in job code) is issued in the same
-// round trip as the lock, by the same server-side script: INCR of the
+// Lease.Token (Report.Token in job code: ReportFrom(ctx, nil)) is issued
+// in the same round trip as the lock, by the same server-side script: INCR of the
 // job's fence key, exact in 64 bits (Lua numbers are doubles: the script
 // never computes with the counter, it returns it as a string), raised to
 // the Redis server's clock in microseconds when that is larger. On one

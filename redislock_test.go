@@ -129,8 +129,8 @@ func (l *tickLog) job(id string, d time.Duration) Job {
 		l.mu.Lock()
 		tick := fmtTick(tickFrom(ctx))
 		l.runs[tick] = append(l.runs[tick], id)
-		if lease := LeaseFrom(ctx); lease != nil {
-			l.toks = append(l.toks, lease.Token())
+		if tok := tokenFrom(ctx); tok != 0 {
+			l.toks = append(l.toks, tok)
 		}
 		l.mu.Unlock()
 		time.Sleep(d)
@@ -594,7 +594,7 @@ func TestRedisLongJobKeepsItsLease(t *testing.T) {
 		defer active.Add(-1)
 		starts.Add(1)
 		if long.CompareAndSwap(false, true) {
-			longStarted <- LeaseFrom(ctx).Token()
+			longStarted <- tokenFrom(ctx)
 			select {
 			case <-time.After(5 * time.Second):
 			case <-ctx.Done():
@@ -1127,7 +1127,7 @@ func TestRedisLockHolderProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	job := JobFunc(func(ctx context.Context) error {
-		fmt.Printf("holding %d\n", LeaseFrom(ctx).Token())
+		fmt.Printf("holding %d\n", tokenFrom(ctx))
 		<-ctx.Done()
 		return ctx.Err()
 	})

@@ -297,7 +297,7 @@ func newEndingJob() *endingJob {
 
 func (j *endingJob) job() Job {
 	return JobFunc(func(ctx context.Context) error {
-		j.started <- LeaseFrom(ctx).Token()
+		j.started <- tokenFrom(ctx)
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Minute):
@@ -363,11 +363,11 @@ func TestRedisSentinelFailoverBeforeReplication(t *testing.T) {
 	holdEnded := make(chan runEnd, 1)
 	hold := func(id string) Job {
 		return JobFunc(func(ctx context.Context) error {
-			log.record("hold", id, tickFrom(ctx), LeaseFrom(ctx))
+			log.record("hold", id, tickFrom(ctx), tokenFrom(ctx))
 			if tickFrom(ctx).IsZero() {
 				return nil // a manual run ends at once
 			}
-			holdStarted <- LeaseFrom(ctx).Token()
+			holdStarted <- tokenFrom(ctx)
 			<-ctx.Done()
 			holdEnded <- runEnd{time.Now(), context.Cause(ctx)}
 			return context.Cause(ctx)

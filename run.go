@@ -56,7 +56,7 @@ type run struct {
 	prev, next *run  // in its shard of Scheduler.runs
 	shard      uint8 // of Scheduler.runs
 
-	held leaseCtx // the context below the run lock, with its lease (holdLease)
+	token atomic.Int64 // the run lock's fencing token (Report.Token); set by holdLease, read by ReportFrom
 
 	// gapPrev and gapLast: the claim of a CatchUp job's tick found missed
 	// ticks after the mark gapPrev, the last being gapLast (catchup.go).
@@ -266,7 +266,7 @@ func (r *run) report(err error) Report {
 func (r *run) fillReport(rep *Report, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	*rep = Report{Job: r.job, Trigger: r.trigger, Tick: r.tick, By: r.by, Start: r.start, Err: err}
+	*rep = Report{Job: r.job, Trigger: r.trigger, Tick: r.tick, By: r.by, Start: r.start, Err: err, Token: r.token.Load()}
 	if r.s != nil {
 		rep.Instance = r.s.cfg.instance
 	}
@@ -372,7 +372,8 @@ func (s *Scheduler) untrack(e *entry) {
 // the Report of the run of ctx as it stands, given the error the rest of
 // the chain returned — the Report the Scheduler is about to emit, with the
 // job's name, trigger, tick, instance, batches, items and why it stopped or
-// was skipped. ok is false outside a run.
+// was skipped. ok is false outside a run. A job reads its run lock's
+// fencing token as Token of ReportFrom(ctx, nil).
 func ReportFrom(ctx context.Context, err error) (r Report, ok bool) {
 	run, ok := ctx.Value(runKey{}).(*run)
 	if !ok {

@@ -266,7 +266,7 @@ func New(opts ...Option) (*Scheduler, error) {
 		cfg.killSwitch = NewMemoryKillSwitch()
 	}
 	if cfg.checkpoints == nil {
-		cfg.checkpoints = NewMemoryCheckpoints()
+		cfg.checkpoints = newMemoryCheckpoints()
 	}
 	base, cancel := context.WithCancelCause(context.Background())
 	s := &Scheduler{
@@ -493,7 +493,7 @@ func (s *Scheduler) Job(name string) (JobInfo, error) {
 	running := int(e.active.Load())
 	ctx, cancel := context.WithTimeout(s.base, s.cfg.budget)
 	defer cancel()
-	on, flagErr := s.flagInfo(ctx, e.cfg.flag)
+	on, flagErr := s.flagInfo(ctx, name, e.cfg.flag)
 	now := time.Now().In(s.cfg.loc)
 	info := JobInfo{
 		Name: name, Spec: e.spec, Flag: e.cfg.flag, Overlap: e.cfg.overlap.String(),

@@ -532,7 +532,7 @@ func (hungHistory) History(ctx context.Context, _ string, _ int) ([]cronguard.Hi
 // jobs list one bounded wait in all, not one per job; every job still shows,
 // with the history error.
 func TestListWithHungHistory(t *testing.T) {
-	s, err := cronguard.New(cronguard.WithHistoryStore(hungHistory{cronguard.NewMemoryHistory(10)}),
+	s, err := cronguard.New(cronguard.WithHistoryStore(hungHistory{&sliceHistory{}}),
 		cronguard.WithCallBudget(time.Hour), cronguard.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,7 +114,7 @@ func TestDashboardRendersJobs(t *testing.T) {
 // runs among them.
 func TestDashboardRendersLongHistory(t *testing.T) {
 	const entries = 10_000
-	hs := cronguard.NewMemoryHistory(entries)
+	hs := &sliceHistory{}
 	s := scheduler(t, 1, cronguard.WithHistoryStore(hs), cronguard.WithHistorySize(entries))
 	fillHistory(t, hs, "job-0000", entries)
 	if h, _ := s.History(context.Background(), "job-0000", 0); len(h) != entries {
@@ -155,6 +157,33 @@ func TestDashboardRendersLongHistory(t *testing.T) {
 // fillHistory appends n entries to job's history, oldest first: runs (one
 // in seven failed), every fifth a skip, every 50th a missed tick, every
 // 100th a flip.
+// sliceHistory is a HistoryStore over a slice, for tests that fill a
+// history directly (the memory ring is unexported: it is New's default).
+type sliceHistory struct {
+	mu      sync.Mutex
+	entries []cronguard.HistoryEntry // oldest first
+}
+
+func (h *sliceHistory) Append(_ context.Context, e cronguard.HistoryEntry) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e.ID = strconv.Itoa(len(h.entries) + 1)
+	h.entries = append(h.entries, e)
+	return nil
+}
+
+func (h *sliceHistory) History(_ context.Context, job string, limit int) ([]cronguard.HistoryEntry, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []cronguard.HistoryEntry
+	for i := len(h.entries) - 1; i >= 0 && len(out) < limit; i-- {
+		if h.entries[i].Job == job {
+			out = append(out, h.entries[i])
+		}
+	}
+	return out, nil
+}
+
 func fillHistory(t testing.TB, hs cronguard.HistoryStore, job string, n int) {
 	t.Helper()
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -191,7 +220,7 @@ func BenchmarkDashboard(b *testing.B) {
 		benchPage(b, scheduler(b, 500), "/")
 	})
 	b.Run("history=10000", func(b *testing.B) {
-		hs := cronguard.NewMemoryHistory(10_000)
+		hs := &sliceHistory{}
 		s := scheduler(b, 1, cronguard.WithHistoryStore(hs), cronguard.WithHistorySize(10_000))
 		fillHistory(b, hs, "job-0000", 10_000)
 		benchPage(b, s, "/jobs/job-0000")

@@ -122,7 +122,7 @@ func TestUnleashSetEnabledNamesToggle(t *testing.T) {
 }
 
 // Real ticks: a job whose toggle is on runs, off is killed; a client with
-// no toggles fails closed (ErrFlagUnavailable) unless WithFailOpen; the
+// no toggles fails closed (ErrBackend) unless WithFailOpen; the
 // runaway guard stops a run without reporting the switch-off it cannot
 // make as a failure.
 func TestUnleashKillSwitchOfflineTicks(t *testing.T) {
@@ -168,7 +168,7 @@ func TestUnleashKillSwitchOfflineTicks(t *testing.T) {
 		!errors.Is(ev.Err, cronguard.ErrRunaway) || strings.Contains(ev.Err.Error(), "switching flag") {
 		t.Errorf("runaway: %+v (err %v)", ev, ev.Err)
 	}
-	if ev := closedRec.outcome(t, "on", start); ev.Skip != "backend" || !errors.Is(ev.Err, cronguard.ErrFlagUnavailable) ||
+	if ev := closedRec.outcome(t, "on", start); ev.Skip != "backend" || !errors.Is(ev.Err, cronguard.ErrBackend) ||
 		!strings.Contains(ev.Err.Error(), "no toggles yet") {
 		t.Errorf("no toggles, fail closed: %+v (err %v)", ev, ev.Err)
 	}

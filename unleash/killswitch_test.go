@@ -282,7 +282,7 @@ func TestUnleashKillSwitchServerDown(t *testing.T) {
 		}
 	}
 	ev := closedRec.outcome(t, onJob, begin)
-	if ev.Skip != "backend" || !errors.Is(ev.Err, cronguard.ErrFlagUnavailable) || !strings.Contains(ev.Err.Error(), "no toggles yet") {
+	if ev.Skip != "backend" || !errors.Is(ev.Err, cronguard.ErrBackend) || !strings.Contains(ev.Err.Error(), "no toggles yet") {
 		t.Fatalf("fresh client, fail closed: %+v (err %v)", ev, ev.Err)
 	}
 	if ev, ok := closedRec.find(onJob, cronguard.EventFlag); !ok || ev.Enabled {
