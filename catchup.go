@@ -61,26 +61,36 @@ func (c *catchUpState) declined(prev, last time.Time) string {
 // its lock.
 func catchUpGuard(next step) step {
 	return func(run *run) error {
-		e := run.e
-		if !e.cfg.catchUp {
+		if !run.e.cfg.catchUp {
 			return next(run)
 		}
-		tick, claimed := run.tick, time.Now()
-		defer func() { e.catchUp.ran(tick, tick.Add(time.Since(claimed))) }()
-		if run.gapLast.IsZero() {
-			return next(run)
-		}
-		if why := e.catchUp.declined(run.gapPrev, run.gapLast); why != "" {
-			run.s.logAttrs(slog.LevelInfo, "cronguard: no catch-up run", slog.String("job", e.name),
-				slog.Time("tick", tick), slog.String("reason", why))
-			return next(run)
-		}
-		run.runCatchUp()
-		if err := run.afterCatchUp(); err != nil {
-			return err
-		}
+		return catchUpTick(run, next)
+	}
+}
+
+// catchUpTick is catchUpGuard for a CatchUp job. It is its own function,
+// not inlined, so that the guard's frame, on the stack of every run, stays
+// small: a deeper stack than the goroutine's first would be grown and
+// copied in every run (see growStack).
+//
+//go:noinline
+func catchUpTick(run *run, next step) error {
+	e := run.e
+	tick, claimed := run.tick, time.Now()
+	defer func() { e.catchUp.ran(tick, tick.Add(time.Since(claimed))) }()
+	if run.gapLast.IsZero() {
 		return next(run)
 	}
+	if why := e.catchUp.declined(run.gapPrev, run.gapLast); why != "" {
+		run.s.logAttrs(slog.LevelInfo, "cronguard: no catch-up run", slog.String("job", e.name),
+			slog.Time("tick", tick), slog.String("reason", why))
+		return next(run)
+	}
+	run.runCatchUp()
+	if err := run.afterCatchUp(); err != nil {
+		return err
+	}
+	return next(run)
 }
 
 // runCatchUp runs the catch-up run of r's job, with tick run.gapLast (the

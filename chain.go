@@ -163,33 +163,57 @@ func (s *Scheduler) lockerCtx(ctx context.Context) (context.Context, context.Can
 // skipped as locked, and stays claimed.
 func claimGuard(next step) step {
 	return func(run *run) error {
-		s, e := run.s, run.e
-		lockTTL := e.cfg.lockTTL
-		if e.cfg.overlap == overlapAllow {
+		lockTTL := run.e.cfg.lockTTL
+		if run.e.cfg.overlap == overlapAllow {
 			lockTTL = 0
 		}
-		cctx, cancel := s.lockerCtx(run.ctx)
-		c, err := s.cfg.locker.Claim(cctx, e.name, run.tick, lockTTL, s.cfg.instance)
-		cancel()
-		if err != nil || !c.Won {
-			return claimSkip(run, &c, err)
-		}
-		if !c.Prev.IsZero() {
-			// Ticks this process fired and skipped before claiming (switched
-			// off, overlap, store down) were decided, and reported as skips:
-			// they are not missed.
-			last := run.reportMissed(later(c.Prev, e.decidedTick()))
-			if e.cfg.catchUp {
-				run.gapPrev, run.gapLast = c.Prev, last // catchup.go
-			}
-		}
+		lease, err := run.claim(lockTTL)
 		switch {
+		case err != nil:
+			return err
 		case lockTTL == 0:
 			return next(run)
-		case c.LockErr != nil || isNil(c.Lease):
-			return lockSkip(run, c.LockErr)
 		}
-		return run.holdLease(c.Lease, lockTTL, next)
+		return run.holdLease(lease, lockTTL, next)
+	}
+}
+
+// claim claims r's tick and, when lockTTL > 0, takes the run lock: the
+// lease, or the skip of a claim lost or failed or of a lock not taken. It
+// returns before the job runs, so its frame (a Claim, the Locker call) is
+// off the stack while the job runs: a deeper stack than the goroutine's
+// first would be grown and copied in every run (see growStack).
+//
+//go:noinline
+func (r *run) claim(lockTTL time.Duration) (Lease, error) {
+	s, e := r.s, r.e
+	cctx, cancel := s.lockerCtx(r.ctx)
+	c, err := s.cfg.locker.Claim(cctx, e.name, r.tick, lockTTL, s.cfg.instance)
+	cancel()
+	if err != nil || !c.Won {
+		return nil, claimSkip(r, &c, err)
+	}
+	if !c.Prev.IsZero() {
+		r.noteGap(c.Prev)
+	}
+	switch {
+	case lockTTL == 0:
+		return nil, nil
+	case c.LockErr != nil || isNil(c.Lease):
+		return nil, lockSkip(r, c.LockErr)
+	}
+	return c.Lease, nil
+}
+
+// noteGap reports the ticks missed between the previous claim mark prev
+// and the run's tick, and keeps the gap for a CatchUp job (catchup.go).
+// Ticks this process fired and skipped before claiming (switched off,
+// overlap, store down) were decided, and reported as skips: they are not
+// missed.
+func (r *run) noteGap(prev time.Time) {
+	last := r.reportMissed(later(prev, r.e.decidedTick()))
+	if r.e.cfg.catchUp {
+		r.gapPrev, r.gapLast = prev, last
 	}
 }
 

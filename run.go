@@ -379,7 +379,8 @@ func ReportFrom(ctx context.Context, err error) (r Report, ok bool) {
 	if !ok {
 		return Report{}, false
 	}
-	return run.report(err), true
+	run.fillReport(&r, err) // into r: one Report on the stack, not two
+	return r, true
 }
 
 // runAllocBudget is the most objects a scheduled run of a no-op job
