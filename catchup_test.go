@@ -518,3 +518,36 @@ func checkHistoryOnce(t *testing.T, srv *redistest.Server, wantMissed, wantCatch
 	}
 	return hist
 }
+
+// Middleware that lets one run through at a time (a mutex, as robfig's
+// DelayIfStillRunning) does not deadlock a catch-up run, which goes inside
+// its tick's run: the catch-up run gets the middleware wrapped anew.
+func TestCatchUpUnderOneAtATimeMiddleware(t *testing.T) {
+	mw := func(next Job) Job {
+		var mu sync.Mutex
+		return JobFunc(func(ctx context.Context) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return next.Run(ctx)
+		})
+	}
+	s, rec := newTest(t, WithMiddleware(mw))
+	if err := s.Register("j", "@every 1m", &catchUpLog{}, CatchUp()); err != nil {
+		t.Fatal(err)
+	}
+	tickAt(t, s, "j", minute(0))
+	e, _ := s.lookup("j")
+	done := make(chan Report, 1)
+	go func() { done <- s.execute(s.base, e, TriggerSchedule, minute(2), nil) }()
+	select {
+	case rep := <-done:
+		if rep.Outcome() != "done" {
+			t.Fatalf("tick after the gap: %v", rep)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the catch-up run waits on the tick's own middleware: deadlock")
+	}
+	if cu := byTrigger(rec, TriggerCatchUp); len(cu) != 1 || cu[0].Outcome() != "done" {
+		t.Fatalf("catch-up runs %+v, want one, done", cu)
+	}
+}

@@ -82,7 +82,18 @@ func (r *run) runChain() (err error) {
 			err = fmt.Errorf("%w: job %q: %v", ErrPanic, r.job, p)
 		}
 	}()
-	if c := r.e.chain; c != nil {
+	c := r.e.chain
+	if c != nil && r.trigger == TriggerCatchUp {
+		// A catch-up run goes inside its tick's run, below the tick's own
+		// pass through the middleware: through the same wrapped Job, a
+		// middleware that lets one run through at a time (a mutex, like
+		// robfig's DelayIfStillRunning) would wait on itself for ever. It
+		// gets the middleware wrapped anew: one per gap at most, so rarely.
+		if c, err = r.s.wrapMiddleware(r.e); err != nil {
+			return err
+		}
+	}
+	if c != nil {
 		return c.Run(r)
 	}
 	r.ctx = r
@@ -95,15 +106,22 @@ func (s *Scheduler) buildChain(e *entry) error {
 	if len(s.cfg.middleware) == 0 {
 		return nil
 	}
+	j, err := s.wrapMiddleware(e)
+	e.chain = j
+	return err
+}
+
+// wrapMiddleware wraps the chains of e in the user middleware, outermost
+// first.
+func (s *Scheduler) wrapMiddleware(e *entry) (Job, error) {
 	var j Job = (*guardJob)(e)
 	for i, mw := range slices.Backward(s.cfg.middleware) {
 		var err error
 		if j, err = wrap(mw, j); err != nil {
-			return fmt.Errorf("job %q: middleware %d: %w", e.name, i, err)
+			return nil, fmt.Errorf("job %q: middleware %d: %w", e.name, i, err)
 		}
 	}
-	e.chain = j
-	return nil
+	return j, nil
 }
 
 // wrap applies user middleware, which must neither panic nor return nil.
