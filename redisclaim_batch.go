@@ -90,8 +90,8 @@ func (b *scriptBatcher) call(ctx context.Context, script *redis.Script, keys []s
 		b.landed = make(chan struct{})
 		b.mu.Unlock()
 		c.state = callSent
+		defer b.land() // also when the client panics (a user's hook): the queue goes on
 		b.send(ctx, []*batchCall{c})
-		b.land()
 		return c.cmd.Result()
 	}
 	c.done = make(chan struct{})
@@ -140,7 +140,7 @@ func (b *scriptBatcher) fly() {
 			return
 		}
 		ctx, cancel := flightContext(batch)
-		b.send(ctx, batch)
+		b.sendContained(ctx, batch)
 		cancel()
 		for _, c := range batch {
 			close(c.done)
@@ -192,6 +192,28 @@ func (b *scriptBatcher) send(ctx context.Context, batch []*batchCall) {
 	if len(again) > 0 {
 		b.exec(ctx, again, true)
 	}
+}
+
+// sendContained is send for a flight, on its own goroutine, where a panic
+// in the client (a user's hook, say) would end the process: the panic
+// becomes the error of each call left without a reply. Such a call may
+// have run on the server; its error is not a lost reply (replyLost), so a
+// lock it took stays until its TTL: the tick is skipped, never run twice.
+func (b *scriptBatcher) sendContained(ctx context.Context, batch []*batchCall) {
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		err := fmt.Errorf("cronguard: the Redis client panicked: %s", clip(fmt.Sprint(p)))
+		for _, c := range batch {
+			if c.cmd == nil || (c.cmd.Err() == nil && c.cmd.Val() == nil) {
+				c.cmd = redis.NewCmd(ctx)
+				c.cmd.SetErr(err)
+			}
+		}
+	}()
+	b.send(ctx, batch)
 }
 
 // exec sends calls, by hash or (eval) by text, and sets each one's cmd.

@@ -307,3 +307,84 @@ func TestRedisStalledPipelineQueuedClaims(t *testing.T) {
 		}
 	}
 }
+
+// panicHook panics in the Redis client when armed, as a user's hook with a
+// bug would; slow holds a lone call in flight so that others queue.
+type panicHook struct{ lone, pipe, slow atomic.Bool }
+
+func (h *panicHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *panicHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.slow.Load() {
+			time.Sleep(300 * time.Millisecond)
+		}
+		if h.lone.CompareAndSwap(true, false) {
+			panic("hook boom")
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *panicHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.pipe.CompareAndSwap(true, false) {
+			panic("pipe boom")
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A panic in the client, alone or in a pipeline, neither stops the batcher
+// (later calls go through, drain returns) nor the process (a flight runs on
+// a goroutine of its own): each call left without a reply gets it as its
+// error.
+func TestRedisBatcherSurvivesClientPanics(t *testing.T) {
+	c := redistest.Start(t).Client(t)
+	h := &panicHook{}
+	c.AddHook(h)
+	b := &scriptBatcher{client: c}
+	one := redis.NewScript("return 1")
+	call := func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return b.call(ctx, one, []string{"k"})
+	}
+	h.lone.Store(true)
+	func() {
+		defer func() { _ = recover() }()
+		_, _ = call()
+		t.Error("the lone call did not panic")
+	}()
+	if v, err := call(); err != nil || v != int64(1) {
+		t.Fatalf("after a lone call panicked: %v, %v (the batcher is stuck)", v, err)
+	}
+	// A flight: one slow lone call, three queued behind it; the pipeline panics.
+	h.slow.Store(true)
+	lone := make(chan error, 1)
+	go func() { _, err := call(); lone <- err }()
+	waitFor(t, 2*time.Second, "lone call in flight", func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.flying })
+	h.pipe.Store(true)
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() { _, err := call(); errs <- err }()
+	}
+	waitFor(t, 2*time.Second, "three calls queued", func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.queue) == 3 })
+	if err := <-lone; err != nil {
+		t.Fatal(err)
+	}
+	h.slow.Store(false)
+	for range 3 {
+		if err := <-errs; err == nil || !strings.Contains(err.Error(), "panicked") {
+			t.Errorf("a call of the panicking pipeline: %v, want the panic as its error", err)
+		}
+	}
+	if v, err := call(); err != nil || v != int64(1) {
+		t.Fatalf("after a pipeline panicked: %v, %v", v, err)
+	}
+	drained := make(chan struct{})
+	go func() { b.drain(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(2 * time.Second):
+		t.Fatal("drain did not return")
+	}
+}
