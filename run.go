@@ -255,14 +255,7 @@ func (r *run) finish(err error) {
 	r.s.emitEvent(&ev)
 }
 
-// report turns the run's state and the chain's error into a Report.
-func (r *run) report(err error) Report {
-	var rep Report
-	r.fillReport(&rep, err)
-	return rep
-}
-
-// fillReport is report into *rep.
+// fillReport turns the run's state and the chain's error into *rep.
 func (r *run) fillReport(rep *Report, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
