@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cronguard/cronguard/internal/testwait"
 )
 
 // recorder collects events.
@@ -248,19 +250,10 @@ func (l *spyLease) Extend(ctx context.Context, ttl time.Duration) error {
 	return err
 }
 
-// waitFor polls cond until it holds, failing the test after d; it returns
-// how long that took. Tests wait for conditions, never for fixed sleeps.
+// waitFor waits for cond, polling (testwait.For): tests wait for conditions, never for fixed sleeps.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	deadline := start.Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return time.Since(start)
+	return testwait.For(t, d, what, cond)
 }
 
 // skipOf is the Outcome of a run that did not start (its Err a

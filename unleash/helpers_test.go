@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cronguard/cronguard"
+	"github.com/cronguard/cronguard/internal/testwait"
 )
 
 // everySecond is the spec of the jobs in these tests: this module sees
@@ -87,19 +88,10 @@ func newScheduler(t *testing.T, opts ...cronguard.Option) (*cronguard.Scheduler,
 	return s, rec
 }
 
-// waitFor polls cond until it holds, failing the test after d; it returns
-// how long that took.
+// waitFor waits for cond, polling (testwait.For): tests wait for conditions, never for fixed sleeps.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	deadline := start.Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return time.Since(start)
+	return testwait.For(t, d, what, cond)
 }
 
 // ksIs reports whether k answers want for flag, without error.
