@@ -71,7 +71,7 @@ func catchUpGuard(next step) step {
 // catchUpTick is catchUpGuard for a CatchUp job. It is its own function,
 // not inlined, so that the guard's frame, on the stack of every run, stays
 // small: a deeper stack than the goroutine's first would be grown and
-// copied in every run (see growStack).
+// copied in every run (see cronFire.Run).
 //
 //go:noinline
 func catchUpTick(run *run, next step) error {

@@ -200,7 +200,7 @@ func claimGuard(next step) step {
 // lease, or the skip of a claim lost or failed or of a lock not taken. It
 // returns before the job runs, so its frame (a Claim, the Locker call) is
 // off the stack while the job runs: a deeper stack than the goroutine's
-// first would be grown and copied in every run (see growStack).
+// first would be grown and copied in every run (see cronFire.Run).
 //
 //go:noinline
 func (r *run) claim(lockTTL time.Duration) (Lease, error) {

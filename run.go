@@ -99,9 +99,16 @@ func runFrom(ctx context.Context) *run {
 // under another method set, so registering a job allocates no closure.
 type cronFire entry
 
-// Run implements cron.Job. It grows the goroutine's stack first (see
-// runTick): the tick's lookup (robfig/cron's Next, in tickSchedule.take)
-// would otherwise outgrow it, deeper down.
+// Run implements cron.Job. It grows the goroutine's stack first, at the
+// top, where there is little to copy.
+//
+// robfig/cron's goroutine starts with a small stack (2 KB unless the
+// runtime has seen bigger ones), smaller than the tick's lookup (robfig's
+// Next, in tickSchedule.take) and the guard chain need, so the stack grows
+// once in every run. Growing copies the stack and fixes up every frame on
+// it: deep in the chain that cost a sixth of a no-op run
+// (BenchmarkFireBurst). The frames on the stack while the job runs are kept
+// small (see run.claim) so that it does not grow a second time there.
 func (f *cronFire) Run() {
 	growStack()
 	e := (*entry)(f)
@@ -124,14 +131,7 @@ func (s *Scheduler) fireAt(e *entry, now time.Time) {
 }
 
 // runTick runs tick of e on the goroutine robfig/cron started for it.
-//
-// That goroutine starts with a small stack (2 KB unless the runtime has
-// seen bigger ones), smaller than the guard chain needs, so the stack grows
-// once in every run. Growing copies the stack and fixes up every frame on
-// it: deep in the chain that cost a sixth of a no-op run (BenchmarkFireBurst).
-// growStack makes it grow here, at the top, where there is little to copy.
 func (s *Scheduler) runTick(e *entry, tick time.Time) {
-	growStack()
 	s.runOnce(s.base, e, TriggerSchedule, tick, nil)
 }
 
