@@ -378,14 +378,33 @@ func lockGuard(next step) step {
 // holdLease runs next under lease, kept alive by the run's watchdog;
 // losing it cancels the run with cause ErrLockLost (run.lockLost). The
 // lease is released when the run ends, unless it was lost.
+//
+// A lease whose Locker holds it for the run (the memory locker's, see
+// pinner) is pinned instead of watched: no watchdog, no extension.
 func (r *run) holdLease(lease Lease, ttl time.Duration, next step) error {
 	ctx := r.ctx
-	r.dog.start(r, lease, ttl, r.s.cfg.budget)
-	defer func() {
-		if !r.dog.stop() {
-			r.s.release(ctx, lease) // an unreleased lock expires after ttl
+	if p, ok := lease.(pinner); ok {
+		if !p.pin(r) { // taken away between the claim and now: the job does not start
+			err := fmt.Errorf("%w: job %q: the lock was taken away before the run started", ErrLockLost, r.job)
+			r.lockLost(err)
+			return err
 		}
-	}()
+		defer func() {
+			if lost := p.unpin(r); lost != nil {
+				<-lost // the run has been told (EventLockLost) before it ends
+				return
+			}
+			r.s.release(ctx, lease)
+		}()
+	} else {
+		dog := &watchdog{}
+		dog.start(r, lease, ttl, r.s.cfg.budget)
+		defer func() {
+			if !dog.stop() {
+				r.s.release(ctx, lease) // an unreleased lock expires after ttl
+			}
+		}()
+	}
 	r.token.Store(lease.Token()) // Report.Token: what job code fences its writes with
 	return next(r)
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -219,6 +220,57 @@ func TestLockLostCancelsRun(t *testing.T) {
 	l, err := locker.Acquire(context.Background(), "j", time.Second)
 	if err != nil || l.Token() != 2 {
 		t.Fatalf("re-acquire: %v, token %v", err, l)
+	}
+}
+
+// A memory lock is pinned to its run, not extended every ttl/3: taking it
+// away reaches the run at once, even with a TTL of an hour (a watchdog
+// would have noticed 20 minutes later), and a pinned lock never expires
+// under a run, whatever the clock says.
+func TestMemoryLockPinnedToItsRun(t *testing.T) {
+	locker := NewMemoryLocker().(*memoryLocker)
+	now := time.Now()
+	locker.now = func() time.Time { return now }
+	s, _ := newTest(t, WithLocker(locker))
+	b := newBlocker()
+	_ = s.Register("j", "@every 1m", b, LockTTL(time.Hour))
+	run := goAsync(func() Report { return tickAt(t, s, "j", t0) })
+	b.waitStarted(t)
+	now = now.Add(2 * time.Hour) // past the TTL: the run still holds its lock
+	if _, err := locker.Acquire(context.Background(), "j", time.Second); !errors.Is(err, ErrLocked) {
+		t.Fatalf("a running job's lock, past its TTL: %v, want ErrLocked", err)
+	}
+	locker.forget("j")
+	rep := recv(t, run)
+	if rep.Outcome() != "lock_lost" || !errors.Is(rep.Err, ErrLockLost) {
+		t.Fatalf("report = %+v, want lock_lost", rep)
+	}
+	if _, err := locker.Acquire(context.Background(), "j", time.Second); err != nil {
+		t.Fatalf("the lock after the run: %v", err)
+	}
+}
+
+// forgettingLocker takes every lock it grants away again at once, between
+// the claim and the run, as a key deleted in that instant would be.
+type forgettingLocker struct{ *memoryLocker }
+
+func (f forgettingLocker) Claim(ctx context.Context, job string, tick time.Time, ttl time.Duration, inst string) (Claim, error) {
+	c, err := f.memoryLocker.Claim(ctx, job, tick, ttl, inst)
+	f.forget(job)
+	return c, err
+}
+
+// A pinned lock taken away before the run starts: the job does not run.
+func TestMemoryLockLostBeforeStart(t *testing.T) {
+	s, rec := newTest(t, WithLocker(forgettingLocker{NewMemoryLocker().(*memoryLocker)}))
+	var ran atomic.Bool
+	_ = s.Register("j", "@every 1m", JobFunc(func(context.Context) error { ran.Store(true); return nil }))
+	rep := tickAt(t, s, "j", t0)
+	if rep.Outcome() != "lock_lost" || !errors.Is(rep.Err, ErrLockLost) || ran.Load() {
+		t.Fatalf("report = %+v, job ran: %v; want lock_lost and no run", rep, ran.Load())
+	}
+	if _, ok := rec.find(EventLockLost); !ok {
+		t.Fatal("no lock_lost event")
 	}
 }
 

@@ -74,7 +74,9 @@ type Lease interface {
 
 // watchdog extends a lease every ttl/3 while a run goes. When an extension
 // fails it calls the run's lockLost once and stops: a lost lock is never
-// extended or released again. It is the one watchdog every Locker gets.
+// extended or released again. It is the one watchdog every Locker gets;
+// the memory locker's leases are pinned to their run instead (pinner), and
+// a run makes a watchdog only for a lease that needs one.
 //
 // It lives in the run and is timed by the process's one keeper timer
 // (leaseKeeper), so a run shorter than ttl/3 costs a push and a removal on
@@ -243,7 +245,9 @@ func (k *leaseKeeper) down(i int) {
 // memoryLocker is the embedded Locker (NewMemoryLocker): claim marks and locks in this
 // process's memory, one entry per job, so each call costs O(1) whatever
 // the number of jobs: one lookup in a sync.Map and, for a lock, one small
-// allocation (the Lease). Each job has its own mutex: the claims of the
+// allocation (the Lease). A lock held by a run does not expire while the
+// run goes (it is pinned to the run: no extension every ttl/3, whose cost
+// would buy nothing in one process). Each job has its own mutex: the claims of the
 // 1,000 jobs that share a tick never wait for each other. It suits a
 // single instance and tests; use NewRedisLocker when several instances run
 // the same jobs.
@@ -263,6 +267,9 @@ type memJob struct {
 	locked  bool
 	token   int64 // of the lock when locked; the last one handed out
 	expires time.Time
+	// pin is the run holding the lock, which then does not expire: the
+	// run's process is this one, alive while the run goes.
+	pin *run
 }
 
 // NewMemoryLocker returns the embedded Locker, the default of New: claim
@@ -327,7 +334,7 @@ func (m *memoryLocker) Acquire(_ context.Context, job string, ttl time.Duration)
 // acquireLocked takes j's lock; j.mu is held.
 func (m *memoryLocker) acquireLocked(job string, j *memJob, ttl time.Duration) (Lease, error) {
 	now := m.now()
-	if j.locked && now.Before(j.expires) {
+	if j.locked && (j.pin != nil || now.Before(j.expires)) {
 		return nil, fmt.Errorf("%w: job %q: held until %s", ErrLocked, job, j.expires.Format(time.RFC3339Nano))
 	}
 	j.token++
@@ -364,9 +371,44 @@ func (l *memLease) Release(context.Context) error {
 	l.j.mu.Lock()
 	defer l.j.mu.Unlock()
 	if l.held() {
-		l.j.locked = false
+		l.j.locked, l.j.pin = false, nil
 	}
 	return nil
+}
+
+// pinner is a Lease whose Locker holds the lock for as long as its run
+// goes, so that no watchdog need extend it: the memory locker's, whose
+// locks live and die with this process. Its lock can still be taken away
+// (memoryLocker.forget, as a deleted key would be): the Locker then tells
+// the run itself, at once, with run.pinLost.
+type pinner interface {
+	// pin holds the lock for r until unpin; false when it is not held any
+	// more.
+	pin(r *run) bool
+	// unpin ends the pin and returns the channel that closes once the
+	// run has been told of a loss, or nil when the lock was not lost.
+	unpin(r *run) (lost chan struct{})
+}
+
+// pin implements pinner: while a run holds the lock it does not expire,
+// and a forget reaches the run at once (no extension every ttl/3).
+func (l *memLease) pin(r *run) bool {
+	l.j.mu.Lock()
+	defer l.j.mu.Unlock()
+	if !l.held() {
+		return false
+	}
+	l.j.pin = r
+	return true
+}
+
+func (l *memLease) unpin(r *run) chan struct{} {
+	l.j.mu.Lock()
+	defer l.j.mu.Unlock()
+	if l.j.pin == r {
+		l.j.pin = nil
+	}
+	return r.pinLost // set under l.j.mu by forget
 }
 
 // forget drops job's lock whoever holds it, as an expiry or an operator's
@@ -375,7 +417,17 @@ func (m *memoryLocker) forget(job string) {
 	if j, ok := m.jobs.Load(job); ok {
 		j := j.(*memJob)
 		j.mu.Lock()
-		defer j.mu.Unlock()
-		j.locked = false
+		r, token := j.pin, j.token
+		j.locked, j.pin = false, nil
+		var told chan struct{}
+		if r != nil {
+			told = make(chan struct{})
+			r.pinLost = told // under j.mu: the run's unpin, under it too, then waits
+		}
+		j.mu.Unlock()
+		if r != nil {
+			r.lockLost(fmt.Errorf("%w: job %q: lease %d is no longer held", ErrLockLost, job, token))
+			close(told)
+		}
 	}
 }

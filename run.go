@@ -61,7 +61,9 @@ type run struct {
 	// gapPrev and gapLast: the claim of a CatchUp job's tick found missed
 	// ticks after the mark gapPrev, the last being gapLast (catchup.go).
 	gapPrev, gapLast time.Time
-	dog              watchdog // keeps the run lock alive (holdLease)
+	// pinLost closes once the run was told that its pinned lock was taken
+	// away (see pinner); set under the lock's mutex, nil while it is held.
+	pinLost chan struct{}
 
 	mu      sync.Mutex
 	more    bool   // the batch loop stopped at MaxBatches with work left
