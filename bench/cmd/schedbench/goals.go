@@ -6,7 +6,7 @@ import "fmt"
 type goal struct {
 	Name   string `json:"goal"`
 	Got    string `json:"got"`
-	Status string `json:"status"` // met, MISSED, or not measured
+	Status string `json:"status"` // met, MISSED, not measured, or a floor's reference
 }
 
 const notMeasured = "not measured"
@@ -30,9 +30,19 @@ func evaluate(cfg config, r *results) []goal {
 		check(fmt.Sprintf("heap per registered job ≤ 500 B (%d jobs)", cfg.heapJobs), r.regs(libCGMemory.key, heapB), 500, "%.0f B"),
 		r.linear(),
 		check("Redis, idle: lateness p99 ≤ robfig's p99 + 5 ms", r.latencyOver(libRobfig.key, false), 5, "+%.2f ms"),
+		reference("↳ PING floor, idle: its p99 taken when its PINGs are back (as the claim floor's is) − robfig's p99: what the round trips alone cost",
+			r.pingFloorDoneOver(), 5, "+%.2f ms"),
+		reference("↳ claim floor, idle: its p99 − robfig's p99, the least any design making one atomic claim per job per tick on one Redis can reach on this machine",
+			r.claimLatencyOver(libRobfig.key, false), 5, "+%.2f ms"),
 		check("Redis, busy: lateness p99 ≤ the busy floor's p99 + 5 ms", r.latencyOver(libRedisBase.key, true), 5, "+%.2f ms"),
+		reference("↳ claim floor, busy: its p99 − the busy PING floor's p99 (the goal's reference, taken as the PING jobs start), beside 2 busy goroutines",
+			r.claimLatencyOver(libRedisBase.key, true), 5, "+%.2f ms"),
 		check("Redis, idle: whole guarded run ≤ 1.2× its round trips as PINGs", r.floorRatio(false), 1.2, "%.2f×"),
+		reference(fmt.Sprintf("↳ claim floor, idle: its run (1 EVALSHA) over the PING floor's (%d× PING), the ratio for the cheapest claim possible", r.Pings),
+			r.pingFloorRatio(libClaimBase.key, false), 1.2, "%.2f×"),
 		check("Redis, busy: whole guarded run ≤ 1.2× its round trips as PINGs", r.floorRatio(true), 1.2, "%.2f×"),
+		reference(fmt.Sprintf("↳ claim floor, busy: its run (1 EVALSHA) over the busy PING floor's (%d× PING), the same ratio beside 2 busy goroutines", r.Pings),
+			r.pingFloorRatio(libClaimBase.key, true), 1.2, "%.2f×"),
 	}
 	if len(r.Batch) == 0 {
 		gs = append(gs, goal{Name: "Batch: < 100 ns per item over a hand-written loop", Got: "—", Status: notMeasured})
@@ -43,10 +53,44 @@ func evaluate(cfg config, r *results) []goal {
 	return gs
 }
 
+// reference is a floor's figure next to the goal it bounds: not a goal of
+// cronguard's, so its status only says whether the floor itself is within
+// the goal's limit.
+func reference(name string, v []float64, limit float64, format string) goal {
+	g := check(name, v, limit, format)
+	switch g.Status {
+	case "met":
+		g.Status = "floor, within the limit"
+	case "MISSED":
+		g.Status = "floor, over the limit"
+	}
+	return g
+}
+
+// claimLatencyOver is, per rep, the claim floor's lateness p99 minus the
+// p99 of the reference row, in ms.
+func (r *results) claimLatencyOver(refKey string, busy bool) []float64 {
+	return r.latencyOf(libClaimBase.key, refKey, busy)
+}
+
+// pingFloorDoneOver is, per rep, the idle PING floor's lateness p99 when
+// its PINGs are back minus robfig's p99, in ms.
+func (r *results) pingFloorDoneOver() []float64 {
+	return r.perRep(libRedisBase.key, false, func(p, rb phaseResult) (float64, bool) {
+		return msf(p.DoneP99) - msf(rb.LatP99), rb.Runs > 0 && p.DoneP99 > 0
+	})
+}
+
 // latencyOver is, per rep, cronguard-on-Redis's lateness p99 minus the
 // p99 of the reference row, in ms.
 func (r *results) latencyOver(refKey string, busy bool) []float64 {
-	return r.perRep(libCGRedis.key, busy, func(p, _ phaseResult) (float64, bool) {
+	return r.latencyOf(libCGRedis.key, refKey, busy)
+}
+
+// latencyOf is, per rep, the lateness p99 of key's row minus that of the
+// reference row (robfig's is always the idle one), in ms.
+func (r *results) latencyOf(key, refKey string, busy bool) []float64 {
+	return r.perRep(key, busy, func(p, _ phaseResult) (float64, bool) {
 		ref := r.find(refKey, busy && refKey != libRobfig.key, p.Rep)
 		if ref.Runs == 0 {
 			return 0, false

@@ -24,8 +24,9 @@ type lib struct {
 	key   string // short id, in results.json
 	label string // row label
 	redis bool   // needs the redis-server
-	// floor marks the Redis floor: robfig/cron jobs whose body makes the same
-	// number of round trips as a guarded run, as PINGs.
+	// floor marks the Redis floors: robfig/cron jobs whose body makes the
+	// same number of round trips as a guarded run, as PINGs (redis-floor),
+	// or one minimal atomic claim (claim-floor).
 	floor bool
 	build func(env *phaseEnv) (sched, error)
 }
@@ -54,6 +55,7 @@ var (
 	libCGMemory  = lib{key: "cronguard-memory", label: "cronguard, memory backends", build: newCronguard}
 	libCGRedis   = lib{key: "cronguard-redis", label: "cronguard, WithRedis", redis: true, build: newCronguard}
 	libRedisBase = lib{key: "redis-floor", label: "floor: robfig + N×PING", redis: true, floor: true, build: newRobfig}
+	libClaimBase = lib{key: "claim-floor", label: "claim floor: robfig + 1 claim script", redis: true, floor: true, build: newClaimFloor}
 )
 
 // tickOf is the tick a robfig/cron or gocron run belongs to: they do not
@@ -70,6 +72,9 @@ func (p *probe) started(now time.Time) {
 type robfigSched struct {
 	c    *cron.Cron
 	body func()
+	// bodyOf, when set, makes each job's own body (the claim floor's job
+	// claims its own key); else every job runs body.
+	bodyOf func(name string) func()
 }
 
 func newRobfig(env *phaseEnv) (sched, error) {
@@ -86,15 +91,24 @@ func newRobfig(env *phaseEnv) (sched, error) {
 					p.errs.Add(1)
 				}
 			}
-			p.run.add(tickOf(now), time.Since(now))
+			end, tick := time.Now(), tickOf(now)
+			p.run.add(tick, end.Sub(now))
+			p.done.add(tick, end.Sub(tick)) // as the claim floor takes its lateness
 		}
 	}
 	return &robfigSched{c: cron.New(cron.WithSeconds()), body: body}, nil
 }
 
-func (r *robfigSched) add(_, spec string) error { _, err := r.c.AddFunc(spec, r.body); return err }
-func (r *robfigSched) start()                   { r.c.Start() }
-func (r *robfigSched) stop() error              { <-r.c.Stop().Done(); return nil }
+func (r *robfigSched) add(name, spec string) error {
+	body := r.body
+	if r.bodyOf != nil {
+		body = r.bodyOf(name)
+	}
+	_, err := r.c.AddFunc(spec, body)
+	return err
+}
+func (r *robfigSched) start()      { r.c.Start() }
+func (r *robfigSched) stop() error { <-r.c.Stop().Done(); return nil }
 
 type gocronSched struct {
 	s    gocron.Scheduler

@@ -10,7 +10,7 @@
 // `-seconds` whole ticks. The scaling curve registers 1k, 10k and 100k jobs
 // of which `-jobs` fire every second and the rest are on a yearly spec.
 //
-// With the defaults it runs in about 3.5 minutes on a 2-core machine.
+// With the defaults it runs in about 4 minutes on a 2-core machine.
 package main
 
 import (
@@ -52,7 +52,7 @@ func parseFlags() (config, error) {
 	flag.IntVar(&c.pings, "pings", 0, "PINGs per run of the Redis floor (0: the round trips measured per cronguard run, rounded)")
 	flag.BoolVar(&c.skips, "skips", false, "count cronguard's skipped ticks by reason (adds an observer, which costs a little)")
 	flag.StringVar(&c.out, "out", "", "directory to write results.md, results.json, scaling.png and scaling.svg to")
-	flag.StringVar(&only, "only", "", "comparison rows to run, by key (comma-separated: robfig, gocron, gocron-redsync, cronguard-memory, cronguard-redis, redis-floor; empty: all)")
+	flag.StringVar(&only, "only", "", "comparison rows to run, by key (comma-separated: robfig, gocron, gocron-redsync, cronguard-memory, cronguard-redis, redis-floor, claim-floor; empty: all)")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.IntVar(&c.batchItems, "batch-items", 1_000_000, "items of the Batch per-item cost (0: not measured)")
 	flag.IntVar(&c.appHeapMB, "app-heap", 0, "MB of live heap the process holds besides the schedulers, as a service's own data would (pointer-free, never touched): the collector then paces on it, not on how little a scheduler keeps (0: none)")
@@ -155,9 +155,9 @@ func comparisonRows(cfg config) []rowID {
 	if cfg.gocronBare {
 		rows = append(rows, rowID{libGocron, false})
 	}
-	rows = append(rows, rowID{libGocronRS, false}, rowID{libCGMemory, false}, rowID{libCGRedis, false}, rowID{libRedisBase, false})
+	rows = append(rows, rowID{libGocronRS, false}, rowID{libCGMemory, false}, rowID{libCGRedis, false}, rowID{libRedisBase, false}, rowID{libClaimBase, false})
 	if cfg.busy {
-		rows = append(rows, rowID{libCGRedis, true}, rowID{libRedisBase, true})
+		rows = append(rows, rowID{libCGRedis, true}, rowID{libRedisBase, true}, rowID{libClaimBase, true})
 	}
 	if cfg.only == nil {
 		return rows
@@ -208,7 +208,7 @@ var heapLibs = []lib{libRobfig, libGocronRS, libCGMemory, libCGRedis}
 func (b *bench) compare(cfg config, res *results) error {
 	for rep := 1; rep <= cfg.reps; rep++ {
 		for _, row := range comparisonRows(cfg) {
-			if row.l.floor && b.pings == 0 {
+			if row.l.key == libRedisBase.key && b.pings == 0 {
 				b.pings = measuredPings(res.Phases)
 			}
 			r, err := b.runPhase(row.l, rep, cfg.jobs, cfg.jobs, cfg.seconds, row.busy)
@@ -302,8 +302,17 @@ func logPhase(r phaseResult) {
 	if r.TimedRuns > 0 {
 		fmt.Fprintf(os.Stderr, ", run mean %s", ms(r.RunMean))
 	}
+	if r.DoneP99 > 0 {
+		fmt.Fprintf(os.Stderr, ", lateness p99 when the round trips are back %s", ms(r.DoneP99))
+	}
 	if r.RoundTrips > 0 {
 		fmt.Fprintf(os.Stderr, ", %.2f round trips/run", r.RTPerRun())
+	}
+	if r.RedisUsec > 0 {
+		fmt.Fprintf(os.Stderr, ", redis-server %.2f µs/run", r.RedisUsPerRun())
+	}
+	if r.FloorErrs > 0 {
+		fmt.Fprintf(os.Stderr, ", %d floor calls failed or refused", r.FloorErrs)
 	}
 	if len(r.Skips) > 0 {
 		fmt.Fprintf(os.Stderr, ", skipped ticks %v", r.Skips)

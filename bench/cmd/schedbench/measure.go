@@ -17,8 +17,9 @@ import (
 // window, however late their runs start or end.
 type probe struct {
 	lat  recorder     // start lateness: time from the tick to the job's body
-	run  recorder     // duration of a whole guarded run, or of the floor's PINGs
-	errs atomic.Int64 // failed PINGs of the floor
+	run  recorder     // duration of a whole guarded run, or of a floor's PINGs or claim
+	done recorder     // a floor's lateness when its round trips are back (the claim floor's lat)
+	errs atomic.Int64 // failed calls of a floor: PINGs, or claims that failed or were refused
 
 	mu    sync.Mutex
 	skips map[string]int // cronguard's skipped ticks in the window, by reason (-skips)
@@ -38,7 +39,8 @@ func (p *probe) skipped(tick time.Time, reason string) {
 }
 
 func newProbe(capacity int) *probe {
-	return &probe{lat: recorder{buf: make([]time.Duration, capacity)}, run: recorder{buf: make([]time.Duration, capacity)}}
+	return &probe{lat: recorder{buf: make([]time.Duration, capacity)}, run: recorder{buf: make([]time.Duration, capacity)},
+		done: recorder{buf: make([]time.Duration, capacity)}}
 }
 
 // window sets the ticks to record, from < tick < to. Call it before the
@@ -46,6 +48,7 @@ func newProbe(capacity int) *probe {
 func (p *probe) window(from, to time.Time) {
 	p.lat.from, p.lat.to = from, to
 	p.run.from, p.run.to = from, to
+	p.done.from, p.done.to = from, to
 }
 
 // Bounds of drain.
@@ -156,10 +159,11 @@ func spin(n int) (stop func()) {
 var spinSink atomic.Int64 // keeps the spinning loops from being optimised away
 
 // rtCounter is a go-redis hook that counts round trips (a command or a
-// pipeline each) while on.
+// pipeline each) while on, and notes the names of the commands sent.
 type rtCounter struct {
-	on atomic.Bool
-	n  atomic.Int64
+	on   atomic.Bool
+	n    atomic.Int64
+	sent sentNames
 }
 
 func (h *rtCounter) DialHook(next redis.DialHook) redis.DialHook {
@@ -170,6 +174,7 @@ func (h *rtCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if h.on.Load() {
 			h.n.Add(1)
+			h.sent.add(cmd.Name())
 		}
 		return next(ctx, cmd)
 	}
@@ -179,6 +184,9 @@ func (h *rtCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		if h.on.Load() && !connSetup(cmds) {
 			h.n.Add(1)
+			for _, c := range cmds {
+				h.sent.add(c.Name())
+			}
 		}
 		return next(ctx, cmds)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"time"
@@ -44,12 +45,19 @@ type phaseResult struct {
 	CPU      time.Duration `json:"cpu_ns"` // this process, user+sys, in the window
 	RedisCPU time.Duration `json:"redis_server_cpu_ns,omitempty"`
 
+	// A floor's lateness when its round trips are back: the PING floor's
+	// lateness is taken as its job starts, the claim floor's here.
+	DoneP50 time.Duration `json:"lateness_after_round_trips_p50_ns,omitempty"`
+	DoneP99 time.Duration `json:"lateness_after_round_trips_p99_ns,omitempty"`
+
 	TimedRuns  int            `json:"timed_runs,omitempty"` // guarded runs (cronguard) or PING sets (floor)
 	RunMean    time.Duration  `json:"run_mean_ns,omitempty"`
 	RunP50     time.Duration  `json:"run_p50_ns,omitempty"`
 	RunP99     time.Duration  `json:"run_p99_ns,omitempty"`
 	RoundTrips int64          `json:"round_trips,omitempty"`
-	PingErrs   int64          `json:"ping_errors,omitempty"`
+	FloorErrs  int64          `json:"floor_errors,omitempty"` // PINGs failed, or claims failed or refused
+	RedisCmds  []cmdStat      `json:"redis_commands,omitempty"`
+	RedisUsec  int64          `json:"redis_usec,omitempty"`    // of the commands the phase sent (script calls inside them included once)
 	Skips      map[string]int `json:"skipped_ticks,omitempty"` // by reason; with -skips only
 	Leftover   int            `json:"leftover_goroutines,omitempty"`
 }
@@ -68,6 +76,15 @@ func (r phaseResult) RedisCPUPer1k() float64 {
 		return 0
 	}
 	return float64(r.RedisCPU) / 1e6 / (float64(r.Runs) / 1000)
+}
+
+// RedisUsPerRun is the redis-server's own time, in µs, executing the
+// commands the phase sent, per run (INFO commandstats).
+func (r phaseResult) RedisUsPerRun() float64 {
+	if r.Runs == 0 {
+		return 0
+	}
+	return float64(r.RedisUsec) / float64(r.Runs)
 }
 
 // RTPerRun is the round trips to Redis per run.
@@ -203,12 +220,12 @@ func (b *bench) runPhase(l lib, rep, registered, firing, seconds int, busy bool)
 	start := windowStart()
 	p.env.probe.window(start, start.Add(time.Duration(seconds)*time.Second))
 	p.s.start()
-	p.measure(&res, start, seconds)
+	merr := p.measure(&res, start, seconds)
 	p.env.probe.drain(res.Expected)
 	stopSpin()
 	res.Leftover, err = p.close()
 	p.collect(&res)
-	return res, err
+	return res, errors.Join(merr, err)
 }
 
 // windowStart is the start of the measurement window: the first half
@@ -222,16 +239,33 @@ func windowStart() time.Time {
 	return start
 }
 
-// measure sleeps to the window's start, then takes the CPU and round trips
-// spent in its `seconds` seconds. The probe records the runs of the ticks in
-// the window whenever they happen; close waits for the last of them.
-func (p *phase) measure(res *phaseResult, start time.Time, seconds int) {
+// measure sleeps to the window's start, then takes the CPU, round trips
+// and, on Redis, the server's command statistics spent in its `seconds`
+// seconds. The probe records the runs of the ticks in the window whenever
+// they happen; close waits for the last of them. The window's edges fall
+// half way between ticks, where no run is under way.
+func (p *phase) measure(res *phaseResult, start time.Time, seconds int) error {
 	time.Sleep(time.Until(start))
+	if p.l.redis {
+		if err := p.b.redis.resetStats(); err != nil {
+			return fmt.Errorf("%s: CONFIG RESETSTAT: %w", p.l.key, err)
+		}
+	}
 	cpu0, rcpu0 := cpuTime(), p.redisCPU()
 	p.rt.on.Store(true)
 	time.Sleep(time.Until(start.Add(time.Duration(seconds) * time.Second)))
 	p.rt.on.Store(false)
 	res.CPU, res.RedisCPU = cpuTime()-cpu0, p.redisCPU()-rcpu0
+	if !p.l.redis {
+		return nil
+	}
+	stats, err := p.b.redis.commandStats()
+	if err != nil {
+		return fmt.Errorf("%s: INFO commandstats: %w", p.l.key, err)
+	}
+	res.RedisUsec = markSent(stats, &p.rt.sent)
+	res.RedisCmds = stats
+	return nil
 }
 
 func (p *phase) redisCPU() time.Duration {
@@ -251,7 +285,10 @@ func (p *phase) collect(res *phaseResult) {
 		res.TimedRuns = len(runs)
 		res.RunMean, res.RunP50, res.RunP99 = mean(runs), quantile(runs, 0.50), quantile(runs, 0.99)
 	}
+	if done := pr.done.samples(); len(done) > 0 {
+		res.DoneP50, res.DoneP99 = quantile(done, 0.50), quantile(done, 0.99)
+	}
 	res.RoundTrips = p.rt.n.Load()
-	res.PingErrs = pr.errs.Load()
+	res.FloorErrs = pr.errs.Load()
 	res.Skips = pr.skips
 }

@@ -25,10 +25,11 @@ const (
 // redisServer is a redis-server process of our own on a free loopback port,
 // with persistence off, so that no phase depends on a Redis set up by hand.
 type redisServer struct {
-	addr string
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
+	addr  string
+	dir   string
+	cmd   *exec.Cmd
+	done  chan struct{}
+	admin *redis.Client // the benchmark's own connection: command statistics
 }
 
 // startRedis runs redis-server and waits until it answers PING.
@@ -63,6 +64,7 @@ func startRedis() (*redisServer, error) {
 		r.stop()
 		return nil, err
 	}
+	r.admin = redis.NewClient(&redis.Options{Addr: r.addr, PoolSize: 1})
 	return r, nil
 }
 
@@ -91,6 +93,9 @@ func (r *redisServer) waitReady() error {
 // stop ends the server (SIGTERM, then SIGKILL after 5s), reaps it and
 // removes its directory. It may be called more than once.
 func (r *redisServer) stop() {
+	if r.admin != nil {
+		_ = r.admin.Close()
+	}
 	select {
 	case <-r.done:
 	default:

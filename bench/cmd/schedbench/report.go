@@ -69,10 +69,14 @@ func (r *results) regs(key string, f func(reg, robfig regStats) float64) []float
 	return out
 }
 
-// floorRatio is a cronguard run's mean over the floor's mean, same rep and
-// same busy-ness.
-func (r *results) floorRatio(busy bool) []float64 {
-	return r.perRep(libCGRedis.key, busy, func(p, _ phaseResult) (float64, bool) {
+// floorRatio is a cronguard run's mean over the PING floor's mean, same
+// rep and same busy-ness.
+func (r *results) floorRatio(busy bool) []float64 { return r.pingFloorRatio(libCGRedis.key, busy) }
+
+// pingFloorRatio is the run mean of key's row over the PING floor's, same
+// rep and same busy-ness.
+func (r *results) pingFloorRatio(key string, busy bool) []float64 {
+	return r.perRep(key, busy, func(p, _ phaseResult) (float64, bool) {
 		f := r.find(libRedisBase.key, busy, p.Rep)
 		return ratio(float64(p.RunMean), float64(f.RunMean))
 	})
@@ -139,6 +143,7 @@ var (
 	cpu1k   = func(p phaseResult) float64 { return p.CPUPer1k() }
 	rcpu1k  = func(p phaseResult) float64 { return p.RedisCPUPer1k() }
 	rtRun   = func(p phaseResult) float64 { return p.RTPerRun() }
+	rusRun  = func(p phaseResult) float64 { return p.RedisUsPerRun() }
 	runMean = func(p phaseResult) float64 { return msf(p.RunMean) }
 	runs    = func(p phaseResult) float64 { return float64(p.Runs) }
 	regUS   = func(g, _ regStats) float64 { return g.NsPerJob / 1e3 }
@@ -150,8 +155,8 @@ var (
 // mainTable is the side-by-side comparison, medians over the reps.
 func (r *results) mainTable(cfg config) string {
 	var b strings.Builder
-	b.WriteString("| | runs | lateness p50 | lateness p99 (×robfig) | CPU per 1k runs (×robfig) | redis-server CPU per 1k runs | round trips per run | run, mean (×floor) | heap per job | objects per job | register one job (×robfig) |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| | runs | lateness p50 | lateness p99 (×robfig) | CPU per 1k runs (×robfig) | redis-server CPU per 1k runs | redis-server µs per run | round trips per run | run, mean (×floor) | heap per job | objects per job | register one job (×robfig) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, row := range comparisonRows(cfg) {
 		key, busy := row.l.key, row.busy
 		cols := []string{row.label(), fmt.Sprintf("%.0f / %d", median(r.perRep(key, busy, field(runs))), cfg.jobs*cfg.seconds)}
@@ -172,12 +177,13 @@ func (r *results) mainTable(cfg config) string {
 func (r *results) redisCols(row rowID) []string {
 	key, busy := row.l.key, row.busy
 	if !row.l.redis {
-		return []string{"—", "—", "—"}
+		return []string{"—", "—", "—", "—"}
 	}
-	cols := []string{cell(r.perRep(key, busy, field(rcpu1k)), "%.0f ms", nil), cell(r.perRep(key, busy, field(rtRun)), "%.2f", nil)}
+	cols := []string{cell(r.perRep(key, busy, field(rcpu1k)), "%.0f ms", nil), cell(r.perRep(key, busy, field(rusRun)), "%.2f µs", nil),
+		cell(r.perRep(key, busy, field(rtRun)), "%.2f", nil)}
 	switch key {
-	case libCGRedis.key:
-		cols = append(cols, cell(r.perRep(key, busy, field(runMean)), "%.2f ms", r.floorRatio(busy)))
+	case libCGRedis.key, libClaimBase.key:
+		cols = append(cols, cell(r.perRep(key, busy, field(runMean)), "%.2f ms", r.pingFloorRatio(key, busy)))
 	case libRedisBase.key:
 		cols = append(cols, cell(r.perRep(key, busy, field(runMean)), "%.2f ms", nil))
 	default:
@@ -204,8 +210,8 @@ func (r *results) regCols(row rowID) []string {
 // spreadTable shows the range over the reps of the main figures.
 func (r *results) spreadTable(cfg config) string {
 	var b strings.Builder
-	b.WriteString("| | runs | lateness p99 | ×robfig | CPU per 1k runs | ×robfig | run, mean | ×floor | heap per job | register one job |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| | runs | lateness p99 | ×robfig | CPU per 1k runs | ×robfig | redis-server µs per run | run, mean | ×floor | heap per job | register one job |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, row := range comparisonRows(cfg) {
 		key, busy := row.l.key, row.busy
 		cols := []string{row.label(), spread(r.perRep(key, busy, field(runs)), "%.0f"),
@@ -216,18 +222,21 @@ func (r *results) spreadTable(cfg config) string {
 		} else {
 			cols = append(cols, spread(r.perRep(key, busy, field(cpu1k)), "%.0f ms"), spread(r.perRep(key, busy, vsRobfig(cpu1k)), "%.2f"))
 		}
-		mean, x := "—", "—"
+		rus, mean, x := "—", "—", "—"
+		if row.l.redis {
+			rus = spread(r.perRep(key, busy, field(rusRun)), "%.2f µs")
+		}
 		if row.l.redis && key != libGocronRS.key {
 			mean = spread(r.perRep(key, busy, field(runMean)), "%.2f ms")
 		}
-		if key == libCGRedis.key {
-			x = spread(r.floorRatio(busy), "%.2f")
+		if key == libCGRedis.key || key == libClaimBase.key {
+			x = spread(r.pingFloorRatio(key, busy), "%.2f")
 		}
 		heap, reg := "—", "—"
 		if !busy && !row.l.floor {
 			heap, reg = spread(r.regs(key, heapB), "%.0f B"), spread(r.regs(key, regUS), "%.2f µs")
 		}
-		b.WriteString("| " + strings.Join(append(cols, mean, x, heap, reg), " | ") + " |\n")
+		b.WriteString("| " + strings.Join(append(cols, rus, mean, x, heap, reg), " | ") + " |\n")
 	}
 	return b.String()
 }
@@ -281,8 +290,15 @@ func (r *results) markdown(cfg config) string {
 - lateness: how long after the second boundary the job's body started (cronguard: after ReportFrom(ctx, nil).Tick, the exact tick).
 - CPU: user+system of the whole process over the measured ticks (getrusage), per 1,000 runs; the redis-server's is separate.
 - run, mean: a whole guarded cronguard run on Redis (kill switch, claim, overlap, lock and release), timed by a WithMiddleware
-  middleware; for the floor, %d PINGs in a row on the same kind of client (the round trips of one cronguard run, measured),
-  made by robfig/cron jobs firing the same way. ×floor compares the two in the same rep, idle with idle and busy with busy.
+  middleware; for the PING floor, %d× PING in a row on the same kind of client (the round trips of one cronguard run, measured),
+  made by robfig/cron jobs firing the same way (their lateness is taken as the job starts, before the PINGs; results.json
+  and the goals also give it when the PINGs are back).
+  For the claim floor, one EVALSHA of the least atomic claim (HGET the job's mark; if at or past the tick return 0; else HSET
+  it to the tick and return 1) on each job's own key; its lateness is taken when the script returns with the claim won,
+  as a guarded job cannot start before its claim is back. ×floor compares with the PING floor in the same rep, idle with
+  idle and busy with busy.
+- redis-server µs per run: the server's own time executing the commands the phase's client sent (INFO commandstats after
+  CONFIG RESETSTAT around the measured ticks; a script's inner calls are inside its time and not added again), per run.
 - heap and objects per job: live heap after a full GC, %d jobs registered, scheduler included, job names made beforehand.
 - busy: two goroutines spinning in the benchmark's process during the phase (issue 8's "busy machine").
 - gocron's locker is redsync used as go-co-op/gocron-redis-lock uses it (a mutex per run, default options).
@@ -290,6 +306,8 @@ func (r *results) markdown(cfg config) string {
 `, r.Pings, cfg.heapJobs)
 	b.WriteString("Spread (min–max over the reps):\n\n")
 	b.WriteString(r.spreadTable(cfg))
+	b.WriteString("\nRedis's own time per command (INFO commandstats over the measured ticks; medians over the reps; †: not sent as such by the phase's client, but called inside its scripts (whose time includes it) or sent on a pub/sub connection, which go-redis hooks do not see):\n\n")
+	b.WriteString(r.commandsTable(cfg))
 	if len(r.Scaling) > 0 {
 		fmt.Fprintf(&b, "\n## Scaling: registered jobs, %d firing each second, the rest on `%s`; %d ticks, one rep\n\n", min(cfg.jobs, cfg.scale[0]), specIdle, cfg.scaleSeconds)
 		b.WriteString("![scaling curve](scaling.png)\n\n")
