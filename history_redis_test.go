@@ -2,8 +2,12 @@ package cronguard
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -216,7 +220,7 @@ func TestRedisHistoryStoredKinds(t *testing.T) {
 	tick := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for kind, stored := range map[EventKind]string{EventFinished: "run", EventSkipped: "skip", EventMissed: "missed", EventFlag: "flag"} {
 		e := HistoryEntry{Kind: kind, Job: "j", Trigger: TriggerSchedule, Tick: tick, Skip: "locked", Report: &Report{Job: "j"}}
-		_, args, err := r.appendArgs(e)
+		_, args, _, err := r.appendArgs(&e, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -237,6 +241,71 @@ func TestRedisHistoryStoredKinds(t *testing.T) {
 		m := redis.XMessage{ID: "1-0", Values: map[string]any{"e": `{"kind":"` + name + `","report":{}}`}}
 		if got := parseHistoryEntry("j", m); got.Kind != "" || got.Error == "" {
 			t.Errorf("stored kind %q reads as %q (error %q); want unreadable", name, got.Kind, got.Error)
+		}
+	}
+}
+
+// TestRedisHistoryRoundTripsWhatItWrote: entries written by appendBatch (the
+// hand-written JSON) into a real Redis read back exactly as the bytes
+// json.Marshal used to write read (refStoredJSON), for random and
+// adversarial entries; an entry whose time JSON cannot hold fails alone,
+// with encoding/json's error, and the others of its batch are recorded.
+func TestRedisHistoryRoundTripsWhatItWrote(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	hs, err := NewRedisHistory(srv.Client(t), WithHistorySize(1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := hs.(*redisHistory)
+	const job = "j<&\u2028\xff\""
+	rnd := rand.New(rand.NewPCG(3, 4))
+	times, errs := jsonTimes(t), jsonErrors(rnd)
+	times = slices.DeleteFunc(times, func(tm time.Time) bool { _, err := json.Marshal(tm); return err != nil })
+	times = append(times, time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)) // one that fails, now and then
+	var want []HistoryEntry
+	readable := 0
+	for range 5 {
+		batch := make([]HistoryEntry, 100)
+		for i := range batch {
+			fillRandom(t, rnd, reflect.ValueOf(&batch[i]).Elem(), i%10 == 0, times, errs)
+			batch[i].Job, batch[i].Kind = job, EventFinished
+			if batch[i].Report == nil { // a scheduled skip may be deduplicated: this one is not
+				batch[i].Kind = []EventKind{EventSkipped, EventMissed, EventFlag}[i%3]
+				batch[i].Trigger = TriggerManual
+			}
+		}
+		got := h.appendBatch(ctx, batch)
+		for i, e := range batch {
+			ref, refErr := refStoredJSON(e)
+			if (refErr != nil) != (got != nil && got[i] != nil) {
+				t.Fatalf("entry %d: json.Marshal error %v, appendBatch error %v", i, refErr, got)
+			}
+			if refErr != nil {
+				continue
+			}
+			w := parseHistoryEntry(job, redis.XMessage{ID: "0-1", Values: map[string]any{"e": string(ref)}})
+			if w.Kind != "" { // else too big to read (historyEntryMax), as before
+				readable++
+			}
+			want = append(want, w)
+		}
+	}
+	if len(want) < 400 || readable < 300 {
+		t.Fatalf("%d of 500 entries encodable, %d readable: the cases are off", len(want), readable)
+	}
+	read, err := h.History(ctx, job, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Reverse(read) // oldest first, as written
+	if len(read) != len(want) {
+		t.Fatalf("read %d entries back, want %d", len(read), len(want))
+	}
+	for i := range read {
+		read[i].ID, want[i].ID = "", ""
+		if !reflect.DeepEqual(read[i], want[i]) {
+			t.Fatalf("entry %d reads back as\n%#v\nwant\n%#v", i, read[i], want[i])
 		}
 	}
 }
