@@ -94,36 +94,59 @@ func (r *redisHistory) Append(ctx context.Context, e HistoryEntry) error {
 	}
 	ctx, cancel := bounded(ctx, r.budget)
 	defer cancel()
-	keys, args, _, err := r.appendArgs(&e, nil)
+	c, _, err := r.newCall(&e, nil)
 	if err != nil {
 		return err
 	}
-	return historyAppend.Run(ctx, r.rdb, keys, args...).Err()
+	return historyAppend.Run(ctx, r.rdb, []string{c.stream, c.lastSkip}, r.args(c)...).Err()
 }
 
-// historySkipTTL is ARGV[4] of historyAppend, boxed once.
-var historySkipTTL any = historySkipMemory.Milliseconds()
+// historyCall is what historyAppend is called with for one entry.
+type historyCall struct {
+	stream, lastSkip string // KEYS[1], KEYS[2]
+	entry            []byte // ARGV[2]
+	skip             string // ARGV[3]
+}
 
 // historyEntrySize is about the size of a run's entry in JSON, to size the
 // buffer of a batch.
 const historyEntrySize = 400
 
-// appendArgs are the keys and arguments of historyAppend for e. Its JSON is
-// appended to buf, returned grown: a batch's entries share one buffer.
-func (r *redisHistory) appendArgs(e *HistoryEntry, buf []byte) (keys []string, args []any, _ []byte, _ error) {
-	var skip string
+// newCall returns the call for e. Its JSON is appended to buf, returned
+// grown: a batch's entries share one buffer.
+func (r *redisHistory) newCall(e *HistoryEntry, buf []byte) (historyCall, []byte, error) {
+	var c historyCall
 	if e.Kind == EventSkipped && e.Trigger == TriggerSchedule && !e.Tick.IsZero() {
-		skip = e.Tick.UTC().Format(time.RFC3339Nano) + "|" + string(e.Skip)
+		c.skip = e.Tick.UTC().Format(time.RFC3339Nano) + "|" + string(e.Skip)
 	}
 	start := len(buf)
 	buf, err := appendHistoryEntryJSON(buf, e)
 	if err != nil {
-		return nil, nil, buf[:start], err
+		return c, buf[:start], err
 	}
-	lastSkip := r.key(e.Job) + ":lastskip"
-	key := lastSkip[:len(lastSkip)-len(":lastskip")] // the stream's name, in the same allocation
-	js := buf[start:len(buf):len(buf)]               // capped: the next entry cannot write over it
-	return []string{key, lastSkip}, []any{r.size, js, skip, historySkipTTL}, buf, nil
+	c.entry = buf[start:len(buf):len(buf)] // capped: the next entry cannot write over it
+	c.lastSkip = r.key(e.Job) + ":lastskip"
+	c.stream = c.lastSkip[:len(c.lastSkip)-len(":lastskip")] // in the same allocation
+	return c, buf, nil
+}
+
+// historySkipTTL is ARGV[4] of historyAppend, and historyAppendSHA the
+// script's digest, boxed once.
+var (
+	historySkipTTL   any = historySkipMemory.Milliseconds()
+	historyAppendSHA any = historyAppend.Hash()
+)
+
+// args are the ARGV of c.
+func (r *redisHistory) args(c historyCall) []any {
+	return []any{r.size, c.entry, c.skip, historySkipTTL}
+}
+
+// evalSha is the EVALSHA command of c: the arguments Script.EvalSha sends,
+// built in one slice where it builds three (keys, args, and the command's).
+// Redis Cluster routes it by its first key as it does Script.EvalSha's.
+func (r *redisHistory) evalSha(c historyCall) []any {
+	return []any{"evalsha", historyAppendSHA, 2, c.stream, c.lastSkip, r.size, c.entry, c.skip, historySkipTTL}
 }
 
 // appendHistoryEntryJSON appends the JSON of e as the stream stores it:
@@ -183,15 +206,13 @@ func (r *redisHistory) appendBatch(ctx context.Context, es []HistoryEntry) []err
 	buf := make([]byte, 0, len(es)*historyEntrySize) // the JSON of every entry
 	_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i := range es {
-			var keys []string
-			var args []any
+			var c historyCall
 			var err error
-			keys, args, buf, err = r.appendArgs(&es[i], buf)
-			if err != nil {
+			if c, buf, err = r.newCall(&es[i], buf); err != nil {
 				errs[i] = err
 				continue
 			}
-			cmds[i] = historyAppend.EvalSha(ctx, p, keys, args...)
+			cmds[i] = p.Do(ctx, r.evalSha(c)...)
 		}
 		return nil
 	})
