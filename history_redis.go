@@ -94,26 +94,101 @@ func (r *redisHistory) Append(ctx context.Context, e HistoryEntry) error {
 	}
 	ctx, cancel := bounded(ctx, r.budget)
 	defer cancel()
-	keys, args, err := r.appendArgs(e)
+	c, _, err := r.newCall(&e, nil)
 	if err != nil {
 		return err
 	}
-	return historyAppend.Run(ctx, r.rdb, keys, args...).Err()
+	return historyAppend.Run(ctx, r.rdb, []string{c.stream, c.lastSkip}, r.args(c)...).Err()
 }
 
-// appendArgs are the keys and arguments of historyAppend for e.
-func (r *redisHistory) appendArgs(e HistoryEntry) ([]string, []any, error) {
-	var skip string
+// historyCall is what historyAppend is called with for one entry.
+type historyCall struct {
+	stream, lastSkip string // KEYS[1], KEYS[2]
+	entry            []byte // ARGV[2]
+	skip             string // ARGV[3]
+}
+
+// historyEntrySize is about the size of a run's entry in JSON, to size the
+// buffer of a batch.
+const historyEntrySize = 400
+
+// newCall returns the call for e. Its JSON is appended to buf, returned
+// grown: a batch's entries share one buffer.
+func (r *redisHistory) newCall(e *HistoryEntry, buf []byte) (historyCall, []byte, error) {
+	var c historyCall
 	if e.Kind == EventSkipped && e.Trigger == TriggerSchedule && !e.Tick.IsZero() {
-		skip = e.Tick.UTC().Format(time.RFC3339Nano) + "|" + string(e.Skip)
+		c.skip = e.Tick.UTC().Format(time.RFC3339Nano) + "|" + string(e.Skip)
 	}
-	e.ID, e.Kind = "", storedKind(e.Kind)
-	b, err := json.Marshal(e)
+	start := len(buf)
+	buf, err := appendHistoryEntryJSON(buf, e)
 	if err != nil {
-		return nil, nil, err
+		return c, buf[:start], err
 	}
-	key := r.key(e.Job)
-	return []string{key, key + ":lastskip"}, []any{r.size, b, skip, historySkipMemory.Milliseconds()}, nil
+	c.entry = buf[start:len(buf):len(buf)] // capped: the next entry cannot write over it
+	c.lastSkip = r.key(e.Job) + ":lastskip"
+	c.stream = c.lastSkip[:len(c.lastSkip)-len(":lastskip")] // in the same allocation
+	return c, buf, nil
+}
+
+// historySkipTTL is ARGV[4] of historyAppend, and historyAppendSHA the
+// script's digest, boxed once.
+var (
+	historySkipTTL   any = historySkipMemory.Milliseconds()
+	historyAppendSHA any = historyAppend.Hash()
+)
+
+// args are the ARGV of c.
+func (r *redisHistory) args(c historyCall) []any {
+	return []any{r.size, c.entry, c.skip, historySkipTTL}
+}
+
+// evalSha is the EVALSHA command of c: the arguments Script.EvalSha sends,
+// built in one slice where it builds three (keys, args, and the command's).
+// Redis Cluster routes it by its first key as it does Script.EvalSha's.
+func (r *redisHistory) evalSha(c historyCall) []any {
+	return []any{"evalsha", historyAppendSHA, 2, c.stream, c.lastSkip, r.size, c.entry, c.skip, historySkipTTL}
+}
+
+// appendHistoryEntryJSON appends the JSON of e as the stream stores it:
+// without ID, with the stored name of its kind (storedKind). The bytes are
+// those of json.Marshal, written without reflection (json_append.go); a time
+// JSON cannot hold (a year outside [0,9999]) gets json.Marshal's error.
+func appendHistoryEntryJSON(b []byte, e *HistoryEntry) ([]byte, error) {
+	start := len(b)
+	o := newJSONObject(b)
+	// In the field order of HistoryEntry; ID is never stored.
+	o.str("kind", string(storedKind(e.Kind)))
+	o.str("job", e.Job)
+	o.time("time", e.Time)
+	o.strOmit("instance", e.Instance)
+	o.strOmit("trigger", string(e.Trigger))
+	o.timeOmit("tick", e.Tick)
+	o.strOmit("by", e.By)
+	if e.Report != nil {
+		o.key("report")
+		var ok bool
+		o.b, ok = appendReportJSON(o.b, e.Report)
+		o.ok = o.ok && ok
+	}
+	o.strOmit("skip", e.Skip)
+	o.intOmit("missed", int64(e.Missed))
+	o.timeOmit("first", e.First)
+	o.timeOmit("last", e.Last)
+	if e.Enabled != nil {
+		o.bool("enabled", *e.Enabled)
+	}
+	o.strOmit("reason", e.Reason)
+	o.strOmit("error", e.Error)
+	if b, ok := o.end(); ok {
+		return b, nil
+	}
+	stored := *e
+	stored.ID, stored.Kind = "", storedKind(e.Kind)
+	_, err := json.Marshal(stored)
+	if err == nil { // cannot be: appendJSONTime fails only where json does
+		err = fmt.Errorf("history: job %q: entry not encodable", e.Job)
+	}
+	return b[:start], err
 }
 
 // appendBatch implements batchAppender: the scheduler's history writer
@@ -128,14 +203,16 @@ func (r *redisHistory) appendBatch(ctx context.Context, es []HistoryEntry) []err
 	defer cancel()
 	errs := make([]error, len(es))
 	cmds := make([]*redis.Cmd, len(es))
+	buf := make([]byte, 0, len(es)*historyEntrySize) // the JSON of every entry
 	_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, e := range es {
-			keys, args, err := r.appendArgs(e)
-			if err != nil {
+		for i := range es {
+			var c historyCall
+			var err error
+			if c, buf, err = r.newCall(&es[i], buf); err != nil {
 				errs[i] = err
 				continue
 			}
-			cmds[i] = historyAppend.EvalSha(ctx, p, keys, args...)
+			cmds[i] = p.Do(ctx, r.evalSha(c)...)
 		}
 		return nil
 	})

@@ -2,8 +2,12 @@ package cronguard
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -216,14 +220,14 @@ func TestRedisHistoryStoredKinds(t *testing.T) {
 	tick := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for kind, stored := range map[EventKind]string{EventFinished: "run", EventSkipped: "skip", EventMissed: "missed", EventFlag: "flag"} {
 		e := HistoryEntry{Kind: kind, Job: "j", Trigger: TriggerSchedule, Tick: tick, Skip: "locked", Report: &Report{Job: "j"}}
-		_, args, err := r.appendArgs(e)
+		c, _, err := r.newCall(&e, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if raw := string(args[1].([]byte)); !strings.Contains(raw, `"kind":"`+stored+`"`) {
+		if raw := string(c.entry); !strings.Contains(raw, `"kind":"`+stored+`"`) {
 			t.Errorf("%s is stored as %s; want kind %q", kind, raw, stored)
 		}
-		if skip := args[2].(string); (kind == EventSkipped) != (skip != "") {
+		if skip := c.skip; (kind == EventSkipped) != (skip != "") {
 			t.Errorf("%s: lastskip argument %q", kind, skip)
 		}
 		for _, name := range []string{stored, string(kind)} {
@@ -237,6 +241,182 @@ func TestRedisHistoryStoredKinds(t *testing.T) {
 		m := redis.XMessage{ID: "1-0", Values: map[string]any{"e": `{"kind":"` + name + `","report":{}}`}}
 		if got := parseHistoryEntry("j", m); got.Kind != "" || got.Error == "" {
 			t.Errorf("stored kind %q reads as %q (error %q); want unreadable", name, got.Kind, got.Error)
+		}
+	}
+}
+
+// TestRedisHistoryRoundTripsWhatItWrote: entries written by appendBatch (the
+// hand-written JSON) into a real Redis read back exactly as the bytes
+// json.Marshal used to write read (refStoredJSON), for random and
+// adversarial entries; an entry whose time JSON cannot hold fails alone,
+// with encoding/json's error, and the others of its batch are recorded.
+func TestRedisHistoryRoundTripsWhatItWrote(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	hs, err := NewRedisHistory(srv.Client(t), WithHistorySize(1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := hs.(*redisHistory)
+	const job = "j<&\u2028\xff\""
+	rnd := rand.New(rand.NewPCG(3, 4))
+	times, errs := jsonTimes(t), jsonErrors(rnd)
+	times = slices.DeleteFunc(times, func(tm time.Time) bool { _, err := json.Marshal(tm); return err != nil })
+	times = append(times, time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)) // one that fails, now and then
+	var want []HistoryEntry
+	readable := 0
+	for range 5 {
+		batch := make([]HistoryEntry, 100)
+		for i := range batch {
+			fillRandom(t, rnd, reflect.ValueOf(&batch[i]).Elem(), i%10 == 0, times, errs)
+			batch[i].Job, batch[i].Kind = job, EventFinished
+			if batch[i].Report == nil { // a scheduled skip may be deduplicated: this one is not
+				batch[i].Kind = []EventKind{EventSkipped, EventMissed, EventFlag}[i%3]
+				batch[i].Trigger = TriggerManual
+			}
+		}
+		got := h.appendBatch(ctx, batch)
+		for i, e := range batch {
+			ref, refErr := refStoredJSON(e)
+			if (refErr != nil) != (got != nil && got[i] != nil) {
+				t.Fatalf("entry %d: json.Marshal error %v, appendBatch error %v", i, refErr, got)
+			}
+			if refErr != nil {
+				continue
+			}
+			w := parseHistoryEntry(job, redis.XMessage{ID: "0-1", Values: map[string]any{"e": string(ref)}})
+			if w.Kind != "" { // else too big to read (historyEntryMax), as before
+				readable++
+			}
+			want = append(want, w)
+		}
+	}
+	if len(want) < 400 || readable < 300 {
+		t.Fatalf("%d of 500 entries encodable, %d readable: the cases are off", len(want), readable)
+	}
+	read, err := h.History(ctx, job, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Reverse(read) // oldest first, as written
+	if len(read) != len(want) {
+		t.Fatalf("read %d entries back, want %d", len(read), len(want))
+	}
+	for i := range read {
+		read[i].ID, want[i].ID = "", ""
+		if !reflect.DeepEqual(read[i], want[i]) {
+			t.Fatalf("entry %d reads back as\n%#v\nwant\n%#v", i, read[i], want[i])
+		}
+	}
+}
+
+// BenchmarkRedisHistoryAppendBatch: the history writer's batch of 100 runs'
+// entries to a real Redis, per entry (one pipeline per batch).
+func BenchmarkRedisHistoryAppendBatch(b *testing.B) {
+	srv := redistest.Start(b)
+	hs, err := NewRedisHistory(srv.Client(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := hs.(*redisHistory)
+	tick := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	batch := make([]HistoryEntry, 100)
+	for i := range batch {
+		job := fmt.Sprintf("job-%d", i)
+		batch[i] = HistoryEntry{Kind: EventFinished, Job: job, Time: tick, Instance: "bench", Trigger: TriggerSchedule, Tick: tick,
+			Report: &Report{Job: job, Trigger: TriggerSchedule, Tick: tick, Instance: "bench", Start: tick, Duration: time.Millisecond, Token: 42}}
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if errs := h.appendBatch(ctx, batch); errs != nil {
+			b.Fatal(errs)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/entry")
+}
+
+// TestRedisHistoryEvalShaAsScript: the EVALSHA a batch sends for an entry
+// is the command Script.EvalSha builds from the keys and arguments Append
+// gives Script.Run, argument for argument, and it runs the script: the
+// entry lands in the stream, capped as MAXLEN says.
+func TestRedisHistoryEvalShaAsScript(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	hs, err := NewRedisHistory(rdb, WithHistorySize(300))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := hs.(*redisHistory)
+	tick := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, e := range []HistoryEntry{
+		{Kind: EventFinished, Job: "j", Time: tick, Report: &Report{Job: "j", Tick: tick}},
+		{Kind: EventSkipped, Job: "j", Time: tick, Trigger: TriggerSchedule, Tick: tick, Skip: "killed"},
+	} {
+		c, _, err := h.newCall(&e, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := rdb.Pipeline()
+		viaScript := historyAppend.EvalSha(ctx, p, []string{c.stream, c.lastSkip}, h.args(c)...)
+		viaDo := p.Do(ctx, h.evalSha(c)...)
+		p.Discard()
+		if !reflect.DeepEqual(viaScript.Args(), viaDo.Args()) {
+			t.Errorf("%s: EVALSHA\n%#v\nScript.EvalSha\n%#v", e.Kind, viaDo.Args(), viaScript.Args())
+		}
+		if c.stream != "cronguard:history:{j}" || c.lastSkip != "cronguard:history:{j}:lastskip" {
+			t.Errorf("keys %q, %q", c.stream, c.lastSkip)
+		}
+	}
+	es := make([]HistoryEntry, 1000)
+	for i := range es {
+		es[i] = HistoryEntry{Kind: EventFinished, Job: "j", Time: tick, Report: &Report{Job: "j", Batches: i}}
+	}
+	for range 2 { // the script is not loaded the first time: entry by entry
+		if errs := h.appendBatch(ctx, es); errs != nil {
+			t.Fatal(errs)
+		}
+	}
+	n, err := rdb.XLen(ctx, h.key("j")).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 300 || n > 300+100 { // MAXLEN ~ 300: trimmed in whole nodes of 100
+		t.Errorf("stream of %d entries; want 300 to 400 (MAXLEN ~ 300)", n)
+	}
+}
+
+// TestRedisClusterHistoryBatch: on a 3-master Redis Cluster, a batch of
+// entries of jobs whose streams live on different masters is recorded
+// whole, through the script loaded entry by entry the first time and
+// through EVALSHA in one pipeline after.
+func TestRedisClusterHistoryBatch(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartCluster(t, 3)
+	checkClusterKeys(t, cl, clusterJobs)
+	hs, err := NewRedisHistory(cl.ClusterClient(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, ctx := hs.(*redisHistory), context.Background()
+	var es []HistoryEntry
+	for _, job := range clusterJobs {
+		es = append(es, HistoryEntry{Kind: EventFinished, Job: job, Time: t0, Report: &Report{Job: job}},
+			HistoryEntry{Kind: EventSkipped, Job: job, Time: t0, Trigger: TriggerSchedule, Tick: t0, Skip: "killed"})
+	}
+	for round := range 2 {
+		if errs := h.appendBatch(ctx, es); errs != nil {
+			t.Fatalf("round %d: %v", round, errs)
+		}
+	}
+	for _, job := range clusterJobs {
+		got, err := h.History(ctx, job, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 3 || got[0].Kind != EventFinished || got[1].Kind != EventSkipped || got[2].Kind != EventFinished {
+			t.Errorf("%s: %+v; want run, skip (once), run", job, got)
 		}
 	}
 }

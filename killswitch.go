@@ -110,7 +110,7 @@ type flagAnswer struct {
 	unavailable bool
 }
 
-// ask asks the kill switch about flag under the call budget and applies the
+// ask asks the kill switch about flag (askBounded) and applies the
 // fail policy, without raising events. Every answer the switch gives is
 // remembered; when the switch fails, the last remembered answer holds; with
 // none, the answer is off (or on, WithFailOpen).
@@ -121,9 +121,7 @@ func (s *Scheduler) ask(ctx context.Context, flag string) flagAnswer {
 		on, _ := ks.Enabled(ctx, flag)
 		return flagAnswer{on: on}
 	}
-	cctx, cancel := context.WithTimeout(ctx, s.cfg.budget)
-	on, err := s.cfg.killSwitch.Enabled(cctx, flag)
-	cancel()
+	on, err := s.askBounded(ctx, flag)
 	if err == nil {
 		s.flags.remember(flag, on)
 		return flagAnswer{on: on}
@@ -136,6 +134,18 @@ func (s *Scheduler) ask(ctx context.Context, flag string) flagAnswer {
 		return flagAnswer{on: on, err: err}
 	}
 	return flagAnswer{on: s.cfg.failOpen, err: err, unavailable: true}
+}
+
+// askBounded asks the kill switch under the call budget. A RedisKillSwitch
+// answers from its cache and never blocks: it is asked without one, which
+// saves a context and a timer per run.
+func (s *Scheduler) askBounded(ctx context.Context, flag string) (bool, error) {
+	if ks, ok := s.cfg.killSwitch.(*RedisKillSwitch); ok {
+		return ks.Enabled(ctx, flag)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.budget)
+	defer cancel()
+	return s.cfg.killSwitch.Enabled(ctx, flag)
 }
 
 // enabled is the kill switch check of a run: ask, plus an EventFlag for

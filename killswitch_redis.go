@@ -181,7 +181,8 @@ func NewRedisKillSwitch(rdb redis.UniversalClient, opts ...Option) (*RedisKillSw
 // (Redis unreachable, WRONGTYPE), when the flag's value in Redis cannot be
 // read, and after Close. While the subscription is not live it answers
 // from the hash re-read every 500ms, with an error that says so (see the
-// type's documentation).
+// type's documentation). It never blocks, so a Scheduler asks it without
+// the call budget (askBounded): no timer per run.
 func (k *RedisKillSwitch) Enabled(_ context.Context, flag string) (bool, error) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()

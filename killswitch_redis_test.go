@@ -455,3 +455,35 @@ func BenchmarkRedisKillSwitchEnabled(b *testing.B) {
 		}
 	})
 }
+
+// TestRedisKillSwitchCheckAllocatesNothing: the kill switch check of a run
+// on a RedisKillSwitch, which answers from its cache, allocates nothing when
+// the answer is clean: no call budget (a context and a timer per run) and
+// no event built. It still answers with the flag's value.
+func TestRedisKillSwitchCheckAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	srv := redistest.Start(t)
+	s, _ := redisSched(t, "a", srv.Client(t))
+	if err := s.Register("j", "@hourly", JobFunc(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	waitSwitchLoaded(t, s)
+	ctx := context.Background()
+	n := testing.AllocsPerRun(1000, func() {
+		if on, err := s.enabled(ctx, "j", "j"); !on || err != nil {
+			t.Fatalf("enabled = %v, %v; want on", on, err)
+		}
+	})
+	if n != 0 {
+		t.Errorf("the kill switch check allocates %.0f objects per run; want 0", n)
+	}
+	if err := s.SetEnabled(ctx, "j", false, "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the switch sees the flag off", func() bool {
+		on, err := s.enabled(ctx, "j", "j")
+		return !on && err == nil
+	})
+}
