@@ -362,23 +362,31 @@ func within(ctx context.Context, d time.Duration) (context.Context, context.Canc
 // messages, and 128 random bits.
 func (l *redisStore) newValue() string { return l.owner + "/" + rand.Text() }
 
-// fenceLua issues a fencing token (see NewRedisLocker, Fencing token). INCR
-// comes first: it fails on a key of the wrong type or at 2^63-1, before
-// anything is written. The counter is compared with the clock through
-// tonumber only: the clock (below 2^53 until 2255) is exact, so the
-// comparison is right even where the counter is not; the counter itself
-// goes back as a string.
+// fenceLua issues a fencing token (see NewRedisLocker, Fencing token):
+// fence(key, now) with now the server's clock in microseconds, read once
+// per script. INCR comes first: it fails on a key of the wrong type or at
+// 2^63-1, before anything is written. Lua numbers are doubles: INCR's
+// integer reply is exact below 2^53, where the script compares it with
+// the clock (below 2^53 until 2255) and formats it; at or past 2^53 (where
+// the clock cannot be larger) the counter goes back as GET's exact string.
+// The key is SET only when the clock is ahead of the counter.
 const fenceLua = `
-local function fence(key)
-	redis.call('INCR', key)
-	local c = redis.call('GET', key)
-	local t = redis.call('TIME')
-	local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-	if tonumber(c) < now then
+local function fence(key, now)
+	local c = redis.call('INCR', key)
+	if c >= 9007199254740992 then
+		return redis.call('GET', key)
+	end
+	if c < now then
 		c = string.format('%d', now)
 		redis.call('SET', key, c)
+		return c
 	end
-	return c
+	return string.format('%d', c)
+end
+local function clock()
+	local t = redis.call('TIME')
+	local sec = tonumber(t[1])
+	return sec, sec * 1000000 + tonumber(t[2])
 end
 local function abandoned(cur, from)
 	for i = from, #ARGV do
@@ -413,31 +421,37 @@ var claimScript = redis.NewScript(fenceLua + `
 local function int(x)
 	return type(x) == 'string' and string.match(x, '^%-?%d+$') ~= nil and #x <= 19
 end
+-- A mark far ahead of this server's clock (an instance with a wild clock, a
+-- hand edit) does not hold back a tick of the present. Only a tick behind
+-- the mark can meet a wild mark, so only a claim about to lose reads TIME.
+local function wild(ms, ts)
+	local now = clock() + tonumber(ARGV[7])
+	return ms > now and ts <= now
+end
 local ts, tn = tonumber(ARGV[1]), tonumber(ARGV[2])
 local att, ttl = ARGV[4], tonumber(ARGV[5])
-local now = tonumber(redis.call('TIME')[1])
-local ahead = tonumber(ARGV[7])
-local cur = redis.call('GET', KEYS[2])
-if cur and abandoned(cur, 8) then
-	redis.call('DEL', KEYS[2])
-	cur = false
+local cur = false
+if ttl > 0 or #ARGV >= 8 then
+	cur = redis.call('GET', KEYS[2])
+	if cur and abandoned(cur, 8) then
+		redis.call('DEL', KEYS[2])
+		cur = false
+	end
 end
-local m = redis.call('HMGET', KEYS[1], 's', 'n', 'by', 'att', 'ps', 'pn')
+local m = redis.call('HMGET', KEYS[1], 's', 'n', 'by', 'att')
 local ps, pn = '', ''
 if m[1] then
 	if not int(m[1]) or not int(m[2]) then
 		return redis.error_reply('cronguard: unreadable claim mark in ' .. KEYS[1])
 	end
 	local ms, mn = tonumber(m[1]), tonumber(m[2])
-	-- a mark far ahead of this server's clock (an instance with a wild
-	-- clock, a hand edit) does not hold back a tick of the present
-	local wild = ms > now + ahead and ts <= now + ahead
 	if m[4] == att and ms == ts and mn == tn then
-		if int(m[5]) and int(m[6]) then ps, pn = m[5], m[6] end
-	elseif wild then
-		ps, pn = '', ''
+		local p = redis.call('HMGET', KEYS[1], 'ps', 'pn')
+		if int(p[1]) and int(p[2]) then ps, pn = p[1], p[2] end
 	elseif ts > ms or (ts == ms and tn > mn) then
 		ps, pn = m[1], m[2]
+	elseif wild(ms, ts) then
+		ps, pn = '', ''
 	else
 		return {'taken', m[3] or '', m[1], m[2]}
 	end
@@ -448,7 +462,8 @@ if ttl > 0 then
 		redis.call('HSET', KEYS[1], 's', ARGV[1], 'n', ARGV[2], 'by', ARGV[3], 'att', att, 'ps', ps, 'pn', pn, 'tick', ARGV[6])
 		return {'locked', ps, pn, cur, redis.call('PTTL', KEYS[2])}
 	end
-	token = fence(KEYS[3])
+	local _, now = clock()
+	token = fence(KEYS[3], now)
 end
 redis.call('HSET', KEYS[1], 's', ARGV[1], 'n', ARGV[2], 'by', ARGV[3], 'att', att, 'ps', ps, 'pn', pn, 'tick', ARGV[6])
 if ttl > 0 then
@@ -467,7 +482,8 @@ local cur = redis.call('GET', KEYS[1])
 if cur and cur ~= ARGV[1] and not abandoned(cur, 3) then
 	return {'locked', '', '', cur, redis.call('PTTL', KEYS[1])}
 end
-local token = fence(KEYS[2])
+local _, now = clock()
+local token = fence(KEYS[2], now)
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {'won', '', '', token}
 `)
