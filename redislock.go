@@ -52,6 +52,7 @@ type redisStore struct {
 	budget    time.Duration
 	owner     string
 	abandoned abandonedValues
+	keys      keyCache
 }
 
 // NewRedisLocker returns the Locker for several instances: claim marks and
@@ -338,10 +339,6 @@ func escapePrefix(p string) string {
 	return p
 }
 
-func (l *redisStore) claimKey(job string) string { return l.keyPrefix + "claim:" + hashTag(job) }
-func (l *redisStore) lockKey(job string) string  { return l.keyPrefix + "lock:" + hashTag(job) }
-func (l *redisStore) fenceKey(job string) string { return l.keyPrefix + "fence:" + hashTag(job) }
-
 // bound gives a call its deadline: the caller's, or the budget (see
 // bounded).
 func (l *redisStore) bound(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -548,11 +545,7 @@ func (l *redisStore) claimOn(ctx context.Context, i int, job string, tick time.T
 	return parseReply(res, tick.Location())
 }
 
-// claimKeys and claimArgs are the KEYS and ARGV of claimScript.
-func (l *redisStore) claimKeys(job string) []string {
-	return []string{l.claimKey(job), l.lockKey(job), l.fenceKey(job)}
-}
-
+// claimArgs is the ARGV of claimScript (claimKeys its KEYS).
 func (l *redisStore) claimArgs(job string, tick time.Time, lockTTL time.Duration, instance, value string) []any {
 	args := []any{tick.Unix(), tick.Nanosecond(), instance, value, lockTTL.Milliseconds(), fmtTick(tick),
 		int64(maxMarkAhead / time.Second)}
@@ -568,7 +561,7 @@ func (l *redisStore) acquireOn(ctx context.Context, i int, job string, ttl time.
 	for _, v := range l.abandoned.list(job) {
 		args = append(args, v)
 	}
-	res, err := acquireScript.Run(ctx, l.clients[i], []string{l.lockKey(job), l.fenceKey(job)}, args...).Result()
+	res, err := acquireScript.Run(ctx, l.clients[i], l.acquireKeys(job), args...).Result()
 	if err != nil {
 		return scriptReply{}, err
 	}
