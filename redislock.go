@@ -88,6 +88,10 @@ type redisStore struct {
 // that every name works on Cluster (an unescaped "}x" would scatter the
 // keys over slots: CROSSSLOT).
 //
+// The locker builds a job's keys once and keeps them for up to 4,096 job
+// names of at most 256 bytes (the cache is emptied when full), so a Locker
+// called with ever new names holds a few MB of keys at most.
+//
 // # Round trips
 //
 // On one server, a scheduled run that wins its tick costs two round trips:
@@ -110,6 +114,12 @@ type redisStore struct {
 // context ends while it waits for the pipeline in flight is never sent.
 // One stalled reply holds the calls queued behind it, each until its own
 // deadline at most. With NewRedlock, calls are not batched.
+//
+// On Redis's one thread, a winning claim with the lock runs 7 commands
+// (TIME, GET of the lock, HMGET of the mark, INCR of the fence, SET of the
+// fence when the clock is ahead of it, HSET of the mark, SET of the lock),
+// about 12 µs on Redis 7.0 (BenchmarkRedisClaimServerTime); a lost claim
+// 3, a claim without the lock 2, a release 2 (about 2.3 µs).
 //
 // With NewRedlock see the quorum implementation: a claim asks the servers
 // one after the other, then the lock goes to every server in parallel.
@@ -179,8 +189,9 @@ type redisStore struct {
 // Lease.Token (Report.Token in job code: ReportFrom(ctx, nil)) is issued
 // in the same round trip as the lock, by the same server-side script: INCR of the
 // job's fence key, exact in 64 bits (Lua numbers are doubles: the script
-// never computes with the counter, it returns it as a string), raised to
-// the Redis server's clock in microseconds when that is larger. On one
+// uses INCR's reply only below 2^53, where a double is exact, and returns
+// the counter's own text above), raised to the Redis server's clock in
+// microseconds when that is larger. On one
 // Redis it therefore grows with every acquisition of the job's lock, never
 // repeats, and keeps growing after Redis lost its data (a restart without
 // persistence, a failover), unless the server's clock went back. At
