@@ -119,9 +119,7 @@ type redisStore struct {
 // (TIME, GET of the lock, HMGET of the mark, INCR of the fence, SET of the
 // fence when the clock is ahead of it, HSET of the mark, SET of the lock),
 // about 12 µs on Redis 7.0 (BenchmarkRedisClaimServerTime); a lost claim
-// 2 (HMGET, TIME), a claim without the lock 2, a release 2 (about 2.3 µs).
-// The lock is read before the mark only to free an orphan of this process
-// (see Lost replies).
+// 3, a claim without the lock 2, a release 2 (about 2.3 µs).
 //
 // With NewRedlock see the quorum implementation: a claim asks the servers
 // one after the other, then the lock goes to every server in parallel.
@@ -441,7 +439,7 @@ end
 local ts, tn = tonumber(ARGV[1]), tonumber(ARGV[2])
 local att, ttl = ARGV[4], tonumber(ARGV[5])
 local cur = false
-if #ARGV >= 8 then
+if ttl > 0 or #ARGV >= 8 then
 	cur = redis.call('GET', KEYS[2])
 	if cur and abandoned(cur, 8) then
 		redis.call('DEL', KEYS[2])
@@ -468,9 +466,6 @@ if m[1] then
 end
 local token = ''
 if ttl > 0 then
-	if #ARGV < 8 then
-		cur = redis.call('GET', KEYS[2]) -- not read above: a lost claim does not need it
-	end
 	if cur and cur ~= att then
 		redis.call('HSET', KEYS[1], 's', ARGV[1], 'n', ARGV[2], 'by', ARGV[3], 'att', att, 'ps', ps, 'pn', pn, 'tick', ARGV[6])
 		return {'locked', ps, pn, cur, redis.call('PTTL', KEYS[2])}
