@@ -3,6 +3,7 @@ package cronguard
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"strconv"
 	"strings"
@@ -81,6 +82,14 @@ func TestRedisScriptCommandCounts(t *testing.T) {
 	measure("its release", map[string]int{"get": 1, "del": 1}, func() error { return lease.Release(ctx) })
 	measure("a winning claim without lock", map[string]int{"hmget": 1, "hset": 1}, func() error {
 		_, err := l.Claim(ctx, "nolock", next(), 0, "a")
+		return err
+	})
+	c.HSet(ctx, "cronguard:claim:{wild}", "s", time.Now().Add(48*time.Hour).Unix(), "n", 0, "by", "wild", "att", "x")
+	measure("a winning claim behind a wild mark", map[string]int{"time": 1, "get": 1, "hmget": 1, "incr": 1, "set": 2, "hset": 1}, func() error {
+		cl, err := l.Claim(ctx, "wild", time.Now().Truncate(time.Second), time.Minute, "a")
+		if err == nil && cl.Lease == nil {
+			err = fmt.Errorf("claim %+v: want won with the lock", cl)
+		}
 		return err
 	})
 	measure("a lost claim", map[string]int{"time": 1, "get": 1, "hmget": 1}, func() error {

@@ -371,8 +371,8 @@ func within(ctx context.Context, d time.Duration) (context.Context, context.Canc
 func (l *redisStore) newValue() string { return l.owner + "/" + rand.Text() }
 
 // fenceLua issues a fencing token (see NewRedisLocker, Fencing token):
-// fence(key, now) with now the server's clock in microseconds, read once
-// per script. INCR comes first: it fails on a key of the wrong type or at
+// fence(key, now) with now the server's clock in microseconds; clock()
+// reads TIME once per script, and only when it is needed. INCR comes first: it fails on a key of the wrong type or at
 // 2^63-1, before anything is written. Lua numbers are doubles: INCR's
 // integer reply is exact below 2^53, where the script compares it with
 // the clock (below 2^53 until 2255) and formats it; at or past 2^53 (where
@@ -391,10 +391,14 @@ local function fence(key, now)
 	end
 	return string.format('%d', c)
 end
+local sec, usec
 local function clock()
-	local t = redis.call('TIME')
-	local sec = tonumber(t[1])
-	return sec, sec * 1000000 + tonumber(t[2])
+	if not sec then
+		local t = redis.call('TIME')
+		sec = tonumber(t[1])
+		usec = sec * 1000000 + tonumber(t[2])
+	end
+	return sec, usec
 end
 local function abandoned(cur, from)
 	for i = from, #ARGV do
