@@ -42,8 +42,8 @@ type scriptBatcher struct {
 // maxBatch bounds the calls of one pipeline. Measured with 1,000 claims at
 // once on one local Redis, pipelines of 64 to 256 calls with 2 to 8 in
 // flight returned the median claim earlier than one flight but not the
-// 99th percentile, which waits for Redis to run every script (about 14 µs
-// of its one thread per claim): one flight it is.
+// 99th percentile, which waits for Redis to run every script (12–14 µs
+// of its one thread per claim, BenchmarkRedisClaimServerTime): one flight it is.
 const maxBatch = 1024
 
 // batchCall is one script call waiting in, or sent by, the batcher.

@@ -52,6 +52,7 @@ type redisStore struct {
 	budget    time.Duration
 	owner     string
 	abandoned abandonedValues
+	keys      keyCache
 }
 
 // NewRedisLocker returns the Locker for several instances: claim marks and
@@ -87,6 +88,10 @@ type redisStore struct {
 // that every name works on Cluster (an unescaped "}x" would scatter the
 // keys over slots: CROSSSLOT).
 //
+// The locker builds a job's keys once and keeps them for up to 4,096 job
+// names of at most 256 bytes (the cache is emptied when full), so a Locker
+// called with ever new names holds a few MB of keys at most.
+//
 // # Round trips
 //
 // On one server, a scheduled run that wins its tick costs two round trips:
@@ -109,6 +114,12 @@ type redisStore struct {
 // context ends while it waits for the pipeline in flight is never sent.
 // One stalled reply holds the calls queued behind it, each until its own
 // deadline at most. With NewRedlock, calls are not batched.
+//
+// On Redis's one thread, a winning claim with the lock runs 7 commands
+// (TIME, GET of the lock, HMGET of the mark, INCR of the fence, SET of the
+// fence when the clock is ahead of it, HSET of the mark, SET of the lock),
+// about 12 µs on Redis 7.0 (BenchmarkRedisClaimServerTime); a lost claim
+// 3, a claim without the lock 2, a release 2 (about 2.3 µs).
 //
 // With NewRedlock see the quorum implementation: a claim asks the servers
 // one after the other, then the lock goes to every server in parallel.
@@ -178,8 +189,9 @@ type redisStore struct {
 // Lease.Token (Report.Token in job code: ReportFrom(ctx, nil)) is issued
 // in the same round trip as the lock, by the same server-side script: INCR of the
 // job's fence key, exact in 64 bits (Lua numbers are doubles: the script
-// never computes with the counter, it returns it as a string), raised to
-// the Redis server's clock in microseconds when that is larger. On one
+// uses INCR's reply only below 2^53, where a double is exact, and returns
+// the counter's own text above), raised to the Redis server's clock in
+// microseconds when that is larger. On one
 // Redis it therefore grows with every acquisition of the job's lock, never
 // repeats, and keeps growing after Redis lost its data (a restart without
 // persistence, a failover), unless the server's clock went back. At
@@ -338,10 +350,6 @@ func escapePrefix(p string) string {
 	return p
 }
 
-func (l *redisStore) claimKey(job string) string { return l.keyPrefix + "claim:" + hashTag(job) }
-func (l *redisStore) lockKey(job string) string  { return l.keyPrefix + "lock:" + hashTag(job) }
-func (l *redisStore) fenceKey(job string) string { return l.keyPrefix + "fence:" + hashTag(job) }
-
 // bound gives a call its deadline: the caller's, or the budget (see
 // bounded).
 func (l *redisStore) bound(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -362,23 +370,35 @@ func within(ctx context.Context, d time.Duration) (context.Context, context.Canc
 // messages, and 128 random bits.
 func (l *redisStore) newValue() string { return l.owner + "/" + rand.Text() }
 
-// fenceLua issues a fencing token (see NewRedisLocker, Fencing token). INCR
-// comes first: it fails on a key of the wrong type or at 2^63-1, before
-// anything is written. The counter is compared with the clock through
-// tonumber only: the clock (below 2^53 until 2255) is exact, so the
-// comparison is right even where the counter is not; the counter itself
-// goes back as a string.
+// fenceLua issues a fencing token (see NewRedisLocker, Fencing token):
+// fence(key, now) with now the server's clock in microseconds; clock()
+// reads TIME once per script, and only when it is needed. INCR comes first: it fails on a key of the wrong type or at
+// 2^63-1, before anything is written. Lua numbers are doubles: INCR's
+// integer reply is exact below 2^53, where the script compares it with
+// the clock (below 2^53 until 2255) and formats it; at or past 2^53 (where
+// the clock cannot be larger) the counter goes back as GET's exact string.
+// The key is SET only when the clock is ahead of the counter.
 const fenceLua = `
-local function fence(key)
-	redis.call('INCR', key)
-	local c = redis.call('GET', key)
-	local t = redis.call('TIME')
-	local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-	if tonumber(c) < now then
+local function fence(key, now)
+	local c = redis.call('INCR', key)
+	if c >= 9007199254740992 then
+		return redis.call('GET', key)
+	end
+	if c < now then
 		c = string.format('%d', now)
 		redis.call('SET', key, c)
+		return c
 	end
-	return c
+	return string.format('%d', c)
+end
+local sec, usec
+local function clock()
+	if not sec then
+		local t = redis.call('TIME')
+		sec = tonumber(t[1])
+		usec = sec * 1000000 + tonumber(t[2])
+	end
+	return sec, usec
 end
 local function abandoned(cur, from)
 	for i = from, #ARGV do
@@ -413,31 +433,37 @@ var claimScript = redis.NewScript(fenceLua + `
 local function int(x)
 	return type(x) == 'string' and string.match(x, '^%-?%d+$') ~= nil and #x <= 19
 end
+-- A mark far ahead of this server's clock (an instance with a wild clock, a
+-- hand edit) does not hold back a tick of the present. Only a tick behind
+-- the mark can meet a wild mark, so only a claim about to lose reads TIME.
+local function wild(ms, ts)
+	local now = clock() + tonumber(ARGV[7])
+	return ms > now and ts <= now
+end
 local ts, tn = tonumber(ARGV[1]), tonumber(ARGV[2])
 local att, ttl = ARGV[4], tonumber(ARGV[5])
-local now = tonumber(redis.call('TIME')[1])
-local ahead = tonumber(ARGV[7])
-local cur = redis.call('GET', KEYS[2])
-if cur and abandoned(cur, 8) then
-	redis.call('DEL', KEYS[2])
-	cur = false
+local cur = false
+if ttl > 0 or #ARGV >= 8 then
+	cur = redis.call('GET', KEYS[2])
+	if cur and abandoned(cur, 8) then
+		redis.call('DEL', KEYS[2])
+		cur = false
+	end
 end
-local m = redis.call('HMGET', KEYS[1], 's', 'n', 'by', 'att', 'ps', 'pn')
+local m = redis.call('HMGET', KEYS[1], 's', 'n', 'by', 'att')
 local ps, pn = '', ''
 if m[1] then
 	if not int(m[1]) or not int(m[2]) then
 		return redis.error_reply('cronguard: unreadable claim mark in ' .. KEYS[1])
 	end
 	local ms, mn = tonumber(m[1]), tonumber(m[2])
-	-- a mark far ahead of this server's clock (an instance with a wild
-	-- clock, a hand edit) does not hold back a tick of the present
-	local wild = ms > now + ahead and ts <= now + ahead
 	if m[4] == att and ms == ts and mn == tn then
-		if int(m[5]) and int(m[6]) then ps, pn = m[5], m[6] end
-	elseif wild then
-		ps, pn = '', ''
+		local p = redis.call('HMGET', KEYS[1], 'ps', 'pn')
+		if int(p[1]) and int(p[2]) then ps, pn = p[1], p[2] end
 	elseif ts > ms or (ts == ms and tn > mn) then
 		ps, pn = m[1], m[2]
+	elseif wild(ms, ts) then
+		ps, pn = '', ''
 	else
 		return {'taken', m[3] or '', m[1], m[2]}
 	end
@@ -448,7 +474,8 @@ if ttl > 0 then
 		redis.call('HSET', KEYS[1], 's', ARGV[1], 'n', ARGV[2], 'by', ARGV[3], 'att', att, 'ps', ps, 'pn', pn, 'tick', ARGV[6])
 		return {'locked', ps, pn, cur, redis.call('PTTL', KEYS[2])}
 	end
-	token = fence(KEYS[3])
+	local _, now = clock()
+	token = fence(KEYS[3], now)
 end
 redis.call('HSET', KEYS[1], 's', ARGV[1], 'n', ARGV[2], 'by', ARGV[3], 'att', att, 'ps', ps, 'pn', pn, 'tick', ARGV[6])
 if ttl > 0 then
@@ -467,7 +494,8 @@ local cur = redis.call('GET', KEYS[1])
 if cur and cur ~= ARGV[1] and not abandoned(cur, 3) then
 	return {'locked', '', '', cur, redis.call('PTTL', KEYS[1])}
 end
-local token = fence(KEYS[2])
+local _, now = clock()
+local token = fence(KEYS[2], now)
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {'won', '', '', token}
 `)
@@ -532,11 +560,7 @@ func (l *redisStore) claimOn(ctx context.Context, i int, job string, tick time.T
 	return parseReply(res, tick.Location())
 }
 
-// claimKeys and claimArgs are the KEYS and ARGV of claimScript.
-func (l *redisStore) claimKeys(job string) []string {
-	return []string{l.claimKey(job), l.lockKey(job), l.fenceKey(job)}
-}
-
+// claimArgs is the ARGV of claimScript (claimKeys its KEYS).
 func (l *redisStore) claimArgs(job string, tick time.Time, lockTTL time.Duration, instance, value string) []any {
 	args := []any{tick.Unix(), tick.Nanosecond(), instance, value, lockTTL.Milliseconds(), fmtTick(tick),
 		int64(maxMarkAhead / time.Second)}
@@ -552,7 +576,7 @@ func (l *redisStore) acquireOn(ctx context.Context, i int, job string, ttl time.
 	for _, v := range l.abandoned.list(job) {
 		args = append(args, v)
 	}
-	res, err := acquireScript.Run(ctx, l.clients[i], []string{l.lockKey(job), l.fenceKey(job)}, args...).Result()
+	res, err := acquireScript.Run(ctx, l.clients[i], l.acquireKeys(job), args...).Result()
 	if err != nil {
 		return scriptReply{}, err
 	}
