@@ -170,6 +170,9 @@ func (s *Scheduler) lockerCtx(ctx context.Context) (context.Context, context.Can
 	if _, ok := s.cfg.locker.(*memoryLocker); ok {
 		return ctx, noCancel
 	}
+	if run, ok := ctx.(*run); ok && run.sharesBudget() {
+		return s.claimBudget.ctx(), noCancel
+	}
 	return context.WithTimeout(ctx, s.cfg.budget)
 }
 
@@ -414,6 +417,10 @@ func (r *run) holdLease(lease Lease, ttl time.Duration, next step) error {
 func (s *Scheduler) release(ctx context.Context, lease Lease) {
 	if _, ok := s.cfg.locker.(*memoryLocker); ok {
 		_ = lease.Release(ctx) // it neither blocks nor reads ctx
+		return
+	}
+	if run, ok := ctx.(*run); ok && run.sharesBudget() {
+		_ = lease.Release(s.releaseBudget.ctx())
 		return
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.budget)

@@ -55,6 +55,7 @@ type run struct {
 
 	prev, next *run  // in its shard of Scheduler.runs
 	shard      uint8 // of Scheduler.runs
+	fired      bool  // a scheduled fire: the run's context hangs off nothing but the Scheduler's Stop
 
 	token atomic.Int64 // the run lock's fencing token (Report.Token); set by holdLease, read by ReportFrom
 
@@ -213,6 +214,7 @@ func (s *Scheduler) runOnce(ctx context.Context, e *entry, trig Trigger, tick ti
 		// run would then register with, and leave, one context's lock
 		// and map. The registry cancels it at Stop instead, as s.base would.
 		ctx = context.Background()
+		run.fired = true
 	}
 	run.Context, run.cancel = context.WithCancelCause(ctx)
 	defer run.cancel(nil)
@@ -224,6 +226,13 @@ func (s *Scheduler) runOnce(ctx context.Context, e *entry, trig Trigger, tick ti
 	}
 	return run
 }
+
+// sharesBudget reports whether r's Locker calls may take the Scheduler's
+// shared call budget (budget.go): a scheduled fire whose context no
+// middleware or guard has replaced, so that nothing but Stop (which ends
+// the shared budget's parent too) can end it before the call, and no value
+// of a caller's (a trace span, say) is lost on the way to the store.
+func (r *run) sharesBudget() bool { return r.fired && r.ctx == context.Context(r) }
 
 // The frames of execute and of everything below it are on the stack of
 // every run's goroutine, which starts small: a copy of a Report or an Event

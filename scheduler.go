@@ -31,6 +31,11 @@ type Scheduler struct {
 	base       context.Context // parent of every run; canceled by Stop
 	cancelBase context.CancelCauseFunc
 
+	// The call budget of the Locker calls of runs no middleware or caller
+	// derived a context for (budget.go): claims end with s.base, releases
+	// outlive it, as a release does.
+	claimBudget, releaseBudget *sharedBudget
+
 	flags flagMemory // last known kill switch answers
 
 	history historyRecorder // history_writer.go
@@ -219,7 +224,11 @@ func WithKillPoll(d time.Duration) Option {
 }
 
 // WithCallBudget bounds every call to the lock and flag stores (default 2s),
-// so an unreachable store costs a tick at most this long. Each Redis
+// so an unreachable store costs a tick at most this long, plus two smaller
+// bounds: a scheduled claim's deadline is shared by the claims that start
+// within a sixteenth of the budget (at most 10 ms later than its own, see
+// budget.go), and a Redis claim that timed out then deletes the lock it may
+// have taken within a quarter of the locker's own budget. Each Redis
 // backend's constructor takes it too: there it bounds a call whose context
 // has no deadline (a caller's deadline is kept as it is) and the kill
 // switch's background reads.
@@ -275,6 +284,8 @@ func New(opts ...Option) (*Scheduler, error) {
 		jobs: map[string]*entry{},
 		base: base,
 	}
+	s.claimBudget = newSharedBudget(base, cfg.budget)
+	s.releaseBudget = newSharedBudget(context.Background(), cfg.budget)
 	s.cancelBase = func(cause error) { cancel(cause); s.runs.cancelAll(cause) } // run.go
 	return s, nil
 }
