@@ -5,7 +5,7 @@ test:
 	bash scripts/test
 
 # Side-by-side benchmark against robfig/cron and gocron, and the scaling
-# curve: about 3.5 minutes on 2 cores; writes bench/out/.
+# curve: about 4 minutes on 2 cores; writes bench/out/.
 bench:
 	cd bench && go run ./cmd/schedbench -out out
 
