@@ -4,7 +4,10 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"path/filepath"
+	"regexp"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -85,4 +88,46 @@ func TestBatchReachesSchedulerThroughRun(t *testing.T) {
 			t.Errorf("batch.go selects .%s: go through the run's methods", name)
 		}
 	}
+}
+
+// A test that skips under the race detector (raceEnabled) runs only in
+// scripts/test's second pass without -race, which selects tests by name:
+// 'Alloc|HeapPer'. A test that skips and is named otherwise would never run.
+func TestRaceSkippedTestsRunWithoutRace(t *testing.T) {
+	files, err := filepath.Glob("*_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	selected := regexp.MustCompile(`Alloc|HeapPer`)
+	found := 0
+	for _, name := range files {
+		f, err := parser.ParseFile(token.NewFileSet(), name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			fn, ok := d.(*ast.FuncDecl)
+			if !ok || fn.Body == nil || !strings.HasPrefix(fn.Name.Name, "Test") || !mentions(fn.Body, "raceEnabled") {
+				continue
+			}
+			found++
+			if !selected.MatchString(fn.Name.Name) {
+				t.Errorf("%s skips under -race, and scripts/test's run without -race ('Alloc|HeapPer') does not select it", fn.Name.Name)
+			}
+		}
+	}
+	if found < 4 {
+		t.Fatalf("found %d tests that skip under -race; the allocation budgets alone are 4", found)
+	}
+}
+
+// mentions reports whether the identifier name appears in n.
+func mentions(n ast.Node, name string) (yes bool) {
+	ast.Inspect(n, func(n ast.Node) bool {
+		if id, ok := n.(*ast.Ident); ok && id.Name == name {
+			yes = true
+		}
+		return !yes
+	})
+	return yes
 }
