@@ -3,6 +3,7 @@ package cronguard
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -92,5 +93,29 @@ func TestMemoryPinnedLockStress(t *testing.T) {
 			}
 		}
 		t.Logf("noise %v: %d runs, max running %d, lock lost %d times", noise, ran, maxRunning.Load(), lost)
+	}
+}
+
+// A pinned lock does not expire under its run, so ErrLocked must not name
+// its original expiry, long past, as when it is free again: an operator
+// reading "held until 12:00:00" at 12:05 looks for a stuck lock that is not.
+func TestMemoryPinnedLockedErrorSaysRunning(t *testing.T) {
+	locker := NewMemoryLocker().(*memoryLocker)
+	now := time.Now()
+	locker.now = func() time.Time { return now }
+	s, _ := newTest(t, WithLocker(locker))
+	b := newBlocker()
+	_ = s.Register("j", "@every 1m", b, LockTTL(time.Second))
+	run := goAsync(func() Report { return tickAt(t, s, "j", t0) })
+	b.waitStarted(t)
+	now = now.Add(time.Hour)
+	_, err := locker.Acquire(context.Background(), "j", time.Second)
+	close(b.release)
+	recv(t, run)
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("Acquire of a running job's lock: %v, want ErrLocked", err)
+	}
+	if strings.Contains(err.Error(), "held until") {
+		t.Errorf("a pinned lock's ErrLocked names its expiry, an hour past: %v", err)
 	}
 }
