@@ -334,7 +334,10 @@ func (m *memoryLocker) Acquire(_ context.Context, job string, ttl time.Duration)
 // acquireLocked takes j's lock; j.mu is held.
 func (m *memoryLocker) acquireLocked(job string, j *memJob, ttl time.Duration) (Lease, error) {
 	now := m.now()
-	if j.locked && (j.pin != nil || now.Before(j.expires)) {
+	if j.locked && j.pin != nil { // no expiry while its run goes: its own has passed, maybe long ago
+		return nil, fmt.Errorf("%w: job %q: held by a run going now (token %d)", ErrLocked, job, j.token)
+	}
+	if j.locked && now.Before(j.expires) {
 		return nil, fmt.Errorf("%w: job %q: held until %s", ErrLocked, job, j.expires.Format(time.RFC3339Nano))
 	}
 	j.token++

@@ -2,6 +2,7 @@ package cronguard
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -61,5 +62,36 @@ func TestRedisKeyCacheBounded(t *testing.T) {
 	}
 	if _, ok := kc.m.Load(fmt.Sprint("job-{", 3*maxCachedJobs+6, "}")); !ok {
 		t.Error("the latest name is not cached")
+	}
+}
+
+// The key cache's memory bound as its doc states it: names of braces
+// (escaped to 3 bytes each in three keys) are its worst case.
+func TestRedisKeyCacheWorstCaseMemory(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's shadow memory counts too")
+	}
+	prefix := escapePrefix("cronguard:")
+	for _, fill := range []string{"x", "{"} {
+		var kc keyCache
+		names := make([]string, maxCachedJobs)
+		for i := range names {
+			s := fmt.Sprintf("%06d", i)
+			names[i] = s + strings.Repeat(fill, maxCachedName-len(s))
+		}
+		runtime.GC()
+		var a, b runtime.MemStats
+		runtime.ReadMemStats(&a)
+		for _, job := range names {
+			kc.get(prefix, job)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&b)
+		mb := float64(int64(b.HeapAlloc)-int64(a.HeapAlloc)) / 1e6
+		t.Logf("names of %q: %.1f MB", fill, mb)
+		if limit := map[string]float64{"x": 5, "{": 12}[fill]; mb > limit*1.15 {
+			t.Errorf("names of %q: the cache holds %.1f MB; its doc says about %.0f MB", fill, mb, limit)
+		}
+		runtime.KeepAlive(&kc)
 	}
 }

@@ -90,7 +90,7 @@ type redisStore struct {
 //
 // The locker builds a job's keys once and keeps them for up to 4,096 job
 // names of at most 256 bytes (the cache is emptied when full), so a Locker
-// called with ever new names holds a few MB of keys at most.
+// called with ever new names holds about 12 MB of keys at most.
 //
 // # Round trips
 //

@@ -377,7 +377,10 @@ func (s *Scheduler) untrack(e *entry) {
 // the chain returned — the Report the Scheduler is about to emit, with the
 // job's name, trigger, tick, instance, batches, items and why it stopped or
 // was skipped. ok is false outside a run. A job reads its run lock's
-// fencing token as Token of ReportFrom(ctx, nil).
+// fencing token as Token of ReportFrom(ctx, nil). The context of a Locker
+// call (and so of a go-redis hook under it) carries the run, except for
+// the claim and release of a scheduled run with no middleware, which take
+// the shared call budget (budget.go): ok is false there.
 func ReportFrom(ctx context.Context, err error) (r Report, ok bool) {
 	run, ok := ctx.Value(runKey{}).(*run)
 	if !ok {
