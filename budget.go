@@ -41,6 +41,28 @@ func newSharedBudget(parent context.Context, budget time.Duration) *sharedBudget
 	return &sharedBudget{parent: parent, budget: budget, slice: min(budget/16, 10*time.Millisecond)}
 }
 
+// runCtx is the shared budget's context as one run's Locker call sees it:
+// the slice's deadline and cancellation, and the run (ReportFrom in a
+// Locker or a go-redis hook finds it, as under a context of the run's own).
+// Every other key goes to the slice, so that context.Cause and contexts
+// derived from it see the slice's cancellation, not the run's.
+type runCtx struct {
+	context.Context // the slice
+	run             *run
+}
+
+func (c runCtx) Value(key any) any {
+	if _, ok := key.(runKey); ok {
+		return c.run
+	}
+	return c.Context.Value(key)
+}
+
+// runCtx returns ctx for one call of run.
+func (b *sharedBudget) runCtx(run *run) context.Context {
+	return runCtx{Context: b.ctx(), run: run}
+}
+
 // ctx returns a context that ends between the budget and the budget plus
 // one slice from now, or when the parent ends.
 func (b *sharedBudget) ctx() context.Context {

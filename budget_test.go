@@ -3,6 +3,7 @@ package cronguard
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -91,4 +92,70 @@ func TestScheduledClaimBoundedBySharedBudget(t *testing.T) {
 		t.Errorf("the stalled claim ended %s after its tick, budget %s", took, budget)
 	}
 	t.Logf("the stalled claim ended %s after its tick (budget %s)", took, budget)
+}
+
+// reportingLocker records what ReportFrom says inside its calls.
+type reportingLocker struct {
+	Locker
+	mu   sync.Mutex
+	seen []string // "claim:<job>" or "release:<job>", "" when ReportFrom found no run
+}
+
+func (l *reportingLocker) note(what string, ctx context.Context) {
+	rep, ok := ReportFrom(ctx, nil)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !ok {
+		what = ""
+	}
+	l.seen = append(l.seen, what+rep.Job)
+}
+
+func (l *reportingLocker) Claim(ctx context.Context, job string, tick time.Time, ttl time.Duration, inst string) (Claim, error) {
+	l.note("claim:", ctx)
+	c, err := l.Locker.Claim(ctx, job, tick, ttl, inst)
+	if c.Lease != nil {
+		c.Lease = reportingLease{c.Lease, l}
+	}
+	return c, err
+}
+
+type reportingLease struct {
+	Lease
+	l *reportingLocker
+}
+
+func (r reportingLease) Release(ctx context.Context) error {
+	r.l.note("release:", ctx)
+	return r.Lease.Release(ctx)
+}
+
+// A Locker (or a go-redis hook under it) finds the run in its context on a
+// scheduled fire's claim and release too, which take the shared budget;
+// the context's deadline is the slice's.
+func TestSharedBudgetCarriesTheRun(t *testing.T) {
+	l := &reportingLocker{Locker: NewMemoryLocker()}
+	s, rec := newTest(t, WithLocker(l))
+	if err := s.Register("j", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "a scheduled run", func() bool { return len(rec.kind(EventFinished)) > 0 })
+	if s.claimBudget.cur.Load() == nil || s.releaseBudget.cur.Load() == nil {
+		t.Fatal("the scheduled run did not take the shared budget")
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.seen) < 2 || l.seen[0] != "claim:j" || l.seen[1] != "release:j" {
+		t.Fatalf("ReportFrom in the Locker's calls: %q, want claim:j, release:j", l.seen)
+	}
+	ctx := s.claimBudget.runCtx(&run{job: "x"})
+	if context.Cause(ctx) != nil {
+		t.Errorf("a live slice's cause: %v", context.Cause(ctx))
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		t.Error("the run's view of the slice has no deadline")
+	}
 }

@@ -171,7 +171,7 @@ func (s *Scheduler) lockerCtx(ctx context.Context) (context.Context, context.Can
 		return ctx, noCancel
 	}
 	if run, ok := ctx.(*run); ok && run.sharesBudget() {
-		return s.claimBudget.ctx(), noCancel
+		return s.claimBudget.runCtx(run), noCancel
 	}
 	return context.WithTimeout(ctx, s.cfg.budget)
 }
@@ -420,7 +420,7 @@ func (s *Scheduler) release(ctx context.Context, lease Lease) {
 		return
 	}
 	if run, ok := ctx.(*run); ok && run.sharesBudget() {
-		_ = lease.Release(s.releaseBudget.ctx())
+		_ = lease.Release(s.releaseBudget.runCtx(run))
 		return
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.budget)

@@ -378,9 +378,7 @@ func (s *Scheduler) untrack(e *entry) {
 // job's name, trigger, tick, instance, batches, items and why it stopped or
 // was skipped. ok is false outside a run. A job reads its run lock's
 // fencing token as Token of ReportFrom(ctx, nil). The context of a Locker
-// call (and so of a go-redis hook under it) carries the run, except for
-// the claim and release of a scheduled run with no middleware, which take
-// the shared call budget (budget.go): ok is false there.
+// call (and so of a go-redis hook under it) carries the run too.
 func ReportFrom(ctx context.Context, err error) (r Report, ok bool) {
 	run, ok := ctx.Value(runKey{}).(*run)
 	if !ok {
