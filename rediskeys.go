@@ -27,7 +27,7 @@ func newJobKeys(keyPrefix, job string) *jobKeys {
 // maxCachedJobs and maxCachedName bound keyCache: at most 4,096 job
 // names, each of at most 256 bytes, so with a short prefix about 5 MB, and
 // 12 MB at worst (names of braces and %, which the hash tag escapes to 3
-// bytes each: TestRedisKeyCacheWorstCaseMemory), however many names the
+// bytes each: TestRedisKeyCacheHeapPerWorstCaseName), however many names the
 // Locker is called with.
 const (
 	maxCachedJobs = 4096

@@ -67,7 +67,7 @@ func TestRedisKeyCacheBounded(t *testing.T) {
 
 // The key cache's memory bound as its doc states it: names of braces
 // (escaped to 3 bytes each in three keys) are its worst case.
-func TestRedisKeyCacheWorstCaseMemory(t *testing.T) {
+func TestRedisKeyCacheHeapPerWorstCaseName(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector's shadow memory counts too")
 	}
