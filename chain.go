@@ -393,11 +393,9 @@ func (r *run) holdLease(lease Lease, ttl time.Duration, next step) error {
 			return err
 		}
 		defer func() {
-			if lost := p.unpin(r); lost != nil {
+			if lost := p.unpin(r); lost != nil { // else unpin released the lock
 				<-lost // the run has been told (EventLockLost) before it ends
-				return
 			}
-			r.s.release(ctx, lease)
 		}()
 	} else {
 		dog := &watchdog{}

@@ -388,8 +388,9 @@ type pinner interface {
 	// pin holds the lock for r until unpin; false when it is not held any
 	// more.
 	pin(r *run) bool
-	// unpin ends the pin and returns the channel that closes once the
-	// run has been told of a loss, or nil when the lock was not lost.
+	// unpin ends the pin and releases the lock, in one step; it returns
+	// the channel that closes once the run has been told of a loss, or nil
+	// when the lock was not lost.
 	unpin(r *run) (lost chan struct{})
 }
 
@@ -411,7 +412,10 @@ func (l *memLease) unpin(r *run) chan struct{} {
 	if l.j.pin == r {
 		l.j.pin = nil
 	}
-	return r.pinLost // set under l.j.mu by forget
+	if r.pinLost == nil && l.held() { // set under l.j.mu by forget
+		l.j.locked = false
+	}
+	return r.pinLost
 }
 
 // forget drops job's lock whoever holds it, as an expiry or an operator's
