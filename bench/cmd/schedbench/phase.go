@@ -44,6 +44,8 @@ type phaseResult struct {
 	LatMax   time.Duration `json:"lateness_max_ns"`
 	CPU      time.Duration `json:"cpu_ns"` // this process, user+sys, in the window
 	RedisCPU time.Duration `json:"redis_server_cpu_ns,omitempty"`
+	GCs      int           `json:"gc_cycles_in_window"` // collections that ended in the window
+	GCCPU    time.Duration `json:"gc_cpu_ns"`           // the collector's CPU in the window (part of CPU)
 
 	// A floor's lateness when its round trips are back: the PING floor's
 	// lateness is taken as its job starts, the claim floor's here.
@@ -68,6 +70,14 @@ func (r phaseResult) CPUPer1k() float64 {
 		return 0
 	}
 	return float64(r.CPU) / 1e6 / (float64(r.Runs) / 1000)
+}
+
+// GCCPUPer1k is the collector's CPU, in ms, per 1,000 runs (part of CPUPer1k).
+func (r phaseResult) GCCPUPer1k() float64 {
+	if r.Runs == 0 {
+		return 0
+	}
+	return float64(r.GCCPU) / 1e6 / (float64(r.Runs) / 1000)
 }
 
 // RedisCPUPer1k is the redis-server's CPU, in ms, for 1,000 runs.
@@ -251,11 +261,13 @@ func (p *phase) measure(res *phaseResult, start time.Time, seconds int) error {
 			return fmt.Errorf("%s: CONFIG RESETSTAT: %w", p.l.key, err)
 		}
 	}
-	cpu0, rcpu0 := cpuTime(), p.redisCPU()
+	cpu0, rcpu0, gc0 := cpuTime(), p.redisCPU(), readGC()
 	p.rt.on.Store(true)
 	time.Sleep(time.Until(start.Add(time.Duration(seconds) * time.Second)))
 	p.rt.on.Store(false)
 	res.CPU, res.RedisCPU = cpuTime()-cpu0, p.redisCPU()-rcpu0
+	gc := readGC().sub(gc0)
+	res.GCs, res.GCCPU = int(gc.cycles), gc.cpu
 	if !p.l.redis {
 		return nil
 	}

@@ -82,6 +82,18 @@ func (r *results) pingFloorRatio(key string, busy bool) []float64 {
 	})
 }
 
+// list is every value of v, in rep order.
+func list(v []float64, format string) string {
+	if len(v) == 0 {
+		return "—"
+	}
+	out := make([]string, len(v))
+	for i, x := range v {
+		out[i] = fmt.Sprintf(format, x)
+	}
+	return strings.Join(out, ", ")
+}
+
 func ratio(a, b float64) (float64, bool) {
 	if b == 0 {
 		return 0, false
@@ -141,6 +153,8 @@ var (
 	latP50  = func(p phaseResult) float64 { return msf(p.LatP50) }
 	latP99  = func(p phaseResult) float64 { return msf(p.LatP99) }
 	cpu1k   = func(p phaseResult) float64 { return p.CPUPer1k() }
+	gcs     = func(p phaseResult) float64 { return float64(p.GCs) }
+	gcCPU1k = func(p phaseResult) float64 { return p.GCCPUPer1k() }
 	rcpu1k  = func(p phaseResult) float64 { return p.RedisCPUPer1k() }
 	rtRun   = func(p phaseResult) float64 { return p.RTPerRun() }
 	rusRun  = func(p phaseResult) float64 { return p.RedisUsPerRun() }
@@ -210,8 +224,8 @@ func (r *results) regCols(row rowID) []string {
 // spreadTable shows the range over the reps of the main figures.
 func (r *results) spreadTable(cfg config) string {
 	var b strings.Builder
-	b.WriteString("| | runs | lateness p99 | ×robfig | CPU per 1k runs | ×robfig | redis-server µs per run | run, mean | ×floor | heap per job | register one job |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| | runs | lateness p99 | ×robfig | CPU per 1k runs | ×robfig | collections in the window, per rep | their CPU per 1k runs | redis-server µs per run | run, mean | ×floor | heap per job | register one job |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, row := range comparisonRows(cfg) {
 		key, busy := row.l.key, row.busy
 		cols := []string{row.label(), spread(r.perRep(key, busy, field(runs)), "%.0f"),
@@ -222,6 +236,7 @@ func (r *results) spreadTable(cfg config) string {
 		} else {
 			cols = append(cols, spread(r.perRep(key, busy, field(cpu1k)), "%.0f ms"), spread(r.perRep(key, busy, vsRobfig(cpu1k)), "%.2f"))
 		}
+		cols = append(cols, list(r.perRep(key, busy, field(gcs)), "%.0f"), spread(r.perRep(key, busy, field(gcCPU1k)), "%.1f ms"))
 		rus, mean, x := "—", "—", "—"
 		if row.l.redis {
 			rus = spread(r.perRep(key, busy, field(rusRun)), "%.2f µs")
