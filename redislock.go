@@ -51,6 +51,7 @@ type redisStore struct {
 	keyPrefix string // prefix, with braces escaped
 	budget    time.Duration
 	owner     string
+	shared    *sharedBudget // the budget of calls whose context can never end (see bound)
 	abandoned abandonedValues
 	keys      keyCache
 }
@@ -129,7 +130,14 @@ type redisStore struct {
 // A call whose context has a deadline keeps it; one without is bounded by
 // the call budget (WithCallBudget, default 2s). The Scheduler gives each of
 // its calls a deadline of WithCallBudget, so the budget is applied once,
-// there. A call that takes the lock is bounded by a third of the lock TTL
+// there. A context that can never be canceled and has no deadline
+// (context.Background, or values over it) shares its deadline with the
+// other such calls of the same slice of time, as the Scheduler's calls do
+// (budget.go): it ends between the budget and the budget plus a sixteenth
+// of it (at most 10ms more) after the call starts, and costs no runtime
+// timer per call (a timer wakes another thread of the process each time,
+// BenchmarkRedisGuardedRunVsPing). A context that can be canceled gets a
+// deadline of exactly the budget, of its own. A call that takes the lock is bounded by a third of the lock TTL
 // too, so that most of the TTL is left when it returns. go-redis
 // applies context deadlines to connection set up and pool waits; for socket
 // reads and writes to honour them too, set ContextTimeoutEnabled in the
@@ -262,6 +270,7 @@ func newRedisLocker(clients []redis.UniversalClient, cfg config) *redisLocker {
 		keyPrefix: escapePrefix(cfg.prefix),
 		budget:    cfg.budget,
 		owner:     cfg.instance,
+		shared:    newSharedBudget(context.Background(), cfg.budget),
 	}}
 	for i, c := range clients {
 		l.names[i] = serverName(i, c)
@@ -351,8 +360,13 @@ func escapePrefix(p string) string {
 }
 
 // bound gives a call its deadline: the caller's, or the budget (see
-// bounded).
+// bounded). A context that can never end (Done is nil: no cancellation
+// anywhere above it, no deadline) takes the shared budget's slice, with
+// the caller's values (see NewRedisLocker, Budget): no timer per call.
 func (l *redisStore) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); !ok && ctx.Done() == nil {
+		return l.shared.valuesCtx(ctx), noCancel
+	}
 	return bounded(ctx, l.budget)
 }
 
