@@ -91,7 +91,7 @@ type redisStore struct {
 //
 // The locker builds a job's keys once and keeps them for up to 4,096 job
 // names of at most 256 bytes (the cache is emptied when full), so a Locker
-// called with ever new names holds about 12 MB of keys at most.
+// called with ever new names holds about 13 MB of keys at most.
 //
 // # Round trips
 //
@@ -381,8 +381,18 @@ func within(ctx context.Context, d time.Duration) (context.Context, context.Canc
 }
 
 // newValue makes the value of one claim or lock attempt: the owner, for
-// messages, and 128 random bits.
-func (l *redisStore) newValue() string { return l.owner + "/" + rand.Text() }
+// messages, and 128 random bits, as crypto/rand.Text writes them (26
+// characters of the RFC 4648 base32 alphabet), in one allocation.
+func (l *redisStore) newValue() string {
+	var r [26]byte
+	_, _ = rand.Read(r[:]) // it never fails (crypto/rand)
+	for i, b := range r {
+		r[i] = base32Alphabet[b%32]
+	}
+	return l.owner + "/" + string(r[:])
+}
+
+const base32Alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 // fenceLua issues a fencing token (see NewRedisLocker, Fencing token):
 // fence(key, now) with now the server's clock in microseconds; clock()
@@ -576,12 +586,24 @@ func (l *redisStore) claimOn(ctx context.Context, i int, job string, tick time.T
 
 // claimArgs is the ARGV of claimScript (claimKeys its KEYS).
 func (l *redisStore) claimArgs(job string, tick time.Time, lockTTL time.Duration, instance, value string) []any {
-	args := []any{tick.Unix(), tick.Nanosecond(), instance, value, lockTTL.Milliseconds(), fmtTick(tick),
-		int64(maxMarkAhead / time.Second)}
-	for _, v := range l.abandoned.list(job) {
-		args = append(args, v)
+	abandoned := l.abandoned.list(job)
+	return appendClaimArgs(make([]any, 0, claimArgc+len(abandoned)), abandoned, tick, lockTTL, instance, value)
+}
+
+// claimArgc is the number of claimScript's arguments before the abandoned
+// values.
+const claimArgc = 7
+
+// markAheadArg is claimScript's wild-mark bound, boxed once.
+var markAheadArg any = int64(maxMarkAhead / time.Second)
+
+// appendClaimArgs appends claimScript's ARGV to dst.
+func appendClaimArgs(dst []any, abandoned []string, tick time.Time, lockTTL time.Duration, instance, value string) []any {
+	dst = append(dst, tick.Unix(), tick.Nanosecond(), instance, value, lockTTL.Milliseconds(), fmtTick(tick), markAheadArg)
+	for _, v := range abandoned {
+		dst = append(dst, v)
 	}
-	return args
+	return dst
 }
 
 // acquireOn runs acquireScript on server i.
@@ -761,7 +783,11 @@ func (o *oneServer) acquire(ctx context.Context, job string, ttl time.Duration) 
 // keys and arguments as claimOn, in a pipeline shared with the claims and
 // releases of other jobs that are in flight at the same time.
 func (o *oneServer) claimBatched(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance, value string) (scriptReply, error) {
-	res, err := o.batch.call(ctx, claimScript, o.claimKeys(job), o.claimArgs(job, tick, lockTTL, instance, value)...)
+	abandoned := o.abandoned.list(job)
+	args := evalShaArgs(claimScript, 3, 3+claimArgc+len(abandoned))
+	args = append(args, o.jobKeys(job).boxed[:]...)
+	args = appendClaimArgs(args, abandoned, tick, lockTTL, instance, value)
+	res, err := o.batch.callArgs(ctx, claimScript, args)
 	if err != nil {
 		return scriptReply{}, err
 	}
@@ -926,7 +952,8 @@ func (o *oneServer) extend(ctx context.Context, r *redisLease, ttl time.Duration
 
 // release implements redisImpl on one server, through the batcher.
 func (o *oneServer) release(ctx context.Context, r *redisLease) error {
-	st, err := o.batch.call(ctx, releaseScript, []string{r.key}, r.value)
+	args := append(evalShaArgs(releaseScript, 1, 2), o.jobKeys(r.job).boxed[1], r.value)
+	st, err := o.batch.callArgs(ctx, releaseScript, args)
 	switch {
 	case err != nil:
 		return fmt.Errorf("lock %s: release: %s: %w", r.key, o.names[0], err)
