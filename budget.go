@@ -22,6 +22,8 @@ import (
 // it starts. Only runs whose context nobody else derived use it (see
 // run.sharesBudget): a middleware's or a caller's context keeps its own
 // values, deadline and cancellation, through a context of its own per call.
+// The Redis locker keeps one too, for direct calls whose context can never
+// end (context.Background and values over it, see valuesCtx).
 type sharedBudget struct {
 	parent context.Context
 	budget time.Duration
@@ -56,6 +58,29 @@ func (c runCtx) Value(key any) any {
 		return c.run
 	}
 	return c.Context.Value(key)
+}
+
+// budgetCtx is the shared budget's context for a direct call whose own
+// context can never end (Done is nil): the slice's deadline and
+// cancellation, and the caller's values. The slice answers first, so that
+// context.Cause and contexts derived from it find the slice's cancellation
+// (the slice holds no other value); every other key goes to the caller's.
+type budgetCtx struct {
+	context.Context                 // the slice
+	vals            context.Context // the caller's, which never ends
+}
+
+func (c budgetCtx) Value(key any) any {
+	if v := c.Context.Value(key); v != nil {
+		return v
+	}
+	return c.vals.Value(key)
+}
+
+// valuesCtx returns the context of one call whose context vals can never
+// end: the current slice, with vals' values.
+func (b *sharedBudget) valuesCtx(vals context.Context) context.Context {
+	return budgetCtx{Context: b.ctx(), vals: vals}
 }
 
 // runCtx returns ctx for one call of run.

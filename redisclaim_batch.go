@@ -36,7 +36,7 @@ type scriptBatcher struct {
 	mu     sync.Mutex
 	queue  []*batchCall
 	flying bool          // a call or a pipeline is in flight
-	landed chan struct{} // closed when the flight in the air ends
+	landed chan struct{} // made by drain only, closed when the flight in the air ends
 }
 
 // maxBatch bounds the calls of one pipeline. Measured with 1,000 claims at
@@ -50,8 +50,7 @@ const maxBatch = 1024
 type batchCall struct {
 	ctx    context.Context
 	script *redis.Script
-	keys   []string
-	args   []any
+	args   []any // the whole EVALSHA command (see evalShaArgs)
 
 	state batchState // guarded by scriptBatcher.mu
 	cmd   *redis.Cmd // the reply, once done is closed
@@ -79,7 +78,17 @@ var errNeverSent = errors.New("not sent: its context ended while it waited for t
 // server, later (a lost reply: the caller's lost-reply handling applies,
 // as for a command that timed out).
 func (b *scriptBatcher) call(ctx context.Context, script *redis.Script, keys []string, args ...any) (any, error) {
-	c := &batchCall{ctx: ctx, script: script, keys: keys, args: args}
+	cmdArgs := evalShaArgs(script, len(keys), len(keys)+len(args))
+	for _, k := range keys {
+		cmdArgs = append(cmdArgs, k)
+	}
+	return b.callArgs(ctx, script, append(cmdArgs, args...))
+}
+
+// callArgs is call with the whole EVALSHA command, made by evalShaArgs and
+// completed with the script's keys and arguments: the claim path boxes a
+// job's keys once (jobKeys), not on every call.
+func (b *scriptBatcher) callArgs(ctx context.Context, script *redis.Script, args []any) (any, error) {
 	b.mu.Lock()
 	if err := ctx.Err(); err != nil {
 		b.mu.Unlock()
@@ -87,14 +96,11 @@ func (b *scriptBatcher) call(ctx context.Context, script *redis.Script, keys []s
 	}
 	if !b.flying { // nothing in flight: send it now, on the caller's context
 		b.flying = true
-		b.landed = make(chan struct{})
 		b.mu.Unlock()
-		c.state = callSent
 		defer b.land() // also when the client panics (a user's hook): the queue goes on
-		b.send(ctx, []*batchCall{c})
-		return c.cmd.Result()
+		return b.sendOne(ctx, script, args).Result()
 	}
-	c.done = make(chan struct{})
+	c := &batchCall{ctx: ctx, script: script, args: args, done: make(chan struct{})}
 	b.queue = append(b.queue, c)
 	b.mu.Unlock()
 	select {
@@ -128,8 +134,17 @@ func (b *scriptBatcher) land() {
 		go b.fly()
 		return
 	}
+	b.endFlight()
+}
+
+// endFlight records that nothing is in flight any more and wakes drain,
+// if it waits; b.mu is held. A lone call makes no channel: drain does.
+func (b *scriptBatcher) endFlight() {
 	b.flying = false
-	close(b.landed)
+	if b.landed != nil {
+		close(b.landed)
+		b.landed = nil
+	}
 }
 
 // fly sends pipelines until no call is queued.
@@ -172,10 +187,21 @@ func (b *scriptBatcher) take() []*batchCall {
 	clear(b.queue[rest:])
 	b.queue = b.queue[:rest]
 	if len(batch) == 0 {
-		b.flying = false
-		close(b.landed)
+		b.endFlight()
 	}
 	return batch
+}
+
+// sendOne runs a lone call as a plain command on the caller's goroutine
+// and returns its reply; on a server without the script (NOSCRIPT: it did
+// not run) it is sent again with the script's text.
+func (b *scriptBatcher) sendOne(ctx context.Context, script *redis.Script, args []any) *redis.Cmd {
+	cmd := evalShaCmd(ctx, args)
+	_ = b.client.Process(ctx, cmd) // the error is cmd's
+	if noScript(cmd.Err()) {
+		return evalCmd(ctx, b.client, script, args)
+	}
+	return cmd
 }
 
 // send runs batch as one pipeline (one call alone as a plain command) and
@@ -185,13 +211,19 @@ func (b *scriptBatcher) send(ctx context.Context, batch []*batchCall) {
 	b.exec(ctx, batch, false)
 	var again []*batchCall
 	for _, c := range batch {
-		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
+		if noScript(c.cmd.Err()) {
 			again = append(again, c)
 		}
 	}
 	if len(again) > 0 {
 		b.exec(ctx, again, true)
 	}
+}
+
+// noScript reports whether err is Redis's NOSCRIPT: the script is not
+// loaded, and did not run.
+func noScript(err error) bool {
+	return err != nil && redis.HasErrorPrefix(err, "NOSCRIPT")
 }
 
 // sendContained is send for a flight, on its own goroutine, where a panic
@@ -218,11 +250,13 @@ func (b *scriptBatcher) sendContained(ctx context.Context, batch []*batchCall) {
 
 // exec sends calls, by hash or (eval) by text, and sets each one's cmd.
 func (b *scriptBatcher) exec(ctx context.Context, calls []*batchCall, eval bool) {
-	run := func(s redis.Scripter, c *batchCall) *redis.Cmd {
+	run := func(s scriptProcessor, c *batchCall) *redis.Cmd {
 		if eval {
-			return c.script.Eval(ctx, s, c.keys, c.args...)
+			return evalCmd(ctx, s, c.script, c.args)
 		}
-		return c.script.EvalSha(ctx, s, c.keys, c.args...)
+		cmd := evalShaCmd(ctx, c.args)
+		_ = s.Process(ctx, cmd) // in a pipeline: queued; the error is cmd's
+		return cmd
 	}
 	if len(calls) == 1 {
 		calls[0].cmd = run(b.client, calls[0])
@@ -233,6 +267,58 @@ func (b *scriptBatcher) exec(ctx context.Context, calls []*batchCall, eval bool)
 		c.cmd = run(pipe, c)
 	}
 	_, _ = pipe.Exec(ctx) // each command holds its own error
+}
+
+// scriptProcessor is a client or a pipeline: it sends a command, or a
+// script by its text.
+type scriptProcessor interface {
+	redis.Scripter
+	Process(ctx context.Context, cmd redis.Cmder) error
+}
+
+// evalShaArgs starts the arguments of one EVALSHA of script with nkeys
+// keys: "evalsha", the script's hash and nkeys, with room for n more (the
+// keys, then the script's arguments). The command is the one go-redis's
+// Script.EvalSha sends, without boxing the hash and each key anew.
+func evalShaArgs(script *redis.Script, nkeys, n int) []any {
+	args := make([]any, 3, 3+n)
+	args[0], args[1], args[2] = "evalsha", scriptHash(script), nkeys
+	return args
+}
+
+// scriptHash is script's hash, boxed once per script.
+func scriptHash(script *redis.Script) any {
+	switch script {
+	case claimScript:
+		return claimHash
+	case releaseScript:
+		return releaseHash
+	}
+	return script.Hash()
+}
+
+var claimHash, releaseHash any = claimScript.Hash(), releaseScript.Hash()
+
+// evalShaCmd is the command of args (see evalShaArgs), routed on a
+// Cluster by its first key, as Script.EvalSha's.
+func evalShaCmd(ctx context.Context, args []any) *redis.Cmd {
+	cmd := redis.NewCmd(ctx, args...)
+	if args[2] != 0 {
+		cmd.SetFirstKeyPos(3)
+	}
+	return cmd
+}
+
+// evalCmd sends the call of args (see evalShaArgs) by the script's text,
+// with go-redis's Script.Eval: after NOSCRIPT, which is rare (a fresh or
+// restarted server), so its allocations do not matter.
+func evalCmd(ctx context.Context, s scriptProcessor, script *redis.Script, args []any) *redis.Cmd {
+	nkeys, _ := args[2].(int)
+	keys := make([]string, nkeys)
+	for i := range keys {
+		keys[i], _ = args[3+i].(string)
+	}
+	return script.Eval(ctx, s, keys, args[3+nkeys:]...)
 }
 
 // flightContext is the context of a pipeline: the first call's values,
@@ -257,9 +343,14 @@ func flightContext(batch []*batchCall) (context.Context, context.CancelFunc) {
 // socket timeouts) once no call is queued.
 func (b *scriptBatcher) drain() {
 	b.mu.Lock()
-	landed, flying := b.landed, b.flying
-	b.mu.Unlock()
-	if flying {
-		<-landed
+	if !b.flying {
+		b.mu.Unlock()
+		return
 	}
+	if b.landed == nil {
+		b.landed = make(chan struct{})
+	}
+	landed := b.landed
+	b.mu.Unlock()
+	<-landed
 }

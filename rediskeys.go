@@ -9,6 +9,7 @@ type jobKeys struct {
 	claim, lock, fence string
 	claimKeys          []string // claim, lock, fence
 	acquireKeys        []string // lock, fence
+	boxed              [3]any   // claim, lock, fence as the batcher sends them (boxed once, not per call)
 }
 
 // newJobKeys builds the keys of job under the escaped prefix.
@@ -21,12 +22,13 @@ func newJobKeys(keyPrefix, job string) *jobKeys {
 	}
 	k.claimKeys = []string{k.claim, k.lock, k.fence}
 	k.acquireKeys = k.claimKeys[1:]
+	k.boxed = [3]any{k.claim, k.lock, k.fence}
 	return k
 }
 
 // maxCachedJobs and maxCachedName bound keyCache: at most 4,096 job
 // names, each of at most 256 bytes, so with a short prefix about 5 MB, and
-// 12 MB at worst (names of braces and %, which the hash tag escapes to 3
+// 13 MB at worst (names of braces and %, which the hash tag escapes to 3
 // bytes each: TestRedisKeyCacheHeapPerWorstCaseName), however many names the
 // Locker is called with.
 const (

@@ -51,6 +51,7 @@ type redisStore struct {
 	keyPrefix string // prefix, with braces escaped
 	budget    time.Duration
 	owner     string
+	shared    *sharedBudget // the budget of calls whose context can never end (see bound)
 	abandoned abandonedValues
 	keys      keyCache
 }
@@ -90,7 +91,7 @@ type redisStore struct {
 //
 // The locker builds a job's keys once and keeps them for up to 4,096 job
 // names of at most 256 bytes (the cache is emptied when full), so a Locker
-// called with ever new names holds about 12 MB of keys at most.
+// called with ever new names holds about 13 MB of keys at most.
 //
 // # Round trips
 //
@@ -129,7 +130,14 @@ type redisStore struct {
 // A call whose context has a deadline keeps it; one without is bounded by
 // the call budget (WithCallBudget, default 2s). The Scheduler gives each of
 // its calls a deadline of WithCallBudget, so the budget is applied once,
-// there. A call that takes the lock is bounded by a third of the lock TTL
+// there. A context that can never be canceled and has no deadline
+// (context.Background, or values over it) shares its deadline with the
+// other such calls of the same slice of time, as the Scheduler's calls do
+// (budget.go): it ends between the budget and the budget plus a sixteenth
+// of it (at most 10ms more) after the call starts, and costs no runtime
+// timer per call (a timer wakes another thread of the process each time,
+// BenchmarkRedisGuardedRunVsPing). A context that can be canceled gets a
+// deadline of exactly the budget, of its own. A call that takes the lock is bounded by a third of the lock TTL
 // too, so that most of the TTL is left when it returns. go-redis
 // applies context deadlines to connection set up and pool waits; for socket
 // reads and writes to honour them too, set ContextTimeoutEnabled in the
@@ -262,6 +270,7 @@ func newRedisLocker(clients []redis.UniversalClient, cfg config) *redisLocker {
 		keyPrefix: escapePrefix(cfg.prefix),
 		budget:    cfg.budget,
 		owner:     cfg.instance,
+		shared:    newSharedBudget(context.Background(), cfg.budget),
 	}}
 	for i, c := range clients {
 		l.names[i] = serverName(i, c)
@@ -351,8 +360,13 @@ func escapePrefix(p string) string {
 }
 
 // bound gives a call its deadline: the caller's, or the budget (see
-// bounded).
+// bounded). A context that can never end (Done is nil: no cancellation
+// anywhere above it, no deadline) takes the shared budget's slice, with
+// the caller's values (see NewRedisLocker, Budget): no timer per call.
 func (l *redisStore) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); !ok && ctx.Done() == nil {
+		return l.shared.valuesCtx(ctx), noCancel
+	}
 	return bounded(ctx, l.budget)
 }
 
@@ -367,8 +381,18 @@ func within(ctx context.Context, d time.Duration) (context.Context, context.Canc
 }
 
 // newValue makes the value of one claim or lock attempt: the owner, for
-// messages, and 128 random bits.
-func (l *redisStore) newValue() string { return l.owner + "/" + rand.Text() }
+// messages, and 128 random bits, as crypto/rand.Text writes them (26
+// characters of the RFC 4648 base32 alphabet), in one allocation.
+func (l *redisStore) newValue() string {
+	var r [26]byte
+	_, _ = rand.Read(r[:]) // it never fails (crypto/rand)
+	for i, b := range r {
+		r[i] = base32Alphabet[b%32]
+	}
+	return l.owner + "/" + string(r[:])
+}
+
+const base32Alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 // fenceLua issues a fencing token (see NewRedisLocker, Fencing token):
 // fence(key, now) with now the server's clock in microseconds; clock()
@@ -562,12 +586,24 @@ func (l *redisStore) claimOn(ctx context.Context, i int, job string, tick time.T
 
 // claimArgs is the ARGV of claimScript (claimKeys its KEYS).
 func (l *redisStore) claimArgs(job string, tick time.Time, lockTTL time.Duration, instance, value string) []any {
-	args := []any{tick.Unix(), tick.Nanosecond(), instance, value, lockTTL.Milliseconds(), fmtTick(tick),
-		int64(maxMarkAhead / time.Second)}
-	for _, v := range l.abandoned.list(job) {
-		args = append(args, v)
+	abandoned := l.abandoned.list(job)
+	return appendClaimArgs(make([]any, 0, claimArgc+len(abandoned)), abandoned, tick, lockTTL, instance, value)
+}
+
+// claimArgc is the number of claimScript's arguments before the abandoned
+// values.
+const claimArgc = 7
+
+// markAheadArg is claimScript's wild-mark bound, boxed once.
+var markAheadArg any = int64(maxMarkAhead / time.Second)
+
+// appendClaimArgs appends claimScript's ARGV to dst.
+func appendClaimArgs(dst []any, abandoned []string, tick time.Time, lockTTL time.Duration, instance, value string) []any {
+	dst = append(dst, tick.Unix(), tick.Nanosecond(), instance, value, lockTTL.Milliseconds(), fmtTick(tick), markAheadArg)
+	for _, v := range abandoned {
+		dst = append(dst, v)
 	}
-	return args
+	return dst
 }
 
 // acquireOn runs acquireScript on server i.
@@ -747,7 +783,11 @@ func (o *oneServer) acquire(ctx context.Context, job string, ttl time.Duration) 
 // keys and arguments as claimOn, in a pipeline shared with the claims and
 // releases of other jobs that are in flight at the same time.
 func (o *oneServer) claimBatched(ctx context.Context, job string, tick time.Time, lockTTL time.Duration, instance, value string) (scriptReply, error) {
-	res, err := o.batch.call(ctx, claimScript, o.claimKeys(job), o.claimArgs(job, tick, lockTTL, instance, value)...)
+	abandoned := o.abandoned.list(job)
+	args := evalShaArgs(claimScript, 3, 3+claimArgc+len(abandoned))
+	args = append(args, o.jobKeys(job).boxed[:]...)
+	args = appendClaimArgs(args, abandoned, tick, lockTTL, instance, value)
+	res, err := o.batch.callArgs(ctx, claimScript, args)
 	if err != nil {
 		return scriptReply{}, err
 	}
@@ -912,7 +952,8 @@ func (o *oneServer) extend(ctx context.Context, r *redisLease, ttl time.Duration
 
 // release implements redisImpl on one server, through the batcher.
 func (o *oneServer) release(ctx context.Context, r *redisLease) error {
-	st, err := o.batch.call(ctx, releaseScript, []string{r.key}, r.value)
+	args := append(evalShaArgs(releaseScript, 1, 2), o.jobKeys(r.job).boxed[1], r.value)
+	st, err := o.batch.callArgs(ctx, releaseScript, args)
 	switch {
 	case err != nil:
 		return fmt.Errorf("lock %s: release: %s: %w", r.key, o.names[0], err)
