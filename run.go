@@ -406,21 +406,18 @@ func (r *runRegistry) cancelAll(cause error) {
 }
 
 // track counts a run as going; it refuses once the scheduler is stopped, so
-// Stop's wait sees every run.
+// Stop's wait sees every run (runGate).
 func (s *Scheduler) track(e *entry) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.state == stopped {
+	if !s.wg.track() {
 		return false
 	}
-	s.wg.Add(1)
 	e.active.Add(1)
 	return true
 }
 
 func (s *Scheduler) untrack(e *entry) {
 	e.active.Add(-1)
-	s.wg.Done()
+	s.wg.done()
 }
 
 // ReportFrom is for Middleware (tracing, metrics): inside a run it returns
