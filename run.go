@@ -73,10 +73,12 @@ type run struct {
 	cause   error  // context.Cause of the run's context when it ended canceled
 	stack   string // of a panic
 
-	// rep is the Report once the run ended, allocated then: the finished
-	// event points to it, and the history keeps it as it is when no
-	// observer had it (history.go).
-	rep *Report
+	// rep is the Report once the run ended: the finished event points to
+	// it, and the history keeps it as it is when no observer had it
+	// (history.go). It is report when nothing can keep it by pointer
+	// (Scheduler.reportInRun), else allocated then.
+	rep    *Report
+	report Report
 }
 
 type runKey struct{}
@@ -213,9 +215,10 @@ func (r *run) setMore() {
 //
 // Allocation budget: a scheduled run of a no-op job on the memory backends,
 // with no observer and a logger that drops Info, allocates runAllocBudget
-// (5) objects: the run (which is also its context), the cancelable context
-// below it and its cancel func, the memory Lease, and the Report (the
-// memory history copies it into its ring). No timer, goroutine, context per guard or
+// (4) objects: the run (which is also its context, and holds its Report:
+// see reportInRun), the cancelable context below it and its cancel func,
+// and the memory Lease (the memory history copies the Report into its
+// ring). No timer, goroutine, context per guard or
 // event is made for it: the watchdog shares one timer for the process, the
 // memory stores are called without a deadline, and an event nobody takes
 // is not built. robfig/cron adds the goroutine it starts per fire. A
@@ -299,7 +302,10 @@ func (r *run) refuse() {
 // finish turns the chain's error into the run's Report and raises its
 // finished or skipped event.
 func (r *run) finish(err error) {
-	rep := new(Report)
+	rep := &r.report
+	if !r.s.reportInRun() {
+		rep = new(Report)
+	}
 	r.fillReport(rep, err)
 	r.rep = rep
 	var ev Event
@@ -312,6 +318,20 @@ func (r *run) finish(err error) {
 		ev.Report = rep // the run is over: nothing changes it any more
 	}
 	r.s.emitEvent(&ev)
+}
+
+// reportInRun reports whether a finished run's Report may live in the run
+// (run.report), one allocation less: when no observer gets the finished
+// event and the history is the memory one, which copies a run's Report
+// into its ring (memEntry). Anyone else given the Report's pointer (an
+// observer, another HistoryStore) could keep it, and with it the whole run
+// and its context.
+func (s *Scheduler) reportInRun() bool {
+	if len(s.cfg.observers) > 0 {
+		return false
+	}
+	_, ok := s.history.storeOf(s).(*memoryHistory)
+	return ok
 }
 
 // fillReport turns the run's state and the chain's error into *rep, which
@@ -439,5 +459,5 @@ func ReportFrom(ctx context.Context, err error) (r Report, ok bool) {
 // runAllocBudget is the most objects a scheduled run of a no-op job
 // allocates on the memory backends with no observer and a logger that
 // drops Info (alloc_test.go holds it; see execute). Before issue 8's rework
-// a run allocated 43.
-const runAllocBudget = 5
+// a run allocated 43; 5 before the Report moved into the run.
+const runAllocBudget = 4
