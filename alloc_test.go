@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -197,4 +198,60 @@ func liveHeap() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// TestAllocsReportInRunOnlyWhenUnkept: a finished run's Report lives in
+// the run (one allocation less) only when nothing is given its pointer to
+// keep: with an observer, or a history store other than the memory one,
+// the Report is an object of its own, so that keeping it does not keep
+// the run and its context.
+func TestAllocsReportInRunOnlyWhenUnkept(t *testing.T) {
+	cases := []struct {
+		name  string
+		opts  []Option
+		inRun bool
+	}{
+		{"quiet", nil, true},
+		{"observer", []Option{WithObserver(func(Event) {})}, false},
+		{"other store", []Option{WithHistoryStore(&keepingStore{})}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := quietScheduler(t, c.opts...)
+			if err := s.Register("job", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
+				t.Fatal(err)
+			}
+			e, err := s.lookup("job")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := s.runOnce(s.base, e, TriggerSchedule, time.Date(2030, 1, 1, 0, 0, 1, 0, time.UTC), nil)
+			if r.rep.Outcome() != "done" {
+				t.Fatalf("run: %+v", r.rep)
+			}
+			if got := r.rep == &r.report; got != c.inRun {
+				t.Errorf("the Report is in the run: %v, want %v", got, c.inRun)
+			}
+		})
+	}
+}
+
+// keepingStore is a HistoryStore that keeps what it is given, pointers
+// and all, as a user's might.
+type keepingStore struct {
+	mu      sync.Mutex
+	entries []HistoryEntry
+}
+
+func (k *keepingStore) Append(_ context.Context, e HistoryEntry) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.entries = append(k.entries, e)
+	return nil
+}
+
+func (k *keepingStore) History(context.Context, string, int) ([]HistoryEntry, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Clone(k.entries), nil
 }
