@@ -567,7 +567,7 @@ func timeoutRun(run *run, next step) error {
 // runJob is innermost: the run has passed every guard and starts now.
 func runJob(run *run) error {
 	run.begin()
-	if run.items != nil {
+	if run.manual != nil && run.manual.items != nil {
 		return runItems(run)
 	}
 	var err error
@@ -584,7 +584,7 @@ func runJob(run *run) error {
 //
 //go:noinline
 func runItems(run *run) error {
-	err := run.e.batch().runItems(run.ctx, run.items)
+	err := run.e.batch().runItems(run.ctx, run.items())
 	run.noteCause()
 	return err
 }

@@ -44,8 +44,7 @@ type run struct {
 	job     string
 	trigger Trigger
 	tick    time.Time
-	items   []any  // RunManually's items; nil for a whole run
-	by      string // who asked for a manual run (ActorFrom)
+	manual  *manualArgs // of a manual run that has any; nil otherwise
 
 	start     time.Time
 	batches   atomic.Int64
@@ -79,6 +78,30 @@ type run struct {
 	// (Scheduler.reportInRun), else allocated then.
 	rep    *Report
 	report Report
+}
+
+// manualArgs are what a manual run may have that a scheduled one never
+// has, apart, so that the run of a scheduled fire fits a smaller size
+// class.
+type manualArgs struct {
+	items []any  // RunManually's items; nil for a whole run
+	by    string // who asked for a manual run (ActorFrom)
+}
+
+// items are RunManually's items; nil for a whole run.
+func (r *run) items() []any {
+	if r.manual == nil {
+		return nil
+	}
+	return r.manual.items
+}
+
+// by is who asked for a manual run (ActorFrom).
+func (r *run) by() string {
+	if r.manual == nil {
+		return ""
+	}
+	return r.manual.by
 }
 
 type runKey struct{}
@@ -231,9 +254,13 @@ func (s *Scheduler) execute(ctx context.Context, e *entry, trig Trigger, tick ti
 
 // runOnce is execute; the Report is in the run it returns.
 func (s *Scheduler) runOnce(ctx context.Context, e *entry, trig Trigger, tick time.Time, items []any) *run {
-	run := &run{s: s, e: e, job: e.name, trigger: trig, tick: tick, items: items}
+	run := &run{s: s, e: e, job: e.name, trigger: trig, tick: tick}
+	by := ""
 	if trig == TriggerManual {
-		run.by = ActorFrom(ctx)
+		by = ActorFrom(ctx)
+	}
+	if items != nil || by != "" {
+		run.manual = &manualArgs{items: items, by: by}
 	}
 	run.do(ctx)
 	return run
@@ -340,7 +367,7 @@ func (s *Scheduler) reportInRun() bool {
 func (r *run) fillReport(rep *Report, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rep.Job, rep.Trigger, rep.Tick, rep.By, rep.Start, rep.Err = r.job, r.trigger, r.tick, r.by, r.start, err
+	rep.Job, rep.Trigger, rep.Tick, rep.By, rep.Start, rep.Err = r.job, r.trigger, r.tick, r.by(), r.start, err
 	rep.Token = r.token.Load()
 	if r.s != nil {
 		rep.Instance = r.s.cfg.instance
