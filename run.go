@@ -273,8 +273,8 @@ func (r *run) do(ctx context.Context) {
 		r.refuse()
 		return
 	}
-	r.open(ctx)
 	defer r.end()
+	r.open(ctx)
 	r.finish(r.runChain())
 	if r.trigger == TriggerSchedule {
 		r.e.noteDecided(r.tick)
@@ -297,11 +297,14 @@ func (r *run) open(ctx context.Context) {
 	r.s.runs.add(r)
 }
 
-// end undoes do's registrations, the last first, even when an observer
-// or a logger panicked in finish.
+// end undoes do's registrations, the last first, even when do panicked:
+// an observer or a logger in finish, or open given a nil context (RunTick's
+// caller's), whose run has no context and is not registered.
 func (r *run) end() {
-	r.s.runs.remove(r)
-	r.cancel(nil)
+	if r.cancel != nil {
+		r.s.runs.remove(r)
+		r.cancel(nil)
+	}
 	r.s.untrack(r.e)
 }
 

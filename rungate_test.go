@@ -1,6 +1,7 @@
 package cronguard
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -78,4 +79,28 @@ func TestRunGateCloseIdle(t *testing.T) {
 	g.close()
 	g.Wait()
 	g.Wait()
+}
+
+// TestStopAfterRunTickPanicked: a run that panics before its context is
+// made (RunTick given a nil context) is counted out all the same, so Stop
+// does not wait for it.
+func TestStopAfterRunTickPanicked(t *testing.T) {
+	s := quietScheduler(t)
+	if err := s.Register("job", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("RunTick with a nil context did not panic")
+			}
+		}()
+		var none context.Context
+		_, _ = s.RunTick(none, "job", time.Date(2030, 1, 1, 0, 0, 1, 0, time.UTC))
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
 }
