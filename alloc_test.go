@@ -4,9 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"runtime"
+	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // quietScheduler is the setup whose cost the allocation budgets and the
@@ -65,6 +68,60 @@ func TestAllocsPerScheduledRun(t *testing.T) {
 	if n > runAllocBudget {
 		t.Errorf("%.1f allocations per scheduled run, over the budget of %d: see execute's doc comment", n, runAllocBudget)
 	}
+}
+
+// jobStackDepth is the most bytes of stack below the top of robfig/cron's
+// goroutine at which a scheduled job's body starts on the memory backends
+// (cronFire.Run): the rest of the stack cronFire.Run grows is the job's.
+// It was 1,472 B before issue 8's frame rework, about 600 B after (Go 1.26).
+const jobStackDepth = 700
+
+// TestAllocsStackUnderScheduledJob holds jobStackDepth: a job fired as
+// robfig/cron fires it, on a goroutine of its own, finds its body at most
+// that far below the goroutine's top.
+func TestAllocsStackUnderScheduledJob(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes the frames; scripts/test runs this test again without -race")
+	}
+	s := quietScheduler(t)
+	var body uintptr
+	runs := 0
+	job := JobFunc(func(context.Context) error {
+		body = stackPointer() // the job's own frame is its business: this one is small
+		runs++
+		return nil
+	})
+	if err := s.Register("job", "* * * * * *", job); err != nil {
+		t.Fatal(err)
+	}
+	e, err := s.lookup("job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var top uintptr
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		(*cronFire)(e).Run()
+		top = stackPointer() // after the run: where the stack is once grown
+	})
+	wg.Wait()
+	if runs != 1 {
+		t.Fatalf("the job ran %d times, want 1: %+v", runs, e.lastReport())
+	}
+	depth := top - body
+	t.Logf("the job's body starts %d B below the goroutine's top (budget %d)", depth, jobStackDepth)
+	if depth > jobStackDepth {
+		t.Errorf("the job's body starts %d B below the goroutine's top, over the budget of %d: see cronFire.Run", depth, jobStackDepth)
+	}
+}
+
+// stackPointer is about the caller's stack pointer: the address of a
+// local of a frame just below the caller's.
+//
+//go:noinline
+func stackPointer() uintptr {
+	var b byte
+	return uintptr(unsafe.Pointer(&b))
 }
 
 // TestAllocsPerBatchItem holds batchAllocBudget: a scheduled run of a no-op
@@ -141,4 +198,60 @@ func liveHeap() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// TestAllocsReportInRunOnlyWhenUnkept: a finished run's Report lives in
+// the run (one allocation less) only when nothing is given its pointer to
+// keep: with an observer, or a history store other than the memory one,
+// the Report is an object of its own, so that keeping it does not keep
+// the run and its context.
+func TestAllocsReportInRunOnlyWhenUnkept(t *testing.T) {
+	cases := []struct {
+		name  string
+		opts  []Option
+		inRun bool
+	}{
+		{"quiet", nil, true},
+		{"observer", []Option{WithObserver(func(Event) {})}, false},
+		{"other store", []Option{WithHistoryStore(&keepingStore{})}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := quietScheduler(t, c.opts...)
+			if err := s.Register("job", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
+				t.Fatal(err)
+			}
+			e, err := s.lookup("job")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := s.runOnce(s.base, e, TriggerSchedule, time.Date(2030, 1, 1, 0, 0, 1, 0, time.UTC), nil)
+			if r.rep.Outcome() != "done" {
+				t.Fatalf("run: %+v", r.rep)
+			}
+			if got := r.rep == &r.report; got != c.inRun {
+				t.Errorf("the Report is in the run: %v, want %v", got, c.inRun)
+			}
+		})
+	}
+}
+
+// keepingStore is a HistoryStore that keeps what it is given, pointers
+// and all, as a user's might.
+type keepingStore struct {
+	mu      sync.Mutex
+	entries []HistoryEntry
+}
+
+func (k *keepingStore) Append(_ context.Context, e HistoryEntry) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.entries = append(k.entries, e)
+	return nil
+}
+
+func (k *keepingStore) History(context.Context, string, int) ([]HistoryEntry, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Clone(k.entries), nil
 }

@@ -52,52 +52,115 @@ func then(gs ...guard) func(step) step {
 // init: a catch-up run inside the scheduled chain runs a chain of its own).
 // The guards live in this file except killSwitchGuard and hardKillGuard
 // (killswitch.go) and catchUpGuard (catchup.go).
-var scheduledChain, manualChain, catchUpChain step
+//
+// Each trigger has a chain per set of optional guards (CatchUp, Timeout,
+// HardKill), indexed by jobConfig.optional, which leaves out the guards a
+// job's options make pass-through: they let the run through all the same,
+// but each would add its frame to the stack the job runs on (see
+// cronFire.Run).
+var scheduledChain, manualChain, catchUpChain [optAll + 1]step
+
+// The optional guards, as bits of jobConfig.optional.
+const (
+	optCatchUp = 1 << iota
+	optTimeout
+	optHardKill
+	optAll = optCatchUp | optTimeout | optHardKill
+)
 
 func init() {
-	scheduledChain = then(killSwitchGuard, overlapGuard, claimGuard, catchUpGuard, timeoutGuard, hardKillGuard)(runJob)
-	manualChain = then(lockGuard, timeoutGuard)(runJob)
-	// A catch-up run goes below the tick's claim and lock (catchUpGuard).
-	// It is not hard-killed: hardKillGuard guards scheduled ticks only.
-	catchUpChain = then(timeoutGuard)(runJob)
+	for v := range uint8(optAll + 1) {
+		scheduledChain[v] = compose(v, link{0, killSwitchGuard}, link{0, overlapGuard}, link{0, claimGuard},
+			link{optCatchUp, catchUpGuard}, link{optTimeout, timeoutGuard}, link{optHardKill, hardKillGuard})
+		manualChain[v] = compose(v, link{0, lockGuard}, link{optTimeout, timeoutGuard})
+		// A catch-up run goes below the tick's claim and lock (catchUpGuard).
+		// It is not hard-killed: hardKillGuard guards scheduled ticks only.
+		catchUpChain[v] = compose(v, link{optTimeout, timeoutGuard})
+	}
+}
+
+// link is a guard of a chain, left out unless the optional guards of the
+// chain have its bit opt (always in when opt is 0).
+type link struct {
+	opt uint8
+	g   guard
+}
+
+// compose applies the links that the optional guards v keep, around
+// runJob.
+func compose(v uint8, links ...link) step {
+	var gs []guard
+	for _, l := range links {
+		if l.opt == 0 || v&l.opt != 0 {
+			gs = append(gs, l.g)
+		}
+	}
+	return then(gs...)(runJob)
+}
+
+// optional is the set of optional guards c makes do something.
+func (c *jobConfig) optional() uint8 {
+	var v uint8
+	if c.catchUp {
+		v |= optCatchUp
+	}
+	if c.timeout > 0 {
+		v |= optTimeout
+	}
+	if c.hardKill {
+		v |= optHardKill
+	}
+	return v
 }
 
 // chain returns the chain of r's trigger, below the middleware.
 func (r *run) chain() step {
+	v := r.e.cfg.optional()
 	switch r.trigger {
 	case TriggerManual:
-		return manualChain
+		return manualChain[v]
 	case TriggerCatchUp:
-		return catchUpChain
+		return catchUpChain[v]
 	}
-	return scheduledChain
+	return scheduledChain[v]
 }
 
 // runChain runs r through the user middleware and its chain, turning a
 // panic anywhere below into a failed run.
 func (r *run) runChain() (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			r.stack = string(debug.Stack())
-			err = fmt.Errorf("%w: job %q: %v", ErrPanic, r.job, p)
-		}
-	}()
+	defer r.recoverPanic(&err)
+	if r.e.chain != nil {
+		return r.runMiddleware()
+	}
+	r.ctx = r
+	return r.chain()(r)
+}
+
+// recoverPanic, deferred, turns a panic into the failed run's *err.
+func (r *run) recoverPanic(err *error) {
+	if p := recover(); p != nil {
+		r.stack = string(debug.Stack())
+		*err = fmt.Errorf("%w: job %q: %v", ErrPanic, r.job, p)
+	}
+}
+
+// runMiddleware runs r through the user middleware, which runs its chain.
+//
+//go:noinline
+func (r *run) runMiddleware() error {
 	c := r.e.chain
-	if c != nil && r.trigger == TriggerCatchUp {
+	if r.trigger == TriggerCatchUp {
 		// A catch-up run goes inside its tick's run, below the tick's own
 		// pass through the middleware: through the same wrapped Job, a
 		// middleware that lets one run through at a time (a mutex, like
 		// robfig's DelayIfStillRunning) would wait on itself for ever. It
 		// gets the middleware wrapped anew: one per gap at most, so rarely.
+		var err error
 		if c, err = r.s.wrapMiddleware(r.e); err != nil {
 			return err
 		}
 	}
-	if c != nil {
-		return c.Run(r)
-	}
-	r.ctx = r
-	return r.chain()(r)
+	return c.Run(r)
 }
 
 // buildChain wraps the chains of e in the user middleware; without
@@ -195,15 +258,19 @@ func claimGuard(next step) step {
 		case lockTTL == 0:
 			return next(run)
 		}
-		return run.holdLease(lease, lockTTL, next)
+		if p, ok := lease.(pinner); ok { // holdLease, by hand: one frame less under the job
+			return run.holdPinned(p, next)
+		}
+		return run.holdWatched(lease, lockTTL, next)
 	}
 }
 
 // claim claims r's tick and, when lockTTL > 0, takes the run lock: the
 // lease, or the skip of a claim lost or failed or of a lock not taken. It
 // returns before the job runs, so its frame (a Claim, the Locker call) is
-// off the stack while the job runs: a deeper stack than the goroutine's
-// first would be grown and copied in every run (see cronFire.Run).
+// off the stack while the job runs: a deeper stack than the one
+// cronFire.Run grows at the start would be grown and copied again in every
+// run.
 //
 //go:noinline
 func (r *run) claim(lockTTL time.Duration) (Lease, error) {
@@ -290,23 +357,33 @@ type overlapState struct {
 	idle    chan struct{} // made by a waiting run; closed when running drops to 0
 }
 
-// overlapGuard applies the job's overlapPolicy within this process. A run
-// that waited (overlapQueue) asks the kill switch again before it goes on
-// (killswitch.go): an operator may have switched the job off meanwhile.
+// overlapGuard applies the job's overlapPolicy within this process.
 func overlapGuard(next step) step {
 	return func(run *run) error {
-		queued, err := run.e.overlap.enter(run)
-		if err != nil {
+		if err := run.e.overlap.admit(run); err != nil {
 			return err
 		}
 		defer run.e.overlap.done()
-		if queued {
-			if err := run.switchedOff(); err != nil {
-				return err
-			}
-		}
 		return next(run)
 	}
+}
+
+// admit counts r in, or returns the skip of its job's overlap policy.
+// A run that waited (overlapQueue) asks the kill switch again before it
+// goes on (killswitch.go): an operator may have switched the job off
+// meanwhile; it is then counted out again.
+//
+//go:noinline
+func (o *overlapState) admit(run *run) error {
+	queued, err := o.enter(run)
+	if err != nil || !queued {
+		return err
+	}
+	if err := run.switchedOff(); err != nil {
+		o.done()
+		return err
+	}
+	return nil
 }
 
 // enter counts r in, or returns the skip of its job's overlap policy;
@@ -383,29 +460,56 @@ func lockGuard(next step) step {
 // lease is released when the run ends, unless it was lost.
 //
 // A lease whose Locker holds it for the run (the memory locker's, see
-// pinner) is pinned instead of watched: no watchdog, no extension.
+// pinner) is pinned instead of watched: no watchdog, no extension. The
+// two are functions of their own, so that the frame of the one a run
+// does not use is not on its stack.
 func (r *run) holdLease(lease Lease, ttl time.Duration, next step) error {
-	ctx := r.ctx
 	if p, ok := lease.(pinner); ok {
-		if !p.pin(r) { // taken away between the claim and now: the job does not start
-			err := fmt.Errorf("%w: job %q: the lock was taken away before the run started", ErrLockLost, r.job)
-			r.lockLost(err)
-			return err
-		}
-		defer func() {
-			if lost := p.unpin(r); lost != nil { // else unpin released the lock
-				<-lost // the run has been told (EventLockLost) before it ends
-			}
-		}()
-	} else {
-		dog := &watchdog{}
-		dog.start(r, lease, ttl, r.s.cfg.budget)
-		defer func() {
-			if !dog.stop() {
-				r.s.release(ctx, lease) // an unreleased lock expires after ttl
-			}
-		}()
+		return r.holdPinned(p, next)
 	}
+	return r.holdWatched(lease, ttl, next)
+}
+
+// holdPinned is holdLease for a pinned lease.
+func (r *run) holdPinned(p pinner, next step) error {
+	if !p.pin(r) { // taken away between the claim and now: the job does not start
+		return r.pinTakenAway()
+	}
+	defer r.unpin(p)
+	r.token.Store(p.Token()) // Report.Token: what job code fences its writes with
+	return next(r)
+}
+
+// pinTakenAway ends a run whose pinned lock was taken away before it
+// started.
+//
+//go:noinline
+func (r *run) pinTakenAway() error {
+	err := fmt.Errorf("%w: job %q: the lock was taken away before the run started", ErrLockLost, r.job)
+	r.lockLost(err)
+	return err
+}
+
+// unpin ends r's pin of p, which releases the lock unless it was lost;
+// if it was, it returns once the run has been told (EventLockLost).
+func (r *run) unpin(p pinner) {
+	if lost := p.unpin(r); lost != nil {
+		<-lost
+	}
+}
+
+// holdWatched is holdLease for a lease the run's watchdog extends.
+//
+//go:noinline
+func (r *run) holdWatched(lease Lease, ttl time.Duration, next step) error {
+	ctx := r.ctx
+	dog := &watchdog{}
+	dog.start(r, lease, ttl, r.s.cfg.budget)
+	defer func() {
+		if !dog.stop() {
+			r.s.release(ctx, lease) // an unreleased lock expires after ttl
+		}
+	}()
 	r.token.Store(lease.Token()) // Report.Token: what job code fences its writes with
 	return next(r)
 }
@@ -442,30 +546,54 @@ func (r *run) lockLost(err error) {
 // it with cause ErrTimeout.
 func timeoutGuard(next step) step {
 	return func(run *run) error {
-		d := run.e.cfg.timeout
-		if d <= 0 {
+		if run.e.cfg.timeout <= 0 {
 			return next(run)
 		}
-		ctx, cancel := context.WithTimeoutCause(run.ctx, d, fmt.Errorf("%w: job %q after %s", ErrTimeout, run.job, d))
-		defer cancel()
-		return under(ctx, run, next)
+		return timeoutRun(run, next)
 	}
+}
+
+// timeoutRun is timeoutGuard for a job with a Timeout: its own function,
+// so that the frame of a run without one stays small (see cronFire.Run).
+//
+//go:noinline
+func timeoutRun(run *run, next step) error {
+	d := run.e.cfg.timeout
+	ctx, cancel := context.WithTimeoutCause(run.ctx, d, fmt.Errorf("%w: job %q after %s", ErrTimeout, run.job, d))
+	defer cancel()
+	return under(ctx, run, next)
 }
 
 // runJob is innermost: the run has passed every guard and starts now.
 func runJob(run *run) error {
 	run.begin()
-	ctx := run.ctx
+	if run.manual != nil && run.manual.items != nil {
+		return runItems(run)
+	}
 	var err error
-	if run.items != nil {
-		err = run.e.batch().runItems(ctx, run.items)
+	if f, ok := run.e.job.(JobFunc); ok {
+		err = f(run.ctx) // JobFunc.Run, by hand: one frame less under the job
 	} else {
-		err = run.e.job.Run(ctx)
+		err = run.e.job.Run(run.ctx)
 	}
-	if ctx.Err() != nil {
-		run.cause = context.Cause(ctx)
-	}
+	run.noteCause()
 	return err
+}
+
+// runItems is runJob for RunManually's items.
+//
+//go:noinline
+func runItems(run *run) error {
+	err := run.e.batch().runItems(run.ctx, run.items())
+	run.noteCause()
+	return err
+}
+
+// noteCause keeps why the job's context ended, if it did (Report.Err).
+func (r *run) noteCause() {
+	if r.ctx.Err() != nil {
+		r.cause = context.Cause(r.ctx)
+	}
 }
 
 func fmtTick(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

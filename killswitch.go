@@ -312,25 +312,33 @@ func hardKillGuard(next step) step {
 		if !run.e.cfg.hardKill {
 			return next(run)
 		}
-		ctx, cancel := context.WithCancelCause(run.ctx)
-		changed := make(chan struct{}, 1)
-		if w, ok := run.s.cfg.killSwitch.(flagWatcher); ok {
-			stop := w.watch(run.e.cfg.flag, func() {
-				select {
-				case changed <- struct{}{}:
-				default: // a check is pending already
-				}
-			})
-			defer stop()
-		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			run.pollKill(ctx, changed, cancel)
-		}()
-		defer func() { cancel(nil); <-done }()
-		return under(ctx, run, next)
+		return hardKillRun(run, next)
 	}
+}
+
+// hardKillRun is hardKillGuard for a HardKill job: its own function, so
+// that the frame of a run without it stays small (see cronFire.Run).
+//
+//go:noinline
+func hardKillRun(run *run, next step) error {
+	ctx, cancel := context.WithCancelCause(run.ctx)
+	changed := make(chan struct{}, 1)
+	if w, ok := run.s.cfg.killSwitch.(flagWatcher); ok {
+		stop := w.watch(run.e.cfg.flag, func() {
+			select {
+			case changed <- struct{}{}:
+			default: // a check is pending already
+			}
+		})
+		defer stop()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		run.pollKill(ctx, changed, cancel)
+	}()
+	defer func() { cancel(nil); <-done }()
+	return under(ctx, run, next)
 }
 
 // pollKill re-reads the flag when the switch reports a change and every

@@ -385,6 +385,7 @@ func (l *memLease) Release(context.Context) error {
 // (memoryLocker.forget, as a deleted key would be): the Locker then tells
 // the run itself, at once, with run.pinLost.
 type pinner interface {
+	Lease
 	// pin holds the lock for r until unpin; false when it is not held any
 	// more.
 	pin(r *run) bool

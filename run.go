@@ -13,13 +13,14 @@ import (
 
 // The life of one scheduled run, in this file from top to bottom:
 //
-//	cronFire.Run → Scheduler.fire → fireAt (the tick a fire stands for)
-//	  → runTick → runOnce: the run and its context
+//	cronFire.Run → fireAt → tickRun (the tick a fire stands for, the run)
+//	  → run.do: the run's context and registrations
 //	    → run.runChain (chain.go): middleware, then the chain of the trigger
 //	      → runJob → Job.Run; for a Batch, Batch.Run (batch.go)
 //	    → run.finish: the Report and its finished or skipped event (events.go)
 //
-// RunManually (manual.go) and RunTick (runtick.go) enter at runOnce.
+// RunManually (manual.go) and RunTick (runtick.go) enter at runOnce,
+// which makes the run and calls run.do.
 
 // run is the state of one run, and its context: the guards, the job and
 // every context derived from it find the run through Value(runKey{})
@@ -43,8 +44,7 @@ type run struct {
 	job     string
 	trigger Trigger
 	tick    time.Time
-	items   []any  // RunManually's items; nil for a whole run
-	by      string // who asked for a manual run (ActorFrom)
+	manual  *manualArgs // of a manual run that has any; nil otherwise
 
 	start     time.Time
 	batches   atomic.Int64
@@ -72,10 +72,36 @@ type run struct {
 	cause   error  // context.Cause of the run's context when it ended canceled
 	stack   string // of a panic
 
-	// rep is the Report once the run ended, allocated then: the finished
-	// event points to it, and the history keeps it as it is when no
-	// observer had it (history.go).
-	rep *Report
+	// rep is the Report once the run ended: the finished event points to
+	// it, and the history keeps it as it is when no observer had it
+	// (history.go). It is report when nothing can keep it by pointer
+	// (Scheduler.reportInRun), else allocated then.
+	rep    *Report
+	report Report
+}
+
+// manualArgs are what a manual run may have that a scheduled one never
+// has, apart, so that the run of a scheduled fire fits a smaller size
+// class.
+type manualArgs struct {
+	items []any  // RunManually's items; nil for a whole run
+	by    string // who asked for a manual run (ActorFrom)
+}
+
+// items are RunManually's items; nil for a whole run.
+func (r *run) items() []any {
+	if r.manual == nil {
+		return nil
+	}
+	return r.manual.items
+}
+
+// by is who asked for a manual run (ActorFrom).
+func (r *run) by() string {
+	if r.manual == nil {
+		return ""
+	}
+	return r.manual.by
 }
 
 type runKey struct{}
@@ -106,31 +132,47 @@ type cronFire entry
 // top, where there is little to copy.
 //
 // robfig/cron's goroutine starts with a small stack (2 KB unless the
-// runtime has seen bigger ones), smaller than the tick's lookup (robfig's
-// Next, in tickSchedule.take) and the guard chain need, so the stack grows
-// once in every run. Growing copies the stack and fixes up every frame on
-// it: deep in the chain that cost a sixth of a no-op run
-// (BenchmarkFireBurst). The frames on the stack while the job runs are kept
-// small (see run.claim) so that it does not grow a second time there.
+// runtime has seen bigger ones, of which the 928 B stack guard is not for
+// Go frames), smaller than a run needs: the tick's lookup alone (robfig's
+// Next, in tickSchedule.take) takes about 1.1 KB, the claim on the memory
+// Locker about 1.4 KB below its guard, the Report, its event and the
+// history about 1.45 KB below run.do (measured on Go 1.26). So the stack
+// grows once in every run, and growing copies the stack and fixes up
+// every frame on it: deep in the chain that cost a sixth of a no-op run
+// (BenchmarkFireBurst). The frames on the stack while the job runs are
+// kept small (see run.claim) so that it does not grow a second time
+// there: the job's body starts about 600 B below the top, which leaves a
+// job some 2.5 KB of the grown stack.
 func (f *cronFire) Run() {
 	growStack()
 	e := (*entry)(f)
-	e.s.fire(e)
+	if r := e.s.tickRun(e, time.Now()); r != nil { // fireAt, by hand: one frame less under the run
+		r.do(e.s.base)
+	}
 }
-
-// fire is what robfig/cron calls at each tick of e.
-func (s *Scheduler) fire(e *entry) { s.fireAt(e, time.Now()) }
 
 // fireAt runs the tick that a fire at now stands for (see tickSchedule.take),
 // or reports the fire as skipped (SkipTickTaken) when it stands for a tick
 // this process has run already.
 func (s *Scheduler) fireAt(e *entry, now time.Time) {
+	if r := s.tickRun(e, now); r != nil {
+		r.do(s.base)
+	}
+}
+
+// tickRun is the run of the tick a fire at now stands for, or nil when
+// the fire is stale (reported here). It returns before the run goes, so
+// its frame (robfig's Next, below take) is off the stack while the job
+// runs.
+//
+//go:noinline
+func (s *Scheduler) tickRun(e *entry, now time.Time) *run {
 	tick, err := e.ticks.take(now)
 	if err != nil {
 		s.staleFire(e, tick, err)
-		return
+		return nil
 	}
-	s.runTick(e, tick)
+	return &run{s: s, e: e, job: e.name, trigger: TriggerSchedule, tick: tick}
 }
 
 // runTick runs tick of e on the goroutine robfig/cron started for it.
@@ -162,11 +204,22 @@ func (s *Scheduler) staleFire(e *entry, tick time.Time, err error) {
 // it does nothing for a run outside a Scheduler.
 func (r *run) emit(ev *Event) { r.s.emitEvent(ev) }
 
-// begin marks the start of the job and raises EventStarted.
+// begin marks the start of the job and raises EventStarted, if anyone
+// listens: the Event is built in started, off the stack of a run nobody
+// listens to.
 func (r *run) begin() {
 	r.mu.Lock()
 	r.start = time.Now()
 	r.mu.Unlock()
+	if r.s != nil && r.s.heard(EventStarted, "", slog.LevelDebug) { // eventLevel's for EventStarted
+		r.started()
+	}
+}
+
+// started raises EventStarted.
+//
+//go:noinline
+func (r *run) started() {
 	var ev Event
 	r.initEvent(&ev, EventStarted, nil)
 	r.s.emitEvent(&ev)
@@ -185,9 +238,10 @@ func (r *run) setMore() {
 //
 // Allocation budget: a scheduled run of a no-op job on the memory backends,
 // with no observer and a logger that drops Info, allocates runAllocBudget
-// (5) objects: the run (which is also its context), the cancelable context
-// below it and its cancel func, the memory Lease, and the Report (the
-// memory history copies it into its ring). No timer, goroutine, context per guard or
+// (4) objects: the run (which is also its context, and holds its Report:
+// see reportInRun), the cancelable context below it and its cancel func,
+// and the memory Lease (the memory history copies the Report into its
+// ring). No timer, goroutine, context per guard or
 // event is made for it: the watchdog shares one timer for the process, the
 // memory stores are called without a deadline, and an event nobody takes
 // is not built. robfig/cron adds the goroutine it starts per fire. A
@@ -200,31 +254,58 @@ func (s *Scheduler) execute(ctx context.Context, e *entry, trig Trigger, tick ti
 
 // runOnce is execute; the Report is in the run it returns.
 func (s *Scheduler) runOnce(ctx context.Context, e *entry, trig Trigger, tick time.Time, items []any) *run {
-	run := &run{s: s, e: e, job: e.name, trigger: trig, tick: tick, items: items}
+	run := &run{s: s, e: e, job: e.name, trigger: trig, tick: tick}
+	by := ""
 	if trig == TriggerManual {
-		run.by = ActorFrom(ctx)
+		by = ActorFrom(ctx)
 	}
-	if !s.track(e) {
-		run.refuse()
-		return run
+	if items != nil || by != "" {
+		run.manual = &manualArgs{items: items, by: by}
 	}
-	defer s.untrack(e)
-	if ctx == s.base {
+	run.do(ctx)
+	return run
+}
+
+// do runs r, made by runOnce or tickRun, under ctx (s.base for a scheduled
+// fire), and leaves its Report in r.rep.
+func (r *run) do(ctx context.Context) {
+	if !r.s.track(r.e) {
+		r.refuse()
+		return
+	}
+	defer r.end()
+	r.open(ctx)
+	r.finish(r.runChain())
+	if r.trigger == TriggerSchedule {
+		r.e.noteDecided(r.tick)
+	}
+}
+
+// open makes r's context, below ctx, and registers r with the runs that
+// Stop cancels.
+//
+//go:noinline
+func (r *run) open(ctx context.Context) {
+	if ctx == r.s.base {
 		// A scheduled run. Its context does not hang below s.base: every
 		// run would then register with, and leave, one context's lock
 		// and map. The registry cancels it at Stop instead, as s.base would.
 		ctx = context.Background()
-		run.fired = true
+		r.fired = true
 	}
-	run.Context, run.cancel = context.WithCancelCause(ctx)
-	defer run.cancel(nil)
-	s.runs.add(run)
-	defer s.runs.remove(run)
-	run.finish(run.runChain())
-	if trig == TriggerSchedule {
-		e.noteDecided(tick)
+	r.Context, r.cancel = context.WithCancelCause(ctx)
+	r.s.runs.add(r)
+}
+
+// end undoes do's registrations, the last first, even when do panicked:
+// an observer or a logger in finish, or open given a nil context (RunTick's
+// caller's), whose run has no context and is not registered.
+func (r *run) end() {
+	if r.cancel != nil {
+		r.s.runs.remove(r)
+		r.cancel(nil)
 	}
-	return run
+	r.s.untrack(r.e)
 }
 
 // sharesBudget reports whether r's Locker calls may take the Scheduler's
@@ -251,7 +332,10 @@ func (r *run) refuse() {
 // finish turns the chain's error into the run's Report and raises its
 // finished or skipped event.
 func (r *run) finish(err error) {
-	rep := new(Report)
+	rep := &r.report
+	if !r.s.reportInRun() {
+		rep = new(Report)
+	}
 	r.fillReport(rep, err)
 	r.rep = rep
 	var ev Event
@@ -266,11 +350,28 @@ func (r *run) finish(err error) {
 	r.s.emitEvent(&ev)
 }
 
-// fillReport turns the run's state and the chain's error into *rep.
+// reportInRun reports whether a finished run's Report may live in the run
+// (run.report), one allocation less: when no observer gets the finished
+// event and the history is the memory one, which copies a run's Report
+// into its ring (memEntry). Anyone else given the Report's pointer (an
+// observer, another HistoryStore) could keep it, and with it the whole run
+// and its context.
+func (s *Scheduler) reportInRun() bool {
+	if len(s.cfg.observers) > 0 {
+		return false
+	}
+	_, ok := s.history.storeOf(s).(*memoryHistory)
+	return ok
+}
+
+// fillReport turns the run's state and the chain's error into *rep, which
+// is zero. It sets rep's fields one by one: a Report literal would be one
+// more Report on the stack, under the job when it calls ReportFrom.
 func (r *run) fillReport(rep *Report, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	*rep = Report{Job: r.job, Trigger: r.trigger, Tick: r.tick, By: r.by, Start: r.start, Err: err, Token: r.token.Load()}
+	rep.Job, rep.Trigger, rep.Tick, rep.By, rep.Start, rep.Err = r.job, r.trigger, r.tick, r.by(), r.start, err
+	rep.Token = r.token.Load()
 	if r.s != nil {
 		rep.Instance = r.s.cfg.instance
 	}
@@ -355,21 +456,18 @@ func (r *runRegistry) cancelAll(cause error) {
 }
 
 // track counts a run as going; it refuses once the scheduler is stopped, so
-// Stop's wait sees every run.
+// Stop's wait sees every run (runGate).
 func (s *Scheduler) track(e *entry) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.state == stopped {
+	if !s.wg.track() {
 		return false
 	}
-	s.wg.Add(1)
 	e.active.Add(1)
 	return true
 }
 
 func (s *Scheduler) untrack(e *entry) {
 	e.active.Add(-1)
-	s.wg.Done()
+	s.wg.done()
 }
 
 // ReportFrom is for Middleware (tracing, metrics): inside a run it returns
@@ -391,5 +489,5 @@ func ReportFrom(ctx context.Context, err error) (r Report, ok bool) {
 // runAllocBudget is the most objects a scheduled run of a no-op job
 // allocates on the memory backends with no observer and a logger that
 // drops Info (alloc_test.go holds it; see execute). Before issue 8's rework
-// a run allocated 43.
-const runAllocBudget = 5
+// a run allocated 43; 5 before the Report moved into the run.
+const runAllocBudget = 4

@@ -26,7 +26,7 @@ type Scheduler struct {
 	mu    sync.Mutex
 	jobs  map[string]*entry
 	state lifecycle
-	wg    sync.WaitGroup // one per run going now
+	wg    runGate // one per run going now (rungate.go)
 
 	base       context.Context // parent of every run; canceled by Stop
 	cancelBase context.CancelCauseFunc
@@ -379,6 +379,7 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	wasStarted := s.state == started
 	s.state = stopped
+	s.wg.close() // no run starts from here on
 	s.mu.Unlock()
 	defer s.closeOwned()
 	// After the runs (defers run last first): their last entries are written.
