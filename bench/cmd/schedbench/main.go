@@ -31,6 +31,7 @@ type config struct {
 	scale                         []int
 	scaleSeconds                  int
 	busy, gocronBare, skips       bool
+	traceBurst                    bool
 	pings, batchItems             int
 	out                           string
 	only                          map[string]bool // lib keys of the comparison to run; nil: all
@@ -49,6 +50,7 @@ func parseFlags() (config, error) {
 	flag.IntVar(&c.scaleSeconds, "scale-seconds", 6, "ticks measured per point of the scaling curve")
 	flag.BoolVar(&c.busy, "busy", true, "also run the Redis phases with two goroutines spinning beside them")
 	flag.BoolVar(&c.gocronBare, "gocron-bare", false, "also run gocron v2 without a locker")
+	flag.BoolVar(&c.traceBurst, "trace-burst", true, "trace one extra tick of robfig/cron and cronguard on memory (outside the reps) and show how the burst's time splits between the cron loop and the runs")
 	flag.IntVar(&c.pings, "pings", 0, "PINGs per run of the Redis floor (0: the round trips measured per cronguard run, rounded)")
 	flag.BoolVar(&c.skips, "skips", false, "count cronguard's skipped ticks by reason (adds an observer, which costs a little)")
 	flag.StringVar(&c.out, "out", "", "directory to write results.md, results.json, scaling.png and scaling.svg to")
@@ -232,6 +234,21 @@ func (b *bench) compare(cfg config, res *results) error {
 		}
 	}
 	res.Pings = b.pings
+	if !cfg.traceBurst {
+		return nil
+	}
+	for _, l := range []lib{libRobfig, libCGMemory} {
+		if cfg.only != nil && !cfg.only[l.key] {
+			continue
+		}
+		st, err := b.traceBurst(l, cfg.jobs)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "traced burst %-18s loop %.2f ms (%.2f µs a job), started p50 %.2f ms p99 %.2f ms, a run's goroutine mean %.2f µs p50 %.2f µs\n",
+			l.key, st.DispatchMs, st.PerJobUs, st.StartP50Ms, st.StartP99Ms, st.RunMeanUs, st.RunP50Us)
+		res.Bursts = append(res.Bursts, st)
+	}
 	return nil
 }
 

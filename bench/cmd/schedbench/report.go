@@ -18,6 +18,7 @@ type results struct {
 	Registrations []registration `json:"registrations"`
 	Scaling       []phaseResult  `json:"scaling"`
 	Batch         []batchResult  `json:"batch"`
+	Bursts        []burstStats   `json:"traced_bursts,omitempty"`
 	Goals         []goal         `json:"goals"`
 }
 
@@ -323,6 +324,11 @@ func (r *results) markdown(cfg config) string {
 	b.WriteString(r.spreadTable(cfg))
 	b.WriteString("\nRedis's own time per command (INFO commandstats over the measured ticks; medians over the reps; †: not sent as such by the phase's client, but called inside its scripts (whose time includes it) or sent on a pub/sub connection, which go-redis hooks do not see):\n\n")
 	b.WriteString(r.commandsTable(cfg))
+	if len(r.Bursts) > 0 {
+		b.WriteString("\n## One burst, traced (runtime/trace; one tick outside the reps, 1,000 jobs, memory backends)\n\n")
+		b.WriteString(r.burstTable())
+		b.WriteString("\nrobfig/cron's loop starts one goroutine per due job, one after another; a job's lateness is the time the loop takes to reach it plus the time its goroutine waits for a P behind the ones started before it. When a run's goroutine holds a P longer than the loop takes per job, the runs queue up behind the loop, and the tail of the burst waits for them.\n")
+	}
 	if len(r.Scaling) > 0 {
 		fmt.Fprintf(&b, "\n## Scaling: registered jobs, %d firing each second, the rest on `%s`; %d ticks, one rep\n\n", min(cfg.jobs, cfg.scale[0]), specIdle, cfg.scaleSeconds)
 		b.WriteString("![scaling curve](scaling.png)\n\n")
