@@ -371,7 +371,8 @@ func overlapGuard(next step) step {
 // admit counts r in, or returns the skip of its job's overlap policy.
 // A run that waited (overlapQueue) asks the kill switch again before it
 // goes on (killswitch.go): an operator may have switched the job off
-// meanwhile; it is then counted out again.
+// meanwhile; it is then counted out again, also when the switch panics
+// (a user's KillSwitch: the run is then a contained panic, see runChain).
 //
 //go:noinline
 func (o *overlapState) admit(run *run) error {
@@ -379,10 +380,16 @@ func (o *overlapState) admit(run *run) error {
 	if err != nil || !queued {
 		return err
 	}
+	admitted := false
+	defer func() {
+		if !admitted {
+			o.done()
+		}
+	}()
 	if err := run.switchedOff(); err != nil {
-		o.done()
 		return err
 	}
+	admitted = true
 	return nil
 }
 

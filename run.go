@@ -457,11 +457,17 @@ func (r *runRegistry) cancelAll(cause error) {
 
 // track counts a run as going; it refuses once the scheduler is stopped, so
 // Stop's wait sees every run (runGate).
+//
+// The entry counts the run before the gate does: Stop, whose ctx ended,
+// names the jobs with runs going (runningJobs, from entry.active) and waits
+// unbounded when it finds none, so a run the gate counts must already show
+// there. A refused run shows there for an instant, as none did before.
 func (s *Scheduler) track(e *entry) bool {
+	e.active.Add(1)
 	if !s.wg.track() {
+		e.active.Add(-1)
 		return false
 	}
-	e.active.Add(1)
 	return true
 }
 
