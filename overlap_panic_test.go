@@ -21,7 +21,7 @@ func (p *panickySwitch) Enabled(context.Context, string) (bool, error) {
 // A queued run (QueueOverlap) whose kill switch re-check panics is a failed
 // run (ErrPanic), and it is counted out of the job's overlap state: the
 // next tick runs, it is not skipped as an overlap for ever.
-func TestReview5QueuedRecheckPanicCountsOut(t *testing.T) {
+func TestQueuedRecheckPanicCountsOut(t *testing.T) {
 	ks := &panickySwitch{}
 	s, _ := newTest(t, WithKillSwitch(ks))
 	b := newBlocker()
