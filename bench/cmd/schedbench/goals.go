@@ -61,14 +61,7 @@ func evaluate(cfg config, r *results) []goal {
 // under a stated condition): not a goal, so its status only says whether
 // it is within the goal's limit.
 func reading(name string, v []float64, limit float64, format string) goal {
-	g := check(name, v, limit, format)
-	switch g.Status {
-	case "met":
-		g.Status = "within the limit"
-	case "MISSED":
-		g.Status = "over the limit"
-	}
-	return g
+	return notAGoal(check(name, v, limit, format), "")
 }
 
 // noGC keeps f's value only for reps where neither phase saw a collection
@@ -89,12 +82,17 @@ func cpuNoGC1k(p phaseResult) float64 { return p.CPUPer1k() - p.GCCPUPer1k() }
 // cronguard's, so its status only says whether the floor itself is within
 // the goal's limit.
 func reference(name string, v []float64, limit float64, format string) goal {
-	g := check(name, v, limit, format)
+	return notAGoal(check(name, v, limit, format), "floor, ")
+}
+
+// notAGoal turns a checked figure's status into whether it is within the
+// limit, prefixed by what the figure is.
+func notAGoal(g goal, prefix string) goal {
 	switch g.Status {
 	case "met":
-		g.Status = "floor, within the limit"
+		g.Status = prefix + "within the limit"
 	case "MISSED":
-		g.Status = "floor, over the limit"
+		g.Status = prefix + "over the limit"
 	}
 	return g
 }
