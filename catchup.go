@@ -17,7 +17,7 @@ import (
 
 // catchUpState is what this instance knows of a CatchUp job's recent runs.
 // Ticks it fired and skipped (switched off, overlap) are not missed at all
-// (see entry.noteDecided); this covers the ticks that fell while its own
+// (see ticks_taken.go); this covers the ticks that fell while its own
 // run of the previous tick was going and were never fired, such as ticks
 // given by hand (RunTick).
 type catchUpState struct {

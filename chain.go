@@ -279,11 +279,15 @@ func (r *run) claim(lockTTL time.Duration) (Lease, error) {
 	c, err := s.cfg.locker.Claim(cctx, e.name, r.tick, lockTTL, s.cfg.instance)
 	cancel()
 	if err != nil || !c.Won {
+		if err == nil {
+			e.ticks.settled(r.tick) // the mark is at or past it
+		}
 		return nil, claimSkip(r, &c, err)
 	}
 	if !c.Prev.IsZero() {
 		r.noteGap(c.Prev)
 	}
+	e.ticks.settled(r.tick)
 	switch {
 	case lockTTL == 0:
 		return nil, nil
@@ -295,21 +299,22 @@ func (r *run) claim(lockTTL time.Duration) (Lease, error) {
 
 // noteGap reports the ticks missed between the previous claim mark prev
 // and the run's tick, and keeps the gap for a CatchUp job (catchup.go).
-// Ticks this process fired and skipped before claiming (switched off,
-// overlap, store down) were decided, and reported as skips: they are not
-// missed.
+// Ticks a run here took up and decided without claiming (switched off,
+// overlap, store down), or that are on their way to their own claim, are
+// reported by their own runs, as skips: they are not missed
+// (ticks_taken.go). The rest of the gap is reported in stretches, one
+// EventMissed each.
 func (r *run) noteGap(prev time.Time) {
-	last := r.reportMissed(later(prev, r.e.decidedTick()))
+	var buf [2]tickSpan
+	var last time.Time
+	for _, h := range r.e.ticks.untaken(prev, r.tick, buf[:0]) {
+		if l := r.reportMissed(r.e.ticks.time(h.from), r.e.ticks.time(h.to), prev); !l.IsZero() {
+			last = l
+		}
+	}
 	if r.e.cfg.catchUp {
 		r.gapPrev, r.gapLast = prev, last
 	}
-}
-
-func later(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }
 
 // claimSkip is the skip of a claim that failed (err) or was lost.
@@ -330,10 +335,10 @@ func lockSkip(run *run, lockErr error) error {
 }
 
 // reportMissed raises EventMissed when the spec names ticks strictly
-// between the previous claim mark prev and r's tick, and returns the last
-// of them (zero when none).
-func (r *run) reportMissed(prev time.Time) time.Time {
-	n, first, last, capped := missedTicks(r.e.sched(), prev, r.tick)
+// between after and before, in the gap between the claim mark prev and
+// r's tick, and returns the last of them (zero when none).
+func (r *run) reportMissed(after, before, prev time.Time) time.Time {
+	n, first, last, capped := missedTicks(r.e.sched(), after, before)
 	if n == 0 {
 		return time.Time{}
 	}

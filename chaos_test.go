@@ -137,13 +137,22 @@ func TestChaos(t *testing.T) {
 		}
 		procs[i] = cmd
 	}
+	stopped := false
 	stopAll := func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		for _, p := range procs {
 			_ = p.Process.Signal(syscall.SIGCONT)
 			_ = p.Process.Signal(syscall.SIGTERM)
 		}
-		for _, p := range procs {
-			_ = p.Wait()
+		for i, p := range procs {
+			// A child that crashed, or that the race detector caught
+			// (exit 66), may have left a claimed tick without an event.
+			if err := p.Wait(); err != nil {
+				t.Errorf("instance proc-%d: %v", i, err)
+			}
 		}
 	}
 	defer stopAll()
@@ -210,11 +219,13 @@ func TestChaos(t *testing.T) {
 	runs := map[int64][]string{} // tick (Unix seconds) -> instances that ran it
 	explained := map[int64]bool{}
 	var missedTicks []time.Time
+	var all []mpRecord
 	for _, f := range files {
 		recs, err := readRecords(f) // missed_process_test.go
 		if err != nil {
 			t.Fatal(err)
 		}
+		all = append(all, recs...)
 		for _, r := range recs {
 			switch r.Kind {
 			case EventFinished:
@@ -233,7 +244,7 @@ func TestChaos(t *testing.T) {
 	// every process has started, the last ones after they were stopped.
 	first := start.Truncate(time.Second).Add(3 * time.Second)
 	last := end.Truncate(time.Second)
-	var once, twice, missed, skipped int
+	var once, twice, missed, skipped, lostGap int
 	for tk := first; !tk.After(last); tk = tk.Add(time.Second) {
 		switch got := runs[tk.Unix()]; {
 		case len(got) == 1:
@@ -245,8 +256,11 @@ func TestChaos(t *testing.T) {
 			missed++
 		case explained[tk.Unix()]:
 			skipped++
+		case gapClaimLost(tk, all, runs, outages):
+			lostGap++ // the bound the README states under "Missed ticks"
 		default:
 			t.Errorf("tick %s did not run and no event says why", fmtTick(tk))
+			chaosAround(t, tk, all, frozen[:], outages)
 		}
 	}
 	for _, tk := range missedTicks {
@@ -264,13 +278,65 @@ func TestChaos(t *testing.T) {
 			t.Errorf("tick %s was missed while an instance was up and Redis answered", fmtTick(tk))
 		}
 	}
-	t.Logf("chaos: ticks=%d once=%d twice=%d missed=%d skipped=%d (3 processes, %d freezes, 1 reply stall, 1 Redis restart)",
-		once+twice+missed+skipped, once, twice, missed, skipped, len(frozen[0])+len(frozen[1])+len(frozen[2]))
+	t.Logf("chaos: ticks=%d once=%d twice=%d missed=%d skipped=%d gap-claim-lost=%d (3 processes, %d freezes, 1 reply stall, 1 Redis restart)",
+		once+twice+missed+skipped+lostGap, once, twice, missed, skipped, lostGap, len(frozen[0])+len(frozen[1])+len(frozen[2]))
 	if missed == 0 {
 		t.Errorf("no tick was reported missed, though every instance was frozen for 2.5 intervals")
 	}
 	if once < (once+twice+missed+skipped)/2 {
 		t.Errorf("fewer than half the ticks ran once: the harness, not the promise, is broken")
+	}
+}
+
+// gapClaimLost reports whether tk, a tick no event explains, is in the one
+// case the README states as unreported: the claim that found it in a gap
+// lost its reply. That is, the first later tick with a claim outcome was
+// skipped for a failed claim (a backend skip), no tick between ran, and
+// Redis was stalled or down then.
+func gapClaimLost(tk time.Time, recs []mpRecord, runs map[int64][]string, outages []window) bool {
+	var next time.Time // the first later tick whose claim failed
+	for _, r := range recs {
+		if r.Kind == EventSkipped && r.Skip == "backend" && strings.Contains(r.Err, "claim tick") &&
+			r.Tick.After(tk) && (next.IsZero() || r.Tick.Before(next)) {
+			next = r.Tick
+		}
+	}
+	if next.IsZero() || !slices.ContainsFunc(outages, func(w window) bool { return w.covers(next, 2*time.Second) }) {
+		return false
+	}
+	for x := tk.Add(time.Second); !x.After(next); x = x.Add(time.Second) {
+		if len(runs[x.Unix()]) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// chaosAround logs what the instances recorded for the ticks around tk,
+// and the faults that held then, to tell a broken promise from a broken
+// harness.
+func chaosAround(t *testing.T, tk time.Time, recs []mpRecord, frozen [][]window, outages []window) {
+	t.Helper()
+	near := func(x time.Time) bool { return !x.IsZero() && x.Sub(tk).Abs() <= 3*time.Second }
+	n := 0
+	for _, r := range recs {
+		if (near(r.Tick) || near(r.First) || near(r.Last)) && n < 40 {
+			n++
+			t.Logf("  %s %s tick=%s skip=%s missed=%d %s..%s at=%s err=%s", r.Instance, r.Kind, fmtTick(r.Tick),
+				r.Skip, r.Missed, fmtTick(r.First), fmtTick(r.Last), r.Time.Format("15:04:05.000"), r.Err)
+		}
+	}
+	for i, ws := range frozen {
+		for _, w := range ws {
+			if w.covers(tk, 3*time.Second) {
+				t.Logf("  proc-%d frozen %s..%s", i, w.from.Format("15:04:05.000"), w.to.Format("15:04:05.000"))
+			}
+		}
+	}
+	for _, w := range outages {
+		if w.covers(tk, 3*time.Second) {
+			t.Logf("  Redis out %s..%s", w.from.Format("15:04:05.000"), w.to.Format("15:04:05.000"))
+		}
 	}
 }
 

@@ -30,30 +30,7 @@ type entry struct {
 	active  atomic.Int32  // runs going now in this process
 	catchUp *catchUpState // catchup.go; nil unless the job has CatchUp
 
-	last    *Report      // allocated by the first run, then reused; guarded by ticks.mu
-	decided atomic.Int64 // the latest scheduled tick this process ran or skipped, Unix nanoseconds
-}
-
-// noteDecided records that this process fired tick and decided it: ran
-// it, or skipped it (switched off, overlap, store down, taken elsewhere).
-func (e *entry) noteDecided(tick time.Time) {
-	n := tick.UnixNano()
-	for {
-		cur := e.decided.Load()
-		if n <= cur || e.decided.CompareAndSwap(cur, n) {
-			return
-		}
-	}
-}
-
-// decidedTick returns the latest tick noted by noteDecided (zero before
-// any), in the scheduler's location.
-func (e *entry) decidedTick() time.Time {
-	n := e.decided.Load()
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).In(e.ticks.loc)
+	last *Report // allocated by the first run, then reused; guarded by ticks.mu
 }
 
 // sched is the job's parsed spec.
@@ -112,6 +89,10 @@ type tickSchedule struct {
 	npending uint8
 	hasPrev  bool
 	prev     int64 // the last tick handed out, when hasPrev
+	// spans are the ticks runs here took up (handed out by take, or given
+	// to RunTick) that no claim answer has put behind the claim mark yet,
+	// oldest first (ticks_taken.go).
+	spans []tickSpan
 }
 
 func (t *tickSchedule) time(ns int64) time.Time { return time.Unix(0, ns).In(t.loc) }
@@ -175,6 +156,7 @@ func (t *tickSchedule) take(now time.Time) (time.Time, error) {
 		return tick, fmt.Errorf("a fire at %s stands for tick %s, which this instance has run already", fmtTick(now), fmtTick(tick))
 	}
 	t.prev, t.hasPrev = tick.UnixNano(), true
+	t.taken(t.prev)
 	return tick, nil
 }
 

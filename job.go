@@ -175,8 +175,13 @@ const (
 	// this instance fired and skipped before claiming (switched off,
 	// overlap, store down) are skips, reported as such, not missed; ticks
 	// that only other instances skipped that way, while this one was down,
-	// are counted as missed. Err describes them in words, for logs; it wraps
-	// no sentinel (the Kind says what happened).
+	// are counted as missed. A gap with such skips inside is reported in
+	// stretches, one EventMissed each, before the tick's run. When the
+	// claim that found the gap lost its reply (the store stalled or went
+	// down after running it), its instance reports its tick skipped with
+	// ErrBackend, and the gap before that tick is not reported. Err
+	// describes them in words, for logs; it wraps no sentinel (the Kind
+	// says what happened).
 	EventMissed EventKind = "missed"
 )
 

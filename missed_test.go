@@ -2,6 +2,9 @@ package cronguard
 
 import (
 	"context"
+	"errors"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -48,4 +51,153 @@ func TestLocalSkipsAreNotMissed(t *testing.T) {
 	if len(ev) != 1 || ev[0].Missed != 2 || !ev[0].MissedFirst.Equal(at(4)) || !ev[0].MissedLast.Equal(at(5)) {
 		t.Fatalf("missed events = %+v, want one of ticks 4 and 5", ev)
 	}
+}
+
+// failLocker fails every Claim while down is set, as a store that does
+// not answer: the claim mark does not move.
+type failLocker struct {
+	Locker
+	down atomic.Bool
+}
+
+func (f *failLocker) Claim(ctx context.Context, job string, tick time.Time, ttl time.Duration, inst string) (Claim, error) {
+	if f.down.Load() {
+		return Claim{}, errors.New("store down (test)")
+	}
+	return f.Locker.Claim(ctx, job, tick, ttl, inst)
+}
+
+// TestChaos's failure, on its own: the process is frozen over ticks 1 and
+// 2, wakes, and its fire of tick 3 fails on a store that does not answer
+// (a skip). The claim of tick 4 finds the mark at tick 0. Ticks 1 and 2
+// were never taken up here: they are missed, though a later tick was
+// decided. (Keeping only the latest decided tick reported nothing for
+// them, and no event ever said what became of them.)
+func TestPauseThenStoreErrorStillReportsMissed(t *testing.T) {
+	lk := &failLocker{Locker: NewMemoryLocker()}
+	s, rec := newTest(t, WithLocker(lk))
+	if err := s.Register("j", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := s.lookup("j")
+	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
+	fire := func(sec int) { s.fireAt(e, at(sec).Add(300*time.Millisecond)) } // as robfig/cron's goroutine would
+
+	fire(0)
+	// frozen over ticks 1 and 2
+	lk.down.Store(true)
+	fire(3)
+	lk.down.Store(false)
+	fire(4)
+
+	if sk := rec.skips("backend"); len(sk) != 1 || !sk[0].Tick.Equal(at(3)) {
+		t.Fatalf("skips = %+v, want tick 3 skipped for the store", sk)
+	}
+	ev := rec.kind(EventMissed)
+	if len(ev) != 1 || ev[0].Missed != 2 || !ev[0].MissedFirst.Equal(at(1)) || !ev[0].MissedLast.Equal(at(2)) || !ev[0].Tick.Equal(at(4)) {
+		t.Fatalf("missed events = %+v, want one for ticks 1 and 2, raised by tick 4", ev)
+	}
+}
+
+// Skips with holes between them, all before one claim: each hole is its
+// own EventMissed, the skipped ticks are in none, and a CatchUp run stands
+// for the last missed tick.
+func TestMissedStretchesBetweenSkips(t *testing.T) {
+	ks := NewMemoryKillSwitch()
+	s, rec := newTest(t, WithKillSwitch(ks))
+	if err := s.Register("j", "@every 1m", JobFunc(func(context.Context) error { return nil }), CatchUp()); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+
+	tickAt(t, s, "j", at(0))
+	_ = ks.SetEnabled(ctx, "j", false, "test")
+	for _, m := range []int{2, 3, 5} { // 1, 4 and 6 never fired here
+		if rep := tickAt(t, s, "j", at(m)); skipOf(rep) != "killed" {
+			t.Fatalf("tick %d: %v, want killed", m, rep)
+		}
+	}
+	_ = ks.SetEnabled(ctx, "j", true, "test")
+	if rep := tickAt(t, s, "j", at(7)); rep.Err != nil {
+		t.Fatalf("tick 7: %v", rep)
+	}
+	var got [][2]time.Time
+	for _, ev := range rec.kind(EventMissed) {
+		if ev.Missed != 1 {
+			t.Errorf("missed event %+v, want one tick each", ev)
+		}
+		got = append(got, [2]time.Time{ev.MissedFirst, ev.MissedLast})
+	}
+	want := [][2]time.Time{{at(1), at(1)}, {at(4), at(4)}, {at(6), at(6)}}
+	if !slices.EqualFunc(got, want, func(a, b [2]time.Time) bool { return a[0].Equal(b[0]) && a[1].Equal(b[1]) }) {
+		t.Fatalf("missed stretches %v, want %v", got, want)
+	}
+	var cu []Event
+	for _, ev := range rec.kind(EventFinished) {
+		if ev.Trigger == TriggerCatchUp {
+			cu = append(cu, ev)
+		}
+	}
+	if len(cu) != 1 || !cu[0].Tick.Equal(at(6)) {
+		t.Fatalf("catch-up runs %+v, want one standing for tick 6", cu)
+	}
+}
+
+// The set of ticks taken up stays bounded however long no claim answers,
+// and never loses a tick from the middle: joining needs no tick between.
+func TestTakenSpansBounded(t *testing.T) {
+	s, _ := newTest(t)
+	if err := s.Register("j", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := s.lookup("j")
+	ts := &e.ticks
+	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
+	ts.mu.Lock()
+	for sec := range 1000 { // a long switch-off: every tick taken up
+		ts.taken(at(sec).UnixNano())
+	}
+	ts.mu.Unlock()
+	if len(ts.spans) > maxTakenSpans {
+		t.Fatalf("%d spans, bound %d", len(ts.spans), maxTakenSpans)
+	}
+	if h := ts.untaken(at(-1), at(1000), nil); countTicks(e, h) != 0 {
+		t.Fatalf("untaken %v inside ticks all taken up", h)
+	}
+	// Holes every third tick: more holes than spans kept. The oldest go,
+	// and are then reported (untaken), never the reverse.
+	ts.settled(at(2000))
+	ts.mu.Lock()
+	for sec := 3000; sec < 3300; sec++ {
+		if sec%3 != 0 {
+			ts.taken(at(sec).UnixNano())
+		}
+	}
+	ts.mu.Unlock()
+	if len(ts.spans) > maxTakenSpans {
+		t.Fatalf("%d spans, bound %d", len(ts.spans), maxTakenSpans)
+	}
+	holes := ts.untaken(at(2999), at(3300), nil)
+	for sec := 3000; sec < 3300; sec++ {
+		if sec%3 == 0 && !inStretch(holes, at(sec)) {
+			t.Fatalf("tick %d, never taken up, is not in an untaken stretch", sec)
+		}
+	}
+	if n := countTicks(e, holes); n <= 100 || n >= 300 {
+		t.Fatalf("%d ticks untaken: want the 100 holes and the dropped oldest spans, not all", n)
+	}
+}
+
+func inStretch(hs []tickSpan, tk time.Time) bool {
+	return slices.ContainsFunc(hs, func(h tickSpan) bool { return h.from < tk.UnixNano() && tk.UnixNano() < h.to })
+}
+
+func countTicks(e *entry, hs []tickSpan) int {
+	n := 0
+	for _, h := range hs {
+		c, _, _, _ := missedTicks(e.sched(), e.ticks.time(h.from), e.ticks.time(h.to))
+		n += c
+	}
+	return n
 }

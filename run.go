@@ -262,6 +262,9 @@ func (s *Scheduler) runOnce(ctx context.Context, e *entry, trig Trigger, tick ti
 	if items != nil || by != "" {
 		run.manual = &manualArgs{items: items, by: by}
 	}
+	if trig == TriggerSchedule { // a tick given by hand (RunTick): fires note theirs in take
+		e.ticks.takenTick(tick)
+	}
 	run.do(ctx)
 	return run
 }
@@ -276,9 +279,6 @@ func (r *run) do(ctx context.Context) {
 	defer r.end()
 	r.open(ctx)
 	r.finish(r.runChain())
-	if r.trigger == TriggerSchedule {
-		r.e.noteDecided(r.tick)
-	}
 }
 
 // open makes r's context, below ctx, and registers r with the runs that
