@@ -3,6 +3,7 @@ package cronguard
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -200,4 +201,51 @@ func countTicks(e *entry, hs []tickSpan) int {
 		n += c
 	}
 	return n
+}
+
+// Random orders of taking ticks up (mostly in order, with holes, some
+// given twice or late as RunTick may): the spans stay sorted, apart and
+// bounded, and a tick never taken up is always in an untaken stretch.
+func TestTakenSpansNeverHideAnUntakenTick(t *testing.T) {
+	s, _ := newTest(t)
+	if err := s.Register("j", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := s.lookup("j")
+	ts := &e.ticks
+	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 300 {
+		ts.settled(at(1 << 20)) // empty
+		taken := map[int]bool{}
+		sec := 0
+		for range 1 + rng.IntN(60) {
+			switch r := rng.IntN(10); {
+			case r < 6:
+				sec++
+			case r < 8:
+				sec += 2 + rng.IntN(3) // a hole
+			}
+			tk := sec
+			if rng.IntN(8) == 0 && sec > 3 {
+				tk = sec - 1 - rng.IntN(3) // late or twice
+			}
+			taken[tk] = true
+			ts.takenTick(at(tk))
+		}
+		for k := 1; k < len(ts.spans); k++ {
+			if ts.spans[k-1].to >= ts.spans[k].from || ts.spans[k].from > ts.spans[k].to {
+				t.Fatalf("round %d: spans not sorted and apart: %v", round, ts.spans)
+			}
+		}
+		if len(ts.spans) > maxTakenSpans {
+			t.Fatalf("round %d: %d spans", round, len(ts.spans))
+		}
+		holes := ts.untaken(at(-1), at(sec+1), nil)
+		for x := 0; x <= sec; x++ {
+			if !taken[x] && !inStretch(holes, at(x)) {
+				t.Fatalf("round %d: tick %d never taken up, not in an untaken stretch; spans %v", round, x, ts.spans)
+			}
+		}
+	}
 }

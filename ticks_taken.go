@@ -28,9 +28,9 @@ import (
 // spec's Next.
 type tickSpan struct{ from, to int64 }
 
-// maxTakenSpans bounds the spans kept. A new span past it joins spans
-// that touch; when none do (a process paused that often while no claim
-// was answered), the oldest span is dropped: its ticks would then be
+// maxTakenSpans bounds the spans kept (256 B). A new span past it joins
+// spans that touch; when none do (a process paused that often while no
+// claim was answered), the oldest span is dropped: its ticks would then be
 // reported missed as well as skipped, never left unreported.
 const maxTakenSpans = 16
 
@@ -45,12 +45,14 @@ func (t *tickSchedule) taken(ns int64) {
 	if i > 0 && ns <= t.spans[i-1].to {
 		return // taken up already (RunTick given a tick twice)
 	}
+	if len(t.spans) == maxTakenSpans {
+		if i -= t.compact(i); i < 0 {
+			return // older than every span kept: it goes as the oldest would
+		}
+	}
 	t.spans = append(t.spans, tickSpan{})
 	copy(t.spans[i+1:], t.spans[i:])
 	t.spans[i] = tickSpan{ns, ns}
-	if len(t.spans) > maxTakenSpans {
-		t.compact()
-	}
 }
 
 // takenTick is taken for a tick given by hand (RunTick).
@@ -60,23 +62,30 @@ func (t *tickSchedule) takenTick(tick time.Time) {
 	t.taken(tick.UnixNano())
 }
 
-// compact joins the spans with no tick of the spec between them, and, if
-// there are still too many, drops the oldest.
-func (t *tickSchedule) compact() {
-	out := t.spans[:1]
-	for _, sp := range t.spans[1:] {
+// compact joins the spans with no tick of the spec between them and, if
+// none do, drops the oldest, so that one more fits. It returns how many
+// of the spans before index i went.
+func (t *tickSchedule) compact(i int) int {
+	out, gone := t.spans[:1], 0
+	for k, sp := range t.spans[1:] {
 		last := &out[len(out)-1]
 		if n := t.inner.Next(t.time(last.to)); n.IsZero() || n.UnixNano() >= sp.from {
 			last.to = sp.to
+			if k+1 < i {
+				gone++
+			}
 			continue
 		}
 		out = append(out, sp)
 	}
-	if len(out) > maxTakenSpans {
-		out = out[:copy(out, out[1:])]
+	if len(out) == maxTakenSpans {
+		// Joined spans never straddle a new tick (it is a tick between
+		// them), so the oldest is before index i unless i is 0.
+		out, gone = out[:copy(out, out[1:])], gone+1
 	}
 	clear(t.spans[len(out):])
 	t.spans = out
+	return gone
 }
 
 // settled drops the ticks up to tick, once a claim answer put the mark at
@@ -102,6 +111,9 @@ func (t *tickSchedule) settled(tick time.Time) {
 	n := copy(t.spans, t.spans[i:])
 	clear(t.spans[n:])
 	t.spans = t.spans[:n]
+	if n == 0 && cap(t.spans) > 2 {
+		t.spans = nil // a long switch-off grew it; a job that claims keeps one or two
+	}
 }
 
 // untaken appends to dst the stretches strictly between after and before
