@@ -305,6 +305,9 @@ func (r *run) claim(lockTTL time.Duration) (Lease, error) {
 // (ticks_taken.go). The rest of the gap is reported in stretches, one
 // EventMissed each.
 func (r *run) noteGap(prev time.Time) {
+	if n := r.e.sched().Next(prev); n.IsZero() || !n.Before(r.tick) {
+		return // no tick between: the common case
+	}
 	var buf [2]tickSpan
 	var last time.Time
 	for _, h := range r.e.ticks.untaken(prev, r.tick, buf[:0]) {
