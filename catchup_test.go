@@ -551,3 +551,31 @@ func TestCatchUpUnderOneAtATimeMiddleware(t *testing.T) {
 		t.Fatalf("catch-up runs %+v, want one, done", cu)
 	}
 }
+
+// A HardKill job's catch-up run is hard-killed like its ticks: the flag
+// going off cancels it at once (ErrKilled), and the tick after it does not
+// run. Before, only the tick's own run was watched, so a long catch-up run
+// went on after the switch went off.
+func TestCatchUpRunIsHardKilled(t *testing.T) {
+	ks := NewMemoryKillSwitch()
+	s, rec := newTest(t, WithKillSwitch(ks), WithKillPoll(5*time.Millisecond))
+	b := newBlocker()
+	if err := s.Register("j", "@every 1m", b, CatchUp(), HardKill()); err != nil {
+		t.Fatal(err)
+	}
+	go func() { b.release <- struct{}{} }()
+	tickAt(t, s, "j", minute(0))
+	b.waitStarted(t)
+	second := goAsync(func() Report { return tickAt(t, s, "j", minute(2)) })
+	if tick := b.waitStarted(t); !tick.Equal(minute(1)) {
+		t.Fatalf("catch-up run of %s, want minute 1", tick)
+	}
+	_ = ks.SetEnabled(context.Background(), "j", false, "stop now")
+	rep := recv(t, second)
+	if skipOf(rep) != "killed" || b.runs.Load() != 2 {
+		t.Fatalf("the tick after a hard-killed catch-up: %v (%d runs)", rep, b.runs.Load())
+	}
+	if cu := byTrigger(rec, TriggerCatchUp); len(cu) != 1 || cu[0].Outcome() != "killed" || !errors.Is(cu[0].Err, ErrKilled) {
+		t.Fatalf("catch-up reports %+v, want one, killed", cu)
+	}
+}

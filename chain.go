@@ -16,7 +16,7 @@ import (
 //
 //	scheduled: recover → middleware → kill switch → overlap → claim + lock → catch-up → timeout → hard kill → job
 //	manual:    recover → middleware → lock → timeout → job
-//	catch-up:  recover → middleware → timeout → job (below the tick's claim + lock)
+//	catch-up:  recover → middleware → timeout → hard kill → job (below the tick's claim + lock)
 //
 // The claim and the run lock are one call to the Locker (one round trip on
 // Redis), after the checks that cost nothing: the kill switch (a
@@ -73,9 +73,9 @@ func init() {
 		scheduledChain[v] = compose(v, link{0, killSwitchGuard}, link{0, overlapGuard}, link{0, claimGuard},
 			link{optCatchUp, catchUpGuard}, link{optTimeout, timeoutGuard}, link{optHardKill, hardKillGuard})
 		manualChain[v] = compose(v, link{0, lockGuard}, link{optTimeout, timeoutGuard})
-		// A catch-up run goes below the tick's claim and lock (catchUpGuard).
-		// It is not hard-killed: hardKillGuard guards scheduled ticks only.
-		catchUpChain[v] = compose(v, link{optTimeout, timeoutGuard})
+		// A catch-up run goes below the tick's claim and lock (catchUpGuard),
+		// above the tick's own timeout and hard kill: it gets its own.
+		catchUpChain[v] = compose(v, link{optTimeout, timeoutGuard}, link{optHardKill, hardKillGuard})
 	}
 }
 

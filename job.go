@@ -327,7 +327,8 @@ func overlapOption(name string, p overlapPolicy) JobOption {
 	}
 }
 
-// HardKill makes a kill switch flip cancel the job's runs in flight, with
+// HardKill makes a kill switch flip cancel the job's scheduled runs in
+// flight (ticks and catch-up runs; manual runs skip the kill switch), with
 // cause ErrKilled, instead of only stopping them before their next batch.
 // The switch is polled while such a run goes (see WithKillPoll); use it for
 // jobs whose single step can do harm for long.
