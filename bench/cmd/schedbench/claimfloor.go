@@ -38,7 +38,7 @@ func newClaimFloor(env *phaseEnv) (sched, error) {
 		return nil, fmt.Errorf("claim-floor: SCRIPT LOAD: %w", err)
 	}
 	sha := claimFloorScript.Hash()
-	bodyOf := func(name string) func() {
+	bodyOf := func(name, _ string) func() {
 		keys := []string{env.prefix + "claim:" + name}
 		return func() {
 			now := time.Now()

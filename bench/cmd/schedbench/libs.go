@@ -24,9 +24,10 @@ type lib struct {
 	key   string // short id, in results.json
 	label string // row label
 	redis bool   // needs the redis-server
-	// floor marks the Redis floors: robfig/cron jobs whose body makes the
-	// same number of round trips as a guarded run, as PINGs (redis-floor),
-	// or one minimal atomic claim (claim-floor).
+	// floor marks the floors: robfig/cron jobs whose body makes the same
+	// number of round trips as a guarded run, as PINGs (redis-floor), or
+	// one minimal atomic claim (claim-floor), or does by hand the least a
+	// guarded run on memory does (guard-floor, guardfloor.go).
 	floor bool
 	build func(env *phaseEnv) (sched, error)
 }
@@ -56,6 +57,7 @@ var (
 	libCGRedis   = lib{key: "cronguard-redis", label: "cronguard, WithRedis", redis: true, build: newCronguard}
 	libRedisBase = lib{key: "redis-floor", label: "floor: robfig + N×PING", redis: true, floor: true, build: newRobfig}
 	libClaimBase = lib{key: "claim-floor", label: "claim floor: robfig + 1 claim script", redis: true, floor: true, build: newClaimFloor}
+	libGuardBase = lib{key: "guard-floor", label: "guard floor: robfig + the least a guarded run does, by hand (memory)", floor: true, build: newGuardFloor}
 )
 
 // tickOf is the tick a robfig/cron or gocron run belongs to: they do not
@@ -73,8 +75,9 @@ type robfigSched struct {
 	c    *cron.Cron
 	body func()
 	// bodyOf, when set, makes each job's own body (the claim floor's job
-	// claims its own key); else every job runs body.
-	bodyOf func(name string) func()
+	// claims its own key, the guard floor's keeps its own state); else
+	// every job runs body.
+	bodyOf func(name, spec string) func()
 }
 
 func newRobfig(env *phaseEnv) (sched, error) {
@@ -102,7 +105,7 @@ func newRobfig(env *phaseEnv) (sched, error) {
 func (r *robfigSched) add(name, spec string) error {
 	body := r.body
 	if r.bodyOf != nil {
-		body = r.bodyOf(name)
+		body = r.bodyOf(name, spec)
 	}
 	_, err := r.c.AddFunc(spec, body)
 	return err

@@ -54,7 +54,7 @@ func parseFlags() (config, error) {
 	flag.IntVar(&c.pings, "pings", 0, "PINGs per run of the Redis floor (0: the round trips measured per cronguard run, rounded)")
 	flag.BoolVar(&c.skips, "skips", false, "count cronguard's skipped ticks by reason (adds an observer, which costs a little)")
 	flag.StringVar(&c.out, "out", "", "directory to write results.md, results.json, scaling.png and scaling.svg to")
-	flag.StringVar(&only, "only", "", "comparison rows to run, by key (comma-separated: robfig, gocron, gocron-redsync, cronguard-memory, cronguard-redis, redis-floor, claim-floor; empty: all)")
+	flag.StringVar(&only, "only", "", "comparison rows to run, by key (comma-separated: robfig, gocron, gocron-redsync, cronguard-memory, guard-floor, cronguard-redis, redis-floor, claim-floor; empty: all)")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.IntVar(&c.batchItems, "batch-items", 1_000_000, "items of the Batch per-item cost (0: not measured)")
 	flag.IntVar(&c.appHeapMB, "app-heap", 0, "MB of live heap the process holds besides the schedulers, as a service's own data would (pointer-free, never touched): the collector then paces on it, not on how little a scheduler keeps (0: none)")
@@ -157,7 +157,7 @@ func comparisonRows(cfg config) []rowID {
 	if cfg.gocronBare {
 		rows = append(rows, rowID{libGocron, false})
 	}
-	rows = append(rows, rowID{libGocronRS, false}, rowID{libCGMemory, false}, rowID{libCGRedis, false}, rowID{libRedisBase, false}, rowID{libClaimBase, false})
+	rows = append(rows, rowID{libGocronRS, false}, rowID{libCGMemory, false}, rowID{libGuardBase, false}, rowID{libCGRedis, false}, rowID{libRedisBase, false}, rowID{libClaimBase, false})
 	if cfg.busy {
 		rows = append(rows, rowID{libCGRedis, true}, rowID{libRedisBase, true}, rowID{libClaimBase, true})
 	}
