@@ -305,6 +305,7 @@ func (r *run) claim(lockTTL time.Duration) (Lease, error) {
 // (ticks_taken.go). The rest of the gap is reported in stretches, one
 // EventMissed each.
 func (r *run) noteGap(prev time.Time) {
+	prev = prev.In(r.e.ticks.loc) // as stored: a spec without a zone reads the time's own
 	if n := r.e.sched().Next(prev); n.IsZero() || !n.Before(r.tick) {
 		return // no tick between: the common case
 	}

@@ -256,7 +256,7 @@ func TestChaos(t *testing.T) {
 			missed++
 		case explained[tk.Unix()]:
 			skipped++
-		case gapClaimLost(tk, all, runs, outages):
+		case gapClaimLost(tk, all, frozen[:], outages):
 			lostGap++ // the bound the README states under "Missed ticks"
 		default:
 			t.Errorf("tick %s did not run and no event says why", fmtTick(tk))
@@ -290,26 +290,66 @@ func TestChaos(t *testing.T) {
 
 // gapClaimLost reports whether tk, a tick no event explains, is in the one
 // case the README states as unreported: the claim that found it in a gap
-// lost its reply. That is, the first later tick with a claim outcome was
-// skipped for a failed claim (a backend skip), no tick between ran, and
-// Redis was stalled or down then.
-func gapClaimLost(tk time.Time, recs []mpRecord, runs map[int64][]string, outages []window) bool {
-	var next time.Time // the first later tick whose claim failed
-	for _, r := range recs {
+// lost its reply after Redis ran it. That is: the first later tick whose
+// claim failed, failed as a lost reply does (a timeout, or the connection
+// cut), not as a claim that never reached Redis (refused, not dialed); it
+// failed while Redis was stalled or down, or while its instance was
+// frozen (between sending the claim and reading the reply); and no claim
+// of a tick in between was won (run, or skipped for its lock), since that
+// claim would have reported tk.
+func gapClaimLost(tk time.Time, recs []mpRecord, frozen [][]window, outages []window) bool {
+	var lost *mpRecord // the first later claim that failed
+	for i := range recs {
+		r := &recs[i]
 		if r.Kind == EventSkipped && r.Skip == "backend" && strings.Contains(r.Err, "claim tick") &&
-			r.Tick.After(tk) && (next.IsZero() || r.Tick.Before(next)) {
-			next = r.Tick
+			r.Tick.After(tk) && (lost == nil || r.Tick.Before(lost.Tick)) {
+			lost = r
 		}
 	}
-	if next.IsZero() || !slices.ContainsFunc(outages, func(w window) bool { return w.covers(next, 2*time.Second) }) {
+	if lost == nil || !lostReply(lost.Err) || !faultAt(*lost, frozen, outages) {
 		return false
 	}
-	for x := tk.Add(time.Second); !x.After(next); x = x.Add(time.Second) {
-		if len(runs[x.Unix()]) > 0 {
+	for _, r := range recs {
+		if r.Tick.After(tk) && r.Tick.Before(lost.Tick) && wonClaim(r) {
 			return false
 		}
 	}
 	return true
+}
+
+// lostReply reports whether a claim's error is one a reply lost after
+// Redis ran the script gives: a timeout, or the connection cut under it.
+func lostReply(err string) bool {
+	if strings.Contains(err, "refused") || strings.Contains(err, "dial") {
+		return false
+	}
+	for _, s := range []string{"timeout", "deadline exceeded", "EOF", "reset by peer", "broken pipe"} {
+		if strings.Contains(err, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// faultAt reports whether r was recorded while Redis was stalled or down,
+// or while r's instance was frozen, give or take a call budget.
+func faultAt(r mpRecord, frozen [][]window, outages []window) bool {
+	const slack = time.Second
+	if slices.ContainsFunc(outages, func(w window) bool { return w.covers(r.Time, slack) }) {
+		return true
+	}
+	var i int
+	if _, err := fmt.Sscanf(r.Instance, "proc-%d", &i); err != nil || i < 0 || i >= len(frozen) {
+		return false
+	}
+	return slices.ContainsFunc(frozen[i], func(w window) bool { return w.covers(r.Time, slack) })
+}
+
+// wonClaim reports whether r shows a claim of its tick won: the tick ran,
+// or was skipped for its run lock after the claim moved the mark.
+func wonClaim(r mpRecord) bool {
+	return r.Kind == EventFinished || r.Skip == "locked" ||
+		(r.Skip == "backend" && strings.Contains(r.Err, "claimed, lock not taken"))
 }
 
 // chaosAround logs what the instances recorded for the ticks around tk,
@@ -349,4 +389,37 @@ func noneFrozen(frozen [][]window, now time.Time) bool {
 		}
 	}
 	return true
+}
+
+// The exemption gapClaimLost makes covers the stated bound only: a claim
+// that lost its reply in a fault, with no claim won between.
+func TestGapClaimLostOnlyForALostReply(t *testing.T) {
+	tk := time.Date(2026, 11, 27, 20, 56, 35, 0, time.UTC)
+	out := []window{{tk.Add(2 * time.Second), tk.Add(4 * time.Second)}}
+	frozen := [][]window{{}, {{tk.Add(10 * time.Second), tk.Add(12 * time.Second)}}}
+	lost := func(sec int, at time.Time, inst, err string) mpRecord {
+		return mpRecord{Kind: EventSkipped, Skip: "backend", Instance: inst, Tick: tk.Add(time.Duration(sec) * time.Second), Time: at,
+			Err: `cronguard: store failed: job "chaos": claim tick ` + fmtTick(tk.Add(time.Duration(sec)*time.Second)) + ": " + err}
+	}
+	inOutage := tk.Add(3 * time.Second)
+	cases := []struct {
+		name string
+		recs []mpRecord
+		want bool
+	}{
+		{"reply lost in a stall", []mpRecord{lost(3, inOutage, "proc-0", "i/o timeout")}, true},
+		{"reply lost while frozen", []mpRecord{lost(11, tk.Add(11*time.Second), "proc-1", "context deadline exceeded")}, true},
+		{"a claim won between", []mpRecord{{Kind: EventSkipped, Skip: "locked", Instance: "proc-2", Tick: tk.Add(time.Second)},
+			lost(3, inOutage, "proc-0", "i/o timeout")}, false},
+		{"a run between", []mpRecord{{Kind: EventFinished, Instance: "proc-2", Tick: tk.Add(2 * time.Second)},
+			lost(3, inOutage, "proc-0", "i/o timeout")}, false},
+		{"never reached Redis", []mpRecord{lost(3, inOutage, "proc-0", "dial tcp 127.0.0.1:1: connect: connection refused")}, false},
+		{"no fault then", []mpRecord{lost(20, tk.Add(20*time.Second), "proc-0", "i/o timeout")}, false},
+		{"no failed claim after", []mpRecord{{Kind: EventFinished, Instance: "proc-0", Tick: tk.Add(-time.Second)}}, false},
+	}
+	for _, c := range cases {
+		if got := gapClaimLost(tk, c.recs, frozen, out); got != c.want {
+			t.Errorf("%s: gapClaimLost = %v, want %v", c.name, got, c.want)
+		}
+	}
 }
