@@ -43,16 +43,21 @@ func (s *Scheduler) RunTick(ctx context.Context, name string, tick time.Time) (R
 
 // specTick returns tick when the spec names it, or an ErrNotATick naming
 // the ticks around it.
+//
+// It reads tick in the Scheduler's location, as cron's fires are: robfig/cron
+// reads a spec without a zone, on a Scheduler in time.Local, in the
+// location of the time it is given.
 func specTick(e *entry, tick time.Time) (time.Time, error) {
-	if t := e.sched().Next(tick.Add(-time.Nanosecond)); !tick.IsZero() && t.Equal(tick) {
+	at := tick.In(e.ticks.loc)
+	if t := e.sched().Next(at.Add(-time.Nanosecond)); !tick.IsZero() && t.Equal(tick) {
 		return tick, nil
 	}
 	around := ""
 	if !tick.IsZero() {
-		if prev := latestTick(e.sched(), tick, time.Time{}); !prev.IsZero() {
+		if prev := latestTick(e.sched(), at, time.Time{}); !prev.IsZero() {
 			around += "; the tick before it is " + fmtTick(prev)
 		}
-		if next := e.sched().Next(tick); !next.IsZero() {
+		if next := e.sched().Next(at); !next.IsZero() {
 			around += "; the tick after it is " + fmtTick(next)
 		}
 	}

@@ -3,6 +3,9 @@ package cronguard
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -71,5 +74,47 @@ func TestRunTick(t *testing.T) {
 	}
 	if n := len(job.all()); n != 3 {
 		t.Fatalf("%d runs after refused calls, want 3", n)
+	}
+}
+
+// tzChildEnv re-runs TestRunTickInTheSchedulersZone in a process whose
+// time.Local is Asia/Tokyo (TZ is read once, at start).
+const tzChildEnv = "CRONGUARD_TZ_CHILD"
+
+// A spec without a zone on a Scheduler in time.Local (the default) names
+// its ticks in the local zone, whatever the location of the time given to
+// RunTick: 09:00 in Tokyo given as 00:00 UTC is a tick; 09:00 UTC (18:00
+// in Tokyo) is not. (robfig/cron reads such a spec in the time's own
+// location, so RunTick reads the time in the Scheduler's first.)
+func TestRunTickInTheSchedulersZone(t *testing.T) {
+	if os.Getenv(tzChildEnv) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestRunTickInTheSchedulersZone$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), tzChildEnv+"=1", "TZ=Asia/Tokyo")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("child in TZ=Asia/Tokyo: %v\n%s", err, clipN(string(out), 4000))
+		}
+		if strings.Contains(string(out), "--- SKIP") {
+			t.Skipf("child skipped: %s", clipN(string(out), 400))
+		}
+		return
+	}
+	if _, off := time.Now().Zone(); off != 9*3600 {
+		t.Skip("no tzdata for Asia/Tokyo")
+	}
+	s, err := New(WithLogger(slog.New(slog.DiscardHandler)), WithInstanceID("tz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopSched(t, s)
+	if err := s.Register("j", "0 0 9 * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := s.RunTick(ctx, "j", time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)); err != nil {
+		t.Errorf("09:00 in Tokyo, given in UTC: %v, want a run", err)
+	}
+	if _, err := s.RunTick(ctx, "j", time.Date(2026, 11, 28, 9, 0, 0, 0, time.UTC)); !errors.Is(err, ErrNotATick) {
+		t.Errorf("09:00 UTC (18:00 in Tokyo): %v, want ErrNotATick", err)
 	}
 }
