@@ -336,13 +336,7 @@ func TestCatchUpThenTickStops(t *testing.T) {
 		if err := s.Register("j", "@every 1m", b, CatchUp()); err != nil {
 			t.Fatal(err)
 		}
-		go func() { b.release <- struct{}{} }()
-		tickAt(t, s, "j", minute(0))
-		b.waitStarted(t)
-		second := goAsync(func() Report { return tickAt(t, s, "j", minute(2)) })
-		if tick := b.waitStarted(t); !tick.Equal(minute(1)) {
-			t.Fatalf("catch-up run of %s, want minute 1", tick)
-		}
+		second := startCatchUp(t, s, b)
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		_ = s.Stop(ctx) // cancels the catch-up run
@@ -563,13 +557,7 @@ func TestCatchUpRunIsHardKilled(t *testing.T) {
 	if err := s.Register("j", "@every 1m", b, CatchUp(), HardKill()); err != nil {
 		t.Fatal(err)
 	}
-	go func() { b.release <- struct{}{} }()
-	tickAt(t, s, "j", minute(0))
-	b.waitStarted(t)
-	second := goAsync(func() Report { return tickAt(t, s, "j", minute(2)) })
-	if tick := b.waitStarted(t); !tick.Equal(minute(1)) {
-		t.Fatalf("catch-up run of %s, want minute 1", tick)
-	}
+	second := startCatchUp(t, s, b)
 	_ = ks.SetEnabled(context.Background(), "j", false, "stop now")
 	rep := recv(t, second)
 	if skipOf(rep) != "killed" || b.runs.Load() != 2 {
@@ -578,4 +566,19 @@ func TestCatchUpRunIsHardKilled(t *testing.T) {
 	if cu := byTrigger(rec, TriggerCatchUp); len(cu) != 1 || cu[0].Outcome() != "killed" || !errors.Is(cu[0].Err, ErrKilled) {
 		t.Fatalf("catch-up reports %+v, want one, killed", cu)
 	}
+}
+
+// startCatchUp runs minute 0 of job "j" (b, registered with CatchUp), then
+// minute 2 in the background, and returns once b has started the
+// catch-up run of minute 1; the channel gets minute 2's Report.
+func startCatchUp(t *testing.T, s *Scheduler, b *blocker) <-chan Report {
+	t.Helper()
+	go func() { b.release <- struct{}{} }()
+	tickAt(t, s, "j", minute(0))
+	b.waitStarted(t)
+	second := goAsync(func() Report { return tickAt(t, s, "j", minute(2)) })
+	if tick := b.waitStarted(t); !tick.Equal(minute(1)) {
+		t.Fatalf("catch-up run of %s, want minute 1", tick)
+	}
+	return second
 }

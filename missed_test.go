@@ -148,13 +148,8 @@ func TestMissedStretchesBetweenSkips(t *testing.T) {
 // The set of ticks taken up stays bounded however long no claim answers,
 // and never loses a tick from the middle: joining needs no tick between.
 func TestTakenSpansBounded(t *testing.T) {
-	s, _ := newTest(t)
-	if err := s.Register("j", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
-		t.Fatal(err)
-	}
-	e, _ := s.lookup("j")
+	e, at := everySecondEntry(t)
 	ts := &e.ticks
-	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
 	ts.mu.Lock()
 	for sec := range 1000 { // a long switch-off: every tick taken up
 		ts.taken(at(sec).UnixNano())
@@ -207,13 +202,8 @@ func countTicks(e *entry, hs []tickSpan) int {
 // given twice or late as RunTick may): the spans stay sorted, apart and
 // bounded, and a tick never taken up is always in an untaken stretch.
 func TestTakenSpansNeverHideAnUntakenTick(t *testing.T) {
-	s, _ := newTest(t)
-	if err := s.Register("j", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
-		t.Fatal(err)
-	}
-	e, _ := s.lookup("j")
+	e, at := everySecondEntry(t)
 	ts := &e.ticks
-	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
 	rng := rand.New(rand.NewPCG(1, 2))
 	for round := range 300 {
 		ts.settled(at(1 << 20)) // empty
@@ -248,4 +238,16 @@ func TestTakenSpansNeverHideAnUntakenTick(t *testing.T) {
 			}
 		}
 	}
+}
+
+// everySecondEntry registers a job on "* * * * * *" and returns its entry
+// and the tick sec seconds after t0.
+func everySecondEntry(t *testing.T) (*entry, func(sec int) time.Time) {
+	t.Helper()
+	s, _ := newTest(t)
+	if err := s.Register("j", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := s.lookup("j")
+	return e, func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
 }
