@@ -52,12 +52,8 @@ func (h *ctxHook) seen() ([]time.Time, []any) {
 // value. Without the shared budget each call would make a timer (and a
 // deadline) of its own.
 func TestRedisLockerSharesBudgetForContextsThatNeverEnd(t *testing.T) {
-	srv := redistest.Start(t)
-	c := srv.Client(t)
-	h := &ctxHook{}
-	c.AddHook(h)
 	const budget = time.Second
-	l := rlLocker(t, c, WithCallBudget(budget))
+	l, h := hookedLocker(t, budget)
 	ctx := context.WithValue(context.Background(), budgetTestKey{}, "mine")
 	start := time.Now()
 	cl, err := l.Claim(ctx, "j", t0, 30*time.Second, "me")
@@ -89,12 +85,8 @@ func TestRedisLockerSharesBudgetForContextsThatNeverEnd(t *testing.T) {
 // A direct call whose context can be canceled keeps a deadline of its own,
 // of exactly the budget, and its cancellation.
 func TestRedisLockerOwnBudgetForCancelableContexts(t *testing.T) {
-	srv := redistest.Start(t)
-	c := srv.Client(t)
-	h := &ctxHook{}
-	c.AddHook(h)
 	const budget = time.Second
-	l := rlLocker(t, c, WithCallBudget(budget))
+	l, h := hookedLocker(t, budget)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for i := range 2 {
@@ -136,4 +128,14 @@ func TestBudgetCtxEndsWithTheSlice(t *testing.T) {
 	if !errors.Is(context.Cause(derived), context.DeadlineExceeded) || !errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
 		t.Errorf("causes %v, %v; want the slice's deadline", context.Cause(derived), context.Cause(ctx))
 	}
+}
+
+// hookedLocker is a Redis locker on a fresh redis-server with the given
+// call budget, its client seen by a ctxHook.
+func hookedLocker(t *testing.T, budget time.Duration) (Locker, *ctxHook) {
+	t.Helper()
+	c := redistest.Start(t).Client(t)
+	h := &ctxHook{}
+	c.AddHook(h)
+	return rlLocker(t, c, WithCallBudget(budget)), h
 }
