@@ -251,7 +251,16 @@ func claimGuard(next step) step {
 		if run.e.cfg.overlap == overlapAllow {
 			lockTTL = 0
 		}
-		lease, err := run.claim(lockTTL)
+		if m, ok := run.s.cfg.locker.(*memoryLocker); ok {
+			switch err := run.claimMemory(m, lockTTL); {
+			case err != nil:
+				return err
+			case lockTTL == 0:
+				return next(run)
+			}
+			return run.holdMemory(next)
+		}
+		lease, err := run.claimLocker(lockTTL)
 		switch {
 		case err != nil:
 			return err
@@ -265,15 +274,48 @@ func claimGuard(next step) step {
 	}
 }
 
-// claim claims r's tick and, when lockTTL > 0, takes the run lock: the
-// lease, or the skip of a claim lost or failed or of a lock not taken. It
-// returns before the job runs, so its frame (a Claim, the Locker call) is
-// off the stack while the job runs: a deeper stack than the one
+// claimMemory claims r's tick on the memory Locker and, when lockTTL > 0,
+// takes the run lock, pinned to r (r.memJob): the skip of a claim lost or
+// of a lock not taken, or nil. It is claimLocker's steps in small frames,
+// with no Claim or Lease made, so that a lean run fits the stack a
+// goroutine starts with (see cronFire.Run); it returns before the job
+// runs, so its frames are off the stack while the job runs.
+//
+//go:noinline
+func (r *run) claimMemory(m *memoryLocker, lockTTL time.Duration) error {
+	prev, err := m.claimRun(r, lockTTL)
+	if err != nil {
+		return err // lost, or a skip: ticks settled by claimRun
+	}
+	if !prev.IsZero() {
+		r.noteGap(prev)
+	}
+	r.e.ticks.settled(r.tick)
+	return nil
+}
+
+// holdMemory runs next under the memory lock claimMemory pinned to r, and
+// releases it when next returns, unless it was taken away (memoryLocker.
+// forget): then it returns once the run has been told (EventLockLost).
+// Only tests take a memory lock away; one taken between the claim and
+// here has canceled the run's context already, so the job starts with
+// its context ended, as on Redis when the lock is lost just after the
+// claim (a Locker other than the memory one goes through holdPinned,
+// which does not start the job then).
+func (r *run) holdMemory(next step) error {
+	defer r.unpinMemory()
+	return next(r)
+}
+
+// claimLocker claims r's tick and, when lockTTL > 0, takes the run lock:
+// the lease, or the skip of a claim lost or failed or of a lock not taken.
+// It returns before the job runs, so its frame (a Claim, the Locker call)
+// is off the stack while the job runs: a deeper stack than the one
 // cronFire.Run grows at the start would be grown and copied again in every
 // run.
 //
 //go:noinline
-func (r *run) claim(lockTTL time.Duration) (Lease, error) {
+func (r *run) claimLocker(lockTTL time.Duration) (Lease, error) {
 	s, e := r.s, r.e
 	cctx, cancel := s.lockerCtx(r.ctx)
 	c, err := s.cfg.locker.Claim(cctx, e.name, r.tick, lockTTL, s.cfg.instance)
@@ -305,9 +347,19 @@ func (r *run) claim(lockTTL time.Duration) (Lease, error) {
 // (ticks_taken.go). The rest of the gap is reported in stretches, one
 // EventMissed each.
 func (r *run) noteGap(prev time.Time) {
+	if r.quiet > 0 && !prev.Before(r.tick.Add(-r.quiet)) {
+		return // no tick between, known without calling Next: the common case
+	}
+	r.checkGap(prev)
+}
+
+// checkGap is noteGap when the tick's quiet time does not tell.
+//
+//go:noinline
+func (r *run) checkGap(prev time.Time) {
 	prev = prev.In(r.e.ticks.loc) // as stored: a spec without a zone reads the time's own
 	if n := r.e.sched().Next(prev); n.IsZero() || !n.Before(r.tick) {
-		return // no tick between: the common case
+		return // no tick between
 	}
 	var buf [2]tickSpan
 	var last time.Time

@@ -2,6 +2,7 @@ package cronguard
 
 import (
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,7 +89,13 @@ type tickSchedule struct {
 	pending  [2]int64
 	npending uint8
 	hasPrev  bool
-	prev     int64 // the last tick handed out, when hasPrev
+	// quiet[i] is how long before pending[i] the spec names no tick, in
+	// whole milliseconds: robfig/cron asked Next at a time that long or
+	// longer before it, and Next's answer is the first tick after the time
+	// asked (0: not known). With it a won claim finds no gap without
+	// calling Next (run.noteGap).
+	quiet [2]uint32
+	prev  int64 // the last tick handed out, when hasPrev
 	// spans are the ticks runs here took up (handed out by take, or given
 	// to RunTick) that no claim answer has put behind the claim mark yet,
 	// oldest first (ticks_taken.go).
@@ -116,48 +123,77 @@ func (t *tickSchedule) Next(now time.Time) time.Time {
 	defer t.mu.Unlock()
 	if !t.hasPrev || ns > t.prev {
 		if int(t.npending) == len(t.pending) {
-			t.pending[0], t.npending = t.pending[1], 1
+			t.pending[0], t.quiet[0], t.npending = t.pending[1], t.quiet[1], 1
 		}
 		t.pending[t.npending] = ns
+		t.quiet[t.npending] = quietMs(n.Sub(now))
 		t.npending++
 	}
 	return n
 }
 
+// quietMs is d in whole milliseconds, for tickSchedule.quiet: 0 when it
+// does not fit (not known).
+func quietMs(d time.Duration) uint32 {
+	ms := d / time.Millisecond
+	if ms <= 0 || ms > math.MaxUint32 {
+		return 0
+	}
+	return uint32(ms)
+}
+
+// minTickGap is the least time between two ticks of any spec parseSpec
+// makes: robfig/cron's specs name whole seconds (in zones whose offsets
+// are whole seconds), and @every needs at least 1s.
+const minTickGap = time.Second
+
 // take returns the tick a fire at now stands for: the latest tick of the
 // spec at or before now. It fails, with that tick, when this process handed
-// it out already or when the spec names no tick before now.
-func (t *tickSchedule) take(now time.Time) (time.Time, error) {
+// it out already or when the spec names no tick before now. quiet is how
+// long before the tick the spec is known to name none (0: not known).
+//
+// A fire less than minTickGap after the latest remembered tick that is due
+// stands for that tick, with no call to the spec's Next: no other tick can
+// lie between them. That is every fire robfig/cron makes on time, and it
+// keeps Next's deep frames off the run's stack (see cronFire.Run).
+func (t *tickSchedule) take(now time.Time) (tick time.Time, quiet time.Duration, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	nowNs := now.UnixNano()
 	var hint time.Time // the latest remembered tick that is due
-	due, hasDue, kept := int64(0), false, uint8(0)
-	for _, p := range t.pending[:t.npending] {
+	due, dueQuiet, hasDue, kept := int64(0), uint32(0), false, uint8(0)
+	for i, p := range t.pending[:t.npending] {
 		if p > nowNs {
-			t.pending[kept] = p
+			t.pending[kept], t.quiet[kept] = p, t.quiet[i]
 			kept++
 		} else if !hasDue || p > due {
-			due, hasDue = p, true
+			due, dueQuiet, hasDue = p, t.quiet[i], true
 		}
 	}
 	t.npending = kept
 	switch {
+	case hasDue && nowNs-due < int64(minTickGap):
+		tick = t.time(due)
 	case hasDue:
 		hint = t.time(due)
 	case t.hasPrev:
 		hint = t.time(t.prev) // a tick
 	}
-	tick := latestTick(t.inner, now, hint)
+	if tick.IsZero() {
+		tick = latestTick(t.inner, now, hint)
+	}
+	if hasDue && tick.UnixNano() == due {
+		quiet = time.Duration(dueQuiet) * time.Millisecond
+	}
 	switch {
 	case tick.IsZero():
-		return time.Time{}, fmt.Errorf("a fire at %s: the spec names no tick in the %s before it", fmtTick(now), maxLookBack)
+		return time.Time{}, 0, fmt.Errorf("a fire at %s: the spec names no tick in the %s before it", fmtTick(now), maxLookBack)
 	case t.hasPrev && tick.UnixNano() <= t.prev:
-		return tick, fmt.Errorf("a fire at %s stands for tick %s, which this instance has run already", fmtTick(now), fmtTick(tick))
+		return tick, 0, fmt.Errorf("a fire at %s stands for tick %s, which this instance has run already", fmtTick(now), fmtTick(tick))
 	}
 	t.prev, t.hasPrev = tick.UnixNano(), true
 	t.taken(t.prev)
-	return tick, nil
+	return tick, quiet, nil
 }
 
 func (t *tickSchedule) last() time.Time {

@@ -193,10 +193,29 @@ func (m *memoryHistory) add(e *HistoryEntry) {
 	r := m.ring(e.Job)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	seq, slot := r.push(m.size)
+	slot.set(e, seq)
+}
+
+// addDone adds the entry of a finished run without error at time at: the
+// entry add would keep for its EventFinished, built in its slot from rep.
+func (m *memoryHistory) addDone(rep *Report, at time.Time) {
+	r := m.ring(rep.Job)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seq, slot := r.push(m.size)
+	slot.seq, slot.kind, slot.time, slot.err, slot.skip, slot.full = seq, EventFinished, at, "", "", nil
+	slot.rep = *rep
+}
+
+// push makes room for the next entry of r, whose store keeps size: its
+// sequence number and its slot. r.mu is held.
+func (r *historyRing) push(size int) (uint64, *memEntry) {
 	r.seq++
-	r.slot(r.next, m.size).set(e, r.seq)
-	r.next = (r.next + 1) % m.size
-	r.n = min(r.n+1, m.size)
+	slot := r.slot(r.next, size)
+	r.next = (r.next + 1) % size
+	r.n = min(r.n+1, size)
+	return r.seq, slot
 }
 
 // ring returns the ring of job, made on its first entry.

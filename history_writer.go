@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // historyRecorder hands history entries from the runs to one writer
@@ -18,8 +20,14 @@ type historyRecorder struct {
 	storeOnce sync.Once
 	store     HistoryStore
 
-	mu        sync.RWMutex // write-held only by close, so closing waits for senders
-	closed    bool
+	mu     sync.RWMutex // write-held only by close, so closing waits for senders
+	closed bool
+	// stopped is closed for appendNow, which reads it without mu: a read
+	// lock would write its shared counter in every run, and the runs of a
+	// tick, on every core at once, would pass that cache line from core to
+	// core. A memory append racing close may land just after it: that
+	// store neither blocks nor fails, so nothing waits for it.
+	stopped   atomic.Bool
 	startOnce sync.Once
 	queue     chan HistoryEntry
 	quit      chan struct{}      // closed by close: flush and return
@@ -70,12 +78,20 @@ func (h *historyRecorder) appendNow(s *Scheduler, e *HistoryEntry) bool {
 	if !ok {
 		return false
 	}
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if !h.closed {
+	if !h.stopped.Load() {
 		m.add(e)
 	}
 	return true
+}
+
+// appendDone appends the history entry of a finished run without error,
+// rep, which nobody else holds, to the memory history: what observe does
+// for its event, without building the event or the entry. The caller has
+// checked that the store is a memoryHistory (Scheduler.reportInRun).
+func (h *historyRecorder) appendDone(s *Scheduler, rep *Report) {
+	if !h.stopped.Load() {
+		h.storeOf(s).(*memoryHistory).addDone(rep, time.Now())
+	}
 }
 
 // enqueue reports false only when the queue is full.
@@ -202,6 +218,7 @@ func (h *historyRecorder) close(ctx context.Context, s *Scheduler) {
 	h.mu.Lock()
 	wasClosed := h.closed
 	h.closed = true
+	h.stopped.Store(true)
 	started := h.queue != nil
 	h.mu.Unlock()
 	if wasClosed || !started {

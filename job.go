@@ -224,7 +224,7 @@ func tickFrom(ctx context.Context) time.Time {
 // overlapPolicy says what a scheduled tick does while the previous run of
 // the same job is still going in this process: skip it (the default),
 // queue it (QueueOverlap) or run it at once (AllowOverlap).
-type overlapPolicy int
+type overlapPolicy uint8 // small: every registered job holds one
 
 const (
 	overlapSkip overlapPolicy = iota

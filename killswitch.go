@@ -219,6 +219,16 @@ func killSwitchGuard(next step) step {
 // re-check of a queued run (overlapGuard) and of the tick after a catch-up
 // run (catchUpGuard).
 func (r *run) switchedOff() error {
+	if ks, ok := r.s.cfg.killSwitch.(*memoryKillSwitch); ok && ks.on(r.e.cfg.flag) {
+		return nil // the common case, in small frames (see cronFire.Run)
+	}
+	return r.askSwitch()
+}
+
+// askSwitch is switchedOff through the Scheduler's fail policy.
+//
+//go:noinline
+func (r *run) askSwitch() error {
 	on, err := r.s.enabled(r.ctx, r.job, r.e.cfg.flag)
 	if err != nil {
 		return skip(r, ErrBackend, err, "")

@@ -245,7 +245,8 @@ func (k *leaseKeeper) down(i int) {
 // memoryLocker is the embedded Locker (NewMemoryLocker): claim marks and locks in this
 // process's memory, one entry per job, so each call costs O(1) whatever
 // the number of jobs: one lookup in a sync.Map and, for a lock, one small
-// allocation (the Lease). A lock held by a run does not expire while the
+// allocation (the Lease; a scheduled run's claim makes none: the run is
+// its lease, see claimRun). A lock held by a run does not expire while the
 // run goes (it is pinned to the run: no extension every ttl/3, whose cost
 // would buy nothing in one process). Each job has its own mutex: the claims of the
 // 1,000 jobs that share a tick never wait for each other. It suits a
@@ -320,6 +321,107 @@ func (m *memoryLocker) Claim(_ context.Context, job string, tick time.Time, lock
 	return c, nil
 }
 
+// claimRun is Claim for the scheduled run r, in small frames (see
+// run.claimMemory): when won, the previous claim mark, with the lock (for
+// lockTTL > 0) pinned to r at once: r is its lease (r.memJob, r.token),
+// and no Lease is made. When lost, or when the lock is not taken, r's
+// skip. A lost claim settles r's tick; a won one leaves that to the
+// caller, after it looked at the gap.
+func (m *memoryLocker) claimRun(r *run, lockTTL time.Duration) (prev time.Time, err error) {
+	if err := checkLockTTL(r.job, lockTTL); err != nil {
+		return time.Time{}, claimSkip(r, nil, err)
+	}
+	j := m.job(r.job)
+	j.mu.Lock()
+	if j.marked && !r.tick.After(j.tick) {
+		j.mu.Unlock()
+		return time.Time{}, m.lost(r, j)
+	}
+	if j.marked {
+		prev = j.tick
+	}
+	j.marked, j.tick, j.holder = true, r.tick, r.s.cfg.instance
+	locked := true
+	if lockTTL > 0 {
+		locked = m.lockFor(r, j, lockTTL)
+	}
+	j.mu.Unlock()
+	if !locked {
+		return prev, m.notLocked(r, j, prev)
+	}
+	return prev, nil
+}
+
+// lockFor takes j's lock for the run r and pins it to r, if it is free;
+// j.mu is held.
+func (m *memoryLocker) lockFor(r *run, j *memJob, ttl time.Duration) bool {
+	now := m.now()
+	if j.locked && (j.pin != nil || now.Before(j.expires)) {
+		return false
+	}
+	j.token++
+	j.locked, j.expires, j.pin = true, now.Add(ttl), r
+	r.memJob = j
+	r.token.Store(j.token) // Report.Token: what job code fences its writes with
+	return true
+}
+
+// unpinMemory ends the pin of r's memory lock (claimRun) and releases the
+// lock, unless it was taken away (memoryLocker.forget); then it waits
+// until the run has been told.
+func (r *run) unpinMemory() {
+	j := r.memJob
+	j.mu.Lock()
+	if j.pin == r {
+		j.pin = nil
+	}
+	lost := r.pinLost // set under j.mu by forget
+	if lost == nil && j.locked && j.token == r.token.Load() {
+		j.locked = false
+	}
+	j.mu.Unlock()
+	if lost != nil {
+		<-lost
+	}
+}
+
+// lost is the skip of r's claim lost to the mark of j, read under j's
+// mutex; it settles r's tick (the mark is at or past it).
+//
+//go:noinline
+func (m *memoryLocker) lost(r *run, j *memJob) error {
+	j.mu.Lock()
+	c := Claim{Holder: j.holder, HolderTick: j.tick}
+	j.mu.Unlock()
+	r.e.ticks.settled(r.tick)
+	return claimSkip(r, &c, nil)
+}
+
+// notLocked is the skip of r's claim, won, whose lock j held: the gap
+// since prev is reported and the tick settled, as for any won claim.
+//
+//go:noinline
+func (m *memoryLocker) notLocked(r *run, j *memJob, prev time.Time) error {
+	j.mu.Lock()
+	err := lockedErr(r.job, j)
+	j.mu.Unlock()
+	if !prev.IsZero() {
+		r.noteGap(prev)
+	}
+	r.e.ticks.settled(r.tick)
+	return lockSkip(r, err)
+}
+
+// lockedErr is the ErrLocked of j's lock, held; j.mu is held.
+//
+//go:noinline
+func lockedErr(job string, j *memJob) error {
+	if j.pin != nil { // no expiry while its run goes: its own has passed, maybe long ago
+		return fmt.Errorf("%w: job %q: held by a run going now (token %d)", ErrLocked, job, j.token)
+	}
+	return fmt.Errorf("%w: job %q: held until %s", ErrLocked, job, j.expires.Format(time.RFC3339Nano))
+}
+
 // Acquire implements Locker.
 func (m *memoryLocker) Acquire(_ context.Context, job string, ttl time.Duration) (Lease, error) {
 	if ttl < time.Millisecond {
@@ -334,11 +436,8 @@ func (m *memoryLocker) Acquire(_ context.Context, job string, ttl time.Duration)
 // acquireLocked takes j's lock; j.mu is held.
 func (m *memoryLocker) acquireLocked(job string, j *memJob, ttl time.Duration) (Lease, error) {
 	now := m.now()
-	if j.locked && j.pin != nil { // no expiry while its run goes: its own has passed, maybe long ago
-		return nil, fmt.Errorf("%w: job %q: held by a run going now (token %d)", ErrLocked, job, j.token)
-	}
-	if j.locked && now.Before(j.expires) {
-		return nil, fmt.Errorf("%w: job %q: held until %s", ErrLocked, job, j.expires.Format(time.RFC3339Nano))
+	if j.locked && (j.pin != nil || now.Before(j.expires)) {
+		return nil, lockedErr(job, j)
 	}
 	j.token++
 	j.locked, j.expires = true, now.Add(ttl)

@@ -44,7 +44,10 @@ type run struct {
 	job     string
 	trigger Trigger
 	tick    time.Time
-	manual  *manualArgs // of a manual run that has any; nil otherwise
+	// quiet is how long before tick the spec names no tick, when known
+	// (tickSchedule.take): a claim mark within it leaves no gap.
+	quiet  time.Duration
+	manual *manualArgs // of a manual run that has any; nil otherwise
 
 	start     time.Time
 	batches   atomic.Int64
@@ -53,9 +56,7 @@ type run struct {
 	// duplicates counts RunManually items dropped as copies of an earlier one
 	duplicates atomic.Int64
 
-	prev, next *run  // in its shard of Scheduler.runs
-	shard      uint8 // of Scheduler.runs
-	fired      bool  // a scheduled fire: the run's context hangs off nothing but the Scheduler's Stop
+	prev, next *run // in its shard of Scheduler.runs
 
 	token atomic.Int64 // the run lock's fencing token (Report.Token); set by holdLease, read by ReportFrom
 
@@ -66,9 +67,16 @@ type run struct {
 	// away (see pinner); set under the lock's mutex, nil while it is held.
 	pinLost chan struct{}
 
+	// memJob is the memory Locker's state of the job while this run holds
+	// its lock, pinned (claimMemory): the run is then its own lease, with
+	// its token in token. nil otherwise.
+	memJob *memJob
+
 	mu      sync.Mutex
 	more    bool   // the batch loop stopped at MaxBatches with work left
 	tripped bool   // the runaway guard switched the job off
+	shard   uint8  // of Scheduler.runs (here, beside the other small fields: the run is 512 B)
+	fired   bool   // a scheduled fire: the run's context hangs off nothing but the Scheduler's Stop
 	cause   error  // context.Cause of the run's context when it ended canceled
 	stack   string // of a panic
 
@@ -133,16 +141,18 @@ type cronFire entry
 //
 // robfig/cron's goroutine starts with a small stack (2 KB unless the
 // runtime has seen bigger ones, of which the 928 B stack guard is not for
-// Go frames), smaller than a run needs: the tick's lookup alone (robfig's
-// Next, in tickSchedule.take) takes about 1.1 KB, the claim on the memory
-// Locker about 1.4 KB below its guard, the Report, its event and the
-// history about 1.45 KB below run.do (measured on Go 1.26). So the stack
-// grows once in every run, and growing copies the stack and fixes up
-// every frame on it: deep in the chain that cost a sixth of a no-op run
-// (BenchmarkFireBurst). The frames on the stack while the job runs are
-// kept small (see run.claim) so that it does not grow a second time
-// there: the job's body starts about 600 B below the top, which leaves a
-// job some 2.5 KB of the grown stack.
+// Go frames: about 1.1 KB is left). A run on the memory backends fits in
+// that (its tick found without robfig's Next when the fire is on time,
+// its claim and history in small frames), but hardly any job does: its
+// body starts about 600 B below the top, and a body that reads its
+// ReportFrom, formats a string or makes a call through a client needs
+// more. Growing copies the stack and fixes up every frame on it, the
+// more the deeper it happens: grown under the job, or deep in the chain
+// (a Redis call, a logger, a middleware), it costs more than here, where
+// it costs about 0.4 µs (BenchmarkFireBurst's bare goroutines with and
+// without it). Grown here, the job has some 2.5 KB of the grown stack.
+// The frames on the stack while the job runs are kept small (see
+// run.claimMemory) so that it does not grow a second time there.
 func (f *cronFire) Run() {
 	growStack()
 	e := (*entry)(f)
@@ -167,12 +177,12 @@ func (s *Scheduler) fireAt(e *entry, now time.Time) {
 //
 //go:noinline
 func (s *Scheduler) tickRun(e *entry, now time.Time) *run {
-	tick, err := e.ticks.take(now)
+	tick, quiet, err := e.ticks.take(now)
 	if err != nil {
 		s.staleFire(e, tick, err)
 		return nil
 	}
-	return &run{s: s, e: e, job: e.name, trigger: TriggerSchedule, tick: tick}
+	return &run{s: s, e: e, job: e.name, trigger: TriggerSchedule, tick: tick, quiet: quiet}
 }
 
 // runTick runs tick of e on the goroutine robfig/cron started for it.
@@ -238,13 +248,13 @@ func (r *run) setMore() {
 //
 // Allocation budget: a scheduled run of a no-op job on the memory backends,
 // with no observer and a logger that drops Info, allocates runAllocBudget
-// (4) objects: the run (which is also its context, and holds its Report:
-// see reportInRun), the cancelable context below it and its cancel func,
-// and the memory Lease (the memory history copies the Report into its
-// ring). No timer, goroutine, context per guard or
-// event is made for it: the watchdog shares one timer for the process, the
-// memory stores are called without a deadline, and an event nobody takes
-// is not built. robfig/cron adds the goroutine it starts per fire. A
+// (3) objects: the run (which is also its context, holds its Report: see
+// reportInRun, and is its own lease of the memory lock: see claimMemory),
+// and the cancelable context below it and its cancel func (the memory
+// history copies the Report into its ring). No timer, goroutine, Lease,
+// context per guard or event is made for it: the watchdog shares one
+// timer for the process, the memory stores are called without a
+// deadline, and an event nobody takes is not built. robfig/cron adds the goroutine it starts per fire. A
 // manual run adds the hook that cancels it with the Scheduler; an observer,
 // a logger that takes the events, a Redis backend, a Timeout or HardKill
 // add their own.
@@ -338,6 +348,20 @@ func (r *run) finish(err error) {
 	}
 	r.fillReport(rep, err)
 	r.rep = rep
+	if rep.Err == nil && r.s.reportInRun() && !r.s.logEnabled(slog.LevelInfo) { // finishedLevel's for a run without error
+		// The common run, heard by the memory history only: straight into
+		// its ring, with no Event and no HistoryEntry built on the way.
+		r.e.setLast(rep)
+		r.s.history.appendDone(r.s, rep)
+		return
+	}
+	r.finishEvent(rep)
+}
+
+// finishEvent raises the finished or skipped event of r's Report rep.
+//
+//go:noinline
+func (r *run) finishEvent(rep *Report) {
 	var ev Event
 	if se, ok := errors.AsType[*SkipError](rep.Err); ok {
 		r.initEvent(&ev, EventSkipped, rep.Err)
@@ -495,5 +519,6 @@ func ReportFrom(ctx context.Context, err error) (r Report, ok bool) {
 // runAllocBudget is the most objects a scheduled run of a no-op job
 // allocates on the memory backends with no observer and a logger that
 // drops Info (alloc_test.go holds it; see execute). Before issue 8's rework
-// a run allocated 43; 5 before the Report moved into the run.
-const runAllocBudget = 4
+// a run allocated 43; 5 before the Report moved into the run, 4 before the
+// run became its own memory lease.
+const runAllocBudget = 3
