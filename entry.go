@@ -90,10 +90,8 @@ type tickSchedule struct {
 	npending uint8
 	hasPrev  bool
 	// quiet[i] is how long before pending[i] the spec names no tick, in
-	// whole milliseconds: robfig/cron asked Next at a time that long or
-	// longer before it, and Next's answer is the first tick after the time
-	// asked (0: not known). With it a won claim finds no gap without
-	// calling Next (run.noteGap).
+	// whole milliseconds (0: not known); see Next. With it a won claim
+	// finds no gap without calling the spec's Next (run.noteGap).
 	quiet [2]uint32
 	prev  int64 // the last tick handed out, when hasPrev
 	// spans are the ticks runs here took up (handed out by take, or given
@@ -113,6 +111,13 @@ func (t *tickSchedule) prevTime() time.Time {
 }
 
 // Next implements cron.Schedule.
+//
+// It remembers the tick it answers with how long before it the spec names
+// no other tick (quiet). The spec's Next answers the first tick after now,
+// so there is none between now and it; and robfig/cron asks right after
+// it fired the tick before: when a tick remembered here lies less than
+// minTickGap before now, there is none between that tick and now either,
+// and so none between the two ticks.
 func (t *tickSchedule) Next(now time.Time) time.Time {
 	n := t.inner.Next(now)
 	if n.IsZero() {
@@ -122,14 +127,32 @@ func (t *tickSchedule) Next(now time.Time) time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.hasPrev || ns > t.prev {
+		from := now.UnixNano()
+		if before, ok := t.tickBefore(from); ok && from-before < int64(minTickGap) {
+			from = before
+		}
 		if int(t.npending) == len(t.pending) {
 			t.pending[0], t.quiet[0], t.npending = t.pending[1], t.quiet[1], 1
 		}
 		t.pending[t.npending] = ns
-		t.quiet[t.npending] = quietMs(n.Sub(now))
+		t.quiet[t.npending] = quietMs(time.Duration(ns - from))
 		t.npending++
 	}
 	return n
+}
+
+// tickBefore is the latest tick remembered (pending, or the last handed
+// out) at or before ns; t.mu is held.
+func (t *tickSchedule) tickBefore(ns int64) (tick int64, ok bool) {
+	if t.hasPrev && t.prev <= ns {
+		tick, ok = t.prev, true
+	}
+	for _, p := range t.pending[:t.npending] {
+		if p <= ns && (!ok || p > tick) {
+			tick, ok = p, true
+		}
+	}
+	return tick, ok
 }
 
 // quietMs is d in whole milliseconds, for tickSchedule.quiet: 0 when it

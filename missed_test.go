@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/robfig/cron/v3"
 )
 
 // A tick this process fired and skipped before claiming it (switched off,
@@ -250,4 +253,79 @@ func everySecondEntry(t *testing.T) (*entry, func(sec int) time.Time) {
 	}
 	e, _ := s.lookup("j")
 	return e, func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
+}
+
+// countingSchedule counts the calls of a spec's Next.
+type countingSchedule struct {
+	cron.Schedule
+	n atomic.Int64
+}
+
+func (c *countingSchedule) Next(t time.Time) time.Time {
+	c.n.Add(1)
+	return c.Schedule.Next(t)
+}
+
+// Fired as robfig/cron fires (it asks the job's Next at start and right
+// after each fire, then fires when the tick is due), an on-time fire finds
+// its tick, and its claim finds no gap since the last, without calling
+// the spec's Next (tickSchedule.quiet): on the memory Locker and on any
+// other. When robfig/cron's loop stalls past a tick, before a fire or
+// between a fire and its Next, the ticks it never fired are reported
+// missed: the shortcut never hides a gap.
+func TestOnTimeFiresNeedNoNextAndStallsStillMiss(t *testing.T) {
+	for _, spec := range []string{"* * * * * *", "0 * * * * *", "@every 90s", "CRON_TZ=Asia/Tokyo 30 0 9 * * *"} {
+		for _, locker := range []Locker{NewMemoryLocker(), &failLocker{Locker: NewMemoryLocker()}} {
+			name := spec + " on " + reflect.TypeOf(locker).String()
+			s, rec := newTest(t, WithLocker(locker))
+			if err := s.Register("j", spec, JobFunc(func(context.Context) error { return nil })); err != nil {
+				t.Fatal(err)
+			}
+			e, _ := s.lookup("j")
+			count := &countingSchedule{Schedule: e.ticks.inner}
+			e.ticks.inner = count
+			next := e.ticks.Next(t0.Add(300 * time.Millisecond)) // Start
+			var ran []time.Time
+			for range 4 {
+				now := next.Add(2 * time.Millisecond)
+				before := count.n.Load()
+				s.fireAt(e, now)
+				if n := count.n.Load() - before; n != 0 && len(ran) > 0 {
+					t.Errorf("%s: an on-time fire of %s called the spec's Next %d times", name, next, n)
+				}
+				ran = append(ran, next)
+				next = e.ticks.Next(now.Add(time.Millisecond)) // right after the fire
+			}
+			// The loop stalls: it wakes past the next tick and fires late.
+			skipped := []time.Time{next}
+			late := e.sched().Next(next)
+			s.fireAt(e, late.Add(5*time.Millisecond))
+			ran = append(ran, late)
+			// It stalls again between that fire and asking Next: the tick
+			// Next answers is the first after a time past another tick.
+			stalled := e.sched().Next(late).Add(10 * time.Millisecond)
+			skipped = append(skipped, e.sched().Next(late))
+			next = e.ticks.Next(stalled)
+			s.fireAt(e, next.Add(2*time.Millisecond))
+			ran = append(ran, next)
+
+			var got []time.Time
+			for _, ev := range rec.kind(EventFinished) {
+				got = append(got, ev.Tick)
+			}
+			if !slices.EqualFunc(got, ran, time.Time.Equal) {
+				t.Errorf("%s: ran %v, want %v", name, got, ran)
+			}
+			var missed []time.Time
+			for _, ev := range rec.kind(EventMissed) {
+				if ev.Missed != 1 {
+					t.Errorf("%s: %+v, want one tick missed in each event", name, ev)
+				}
+				missed = append(missed, ev.MissedFirst)
+			}
+			if !slices.EqualFunc(missed, skipped, time.Time.Equal) {
+				t.Errorf("%s: missed %v, want %v", name, missed, skipped)
+			}
+		}
+	}
 }
