@@ -77,11 +77,11 @@ func catchUpGuard(next step) step {
 func catchUpTick(run *run, next step) error {
 	e := run.e
 	tick, claimed := run.tick, time.Now()
-	defer func() { e.catchUp.ran(tick, tick.Add(time.Since(claimed))) }()
+	defer func() { e.catchUps().ran(tick, tick.Add(time.Since(claimed))) }()
 	if run.gapLast.IsZero() {
 		return next(run)
 	}
-	if why := e.catchUp.declined(run.gapPrev, run.gapLast); why != "" {
+	if why := e.catchUps().declined(run.gapPrev, run.gapLast); why != "" {
 		run.s.logAttrs(slog.LevelInfo, "cronguard: no catch-up run", slog.String("job", e.name),
 			slog.Time("tick", tick), slog.String("reason", why))
 		return next(run)

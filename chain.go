@@ -129,7 +129,7 @@ func (r *run) chain() step {
 // panic anywhere below into a failed run.
 func (r *run) runChain() (err error) {
 	defer r.recoverPanic(&err)
-	if r.e.chain != nil {
+	if r.e.extra != nil && r.e.extra.chain != nil {
 		return r.runMiddleware()
 	}
 	r.ctx = r
@@ -148,7 +148,7 @@ func (r *run) recoverPanic(err *error) {
 //
 //go:noinline
 func (r *run) runMiddleware() error {
-	c := r.e.chain
+	c := r.e.middleware()
 	if r.trigger == TriggerCatchUp {
 		// A catch-up run goes inside its tick's run, below the tick's own
 		// pass through the middleware: through the same wrapped Job, a
@@ -164,13 +164,16 @@ func (r *run) runMiddleware() error {
 }
 
 // buildChain wraps the chains of e in the user middleware; without
-// middleware e.chain stays nil and runs call the chains directly.
+// middleware e.middleware() stays nil and runs call the chains directly.
 func (s *Scheduler) buildChain(e *entry) error {
 	if len(s.cfg.middleware) == 0 {
 		return nil
 	}
 	j, err := s.wrapMiddleware(e)
-	e.chain = j
+	if e.extra == nil {
+		e.extra = new(entryExtra)
+	}
+	e.extra.chain = j
 	return err
 }
 

@@ -19,19 +19,50 @@ type entry struct {
 	name string
 	spec string
 	job  Job
-	// chain is the user middleware around the guards (WithMiddleware), for
-	// both triggers; nil without middleware.
-	chain Job
-	cfg   jobConfig
+	cfg  jobConfig
 	// ticks is the Schedule robfig/cron holds for the job; ticks.inner is
 	// the parsed spec.
 	ticks tickSchedule
 
 	overlap overlapState
-	active  atomic.Int32  // runs going now in this process
-	catchUp *catchUpState // catchup.go; nil unless the job has CatchUp
+	active  atomic.Int32 // runs going now in this process
+	extra   *entryExtra  // nil unless the job has middleware or CatchUp
 
 	last *Report // allocated by the first run, then reused; guarded by ticks.mu
+
+	// The job's state in the memory Locker and the memory history, found
+	// by name on the job's first run and kept: a run then reads its own
+	// instead of looking it up in each store's map (whose nodes, among
+	// 1,000 jobs', are cache misses). Nil until then, and for other stores.
+	memJob atomic.Pointer[memJob]
+	ring   atomic.Pointer[historyRing]
+}
+
+// entryExtra holds what only some jobs have, out of the entry every job
+// pays for.
+type entryExtra struct {
+	// chain is the user middleware around the guards (WithMiddleware), for
+	// both triggers; nil without middleware.
+	chain Job
+	// catchUp is the catch-up bookkeeping (catchup.go); nil unless the job
+	// has CatchUp.
+	catchUp *catchUpState
+}
+
+// middleware is the user middleware around the job's guards, or nil.
+func (e *entry) middleware() Job {
+	if e.extra == nil {
+		return nil
+	}
+	return e.extra.chain
+}
+
+// catchUps is the job's catch-up bookkeeping, or nil without CatchUp.
+func (e *entry) catchUps() *catchUpState {
+	if e.extra == nil {
+		return nil
+	}
+	return e.extra.catchUp
 }
 
 // sched is the job's parsed spec.

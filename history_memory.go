@@ -197,10 +197,15 @@ func (m *memoryHistory) add(e *HistoryEntry) {
 	slot.set(e, seq)
 }
 
-// addDone adds the entry of a finished run without error at time at: the
-// entry add would keep for its EventFinished, built in its slot from rep.
-func (m *memoryHistory) addDone(rep *Report, at time.Time) {
-	r := m.ring(rep.Job)
+// addDone adds the entry of a finished run without error of e at time
+// at: the entry add would keep for its EventFinished, built in its slot
+// from rep. The ring is e's, found by name once (entry.ring).
+func (m *memoryHistory) addDone(e *entry, rep *Report, at time.Time) {
+	r := e.ring.Load()
+	if r == nil {
+		r = m.ring(rep.Job)
+		e.ring.Store(r)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	seq, slot := r.push(m.size)

@@ -3,6 +3,8 @@ package cronguard
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"reflect"
 	"runtime"
 	"strconv"
@@ -171,5 +173,61 @@ func TestMemoryHistoryDefaultSizeAndLazyRing(t *testing.T) {
 	}
 	if n := slots(); n != 100 {
 		t.Errorf("full ring: %d slots, want 100", n)
+	}
+}
+
+// A finished run nobody but the memory history hears goes straight into
+// its ring (appendDone), with no event built: its entry is the one the
+// event path keeps (a logger that takes Info sends it there), but for
+// its time, the run's end. A middleware that returns without running the
+// job leaves no start: the entry is stamped with the clock then.
+func TestDirectHistoryEntryIsTheEventPaths(t *testing.T) {
+	ctx := context.Background()
+	entryOf := func(s *Scheduler, job string) HistoryEntry {
+		t.Helper()
+		if _, err := s.RunTick(ctx, job, t0); err != nil {
+			t.Fatal(err)
+		}
+		h, err := s.History(ctx, job, 10)
+		if err != nil || len(h) != 1 {
+			t.Fatalf("history of %s: %+v, %v; want one entry", job, h, err)
+		}
+		return h[0]
+	}
+	noop := JobFunc(func(context.Context) error { return nil })
+	direct := quietScheduler(t)
+	logged := quietScheduler(t, WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if !direct.reportInRun() || direct.logEnabled(slog.LevelInfo) || !logged.logEnabled(slog.LevelInfo) {
+		t.Fatal("the two schedulers do not take the two paths")
+	}
+	for _, s := range []*Scheduler{direct, logged} {
+		if err := s.Register("j", "@every 1m", noop); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, l := entryOf(direct, "j"), entryOf(logged, "j")
+	if d.Report == nil || l.Report == nil {
+		t.Fatalf("entries without their Report: %+v, %+v", d, l)
+	}
+	if end := d.Report.Start.Add(d.Report.Duration); !d.Time.Equal(end) {
+		t.Errorf("direct entry's time %s, want the run's end %s", d.Time, end)
+	}
+	if l.Time.Before(l.Report.Start.Add(l.Report.Duration)) {
+		t.Errorf("logged entry's time %s before the run's end", l.Time)
+	}
+	for _, e := range []*HistoryEntry{&d, &l} {
+		e.Time, e.Report.Start, e.Report.Duration = time.Time{}, time.Time{}, 0
+	}
+	if !reflect.DeepEqual(d, l) {
+		t.Errorf("direct entry\n%+v\nwant the event path's\n%+v", d, l)
+	}
+
+	skipping := quietScheduler(t, WithMiddleware(func(Job) Job { return noop }))
+	if err := skipping.Register("j", "@every 1m", noop); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	if e := entryOf(skipping, "j"); e.Time.Before(before) {
+		t.Errorf("entry of a run whose middleware did not run the job: time %s, want the clock's", e.Time)
 	}
 }

@@ -84,14 +84,19 @@ func (h *historyRecorder) appendNow(s *Scheduler, e *HistoryEntry) bool {
 	return true
 }
 
-// appendDone appends the history entry of a finished run without error,
-// rep, which nobody else holds, to the memory history: what observe does
+// appendDone appends the history entry of a finished run of e without
+// error, rep, which nobody else holds, to the memory history: what observe does
 // for its event, without building the event or the entry. The caller has
 // checked that the store is a memoryHistory (Scheduler.reportInRun).
-func (h *historyRecorder) appendDone(s *Scheduler, rep *Report) {
-	if !h.stopped.Load() {
-		h.storeOf(s).(*memoryHistory).addDone(rep, time.Now())
+func (h *historyRecorder) appendDone(s *Scheduler, e *entry, rep *Report) {
+	if h.stopped.Load() {
+		return
 	}
+	end := rep.Start.Add(rep.Duration) // no clock read
+	if rep.Start.IsZero() {            // a middleware returned without running the job
+		end = time.Now()
+	}
+	h.storeOf(s).(*memoryHistory).addDone(e, rep, end)
 }
 
 // enqueue reports false only when the queue is full.

@@ -331,7 +331,11 @@ func (m *memoryLocker) claimRun(r *run, lockTTL time.Duration) (prev time.Time, 
 	if err := checkLockTTL(r.job, lockTTL); err != nil {
 		return time.Time{}, claimSkip(r, nil, err)
 	}
-	j := m.job(r.job)
+	j := r.e.memJob.Load()
+	if j == nil { // the job's first claim on this Scheduler's Locker
+		j = m.job(r.job)
+		r.e.memJob.Store(j)
+	}
 	j.mu.Lock()
 	if j.marked && !r.tick.After(j.tick) {
 		j.mu.Unlock()
@@ -343,7 +347,7 @@ func (m *memoryLocker) claimRun(r *run, lockTTL time.Duration) (prev time.Time, 
 	j.marked, j.tick, j.holder = true, r.tick, r.s.cfg.instance
 	locked := true
 	if lockTTL > 0 {
-		locked = m.lockFor(r, j, lockTTL)
+		locked = m.lockFor(r, j)
 	}
 	j.mu.Unlock()
 	if !locked {
@@ -353,14 +357,14 @@ func (m *memoryLocker) claimRun(r *run, lockTTL time.Duration) (prev time.Time, 
 }
 
 // lockFor takes j's lock for the run r and pins it to r, if it is free;
-// j.mu is held.
-func (m *memoryLocker) lockFor(r *run, j *memJob, ttl time.Duration) bool {
-	now := m.now()
-	if j.locked && (j.pin != nil || now.Before(j.expires)) {
+// j.mu is held. While pinned the lock does not expire (see pinner), so
+// its TTL is not needed.
+func (m *memoryLocker) lockFor(r *run, j *memJob) bool {
+	if j.locked && (j.pin != nil || m.now().Before(j.expires)) {
 		return false
 	}
 	j.token++
-	j.locked, j.expires, j.pin = true, now.Add(ttl), r
+	j.locked, j.expires, j.pin = true, time.Time{}, r // a pinned lock has no expiry: no clock read
 	r.memJob = j
 	r.token.Store(j.token) // Report.Token: what job code fences its writes with
 	return true

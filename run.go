@@ -352,7 +352,7 @@ func (r *run) finish(err error) {
 		// The common run, heard by the memory history only: straight into
 		// its ring, with no Event and no HistoryEntry built on the way.
 		r.e.setLast(rep)
-		r.s.history.appendDone(r.s, rep)
+		r.s.history.appendDone(r.s, r.e, rep)
 		return
 	}
 	r.finishEvent(rep)

@@ -339,7 +339,7 @@ func (s *Scheduler) newEntry(name, spec string, job Job, opts []JobOption) (*ent
 	}
 	e := &entry{s: s, name: name, spec: spec, job: job, cfg: cfg, ticks: tickSchedule{inner: sched, loc: s.cfg.loc}}
 	if cfg.catchUp {
-		e.catchUp = new(catchUpState) // only CatchUp jobs pay for it
+		e.extra = &entryExtra{catchUp: new(catchUpState)} // only CatchUp jobs pay for it
 	}
 	if b := e.batch(); b != nil {
 		if err := b.validate(name); err != nil {
