@@ -26,7 +26,10 @@ type entry struct {
 
 	overlap overlapState
 	active  atomic.Int32 // runs going now in this process
-	extra   *entryExtra  // nil unless the job has middleware or CatchUp
+	// lastInRing: the job's last report is the newest run the memory
+	// history's ring added (ring.lastDone), not last; guarded by ticks.mu.
+	lastInRing bool
+	extra      *entryExtra // nil unless the job has middleware or CatchUp
 
 	last *Report // allocated by the first run, then reused; guarded by ticks.mu
 
@@ -83,11 +86,25 @@ func (e *entry) setLast(r *Report) {
 		e.last = new(Report)
 	}
 	*e.last = *r
+	e.lastInRing = false
 }
 
+// lastIsInRing says that the job's last report is the newest run the
+// memory history's ring added (appendDone): the run's Report is then
+// copied once, into the ring, not also into the entry.
+func (e *entry) lastIsInRing() {
+	e.ticks.mu.Lock()
+	defer e.ticks.mu.Unlock()
+	e.lastInRing = true
+}
+
+// lastReport is a copy of the job's last report, or nil.
 func (e *entry) lastReport() *Report {
 	e.ticks.mu.Lock()
 	defer e.ticks.mu.Unlock()
+	if e.lastInRing {
+		return e.ring.Load().lastDone()
+	}
 	if e.last == nil {
 		return nil
 	}

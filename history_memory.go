@@ -34,6 +34,12 @@ type historyRing struct {
 	n      int // entries kept, at most the store's size
 	next   int // the slot the next entry goes to
 	seq    uint64
+	// done is where the newest run addDone added is (entry.lastReport
+	// reads it there instead of the run copying its Report to the entry
+	// too): slot done-1; or kept, when done is -1 (its slot was reused);
+	// 0 when there is none.
+	done int
+	kept *Report
 }
 
 // historyChunk is how many slots a ring takes at a time (16 × 272 B): a
@@ -193,7 +199,7 @@ func (m *memoryHistory) add(e *HistoryEntry) {
 	r := m.ring(e.Job)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	seq, slot := r.push(m.size)
+	seq, _, slot := r.push(m.size)
 	slot.set(e, seq)
 }
 
@@ -208,19 +214,45 @@ func (m *memoryHistory) addDone(e *entry, rep *Report, at time.Time) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	seq, slot := r.push(m.size)
+	seq, i, slot := r.push(m.size)
 	slot.seq, slot.kind, slot.time, slot.err, slot.skip, slot.full = seq, EventFinished, at, "", "", nil
 	slot.rep = *rep
+	r.done = i + 1
 }
 
 // push makes room for the next entry of r, whose store keeps size: its
-// sequence number and its slot. r.mu is held.
-func (r *historyRing) push(size int) (uint64, *memEntry) {
+// sequence number, its index and its slot. A slot that holds the newest
+// run addDone added is copied to r.kept first. r.mu is held.
+func (r *historyRing) push(size int) (seq uint64, i int, slot *memEntry) {
+	i = r.next
+	slot = r.slot(i, size)
+	if r.done == i+1 {
+		if r.kept == nil {
+			r.kept = new(Report)
+		}
+		*r.kept, r.done = slot.rep, -1
+	}
 	r.seq++
-	slot := r.slot(r.next, size)
-	r.next = (r.next + 1) % size
+	r.next = (i + 1) % size
 	r.n = min(r.n+1, size)
-	return r.seq, slot
+	return r.seq, i, slot
+}
+
+// lastDone is a copy of the Report of the newest run addDone added, or
+// nil.
+func (r *historyRing) lastDone() *Report {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var rep Report
+	switch {
+	case r.done > 0:
+		rep = r.chunks[(r.done-1)/historyChunk][(r.done-1)%historyChunk].rep
+	case r.done < 0:
+		rep = *r.kept
+	default:
+		return nil
+	}
+	return &rep
 }
 
 // ring returns the ring of job, made on its first entry.

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -229,5 +230,72 @@ func TestDirectHistoryEntryIsTheEventPaths(t *testing.T) {
 	before := time.Now()
 	if e := entryOf(skipping, "j"); e.Time.Before(before) {
 		t.Errorf("entry of a run whose middleware did not run the job: time %s, want the clock's", e.Time)
+	}
+}
+
+// testErr is an error type of a user's, for errors.As.
+type testErr struct{ msg string }
+
+func (e *testErr) Error() string { return e.msg }
+
+// A run that goes straight into the memory history (appendDone) is kept
+// once: the job's last report is read from the ring, also after its slot
+// was reused by newer entries (skips), and a later failed run, which goes
+// through its event, is the last report again with its own error (the
+// user's type, not the history's bounded copy of it).
+func TestLastReportKeptInTheRing(t *testing.T) {
+	ks := NewMemoryKillSwitch()
+	s := quietScheduler(t, WithKillSwitch(ks), WithHistorySize(3))
+	var fail atomic.Bool
+	if err := s.Register("j", "@every 1m", JobFunc(func(context.Context) error {
+		if fail.Load() {
+			return &testErr{"boom"}
+		}
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := s.lookup("j")
+	ctx := context.Background()
+	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+	last := func() *Report {
+		info, err := s.Job("j")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Last
+	}
+
+	if _, err := s.RunTick(ctx, "j", at(0)); err != nil {
+		t.Fatal(err)
+	}
+	if l := last(); l == nil || !l.Tick.Equal(at(0)) || l.Outcome() != "done" || !e.lastInRing {
+		t.Fatalf("last after a run: %+v (in the ring: %v)", l, e.lastInRing)
+	}
+	_ = ks.SetEnabled(ctx, "j", false, "test")
+	for m := 1; m <= 4; m++ { // four skips: the run's slot in the ring of 3 is reused
+		if _, err := s.RunTick(ctx, "j", at(m)); !errors.Is(err, ErrKilled) {
+			t.Fatalf("tick %d: %v, want killed", m, err)
+		}
+	}
+	if h, _ := s.History(ctx, "j", 0); len(h) != 3 || h[2].Kind != EventSkipped {
+		t.Fatalf("history %+v, want three skips", h)
+	}
+	if l := last(); l == nil || !l.Tick.Equal(at(0)) || l.Outcome() != "done" {
+		t.Fatalf("last after its slot was reused: %+v, want tick %s's run", l, at(0))
+	}
+	_ = ks.SetEnabled(ctx, "j", true, "test")
+	fail.Store(true)
+	_, _ = s.RunTick(ctx, "j", at(5))
+	var te *testErr
+	if l := last(); l == nil || !l.Tick.Equal(at(5)) || !errors.As(l.Err, &te) || e.lastInRing {
+		t.Fatalf("last after a failed run: %+v, want tick %s's with its *testErr", l, at(5))
+	}
+	fail.Store(false)
+	if _, err := s.RunTick(ctx, "j", at(6)); err != nil {
+		t.Fatal(err)
+	}
+	if l := last(); l == nil || !l.Tick.Equal(at(6)) || l.Err != nil {
+		t.Fatalf("last after a run: %+v, want tick %s's", l, at(6))
 	}
 }

@@ -87,16 +87,18 @@ func (h *historyRecorder) appendNow(s *Scheduler, e *HistoryEntry) bool {
 // appendDone appends the history entry of a finished run of e without
 // error, rep, which nobody else holds, to the memory history: what observe does
 // for its event, without building the event or the entry. The caller has
-// checked that the store is a memoryHistory (Scheduler.reportInRun).
-func (h *historyRecorder) appendDone(s *Scheduler, e *entry, rep *Report) {
+// checked that the store is a memoryHistory (Scheduler.reportInRun). It
+// reports false when it dropped the entry (after Stop).
+func (h *historyRecorder) appendDone(s *Scheduler, e *entry, rep *Report) bool {
 	if h.stopped.Load() {
-		return
+		return false
 	}
 	end := rep.Start.Add(rep.Duration) // no clock read
 	if rep.Start.IsZero() {            // a middleware returned without running the job
 		end = time.Now()
 	}
 	h.storeOf(s).(*memoryHistory).addDone(e, rep, end)
+	return true
 }
 
 // enqueue reports false only when the queue is full.

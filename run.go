@@ -350,9 +350,13 @@ func (r *run) finish(err error) {
 	r.rep = rep
 	if rep.Err == nil && r.s.reportInRun() && !r.s.logEnabled(slog.LevelInfo) { // finishedLevel's for a run without error
 		// The common run, heard by the memory history only: straight into
-		// its ring, with no Event and no HistoryEntry built on the way.
-		r.e.setLast(rep)
-		r.s.history.appendDone(r.s, r.e, rep)
+		// its ring, with no Event and no HistoryEntry built on the way,
+		// and kept there as the job's last report too.
+		if r.s.history.appendDone(r.s, r.e, rep) {
+			r.e.lastIsInRing()
+		} else {
+			r.e.setLast(rep)
+		}
 		return
 	}
 	r.finishEvent(rep)
