@@ -185,11 +185,6 @@ func (s *Scheduler) tickRun(e *entry, now time.Time) *run {
 	return &run{s: s, e: e, job: e.name, trigger: TriggerSchedule, tick: tick, quiet: quiet}
 }
 
-// runTick runs tick of e on the goroutine robfig/cron started for it.
-func (s *Scheduler) runTick(e *entry, tick time.Time) {
-	s.runOnce(s.base, e, TriggerSchedule, tick, nil)
-}
-
 // growStack needs a frame big enough that the stack of a new goroutine
 // grows on calling it, and small enough that one already grown is left
 // alone.
