@@ -338,20 +338,22 @@ func (m *memoryLocker) claimRun(r *run, lockTTL time.Duration) (prev time.Time, 
 	}
 	j.mu.Lock()
 	if j.marked && !r.tick.After(j.tick) {
+		err := lostSkip(r, j) // the mark that won, as it is now
 		j.mu.Unlock()
-		return time.Time{}, m.lost(r, j)
+		r.e.ticks.settled(r.tick) // the mark is at or past it
+		return time.Time{}, err
 	}
 	if j.marked {
 		prev = j.tick
 	}
 	j.marked, j.tick, j.holder = true, r.tick, r.s.cfg.instance
-	locked := true
-	if lockTTL > 0 {
-		locked = m.lockFor(r, j)
+	var lockErr error
+	if lockTTL > 0 && !m.lockFor(r, j) {
+		lockErr = lockedErr(r.job, j) // the holder, as it is now
 	}
 	j.mu.Unlock()
-	if !locked {
-		return prev, m.notLocked(r, j, prev)
+	if lockErr != nil {
+		return prev, notLocked(r, prev, lockErr)
 	}
 	return prev, nil
 }
@@ -389,31 +391,24 @@ func (r *run) unpinMemory() {
 	}
 }
 
-// lost is the skip of r's claim lost to the mark of j, read under j's
-// mutex; it settles r's tick (the mark is at or past it).
+// lostSkip is the skip of r's claim lost to the mark of j; j.mu is held.
 //
 //go:noinline
-func (m *memoryLocker) lost(r *run, j *memJob) error {
-	j.mu.Lock()
-	c := Claim{Holder: j.holder, HolderTick: j.tick}
-	j.mu.Unlock()
-	r.e.ticks.settled(r.tick)
-	return claimSkip(r, &c, nil)
+func lostSkip(r *run, j *memJob) error {
+	return claimSkip(r, &Claim{Holder: j.holder, HolderTick: j.tick}, nil)
 }
 
-// notLocked is the skip of r's claim, won, whose lock j held: the gap
-// since prev is reported and the tick settled, as for any won claim.
+// notLocked is the skip of r's claim, won, whose lock was held (lockErr):
+// the gap since prev is reported and the tick settled, as for any won
+// claim.
 //
 //go:noinline
-func (m *memoryLocker) notLocked(r *run, j *memJob, prev time.Time) error {
-	j.mu.Lock()
-	err := lockedErr(r.job, j)
-	j.mu.Unlock()
+func notLocked(r *run, prev time.Time, lockErr error) error {
 	if !prev.IsZero() {
 		r.noteGap(prev)
 	}
 	r.e.ticks.settled(r.tick)
-	return lockSkip(r, err)
+	return lockSkip(r, lockErr)
 }
 
 // lockedErr is the ErrLocked of j's lock, held; j.mu is held.

@@ -23,7 +23,11 @@ var specParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour |
 // day; a time that exists twice (01:30 on a fall-back night) fires twice, once
 // per instant, and each is its own tick. A job that must run once a day
 // should use CRON_TZ=UTC or an hour outside the change. @every counts real
-// time and is unaffected.
+// time and is unaffected. In the few zones whose clocks move by other than
+// an hour (Australia/Lord_Howe, Pacific/Chatham, Antarctica/Troll),
+// robfig/cron's Next can skip a tick near the change; cronguard finds
+// ticks and gaps with that Next, so such a tick is neither run nor
+// reported missed (README, Specs).
 func parseSpec(spec string, loc *time.Location) (s cron.Schedule, err error) {
 	defer func() { // robfig/cron has panicked on odd input before; never pass that on
 		if r := recover(); r != nil {
