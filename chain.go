@@ -290,11 +290,18 @@ func (r *run) claimMemory(m *memoryLocker, lockTTL time.Duration) error {
 	if err != nil {
 		return err // lost, or a skip: ticks settled by claimRun
 	}
+	r.won(prev)
+	return nil
+}
+
+// won is what every won claim of r does, whatever became of its lock:
+// report the gap since the previous mark prev (zero: none) and settle the
+// tick.
+func (r *run) won(prev time.Time) {
 	if !prev.IsZero() {
 		r.noteGap(prev)
 	}
 	r.e.ticks.settled(r.tick)
-	return nil
 }
 
 // holdMemory runs next under the memory lock claimMemory pinned to r, and
@@ -329,10 +336,7 @@ func (r *run) claimLocker(lockTTL time.Duration) (Lease, error) {
 		}
 		return nil, claimSkip(r, &c, err)
 	}
-	if !c.Prev.IsZero() {
-		r.noteGap(c.Prev)
-	}
-	e.ticks.settled(r.tick)
+	r.won(c.Prev)
 	switch {
 	case lockTTL == 0:
 		return nil, nil

@@ -90,6 +90,10 @@ func (m *memEntry) set(e *HistoryEntry, seq uint64) {
 		m.seq, m.full = seq, full
 		return
 	}
+	if e.Kind == EventFinished {
+		m.setRun(seq, e.Time, e.Error, e.Report)
+		return
+	}
 	// One field at a time: a tuple assignment would build its values on
 	// the stack first.
 	m.kind = e.Kind
@@ -97,16 +101,24 @@ func (m *memEntry) set(e *HistoryEntry, seq uint64) {
 	m.err = e.Error
 	m.skip = e.Skip
 	m.full = nil
-	if e.Kind == EventFinished {
-		m.rep = *e.Report
-		return
-	}
 	m.rep = Report{}
 	m.rep.Job = e.Job
 	m.rep.Instance = e.Instance
 	m.rep.Trigger = e.Trigger
 	m.rep.Tick = e.Tick
 	m.rep.By = e.By
+}
+
+// setRun makes m keep, as entry seq, the EventFinished of a run whose
+// Report is rep, at time at, with err its Error: the compact form of a run.
+func (m *memEntry) setRun(seq uint64, at time.Time, err string, rep *Report) {
+	m.seq = seq // one field at a time, as in set
+	m.kind = EventFinished
+	m.time = at
+	m.err = err
+	m.skip = ""
+	m.full = nil
+	m.rep = *rep
 }
 
 // compact reports whether memEntry's compact form gives back exactly e
@@ -215,8 +227,7 @@ func (m *memoryHistory) addDone(e *entry, rep *Report, at time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	seq, i, slot := r.push(m.size)
-	slot.seq, slot.kind, slot.time, slot.err, slot.skip, slot.full = seq, EventFinished, at, "", "", nil
-	slot.rep = *rep
+	slot.setRun(seq, at, "", rep)
 	r.done = i + 1
 }
 

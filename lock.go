@@ -290,6 +290,41 @@ func (m *memoryLocker) job(job string) *memJob {
 	return j.(*memJob)
 }
 
+// mark moves j's claim mark to tick for instance, unless it is at or past
+// it already: the previous mark (zero on the first claim) and whether the
+// claim won. j.mu is held.
+func (j *memJob) mark(tick time.Time, instance string) (prev time.Time, won bool) {
+	if j.marked && !tick.After(j.tick) {
+		return time.Time{}, false
+	}
+	if j.marked {
+		prev = j.tick
+	}
+	j.marked, j.tick, j.holder = true, tick, instance
+	return prev, true
+}
+
+// busy reports whether j's lock is held: by a run (pinned: no expiry) or
+// by a lease that has not expired. j.mu is held.
+func (m *memoryLocker) busy(j *memJob) bool {
+	return j.locked && (j.pin != nil || m.now().Before(j.expires))
+}
+
+// release ends r's pin of j's lock, if r holds it, and releases the lock
+// when its token is still token, unless forget took it away: it returns
+// the channel that closes once the run has been told of that, or nil.
+func (j *memJob) release(r *run, token int64) (lost chan struct{}) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.pin == r {
+		j.pin = nil
+	}
+	if r.pinLost == nil && j.locked && j.token == token { // pinLost is set under j.mu by forget
+		j.locked = false
+	}
+	return r.pinLost
+}
+
 // checkLockTTL refuses a lock TTL that no store can keep: negative, or
 // below Redis's millisecond. Zero means no lock.
 func checkLockTTL(job string, ttl time.Duration) error {
@@ -307,14 +342,11 @@ func (m *memoryLocker) Claim(_ context.Context, job string, tick time.Time, lock
 	j := m.job(job)
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.marked && !tick.After(j.tick) {
+	prev, won := j.mark(tick, instance)
+	if !won {
 		return Claim{Holder: j.holder, HolderTick: j.tick}, nil
 	}
-	c := Claim{Won: true, Holder: instance}
-	if j.marked {
-		c.Prev = j.tick
-	}
-	j.marked, j.tick, j.holder = true, tick, instance
+	c := Claim{Won: true, Holder: instance, Prev: prev}
 	if lockTTL > 0 {
 		c.Lease, c.LockErr = m.acquireLocked(job, j, lockTTL)
 	}
@@ -337,16 +369,13 @@ func (m *memoryLocker) claimRun(r *run, lockTTL time.Duration) (prev time.Time, 
 		r.e.memJob.Store(j)
 	}
 	j.mu.Lock()
-	if j.marked && !r.tick.After(j.tick) {
+	prev, won := j.mark(r.tick, r.s.cfg.instance)
+	if !won {
 		err := lostSkip(r, j) // the mark that won, as it is now
 		j.mu.Unlock()
 		r.e.ticks.settled(r.tick) // the mark is at or past it
 		return time.Time{}, err
 	}
-	if j.marked {
-		prev = j.tick
-	}
-	j.marked, j.tick, j.holder = true, r.tick, r.s.cfg.instance
 	var lockErr error
 	if lockTTL > 0 && !m.lockFor(r, j) {
 		lockErr = lockedErr(r.job, j) // the holder, as it is now
@@ -362,7 +391,7 @@ func (m *memoryLocker) claimRun(r *run, lockTTL time.Duration) (prev time.Time, 
 // j.mu is held. While pinned the lock does not expire (see pinner), so
 // its TTL is not needed.
 func (m *memoryLocker) lockFor(r *run, j *memJob) bool {
-	if j.locked && (j.pin != nil || m.now().Before(j.expires)) {
+	if m.busy(j) {
 		return false
 	}
 	j.token++
@@ -376,17 +405,7 @@ func (m *memoryLocker) lockFor(r *run, j *memJob) bool {
 // lock, unless it was taken away (memoryLocker.forget); then it waits
 // until the run has been told.
 func (r *run) unpinMemory() {
-	j := r.memJob
-	j.mu.Lock()
-	if j.pin == r {
-		j.pin = nil
-	}
-	lost := r.pinLost // set under j.mu by forget
-	if lost == nil && j.locked && j.token == r.token.Load() {
-		j.locked = false
-	}
-	j.mu.Unlock()
-	if lost != nil {
+	if lost := r.memJob.release(r, r.token.Load()); lost != nil {
 		<-lost
 	}
 }
@@ -404,10 +423,7 @@ func lostSkip(r *run, j *memJob) error {
 //
 //go:noinline
 func notLocked(r *run, prev time.Time, lockErr error) error {
-	if !prev.IsZero() {
-		r.noteGap(prev)
-	}
-	r.e.ticks.settled(r.tick)
+	r.won(prev)
 	return lockSkip(r, lockErr)
 }
 
@@ -434,12 +450,11 @@ func (m *memoryLocker) Acquire(_ context.Context, job string, ttl time.Duration)
 
 // acquireLocked takes j's lock; j.mu is held.
 func (m *memoryLocker) acquireLocked(job string, j *memJob, ttl time.Duration) (Lease, error) {
-	now := m.now()
-	if j.locked && (j.pin != nil || now.Before(j.expires)) {
+	if m.busy(j) {
 		return nil, lockedErr(job, j)
 	}
 	j.token++
-	j.locked, j.expires = true, now.Add(ttl)
+	j.locked, j.expires = true, m.now().Add(ttl)
 	return &memLease{m: m, j: j, job: job, token: j.token}, nil
 }
 
@@ -505,17 +520,7 @@ func (l *memLease) pin(r *run) bool {
 	return true
 }
 
-func (l *memLease) unpin(r *run) chan struct{} {
-	l.j.mu.Lock()
-	defer l.j.mu.Unlock()
-	if l.j.pin == r {
-		l.j.pin = nil
-	}
-	if r.pinLost == nil && l.held() { // set under l.j.mu by forget
-		l.j.locked = false
-	}
-	return r.pinLost
-}
+func (l *memLease) unpin(r *run) chan struct{} { return l.j.release(r, l.token) }
 
 // forget drops job's lock whoever holds it, as an expiry or an operator's
 // DEL would. Tests use it to take a lock away from a running job.
