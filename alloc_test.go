@@ -9,7 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"unsafe"
 )
 
 // quietScheduler is the setup whose cost the allocation budgets and the
@@ -113,15 +112,6 @@ func TestAllocsStackUnderScheduledJob(t *testing.T) {
 	if depth > jobStackDepth {
 		t.Errorf("the job's body starts %d B below the goroutine's top, over the budget of %d: see cronFire.Run", depth, jobStackDepth)
 	}
-}
-
-// stackPointer is about the caller's stack pointer: the address of a
-// local of a frame just below the caller's.
-//
-//go:noinline
-func stackPointer() uintptr {
-	var b byte
-	return uintptr(unsafe.Pointer(&b))
 }
 
 // TestAllocsPerBatchItem holds batchAllocBudget: a scheduled run of a no-op

@@ -26,12 +26,12 @@ type entry struct {
 
 	overlap overlapState
 	active  atomic.Int32 // runs going now in this process
-	// lastInRing: the job's last report is the newest run the memory
-	// history's ring added (ring.lastDone), not last; guarded by ticks.mu.
-	lastInRing bool
-	extra      *entryExtra // nil unless the job has middleware or CatchUp
+	stack   stackNeed    // whether its scheduled runs need a grown stack (stack.go)
+	extra   *entryExtra  // nil unless the job has middleware or CatchUp
 
-	last *Report // allocated by the first run, then reused; guarded by ticks.mu
+	// last is the job's last report: allocated by the first run that keeps
+	// one here, then reused; or inRing. Guarded by ticks.mu.
+	last *Report
 
 	// The job's state in the memory Locker and the memory history, found
 	// by name on the job's first run and kept: a run then reads its own
@@ -82,12 +82,17 @@ func (e *entry) batch() batchJob {
 func (e *entry) setLast(r *Report) {
 	e.ticks.mu.Lock()
 	defer e.ticks.mu.Unlock()
-	if e.last == nil {
+	if e.last == nil || e.last == inRing {
 		e.last = new(Report)
 	}
 	*e.last = *r
-	e.lastInRing = false
 }
+
+// inRing is entry.last when the job's last report is the newest run the
+// memory history's ring added (lastIsInRing). The Report last held is
+// dropped then: a job whose runs end one way, then the other (a failure
+// between successes), allocates one at the switch.
+var inRing = new(Report)
 
 // lastIsInRing says that the job's last report is the newest run the
 // memory history's ring added (appendDone): the run's Report is then
@@ -95,17 +100,17 @@ func (e *entry) setLast(r *Report) {
 func (e *entry) lastIsInRing() {
 	e.ticks.mu.Lock()
 	defer e.ticks.mu.Unlock()
-	e.lastInRing = true
+	e.last = inRing
 }
 
 // lastReport is a copy of the job's last report, or nil.
 func (e *entry) lastReport() *Report {
 	e.ticks.mu.Lock()
 	defer e.ticks.mu.Unlock()
-	if e.lastInRing {
+	switch e.last {
+	case inRing:
 		return e.ring.Load().lastDone()
-	}
-	if e.last == nil {
+	case nil:
 		return nil
 	}
 	r := *e.last

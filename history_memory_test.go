@@ -269,8 +269,8 @@ func TestLastReportKeptInTheRing(t *testing.T) {
 	if _, err := s.RunTick(ctx, "j", at(0)); err != nil {
 		t.Fatal(err)
 	}
-	if l := last(); l == nil || !l.Tick.Equal(at(0)) || l.Outcome() != "done" || !e.lastInRing {
-		t.Fatalf("last after a run: %+v (in the ring: %v)", l, e.lastInRing)
+	if l := last(); l == nil || !l.Tick.Equal(at(0)) || l.Outcome() != "done" || e.last != inRing {
+		t.Fatalf("last after a run: %+v (in the ring: %v)", l, e.last == inRing)
 	}
 	_ = ks.SetEnabled(ctx, "j", false, "test")
 	for m := 1; m <= 4; m++ { // four skips: the run's slot in the ring of 3 is reused
@@ -288,7 +288,7 @@ func TestLastReportKeptInTheRing(t *testing.T) {
 	fail.Store(true)
 	_, _ = s.RunTick(ctx, "j", at(5))
 	var te *testErr
-	if l := last(); l == nil || !l.Tick.Equal(at(5)) || !errors.As(l.Err, &te) || e.lastInRing {
+	if l := last(); l == nil || !l.Tick.Equal(at(5)) || !errors.As(l.Err, &te) || e.last == inRing {
 		t.Fatalf("last after a failed run: %+v, want tick %s's with its *testErr", l, at(5))
 	}
 	fail.Store(false)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,29 +135,17 @@ func runFrom(ctx context.Context) *run {
 // under another method set, so registering a job allocates no closure.
 type cronFire entry
 
-// Run implements cron.Job. It grows the goroutine's stack first, at the
-// top, where there is little to copy.
-//
-// robfig/cron's goroutine starts with a small stack (2 KB unless the
-// runtime has seen bigger ones, of which the 928 B stack guard is not for
-// Go frames: about 1.1 KB is left). A run on the memory backends fits in
-// that (its tick found without robfig's Next when the fire is on time,
-// its claim and history in small frames), but hardly any job does: its
-// body starts about 600 B below the top, and a body that reads its
-// ReportFrom, formats a string or makes a call through a client needs
-// more. Growing copies the stack and fixes up every frame on it, the
-// more the deeper it happens: grown under the job, or deep in the chain
-// (a Redis call, a logger, a middleware), it costs more than here, where
-// it costs about 0.4 µs (BenchmarkFireBurst's bare goroutines with and
-// without it). Grown here, the job has some 2.5 KB of the grown stack.
-// The frames on the stack while the job runs are kept small (see
-// run.claimMemory) so that it does not grow a second time there.
+// Run implements cron.Job: fireAt, by hand (one frame less under the run),
+// between the stack's enter and leave: the stack is grown at the top, where
+// there is little to copy, when the job's runs need it (stack.go).
 func (f *cronFire) Run() {
-	growStack()
 	e := (*entry)(f)
-	if r := e.s.tickRun(e, time.Now()); r != nil { // fireAt, by hand: one frame less under the run
+	grown := e.stack.enter()
+	top := stackPointer()
+	if r := e.s.tickRun(e, time.Now()); r != nil {
 		r.do(e.s.base)
 	}
+	e.stack.leave(grown, stackPointer() != top)
 }
 
 // fireAt runs the tick that a fire at now stands for (see tickSchedule.take),
@@ -183,16 +170,6 @@ func (s *Scheduler) tickRun(e *entry, now time.Time) *run {
 		return nil
 	}
 	return &run{s: s, e: e, job: e.name, trigger: TriggerSchedule, tick: tick, quiet: quiet}
-}
-
-// growStack needs a frame big enough that the stack of a new goroutine
-// grows on calling it, and small enough that one already grown is left
-// alone.
-//
-//go:noinline
-func growStack() {
-	var frame [1536]byte
-	runtime.KeepAlive(&frame)
 }
 
 // staleFire reports a fire that stood for a tick this process has run

@@ -303,7 +303,7 @@ func (r *results) markdown(cfg config) string {
 	b.WriteString("Medians over the reps; a ratio is taken within each rep, then its median is shown.\n\n")
 	b.WriteString(r.mainTable(cfg))
 	fmt.Fprintf(&b, `
-- lateness: how long after the second boundary the job's body started (cronguard: after ReportFrom(ctx, nil).Tick, the exact tick).
+- lateness: how long after the second boundary the job's body started; every row's job does the same (probe.started: the time as it starts, against the second it falls in).
 - CPU: user+system of the whole process over the measured ticks (getrusage), per 1,000 runs; the redis-server's is separate.
 - run, mean: a whole guarded cronguard run on Redis (kill switch, claim, overlap, lock and release), timed by a WithMiddleware
   middleware; for the PING floor, %d× PING in a row on the same kind of client (the round trips of one cronguard run, measured),
