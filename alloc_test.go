@@ -25,10 +25,12 @@ func quietScheduler(tb testing.TB, opts ...Option) *Scheduler {
 	return s
 }
 
-// allocsPerTick counts the allocations of one scheduled tick of job name,
-// each tick a second after the last, after a few ticks of warm-up (the
-// first run of a job allocates its claim and lock state and its last
-// Report once).
+// allocsPerTick counts the allocations of one scheduled fire of job name
+// as robfig/cron makes it (the job's Next asked after the last fire, then
+// the fire, on time), each tick a second after the last, after a few ticks
+// of warm-up (the first run of a job allocates its claim and lock state
+// and its history ring). check is given the job's last report, which must
+// be the last tick's.
 func allocsPerTick(t *testing.T, s *Scheduler, name string, runs int, check func(Report)) float64 {
 	t.Helper()
 	e, err := s.lookup(name)
@@ -37,13 +39,21 @@ func allocsPerTick(t *testing.T, s *Scheduler, name string, runs int, check func
 	}
 	tick := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	fire := func() {
+		prev := tick
 		tick = tick.Add(time.Second)
-		check(s.execute(s.base, e, TriggerSchedule, tick, nil))
+		e.ticks.Next(prev)
+		s.fireAt(e, tick.Add(time.Millisecond))
 	}
 	for range 110 { // past the history's IDs below 100, which strconv does not allocate
 		fire()
 	}
-	return testing.AllocsPerRun(runs, fire)
+	n := testing.AllocsPerRun(runs, fire)
+	last := e.lastReport()
+	if last == nil || !last.Tick.Equal(tick) {
+		t.Fatalf("the last run: %+v, want the one of tick %s", last, tick)
+	}
+	check(*last)
+	return n
 }
 
 // TestAllocsPerScheduledRun holds runAllocBudget: a scheduled run of a
@@ -190,39 +200,55 @@ func liveHeap() uint64 {
 	return m.HeapAlloc
 }
 
-// TestAllocsReportInRunOnlyWhenUnkept: a finished run's Report lives in
-// the run (one allocation less) only when nothing is given its pointer to
-// keep: with an observer, or a history store other than the memory one,
-// the Report is an object of its own, so that keeping it does not keep
-// the run and its context.
-func TestAllocsReportInRunOnlyWhenUnkept(t *testing.T) {
-	cases := []struct {
-		name  string
-		opts  []Option
-		inRun bool
-	}{
-		{"quiet", nil, true},
-		{"observer", []Option{WithObserver(func(Event) {})}, false},
-		{"other store", []Option{WithHistoryStore(&keepingStore{})}, false},
+// TestScheduledReportsKeptAreTheirOwn: a scheduled fire's Report is made
+// on its goroutine's stack (run.finish); whoever is given one to keep (an
+// observer, a history store) must get a copy that later runs do not
+// overwrite.
+func TestScheduledReportsKeptAreTheirOwn(t *testing.T) {
+	var mu sync.Mutex
+	var seen []*Report
+	observer := WithObserver(func(ev Event) {
+		if ev.Kind == EventFinished {
+			mu.Lock()
+			seen = append(seen, ev.Report)
+			mu.Unlock()
+		}
+	})
+	store := &keepingStore{}
+	s := quietScheduler(t, observer, WithHistoryStore(store))
+	if err := s.Register("job", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			s := quietScheduler(t, c.opts...)
-			if err := s.Register("job", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
-				t.Fatal(err)
-			}
-			e, err := s.lookup("job")
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := s.runOnce(s.base, e, TriggerSchedule, time.Date(2030, 1, 1, 0, 0, 1, 0, time.UTC), nil)
-			if r.rep.Outcome() != "done" {
-				t.Fatalf("run: %+v", r.rep)
-			}
-			if got := r.rep == &r.report; got != c.inRun {
-				t.Errorf("the Report is in the run: %v, want %v", got, c.inRun)
-			}
-		})
+	e, err := s.lookup("job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	const runs = 3
+	for i := 1; i <= runs; i++ {
+		var wg sync.WaitGroup
+		wg.Go(func() { s.fireAt(e, base.Add(time.Duration(i)*time.Second)) }) // a goroutine of its own, as robfig/cron's
+		wg.Wait()
+	}
+	s.Stop(context.Background()) // the history writer has written every entry
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != runs {
+		t.Fatalf("the observer saw %d finished runs, want %d", len(seen), runs)
+	}
+	for i, rep := range seen {
+		if want := base.Add(time.Duration(i+1) * time.Second); !rep.Tick.Equal(want) || rep.Outcome() != "done" {
+			t.Errorf("the observer's report %d: tick %s, %s; want tick %s, done", i, rep.Tick, rep.Outcome(), want)
+		}
+	}
+	h, _ := store.History(context.Background(), "job", 0)
+	if len(h) != runs {
+		t.Fatalf("the store kept %d entries, want %d", len(h), runs)
+	}
+	for i, entry := range h {
+		if want := base.Add(time.Duration(i+1) * time.Second); entry.Report == nil || !entry.Report.Tick.Equal(want) {
+			t.Errorf("the store's entry %d: %+v, want the report of tick %s", i, entry.Report, want)
+		}
 	}
 }
 

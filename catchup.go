@@ -55,8 +55,7 @@ func (c *catchUpState) declined(prev, last time.Time) string {
 }
 
 // catchUpGuard runs the catch-up run of a CatchUp job whose claim found
-// missed ticks (r.gapLast not zero; r.gapPrev is the claim mark it moved
-// from) before the rest of the tick's chain, under the run lock the claim
+// missed ticks (r.gap; its prev is the claim mark it moved from) before the rest of the tick's chain, under the run lock the claim
 // took; then the tick, unless the catch-up run saw it switched off or lost
 // its lock.
 func catchUpGuard(next step) step {
@@ -78,10 +77,10 @@ func catchUpTick(run *run, next step) error {
 	e := run.e
 	tick, claimed := run.tick, time.Now()
 	defer func() { e.catchUps().ran(tick, tick.Add(time.Since(claimed))) }()
-	if run.gapLast.IsZero() {
+	if run.gap == nil {
 		return next(run)
 	}
-	if why := e.catchUps().declined(run.gapPrev, run.gapLast); why != "" {
+	if why := e.catchUps().declined(run.gap.prev, run.gap.last); why != "" {
 		run.s.logAttrs(slog.LevelInfo, "cronguard: no catch-up run", slog.String("job", e.name),
 			slog.Time("tick", tick), slog.String("reason", why))
 		return next(run)
@@ -93,13 +92,13 @@ func catchUpTick(run *run, next step) error {
 	return next(run)
 }
 
-// runCatchUp runs the catch-up run of r's job, with tick run.gapLast (the
+// runCatchUp runs the catch-up run of r's job, with tick r.gap.last (the
 // last missed tick), through the user middleware and catchUpChain, a panic
 // contained: it gets its own Report and events, with Trigger
 // TriggerCatchUp. It runs below the tick's run, under its lock: it ends
 // when that run's context ends.
 func (r *run) runCatchUp() {
-	cu := &run{s: r.s, e: r.e, job: r.job, trigger: TriggerCatchUp, tick: r.gapLast}
+	cu := &run{s: r.s, e: r.e, job: r.job, trigger: TriggerCatchUp, tick: r.gap.last}
 	cu.token.Store(r.token.Load()) // under the tick's lock: its fencing token
 	cu.Context, cu.cancel = context.WithCancelCause(r.ctx)
 	defer cu.cancel(nil)

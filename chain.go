@@ -375,8 +375,8 @@ func (r *run) checkGap(prev time.Time) {
 			last = l
 		}
 	}
-	if r.e.cfg.catchUp {
-		r.gapPrev, r.gapLast = prev, last
+	if r.e.cfg.catchUp && !last.IsZero() {
+		r.gap = &missedGap{prev: prev, last: last}
 	}
 }
 

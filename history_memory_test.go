@@ -198,7 +198,7 @@ func TestDirectHistoryEntryIsTheEventPaths(t *testing.T) {
 	noop := JobFunc(func(context.Context) error { return nil })
 	direct := quietScheduler(t)
 	logged := quietScheduler(t, WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if !direct.reportInRun() || direct.logEnabled(slog.LevelInfo) || !logged.logEnabled(slog.LevelInfo) {
+	if !direct.reportUnkept() || direct.logEnabled(slog.LevelInfo) || !logged.logEnabled(slog.LevelInfo) {
 		t.Fatal("the two schedulers do not take the two paths")
 	}
 	for _, s := range []*Scheduler{direct, logged} {

@@ -87,7 +87,7 @@ func (h *historyRecorder) appendNow(s *Scheduler, e *HistoryEntry) bool {
 // appendDone appends the history entry of a finished run of e without
 // error, rep, which nobody else holds, to the memory history: what observe does
 // for its event, without building the event or the entry. The caller has
-// checked that the store is a memoryHistory (Scheduler.reportInRun). It
+// checked that the store is a memoryHistory (Scheduler.reportUnkept). It
 // reports false when it dropped the entry (after Stop).
 func (h *historyRecorder) appendDone(s *Scheduler, e *entry, rep *Report) bool {
 	if h.stopped.Load() {

@@ -59,9 +59,9 @@ type run struct {
 
 	token atomic.Int64 // the run lock's fencing token (Report.Token); set by holdLease, read by ReportFrom
 
-	// gapPrev and gapLast: the claim of a CatchUp job's tick found missed
-	// ticks after the mark gapPrev, the last being gapLast (catchup.go).
-	gapPrev, gapLast time.Time
+	// gap: the claim of a CatchUp job's tick found missed ticks it did not
+	// run here (catchup.go); nil otherwise.
+	gap *missedGap
 	// pinLost closes once the run was told that its pinned lock was taken
 	// away (see pinner); set under the lock's mutex, nil while it is held.
 	pinLost chan struct{}
@@ -74,18 +74,23 @@ type run struct {
 	mu      sync.Mutex
 	more    bool   // the batch loop stopped at MaxBatches with work left
 	tripped bool   // the runaway guard switched the job off
-	shard   uint8  // of Scheduler.runs (here, beside the other small fields: the run is 512 B)
+	shard   uint8  // of Scheduler.runs (here, beside the other small fields: the run is 320 B)
 	fired   bool   // a scheduled fire: the run's context hangs off nothing but the Scheduler's Stop
 	cause   error  // context.Cause of the run's context when it ended canceled
 	stack   string // of a panic
 
-	// rep is the Report once the run ended: the finished event points to
-	// it, and the history keeps it as it is when no observer had it
-	// (history.go). It is report when nothing can keep it by pointer
-	// (Scheduler.reportInRun), else allocated then.
-	rep    *Report
-	report Report
+	// rep is where the run's Report goes when the run ends, for runOnce's
+	// caller; nil for a scheduled fire, whose Report nobody reads back: it
+	// is then made on the stack at the end (finish), copied into the
+	// memory history's ring, and an object of its own only when an event
+	// carries it.
+	rep *Report
 }
+
+// missedGap is what the claim of a CatchUp job's tick found missed: ticks
+// after the mark prev, the last being last. Apart from the run, which
+// every run pays for, as manualArgs.
+type missedGap struct{ prev, last time.Time }
 
 // manualArgs are what a manual run may have that a scheduled one never
 // has, apart, so that the run of a scheduled fire fits a smaller size
@@ -220,10 +225,10 @@ func (r *run) setMore() {
 //
 // Allocation budget: a scheduled run of a no-op job on the memory backends,
 // with no observer and a logger that drops Info, allocates runAllocBudget
-// (3) objects: the run (which is also its context, holds its Report: see
-// reportInRun, and is its own lease of the memory lock: see claimMemory),
-// and the cancelable context below it and its cancel func (the memory
-// history copies the Report into its ring). No timer, goroutine, Lease,
+// (3) objects: the run (which is also its context, and its own lease of
+// the memory lock: see claimMemory), and the cancelable context below it
+// and its cancel func. Its Report is made on the stack when it ends and
+// copied into the memory history's ring (run.finish). No timer, goroutine, Lease,
 // context per guard or event is made for it: the watchdog shares one
 // timer for the process, the memory stores are called without a
 // deadline, and an event nobody takes is not built. robfig/cron adds the goroutine it starts per fire. A
@@ -234,9 +239,9 @@ func (s *Scheduler) execute(ctx context.Context, e *entry, trig Trigger, tick ti
 	return *s.runOnce(ctx, e, trig, tick, items).rep
 }
 
-// runOnce is execute; the Report is in the run it returns.
+// runOnce is execute; the Report is in the run it returns (run.rep).
 func (s *Scheduler) runOnce(ctx context.Context, e *entry, trig Trigger, tick time.Time, items []any) *run {
-	run := &run{s: s, e: e, job: e.name, trigger: trig, tick: tick}
+	run := &run{s: s, e: e, job: e.name, trigger: trig, tick: tick, rep: new(Report)}
 	by := ""
 	if trig == TriggerManual {
 		by = ActorFrom(ctx)
@@ -252,7 +257,7 @@ func (s *Scheduler) runOnce(ctx context.Context, e *entry, trig Trigger, tick ti
 }
 
 // do runs r, made by runOnce or tickRun, under ctx (s.base for a scheduled
-// fire), and leaves its Report in r.rep.
+// fire), and leaves its Report in r.rep when r has one.
 func (r *run) do(ctx context.Context) {
 	if !r.s.track(r.e) {
 		r.refuse()
@@ -306,21 +311,25 @@ func (r *run) sharesBudget() bool { return r.fired && r.ctx == context.Context(r
 // refuse reports a run the stopped Scheduler did not start.
 func (r *run) refuse() {
 	err := skip(r, ErrStopped, nil, "not run")
-	r.rep = new(Report)
-	r.fillReport(r.rep, err)
+	if r.rep != nil {
+		r.fillReport(r.rep, err)
+	}
 	r.s.emitEvent(&Event{Kind: EventSkipped, Job: r.job, Trigger: r.trigger, Tick: r.tick, Skip: skipOutcome(ErrStopped), Err: err})
 }
 
-// finish turns the chain's error into the run's Report and raises its
-// finished or skipped event.
+// finish turns the chain's error into the run's Report (r.rep, or one on
+// the stack) and raises its finished or skipped event. Not inlined: its
+// Report on the stack must not be in do's frame, under the whole run.
+//
+//go:noinline
 func (r *run) finish(err error) {
-	rep := &r.report
-	if !r.s.reportInRun() {
-		rep = new(Report)
+	var local Report // never escapes: whoever keeps a Report gets a copy
+	rep := r.rep
+	if rep == nil {
+		rep = &local
 	}
 	r.fillReport(rep, err)
-	r.rep = rep
-	if rep.Err == nil && r.s.reportInRun() && !r.s.logEnabled(slog.LevelInfo) { // finishedLevel's for a run without error
+	if rep.Err == nil && r.s.reportUnkept() && !r.s.logEnabled(slog.LevelInfo) { // finishedLevel's for a run without error
 		// The common run, heard by the memory history only: straight into
 		// its ring, with no Event and no HistoryEntry built on the way,
 		// and kept there as the job's last report too.
@@ -334,10 +343,17 @@ func (r *run) finish(err error) {
 	r.finishEvent(rep)
 }
 
-// finishEvent raises the finished or skipped event of r's Report rep.
+// finishEvent raises the finished or skipped event of r's Report, which is
+// r.rep or, for a scheduled fire, local (on finish's stack): the event
+// then carries a copy of its own.
 //
 //go:noinline
-func (r *run) finishEvent(rep *Report) {
+func (r *run) finishEvent(local *Report) {
+	rep := r.rep
+	if rep == nil {
+		rep = new(Report)
+		*rep = *local
+	}
 	var ev Event
 	if se, ok := errors.AsType[*SkipError](rep.Err); ok {
 		r.initEvent(&ev, EventSkipped, rep.Err)
@@ -350,13 +366,12 @@ func (r *run) finishEvent(rep *Report) {
 	r.s.emitEvent(&ev)
 }
 
-// reportInRun reports whether a finished run's Report may live in the run
-// (run.report), one allocation less: when no observer gets the finished
-// event and the history is the memory one, which copies a run's Report
-// into its ring (memEntry). Anyone else given the Report's pointer (an
-// observer, another HistoryStore) could keep it, and with it the whole run
-// and its context.
-func (s *Scheduler) reportInRun() bool {
+// reportUnkept reports whether nobody but the memory history hears of a
+// finished run: no observer gets its event, and the history is the memory
+// one, which copies a run's Report into its ring (memEntry). A run without
+// error then goes straight into the ring (run.finish), with no event and
+// no Report of its own built.
+func (s *Scheduler) reportUnkept() bool {
 	if len(s.cfg.observers) > 0 {
 		return false
 	}
