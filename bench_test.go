@@ -305,7 +305,7 @@ func BenchmarkFireBurst(b *testing.B) {
 		entries[i] = benchEntry(b, s, "job-"+strconv.Itoa(i), "* * * * * *", JobFunc(func(context.Context) error { return nil }))
 	}
 	tick := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC) // a new one each burst, across -count
-	var evict []byte // -cold: written over before each burst, its time not counted
+	var evict []byte                                    // -cold: written over before each burst, its time not counted
 	if *coldBursts {
 		evict = make([]byte, 64<<20)
 	}
