@@ -81,7 +81,8 @@ func TestAllocsPerScheduledRun(t *testing.T) {
 
 // jobStackDepth is the most bytes of stack below the top of robfig/cron's
 // goroutine at which a scheduled job's body starts on the memory backends
-// (cronFire.Run): the rest of the stack cronFire.Run grows is the job's.
+// (cronFire.Run): the rest of the goroutine's stack, as it starts or as
+// grown for a job that needs it (stack.go), is the job's.
 // It was 1,472 B before issue 8's frame rework, about 600 B after (Go 1.26).
 const jobStackDepth = 700
 

@@ -70,7 +70,7 @@ func catchUpGuard(next step) step {
 // catchUpTick is catchUpGuard for a CatchUp job. It is its own function,
 // not inlined, so that the guard's frame, on the stack of every run, stays
 // small: a deeper stack than the goroutine's first would be grown and
-// copied in every run (see cronFire.Run).
+// copied in every run (see stack.go).
 //
 //go:noinline
 func catchUpTick(run *run, next step) error {

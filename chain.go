@@ -57,7 +57,7 @@ func then(gs ...guard) func(step) step {
 // HardKill), indexed by jobConfig.optional, which leaves out the guards a
 // job's options make pass-through: they let the run through all the same,
 // but each would add its frame to the stack the job runs on (see
-// cronFire.Run).
+// stack.go).
 var scheduledChain, manualChain, catchUpChain [optAll + 1]step
 
 // The optional guards, as bits of jobConfig.optional.
@@ -281,7 +281,7 @@ func claimGuard(next step) step {
 // takes the run lock, pinned to r (r.memJob): the skip of a claim lost or
 // of a lock not taken, or nil. It is claimLocker's steps in small frames,
 // with no Claim or Lease made, so that a lean run fits the stack a
-// goroutine starts with (see cronFire.Run); it returns before the job
+// goroutine starts with (see stack.go); it returns before the job
 // runs, so its frames are off the stack while the job runs.
 //
 //go:noinline
@@ -320,9 +320,8 @@ func (r *run) holdMemory(next step) error {
 // claimLocker claims r's tick and, when lockTTL > 0, takes the run lock:
 // the lease, or the skip of a claim lost or failed or of a lock not taken.
 // It returns before the job runs, so its frame (a Claim, the Locker call)
-// is off the stack while the job runs: a deeper stack than the one
-// cronFire.Run grows at the start would be grown and copied again in every
-// run.
+// is off the stack while the job runs: a deeper stack than the
+// goroutine's would be grown and copied in every run (stack.go).
 //
 //go:noinline
 func (r *run) claimLocker(lockTTL time.Duration) (Lease, error) {
@@ -629,7 +628,7 @@ func timeoutGuard(next step) step {
 }
 
 // timeoutRun is timeoutGuard for a job with a Timeout: its own function,
-// so that the frame of a run without one stays small (see cronFire.Run).
+// so that the frame of a run without one stays small (see stack.go).
 //
 //go:noinline
 func timeoutRun(run *run, next step) error {

@@ -231,7 +231,7 @@ const minTickGap = time.Second
 // A fire less than minTickGap after the latest remembered tick that is due
 // stands for that tick, with no call to the spec's Next: no other tick can
 // lie between them. That is every fire robfig/cron makes on time, and it
-// keeps Next's deep frames off the run's stack (see cronFire.Run).
+// keeps Next's deep frames off the run's stack (see stack.go).
 func (t *tickSchedule) take(now time.Time) (tick time.Time, quiet time.Duration, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

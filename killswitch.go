@@ -220,7 +220,7 @@ func killSwitchGuard(next step) step {
 // run (catchUpGuard).
 func (r *run) switchedOff() error {
 	if ks, ok := r.s.cfg.killSwitch.(*memoryKillSwitch); ok && ks.on(r.e.cfg.flag) {
-		return nil // the common case, in small frames (see cronFire.Run)
+		return nil // the common case, in small frames (see stack.go)
 	}
 	return r.askSwitch()
 }
@@ -327,7 +327,7 @@ func hardKillGuard(next step) step {
 }
 
 // hardKillRun is hardKillGuard for a HardKill job: its own function, so
-// that the frame of a run without it stays small (see cronFire.Run).
+// that the frame of a run without it stays small (see stack.go).
 //
 //go:noinline
 func hardKillRun(run *run, next step) error {
