@@ -29,8 +29,9 @@ func quietScheduler(tb testing.TB, opts ...Option) *Scheduler {
 // as robfig/cron makes it (the job's Next asked after the last fire, then
 // the fire, on time), each tick a second after the last, after a few ticks
 // of warm-up (the first run of a job allocates its claim and lock state
-// and its history ring). check is given the job's last report, which must
-// be the last tick's.
+// and its history ring). check is given the report of every measured run
+// the job's history still holds (the last 100), the last being the last
+// tick's.
 func allocsPerTick(t *testing.T, s *Scheduler, name string, runs int, check func(Report)) float64 {
 	t.Helper()
 	e, err := s.lookup(name)
@@ -48,12 +49,66 @@ func allocsPerTick(t *testing.T, s *Scheduler, name string, runs int, check func
 		fire()
 	}
 	n := testing.AllocsPerRun(runs, fire)
-	last := e.lastReport()
-	if last == nil || !last.Tick.Equal(tick) {
+	if last := e.lastReport(); last == nil || !last.Tick.Equal(tick) {
 		t.Fatalf("the last run: %+v, want the one of tick %s", last, tick)
 	}
-	check(*last)
+	h, err := s.History(context.Background(), name, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, entry := range h[max(0, len(h)-runs-1):] { // AllocsPerRun runs fire once more than runs
+		if entry.Kind != EventFinished || entry.Report == nil {
+			t.Fatalf("history entry %+v, want a finished run", entry)
+		}
+		check(*entry.Report)
+	}
 	return n
+}
+
+// skipAllocBudget is the most objects a scheduled fire of a switched-off
+// job allocates on the memory backends with nobody listening: the run, its
+// context, the SkipError and what the skipped event and its history entry
+// need (the event carries the skip's error, not a copy of the Report).
+const skipAllocBudget = 9
+
+// TestAllocsPerSkippedFire holds skipAllocBudget: every tick of a job
+// switched off for the night is a skip, and skips must not cost more than
+// they did before the run's Report left the run.
+func TestAllocsPerSkippedFire(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own; scripts/test runs this test again without -race")
+	}
+	ks := NewMemoryKillSwitch()
+	s := quietScheduler(t, WithKillSwitch(ks))
+	if err := s.Register("off", "* * * * * *", JobFunc(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.SetEnabled(context.Background(), "off", false, "test"); err != nil {
+		t.Fatal(err)
+	}
+	e, err := s.lookup("off")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	fire := func() { // as allocsPerTick's
+		prev := tick
+		tick = tick.Add(time.Second)
+		e.ticks.Next(prev)
+		s.fireAt(e, tick.Add(time.Millisecond))
+	}
+	for range 200 {
+		fire()
+	}
+	n := testing.AllocsPerRun(500, fire)
+	t.Logf("%.1f allocations per skipped fire (budget %d)", n, skipAllocBudget)
+	if n > skipAllocBudget {
+		t.Errorf("%.1f allocations per skipped fire, over the budget of %d: see run.finishEvent", n, skipAllocBudget)
+	}
+	h, err := s.History(context.Background(), "off", 1)
+	if err != nil || len(h) != 1 || h[0].Kind != EventSkipped || !h[0].Tick.Equal(tick) || h[0].Skip != "killed" {
+		t.Fatalf("the last fire's history: %+v, %v; want tick %s skipped as killed", h, err, tick)
+	}
 }
 
 // TestAllocsPerScheduledRun holds runAllocBudget: a scheduled run of a
@@ -121,7 +176,7 @@ func TestAllocsStackUnderScheduledJob(t *testing.T) {
 	depth := top - body
 	t.Logf("the job's body starts %d B below the goroutine's top (budget %d)", depth, jobStackDepth)
 	if depth > jobStackDepth {
-		t.Errorf("the job's body starts %d B below the goroutine's top, over the budget of %d: see cronFire.Run", depth, jobStackDepth)
+		t.Errorf("the job's body starts %d B below the goroutine's top, over the budget of %d: see stack.go", depth, jobStackDepth)
 	}
 }
 

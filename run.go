@@ -74,13 +74,14 @@ type run struct {
 	mu      sync.Mutex
 	more    bool   // the batch loop stopped at MaxBatches with work left
 	tripped bool   // the runaway guard switched the job off
-	shard   uint8  // of Scheduler.runs (here, beside the other small fields: the run is 320 B)
+	shard   uint8  // of Scheduler.runs (here, beside the other small fields: the run is 288 B)
 	fired   bool   // a scheduled fire: the run's context hangs off nothing but the Scheduler's Stop
 	cause   error  // context.Cause of the run's context when it ended canceled
 	stack   string // of a panic
 
 	// rep is where the run's Report goes when the run ends, for runOnce's
-	// caller; nil for a scheduled fire, whose Report nobody reads back: it
+	// caller; nil for a scheduled fire or a catch-up run, whose Report
+	// nobody reads back: it
 	// is then made on the stack at the end (finish), copied into the
 	// memory history's ring, and an object of its own only when an event
 	// carries it.
@@ -344,21 +345,22 @@ func (r *run) finish(err error) {
 }
 
 // finishEvent raises the finished or skipped event of r's Report, which is
-// r.rep or, for a scheduled fire, local (on finish's stack): the event
-// then carries a copy of its own.
+// r.rep or, for a scheduled fire or a catch-up run, local (on finish's
+// stack): a finished event then carries a copy of its own. A skipped event
+// carries only the Report's Err, so a skip copies nothing.
 //
 //go:noinline
 func (r *run) finishEvent(local *Report) {
-	rep := r.rep
-	if rep == nil {
-		rep = new(Report)
-		*rep = *local
-	}
 	var ev Event
-	if se, ok := errors.AsType[*SkipError](rep.Err); ok {
-		r.initEvent(&ev, EventSkipped, rep.Err)
+	if se, ok := errors.AsType[*SkipError](local.Err); ok {
+		r.initEvent(&ev, EventSkipped, local.Err)
 		ev.Skip = skipOutcome(se.Reason)
 	} else {
+		rep := r.rep
+		if rep == nil {
+			rep = new(Report)
+			*rep = *local
+		}
 		r.e.setLast(rep)
 		r.initEvent(&ev, EventFinished, rep.Err)
 		ev.Report = rep // the run is over: nothing changes it any more

@@ -37,7 +37,8 @@ const stackProbeEvery = 64
 
 // stackNeed's bits: the job's runs need a grown stack (stackDeep), and the
 // last run that was not given one grew it (stackGrewOnce); the bits below
-// count the job's runs.
+// count the job's runs (after 2^30 runs the count carries into the flags:
+// one run's guess is wrong, and the next runs learn again).
 const (
 	stackDeep     = 1 << 31
 	stackGrewOnce = 1 << 30
@@ -84,7 +85,11 @@ func growStack() {
 
 // stackPointer is about the caller's stack pointer: the address of a local
 // of a frame just below the caller's. Two calls from the same frame answer
-// the same unless the stack moved (grew) in between.
+// the same unless the stack moved in between: it grew, or a collection
+// shrank a stack that started bigger than it needed (the runtime starts
+// goroutines at the average size it has seen). A shrink is taken for a
+// growth, and a growth then shrink back onto the same block for none:
+// each costs a run some speed, never what it does.
 //
 //go:noinline
 func stackPointer() uintptr {
