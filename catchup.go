@@ -55,9 +55,9 @@ func (c *catchUpState) declined(prev, last time.Time) string {
 }
 
 // catchUpGuard runs the catch-up run of a CatchUp job whose claim found
-// missed ticks (r.gap; its prev is the claim mark it moved from) before the rest of the tick's chain, under the run lock the claim
-// took; then the tick, unless the catch-up run saw it switched off or lost
-// its lock.
+// missed ticks (r.gap; its prev is the claim mark it moved from) before
+// the rest of the tick's chain, under the run lock the claim took; then
+// the tick, unless the catch-up run saw it switched off or lost its lock.
 func catchUpGuard(next step) step {
 	return func(run *run) error {
 		if !run.e.cfg.catchUp {

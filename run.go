@@ -81,10 +81,9 @@ type run struct {
 
 	// rep is where the run's Report goes when the run ends, for runOnce's
 	// caller; nil for a scheduled fire or a catch-up run, whose Report
-	// nobody reads back: it
-	// is then made on the stack at the end (finish), copied into the
-	// memory history's ring, and an object of its own only when an event
-	// carries it.
+	// nobody reads back: it is then made on the stack at the end (finish),
+	// copied into the memory history's ring, and an object of its own only
+	// when a finished event carries it.
 	rep *Report
 }
 
@@ -229,13 +228,13 @@ func (r *run) setMore() {
 // (3) objects: the run (which is also its context, and its own lease of
 // the memory lock: see claimMemory), and the cancelable context below it
 // and its cancel func. Its Report is made on the stack when it ends and
-// copied into the memory history's ring (run.finish). No timer, goroutine, Lease,
-// context per guard or event is made for it: the watchdog shares one
-// timer for the process, the memory stores are called without a
-// deadline, and an event nobody takes is not built. robfig/cron adds the goroutine it starts per fire. A
-// manual run adds the hook that cancels it with the Scheduler; an observer,
-// a logger that takes the events, a Redis backend, a Timeout or HardKill
-// add their own.
+// copied into the memory history's ring (run.finish). No timer,
+// goroutine, Lease, context per guard or event is made for it: the
+// watchdog shares one timer for the process, the memory stores are called
+// without a deadline, and an event nobody takes is not built. robfig/cron
+// adds the goroutine it starts per fire. A manual run adds its Report and
+// the hook that cancels it with the Scheduler; an observer, a logger that
+// takes the events, a Redis backend, a Timeout or HardKill add their own.
 func (s *Scheduler) execute(ctx context.Context, e *entry, trig Trigger, tick time.Time, items []any) Report {
 	return *s.runOnce(ctx, e, trig, tick, items).rep
 }
