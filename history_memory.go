@@ -2,7 +2,6 @@ package cronguard
 
 import (
 	"context"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -12,7 +11,7 @@ import (
 //
 // It is written on every run's goroutine (history_writer.go), so an entry
 // costs no allocation of its own: the ring keeps it in a compact slot
-// (memEntry) and makes its ID only when it is read.
+// (memEntry, history_slot.go) and makes its ID only when it is read.
 //
 // Each ring has its own lock, and the rings are found in a sync.Map: the
 // runs of different jobs, which end at the same moment when they share a
@@ -30,6 +29,7 @@ type memoryHistory struct {
 // steps of about 5 KB, and growing never copies what is kept.
 type historyRing struct {
 	mu     sync.Mutex
+	meta   slotMeta // what the ring's compact entries share
 	chunks [][]memEntry
 	n      int // entries kept, at most the store's size
 	next   int // the slot the next entry goes to
@@ -42,8 +42,8 @@ type historyRing struct {
 	kept *Report
 }
 
-// historyChunk is how many slots a ring takes at a time (16 × 272 B): a
-// job that has run once holds one chunk, about 5 KB.
+// historyChunk is how many slots a ring takes at a time (16 × 96 B): a
+// job that has run once holds one chunk, 1.5 KB.
 const historyChunk = 16
 
 // slot returns slot i, making its chunk on first use (the last chunk is cut
@@ -59,135 +59,10 @@ func (r *historyRing) slot(i, size int) *memEntry {
 	return &r.chunks[c][i%historyChunk]
 }
 
-// memEntry is how the ring keeps one entry: 272 bytes, with no pointer to
-// an object of its own in the common case, which the garbage collector
-// scans at every cycle. Runs (with or without an error) and skips are
-// compact: the entry's ID is its sequence number (formatted when read), a
-// run's Report is held by value, and what the entry repeats of the Report
-// (job, instance, trigger, tick, who asked) is not kept twice; a skip keeps
-// its job, instance, trigger, tick, who and reason in rep. Any other entry
-// (missed ticks, flips, or one whose fields do not match that shape) is
-// kept whole in full, one object.
-type memEntry struct {
-	seq  uint64
-	kind EventKind
-	time time.Time
-	err  string        // the entry's Error
-	skip string        // a skip's Skip (its Report.Outcome)
-	rep  Report        // see memEntry
-	full *HistoryEntry // the whole entry (no ID), or nil when compact
-}
-
-// set makes m keep e as entry seq, in place: it runs on the run's
-// goroutine, where a copy of an entry on the stack would grow the stack.
-func (m *memEntry) set(e *HistoryEntry, seq uint64) {
-	m.seq = seq
-	if !compact(e) {
-		full := new(HistoryEntry)
-		*full = *e
-		full.ID = ""
-		*m = memEntry{}
-		m.seq, m.full = seq, full
-		return
-	}
-	if e.Kind == EventFinished {
-		m.setRun(seq, e.Time, e.Error, e.Report)
-		return
-	}
-	// One field at a time: a tuple assignment would build its values on
-	// the stack first.
-	m.kind = e.Kind
-	m.time = e.Time
-	m.err = e.Error
-	m.skip = e.Skip
-	m.full = nil
-	m.rep = Report{}
-	m.rep.Job = e.Job
-	m.rep.Instance = e.Instance
-	m.rep.Trigger = e.Trigger
-	m.rep.Tick = e.Tick
-	m.rep.By = e.By
-}
-
-// setRun makes m keep, as entry seq, the EventFinished of a run whose
-// Report is rep, at time at, with err its Error: the compact form of a run.
-func (m *memEntry) setRun(seq uint64, at time.Time, err string, rep *Report) {
-	m.seq = seq // one field at a time, as in set
-	m.kind = EventFinished
-	m.time = at
-	m.err = err
-	m.skip = ""
-	m.full = nil
-	m.rep = *rep
-}
-
-// compact reports whether memEntry's compact form gives back exactly e
-// (but its ID): a run whose Report repeats its job, instance, trigger,
-// tick and who, or a skip; neither with the fields of other kinds. A field
-// added to HistoryEntry must be checked here too (or kept in memEntry):
-// TestMemoryHistoryRoundTripsEveryField sets each one and fails otherwise.
-func compact(e *HistoryEntry) bool {
-	if e.Missed != 0 || e.First != (time.Time{}) || e.Last != (time.Time{}) || e.Enabled != nil || e.Reason != "" {
-		return false
-	}
-	switch e.Kind {
-	case EventFinished:
-		r := e.Report
-		return r != nil && e.Skip == "" && e.Job == r.Job && e.Instance == r.Instance &&
-			e.Trigger == r.Trigger && e.Tick == r.Tick && e.By == r.By
-	case EventSkipped:
-		return e.Report == nil
-	}
-	return false
-}
-
-// entry is the HistoryEntry m keeps, without its ID; a compact run's
-// Report is rep.
-func (m *memEntry) entry(rep *Report) HistoryEntry {
-	if m.full != nil {
-		return *m.full
-	}
-	r := &m.rep
-	e := HistoryEntry{Kind: m.kind, Job: r.Job, Time: m.time, Instance: r.Instance,
-		Trigger: r.Trigger, Tick: r.Tick, By: r.By, Error: m.err}
-	if m.kind == EventFinished {
-		e.Report = rep
-	} else {
-		e.Skip = m.skip
-	}
-	return e
-}
-
-// copyOut is the entry m keeps with its ID, sharing no memory with the
-// ring: the caller may keep and change it.
-func (m *memEntry) copyOut() HistoryEntry {
-	if m.full == nil {
-		var rep *Report
-		if m.kind == EventFinished {
-			rep = new(Report)
-			*rep = m.rep
-		}
-		e := m.entry(rep)
-		e.ID = strconv.FormatUint(m.seq, 10)
-		return e
-	}
-	e := *m.full
-	e.ID = strconv.FormatUint(m.seq, 10)
-	if e.Report != nil {
-		rep := *e.Report
-		e.Report = &rep
-	}
-	if e.Enabled != nil {
-		on := *e.Enabled
-		e.Enabled = &on
-	}
-	return e
-}
-
 // newMemoryHistory returns the embedded HistoryStore, the default without
 // WithRedis: a ring of the latest perJob entries of each job (100 when
 // perJob < 1, see WithHistorySize), in this process's memory. An entry
-// takes 272 B, its Report included. Append never fails; the oldest
+// takes 96 B, its Report included (history_slot.go). Append never fails; the oldest
 // entry of a job goes when its ring is full. History copies the entries
 // out, so callers may keep and change them.
 func newMemoryHistory(perJob int) HistoryStore {
@@ -212,7 +87,7 @@ func (m *memoryHistory) add(e *HistoryEntry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	seq, _, slot := r.push(m.size)
-	slot.set(e, seq)
+	slot.set(&r.meta, e, seq)
 }
 
 // addDone adds the entry of a finished run without error of e at time
@@ -227,7 +102,9 @@ func (m *memoryHistory) addDone(e *entry, rep *Report, at time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	seq, i, slot := r.push(m.size)
-	slot.setRun(seq, at, "", rep)
+	if !slot.setRun(&r.meta, seq, at, "", rep) {
+		slot.setDoneWhole(&r.meta, seq, at, rep)
+	}
 	r.done = i + 1
 }
 
@@ -241,7 +118,7 @@ func (r *historyRing) push(size int) (seq uint64, i int, slot *memEntry) {
 		if r.kept == nil {
 			r.kept = new(Report)
 		}
-		*r.kept, r.done = slot.rep, -1
+		*r.kept, r.done = slot.doneReport(&r.meta), -1
 	}
 	r.seq++
 	r.next = (i + 1) % size
@@ -257,7 +134,7 @@ func (r *historyRing) lastDone() *Report {
 	var rep Report
 	switch {
 	case r.done > 0:
-		rep = r.chunks[(r.done-1)/historyChunk][(r.done-1)%historyChunk].rep
+		rep = r.chunks[(r.done-1)/historyChunk][(r.done-1)%historyChunk].doneReport(&r.meta)
 	case r.done < 0:
 		rep = *r.kept
 	default:
@@ -271,7 +148,7 @@ func (m *memoryHistory) ring(job string) *historyRing {
 	if r, ok := m.jobs.Load(job); ok {
 		return r.(*historyRing)
 	}
-	r, _ := m.jobs.LoadOrStore(job, &historyRing{})
+	r, _ := m.jobs.LoadOrStore(job, &historyRing{meta: slotMeta{job: job}})
 	return r.(*historyRing)
 }
 
@@ -291,7 +168,7 @@ func (m *memoryHistory) History(_ context.Context, job string, limit int) ([]His
 	}
 	out := make([]HistoryEntry, 0, n)
 	for i := range n { // newest first: the slots before next, wrapping
-		out = append(out, r.slot((r.next-1-i+m.size)%m.size, m.size).copyOut())
+		out = append(out, r.slot((r.next-1-i+m.size)%m.size, m.size).copyOut(&r.meta))
 	}
 	return out, nil
 }

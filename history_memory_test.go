@@ -5,12 +5,14 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"reflect"
 	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // The memory history keeps runs and skips in a compact slot; whatever the
@@ -297,5 +299,136 @@ func TestLastReportKeptInTheRing(t *testing.T) {
 	}
 	if l := last(); l == nil || !l.Tick.Equal(at(6)) || l.Err != nil {
 		t.Fatalf("last after a run: %+v, want tick %s's", l, at(6))
+	}
+}
+
+// The compact slot packs times, counts, triggers and skip reasons into
+// small fields and keeps what a ring's entries share once. Every entry it
+// cannot pack that way is kept whole, and all of them come back exactly as
+// appended, in one ring, whatever came before them: a second time zone
+// after the ring's, counts past 32 bits or below zero, times past the
+// years int64 nanoseconds cover, an unknown trigger or skip reason,
+// another instance.
+func TestMemoryHistorySlotKeepsWhatItCannotPack(t *testing.T) {
+	x, y := time.FixedZone("X", 3600), time.FixedZone("Y", -7200)
+	at := time.Date(2030, 1, 2, 3, 4, 5, 6, x)
+	run := func(edit func(e *HistoryEntry, r *Report)) HistoryEntry {
+		r := &Report{Job: "j", Instance: "i", Trigger: TriggerSchedule, Tick: at, Start: at.Add(time.Millisecond),
+			Duration: time.Second, Batches: 2, Processed: 3, Failed: 1, Duplicates: 4, Token: 9, More: true}
+		e := HistoryEntry{Kind: EventFinished, Job: "j", Time: at.Add(time.Second), Instance: "i", Trigger: TriggerSchedule, Tick: at, Report: r}
+		if edit != nil {
+			edit(&e, r)
+		}
+		return e
+	}
+	skip := func(edit func(e *HistoryEntry)) HistoryEntry {
+		e := HistoryEntry{Kind: EventSkipped, Job: "j", Time: at, Instance: "i", Trigger: TriggerSchedule, Tick: at, Skip: "overlap", Error: "busy"}
+		if edit != nil {
+			edit(&e)
+		}
+		return e
+	}
+	entries := []HistoryEntry{
+		run(nil), // sets the ring's zone to X
+		run(func(e *HistoryEntry, r *Report) { e.Time = at.In(y) }),
+		run(func(e *HistoryEntry, r *Report) { r.Start = at.In(y) }),
+		run(func(e *HistoryEntry, r *Report) { e.Tick, r.Tick = at.UTC(), at.UTC() }),
+		run(func(e *HistoryEntry, r *Report) { e.Tick, r.Tick = at.Local(), at.Local() }),
+		run(func(e *HistoryEntry, r *Report) { e.Tick, r.Tick = time.Time{}, time.Time{} }),
+		run(func(e *HistoryEntry, r *Report) { e.Tick, r.Tick = time.Time{}.In(x), time.Time{}.In(x) }),
+		run(func(e *HistoryEntry, r *Report) { r.Start = time.Date(3000, 1, 1, 0, 0, 0, 0, x) }),
+		run(func(e *HistoryEntry, r *Report) { r.Processed = math.MaxUint32 + 1 }),
+		run(func(e *HistoryEntry, r *Report) { r.Failed = -1 }),
+		run(func(e *HistoryEntry, r *Report) {
+			r.Err, e.Error, r.By, e.By, r.Trigger, e.Trigger = &testErr{"boom"}, "boom", "ann", "ann", TriggerManual, TriggerManual
+		}),
+		run(func(e *HistoryEntry, r *Report) { r.Trigger, e.Trigger = "other", "other" }),
+		run(func(e *HistoryEntry, r *Report) { r.Instance, e.Instance = "", "" }),
+		run(func(e *HistoryEntry, r *Report) { r.Tripped, r.More, r.Token = true, false, -3 }),
+		skip(nil),
+		skip(func(e *HistoryEntry) { e.Skip, e.By = "weird", "ann" }),
+		skip(func(e *HistoryEntry) { e.Skip, e.Trigger = "killed", TriggerCatchUp }),
+		skip(func(e *HistoryEntry) { e.Skip = "" }),
+		{Kind: EventMissed, Job: "j", Time: at, Missed: 2, First: at, Last: at.Add(time.Second)},
+	}
+	h := newMemoryHistory(len(entries))
+	ctx := context.Background()
+	for _, e := range entries {
+		if err := h.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := h.History(ctx, "j", 0)
+	if err != nil || len(got) != len(entries) {
+		t.Fatalf("History: %d entries, %v", len(got), err)
+	}
+	for i, want := range entries {
+		g := got[len(entries)-1-i]
+		if g.ID != strconv.Itoa(i+1) {
+			t.Errorf("entry %d: ID %q", i, g.ID)
+		}
+		g.ID = ""
+		if !reflect.DeepEqual(g, want) {
+			t.Errorf("entry %d came back\n%+v\nwant\n%+v", i, g, want)
+			if g.Report != nil && want.Report != nil {
+				t.Errorf("its report\n%+v\nwant\n%+v", *g.Report, *want.Report)
+			}
+		}
+	}
+}
+
+// A time read from the clock carries a monotonic reading, which no store
+// keeps: the memory history gives back the same instant, in the same
+// location, without it.
+func TestMemoryHistoryDropsOnlyTheMonotonicReading(t *testing.T) {
+	now := time.Now()
+	h := newMemoryHistory(2)
+	e := HistoryEntry{Kind: EventFinished, Job: "j", Time: now, Trigger: TriggerSchedule, Tick: now,
+		Report: &Report{Job: "j", Trigger: TriggerSchedule, Tick: now, Start: now}}
+	if err := h.Append(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := h.History(context.Background(), "j", 1)
+	if len(got) != 1 || got[0].Report == nil {
+		t.Fatalf("History: %+v", got)
+	}
+	for _, tm := range []time.Time{got[0].Time, got[0].Tick, got[0].Report.Start, got[0].Report.Tick} {
+		if tm != now.Round(0) {
+			t.Errorf("time came back as %v, want %v (the clock's reading without its monotonic part)", tm, now.Round(0))
+		}
+	}
+}
+
+// addDone writes a run's Report from the run's stack: when the Report
+// has no compact form it keeps a copy, never the Report itself, and the
+// job's last report reads it back.
+func TestMemoryHistoryAddDoneKeepsACopyOfWhatItCannotPack(t *testing.T) {
+	m := newMemoryHistory(3).(*memoryHistory)
+	e := &entry{}
+	zone := time.FixedZone("Z", 60)
+	rep := Report{Job: "j", Instance: "i", Trigger: TriggerSchedule, Tick: t0.In(zone), Start: t0.In(zone)}
+	m.addDone(e, &rep, t0)
+	rep2 := rep
+	rep2.Tick, rep2.Start = t0.In(time.FixedZone("W", 120)), t0.Add(time.Second).In(time.FixedZone("W", 120)) // a second zone: kept whole
+	want := rep2
+	m.addDone(e, &rep2, t0.Add(time.Second))
+	rep2.Job, rep2.Processed = "changed", 99 // the run's stack is reused
+	if got := e.ring.Load().lastDone(); got == nil || !reflect.DeepEqual(*got, want) {
+		t.Fatalf("lastDone = %+v, want %+v", got, want)
+	}
+	h, _ := m.History(context.Background(), "j", 0)
+	if len(h) != 2 || h[0].Report == nil || !reflect.DeepEqual(*h[0].Report, want) || h[0].Time != t0.Add(time.Second) {
+		t.Fatalf("History = %+v, want the second run first, as added", h)
+	}
+	if !reflect.DeepEqual(*h[1].Report, rep) {
+		t.Errorf("the compact run came back as %+v, want %+v", *h[1].Report, rep)
+	}
+}
+
+// A slot is 96 bytes: 1,000 jobs that keep 100 runs each hold 9.6 MB of
+// them (272 B a slot, 27 MB, before). A field added to memEntry must fit.
+func TestMemoryHistorySlotSize(t *testing.T) {
+	if n := unsafe.Sizeof(memEntry{}); n > 96 {
+		t.Errorf("memEntry is %d B, want at most 96", n)
 	}
 }

@@ -1,0 +1,327 @@
+package cronguard
+
+import (
+	"math"
+	"strconv"
+	"time"
+)
+
+// memEntry is how the memory history's ring keeps one entry: 96 bytes,
+// with one pointer, nil for a run that ended without error. Runs and
+// skips, whatever their outcome, are compact: the entry's ID is its
+// sequence number (formatted when read), its times are Unix nanoseconds
+// with a two-bit zone each (see slotZone), its trigger and skip reason are
+// small numbers, its counts 32 bits, and what every entry of the ring
+// shares (job, instance, a time zone other than UTC and Local) is kept
+// once, in the ring. What a run without error does not have (an error
+// value, who asked, a skip reason none of the six) is in rare. Any other
+// entry (missed ticks, flips, or one whose fields do not fit that shape)
+// is kept whole in rare.full.
+//
+// Why it is small: a ring is written by every run, usually of a job whose
+// slot nobody touched for a hundred runs, so each cache line of a slot is
+// a miss; and 1,000 jobs that run every second keep 100 slots each.
+type memEntry struct {
+	seq                              uint64
+	at, tick, start                  int64 // Unix ns; zones says how to read them back
+	dur                              time.Duration
+	token                            int64
+	batches, processed, failed, dups uint32
+	kind                             slotKind
+	trigger                          uint8 // index of slotTriggers
+	zones                            uint8 // slotZone of at, tick and start, two bits each
+	flags                            uint8 // slotMore, slotTripped
+	skip                             uint8 // 1 + index of skipOutcomes; 0: none, or rare.skip
+	err                              string
+	rare                             *memRare
+}
+
+// memRare is what a compact entry has beyond a run without error, or the
+// whole entry.
+type memRare struct {
+	full *HistoryEntry // the whole entry (no ID); the rest is then unused
+	err  error         // a run's Report.Err
+	by   string        // who asked (manual runs)
+	skip string        // a skip's reason, when it is none of skipOutcomes
+}
+
+// slotKind is which form a memEntry has.
+type slotKind uint8
+
+const (
+	slotFull slotKind = iota // rare.full
+	slotRun                  // an EventFinished, its Report in the slot
+	slotSkip                 // an EventSkipped
+)
+
+const (
+	slotMore    = 1 << iota // Report.More
+	slotTripped             // Report.Tripped
+)
+
+// slotTriggers are the triggers a compact entry can name.
+var slotTriggers = [...]Trigger{"", TriggerSchedule, TriggerManual, TriggerCatchUp}
+
+// slotZone is how a slot's time is read back: a time whose location is
+// none of these, or outside the years int64 nanoseconds cover
+// (1678–2262), is not compact.
+const (
+	zoneZero  = iota // time.Time{}
+	zoneUTC          // time.UTC
+	zoneLocal        // time.Local
+	zoneRing         // the ring's loc: the first other location its entries had
+)
+
+var (
+	slotMinTime = time.Unix(0, math.MinInt64)
+	slotMaxTime = time.Unix(0, math.MaxInt64)
+)
+
+// slotMeta is what every compact entry of a ring shares, kept once.
+type slotMeta struct {
+	job      string
+	instance string
+	instSet  bool           // instance was set by a compact entry
+	loc      *time.Location // zoneRing's location; nil until one is seen
+}
+
+// packTime turns t into Unix nanoseconds and its zone; ok is false when t
+// has no compact form. A monotonic clock reading is not kept (no store
+// keeps one). The first location other than UTC and Local becomes the
+// ring's.
+func (s *slotMeta) packTime(t time.Time) (ns int64, zone uint8, ok bool) {
+	if t == (time.Time{}) {
+		return 0, zoneZero, true
+	}
+	if t.Before(slotMinTime) || t.After(slotMaxTime) {
+		return 0, 0, false
+	}
+	switch loc := t.Location(); {
+	case loc == time.UTC:
+		zone = zoneUTC
+	case loc == time.Local:
+		zone = zoneLocal
+	case s.loc == nil || s.loc == loc:
+		s.loc, zone = loc, zoneRing
+	default:
+		return 0, 0, false
+	}
+	return t.UnixNano(), zone, true
+}
+
+// unpackTime is the time packTime packed as ns and zone.
+func (s *slotMeta) unpackTime(ns int64, zone uint8) time.Time {
+	switch zone {
+	case zoneUTC:
+		return time.Unix(0, ns).UTC()
+	case zoneLocal:
+		return time.Unix(0, ns)
+	case zoneRing:
+		return time.Unix(0, ns).In(s.loc)
+	}
+	return time.Time{}
+}
+
+// sameInstance reports whether an entry of instance can leave it to the
+// ring: the first compact entry sets the ring's.
+func (s *slotMeta) sameInstance(instance string) bool {
+	if !s.instSet {
+		s.instance, s.instSet = instance, true
+	}
+	return s.instance == instance
+}
+
+// set makes m keep e as entry seq, in place: compact when it can be,
+// whole otherwise.
+func (m *memEntry) set(s *slotMeta, e *HistoryEntry, seq uint64) {
+	if !m.setCompact(s, e, seq) {
+		full := new(HistoryEntry)
+		*full = *e
+		full.ID = ""
+		*m = memEntry{seq: seq, kind: slotFull, rare: &memRare{full: full}}
+	}
+}
+
+// setCompact keeps e in m's compact form and reports true, or reports
+// false (m is then to be overwritten) when e has none.
+func (m *memEntry) setCompact(s *slotMeta, e *HistoryEntry, seq uint64) bool {
+	if e.Missed != 0 || e.First != (time.Time{}) || e.Last != (time.Time{}) || e.Enabled != nil || e.Reason != "" ||
+		e.Job != s.job || !s.sameInstance(e.Instance) {
+		return false
+	}
+	switch e.Kind {
+	case EventFinished:
+		r := e.Report
+		if r == nil || e.Skip != "" || e.Job != r.Job || e.Instance != r.Instance ||
+			e.Trigger != r.Trigger || e.Tick != r.Tick || e.By != r.By {
+			return false
+		}
+		return m.setRun(s, seq, e.Time, e.Error, r)
+	case EventSkipped:
+		if e.Report != nil {
+			return false
+		}
+		return m.setSkip(s, seq, e)
+	}
+	return false
+}
+
+// setRun makes m keep, as entry seq, the EventFinished of a run whose
+// Report is rep, at time at, with err its Error, and reports true; or
+// reports false when it has no compact form.
+func (m *memEntry) setRun(s *slotMeta, seq uint64, at time.Time, err string, rep *Report) bool {
+	if rep.Job != s.job || !s.sameInstance(rep.Instance) || !m.setHead(s, seq, at, rep.Trigger, rep.Tick) {
+		return false
+	}
+	start, zs, ok := s.packTime(rep.Start)
+	if !ok || !fits32(rep.Batches, rep.Processed, rep.Failed, rep.Duplicates) {
+		return false
+	}
+	m.kind = slotRun
+	m.start, m.zones = start, m.zones|zs<<4
+	m.dur, m.token = rep.Duration, rep.Token
+	m.batches, m.processed = uint32(rep.Batches), uint32(rep.Processed)
+	m.failed, m.dups = uint32(rep.Failed), uint32(rep.Duplicates)
+	m.flags = 0
+	if rep.More {
+		m.flags |= slotMore
+	}
+	if rep.Tripped {
+		m.flags |= slotTripped
+	}
+	m.skip, m.err, m.rare = 0, err, nil
+	if rep.Err != nil || rep.By != "" {
+		m.rare = &memRare{err: rep.Err, by: rep.By}
+	}
+	return true
+}
+
+// setSkip keeps the EventSkipped e in m (see setRun).
+func (m *memEntry) setSkip(s *slotMeta, seq uint64, e *HistoryEntry) bool {
+	if !m.setHead(s, seq, e.Time, e.Trigger, e.Tick) {
+		return false
+	}
+	m.kind = slotSkip
+	m.start, m.dur, m.token = 0, 0, 0
+	m.batches, m.processed, m.failed, m.dups, m.flags = 0, 0, 0, 0, 0
+	m.err, m.rare, m.skip = e.Error, nil, 0
+	for i, o := range skipOutcomes {
+		if o.name == e.Skip {
+			m.skip = uint8(i + 1)
+		}
+	}
+	if (m.skip == 0 && e.Skip != "") || e.By != "" {
+		m.rare = &memRare{by: e.By, skip: e.Skip}
+	}
+	return true
+}
+
+// setHead sets what runs and skips share: sequence, time, trigger and
+// tick; false when one has no compact form.
+func (m *memEntry) setHead(s *slotMeta, seq uint64, at time.Time, trig Trigger, tick time.Time) bool {
+	atNs, za, ok1 := s.packTime(at)
+	tickNs, zt, ok2 := s.packTime(tick)
+	ti := triggerIndex(trig)
+	if !ok1 || !ok2 || ti < 0 {
+		return false
+	}
+	m.seq, m.at, m.tick = seq, atNs, tickNs
+	m.trigger, m.zones = uint8(ti), za|zt<<2
+	return true
+}
+
+// triggerIndex is trig's index in slotTriggers, or -1.
+func triggerIndex(trig Trigger) int {
+	for i, t := range slotTriggers {
+		if t == trig {
+			return i
+		}
+	}
+	return -1
+}
+
+// fits32 reports whether every count fits a slot's 32 bits.
+func fits32(counts ...int) bool {
+	for _, c := range counts {
+		if c < 0 || c > math.MaxUint32 {
+			return false
+		}
+	}
+	return true
+}
+
+// report is the Report of the run m keeps (kind slotRun).
+func (m *memEntry) report(s *slotMeta) Report {
+	r := Report{Job: s.job, Instance: s.instance, Trigger: slotTriggers[m.trigger],
+		Tick: s.unpackTime(m.tick, m.zones>>2&3), Start: s.unpackTime(m.start, m.zones>>4&3),
+		Duration: m.dur, Batches: int(m.batches), Processed: int(m.processed), Failed: int(m.failed),
+		More: m.flags&slotMore != 0, Tripped: m.flags&slotTripped != 0, Duplicates: int(m.dups), Token: m.token}
+	if m.rare != nil {
+		r.Err, r.By = m.rare.err, m.rare.by
+	}
+	return r
+}
+
+// entry is the HistoryEntry m keeps, without its ID, sharing no memory
+// with the ring: the caller may keep and change it.
+func (m *memEntry) entry(s *slotMeta) HistoryEntry {
+	if m.kind == slotFull {
+		e := *m.rare.full
+		if e.Report != nil {
+			rep := *e.Report
+			e.Report = &rep
+		}
+		if e.Enabled != nil {
+			on := *e.Enabled
+			e.Enabled = &on
+		}
+		return e
+	}
+	e := HistoryEntry{Job: s.job, Time: s.unpackTime(m.at, m.zones&3), Instance: s.instance,
+		Trigger: slotTriggers[m.trigger], Tick: s.unpackTime(m.tick, m.zones>>2&3), Error: m.err}
+	if m.rare != nil {
+		e.By = m.rare.by
+	}
+	if m.kind == slotRun {
+		rep := m.report(s)
+		e.Kind, e.Report = EventFinished, &rep
+		return e
+	}
+	e.Kind = EventSkipped
+	switch {
+	case m.skip > 0:
+		e.Skip = skipOutcomes[m.skip-1].name
+	case m.rare != nil:
+		e.Skip = m.rare.skip
+	}
+	return e
+}
+
+// setDoneWhole keeps the run of rep, which ended without error at at, as
+// a whole entry: addDone's way for a Report with no compact form (a time
+// zone past the ring's, counts past 32 bits). It is apart so that the
+// entry it builds is not in the frame of every run's addDone.
+//
+//go:noinline
+func (m *memEntry) setDoneWhole(s *slotMeta, seq uint64, at time.Time, rep *Report) {
+	own := new(Report) // rep is on the run's stack: the entry keeps a copy
+	*own = *rep
+	m.set(s, &HistoryEntry{Kind: EventFinished, Job: rep.Job, Time: at, Instance: rep.Instance,
+		Trigger: rep.Trigger, Tick: rep.Tick, By: rep.By, Report: own}, seq)
+}
+
+// doneReport is the Report of the run m keeps, compact or whole.
+func (m *memEntry) doneReport(s *slotMeta) Report {
+	if m.kind == slotFull {
+		return *m.rare.full.Report
+	}
+	return m.report(s)
+}
+
+// copyOut is the entry m keeps with its ID, sharing no memory with the
+// ring.
+func (m *memEntry) copyOut(s *slotMeta) HistoryEntry {
+	e := m.entry(s)
+	e.ID = strconv.FormatUint(m.seq, 10)
+	return e
+}
