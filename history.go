@@ -14,9 +14,10 @@ const (
 	// API returns 100 entries unless asked (at most 1,000), the dashboard
 	// charts the newest 100 runs, the CLI prints 20 and the jobs list looks
 	// for the last run among 20. In memory a full ring of 100 is about
-	// 27 KB a job (an entry is 272 B with its Report); with 1,000 it
-	// was 0.5 MB a job, and the garbage collector scanned all of it at every
-	// cycle, a fifth of a no-op run's CPU.
+	// 9.6 KB a job (an entry is 96 B with its Report, history_slot.go);
+	// with 1,000 it was 0.5 MB a job (before the compact slot), and the
+	// garbage collector scanned all of it at every cycle, a fifth of a
+	// no-op run's CPU.
 	defaultHistorySize = 100
 	// historyQueueSize is how many entries may wait for the history writer;
 	// past it new entries are dropped with an EventHistory, never waited for.
@@ -100,8 +101,9 @@ func WithHistoryStore(hs HistoryStore) Option {
 // WithHistorySize sets how many history entries the default stores keep per
 // job (default 100, what the admin API, the dashboard's chart and the CLI
 // show): the memory ring's size, the Redis stream's MAXLEN. In memory a
-// full ring costs 272 B an entry, its Report included: 27 KB a job
-// at the default, 0.3 MB at 1,000.
+// full ring costs 96 B an entry, its Report included: 9.6 KB a job
+// at the default, 96 KB at 1,000 (an entry with an error or who asked
+// holds a small object besides; see history_slot.go).
 func WithHistorySize(n int) Option {
 	return func(c *config) error {
 		c.saw("WithHistorySize")

@@ -26,7 +26,7 @@ type memoryHistory struct {
 // slot next-1 (mod the store's size) holds the newest entry. A job gets its
 // ring with its first entry (a job that never ran costs nothing), and a
 // chunk when its entries reach it: memory follows the entries kept, in
-// steps of about 5 KB, and growing never copies what is kept.
+// steps of 1.5 KB, and growing never copies what is kept.
 type historyRing struct {
 	mu     sync.Mutex
 	meta   slotMeta // what the ring's compact entries share
@@ -91,9 +91,9 @@ func (m *memoryHistory) add(e *HistoryEntry) {
 }
 
 // addDone adds the entry of a finished run without error of e at time
-// at: the entry add would keep for its EventFinished, built in its slot
+// *at: the entry add would keep for its EventFinished, built in its slot
 // from rep. The ring is e's, found by name once (entry.ring).
-func (m *memoryHistory) addDone(e *entry, rep *Report, at time.Time) {
+func (m *memoryHistory) addDone(e *entry, rep *Report, at *time.Time) {
 	r := e.ring.Load()
 	if r == nil {
 		r = m.ring(rep.Job)
@@ -115,15 +115,24 @@ func (r *historyRing) push(size int) (seq uint64, i int, slot *memEntry) {
 	i = r.next
 	slot = r.slot(i, size)
 	if r.done == i+1 {
-		if r.kept == nil {
-			r.kept = new(Report)
-		}
-		*r.kept, r.done = slot.doneReport(&r.meta), -1
+		r.keep(slot)
 	}
 	r.seq++
 	r.next = (i + 1) % size
 	r.n = min(r.n+1, size)
 	return r.seq, i, slot
+}
+
+// keep copies the Report of the newest run addDone added, in slot, to
+// r.kept, before slot is reused. Apart, and not inlined, so that the
+// Report it builds is not in the frame of every run's push.
+//
+//go:noinline
+func (r *historyRing) keep(slot *memEntry) {
+	if r.kept == nil {
+		r.kept = new(Report)
+	}
+	*r.kept, r.done = slot.doneReport(&r.meta), -1
 }
 
 // lastDone is a copy of the Report of the newest run addDone added, or

@@ -64,17 +64,23 @@ var slotTriggers = [...]Trigger{"", TriggerSchedule, TriggerManual, TriggerCatch
 
 // slotZone is how a slot's time is read back: a time whose location is
 // none of these, or outside the years int64 nanoseconds cover
-// (1678–2262), is not compact.
+// (1678–2262), is not compact (zoneNone).
 const (
 	zoneZero  = iota // time.Time{}
 	zoneUTC          // time.UTC
 	zoneLocal        // time.Local
 	zoneRing         // the ring's loc: the first other location its entries had
+
+	// zoneNone: no compact form. Past two bits even shifted by 4, so that
+	// zones ORed together say at once whether one is none.
+	zoneNone = 64
 )
 
-var (
-	slotMinTime = time.Unix(0, math.MinInt64)
-	slotMaxTime = time.Unix(0, math.MaxInt64)
+// The seconds of the times a slot keeps (a second inside int64
+// nanoseconds' range at each end).
+const (
+	slotMinSec = math.MinInt64/1_000_000_000 + 1
+	slotMaxSec = math.MaxInt64/1_000_000_000 - 1
 )
 
 // slotMeta is what every compact entry of a ring shares, kept once.
@@ -85,31 +91,39 @@ type slotMeta struct {
 	loc      *time.Location // zoneRing's location; nil until one is seen
 }
 
-// packTime turns t into Unix nanoseconds and its zone; ok is false when t
-// has no compact form. A monotonic clock reading is not kept (no store
-// keeps one). The first location other than UTC and Local becomes the
-// ring's.
-func (s *slotMeta) packTime(t time.Time) (ns int64, zone uint8, ok bool) {
-	if t == (time.Time{}) {
-		return 0, zoneZero, true
+// zoneOf is the slotZone *t is kept with, its time being t.UnixNano(), or
+// zoneNone. A monotonic clock reading is not kept (no store keeps one).
+// The first location other than UTC and Local becomes the ring's. It
+// takes a pointer and returns one byte: it runs at the end of every run,
+// whose stack it must not grow.
+func (s *slotMeta) zoneOf(t *time.Time) uint8 {
+	if *t == (time.Time{}) {
+		return zoneZero
 	}
-	if t.Before(slotMinTime) || t.After(slotMaxTime) {
-		return 0, 0, false
+	if sec := t.Unix(); sec < slotMinSec || sec > slotMaxSec {
+		return zoneNone
 	}
 	switch loc := t.Location(); {
 	case loc == time.UTC:
-		zone = zoneUTC
+		return zoneUTC
 	case loc == time.Local:
-		zone = zoneLocal
+		return zoneLocal
 	case s.loc == nil || s.loc == loc:
-		s.loc, zone = loc, zoneRing
-	default:
-		return 0, 0, false
+		s.loc = loc
+		return zoneRing
 	}
-	return t.UnixNano(), zone, true
+	return zoneNone
 }
 
-// unpackTime is the time packTime packed as ns and zone.
+// unixNano is t's Unix nanoseconds, 0 for the zero time (zoneZero).
+func unixNano(t *time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// unpackTime is the time zoneOf and unixNano packed as ns and zone.
 func (s *slotMeta) unpackTime(ns int64, zone uint8) time.Time {
 	switch zone {
 	case zoneUTC:
@@ -156,7 +170,7 @@ func (m *memEntry) setCompact(s *slotMeta, e *HistoryEntry, seq uint64) bool {
 			e.Trigger != r.Trigger || e.Tick != r.Tick || e.By != r.By {
 			return false
 		}
-		return m.setRun(s, seq, e.Time, e.Error, r)
+		return m.setRun(s, seq, &e.Time, e.Error, r)
 	case EventSkipped:
 		if e.Report != nil {
 			return false
@@ -167,18 +181,19 @@ func (m *memEntry) setCompact(s *slotMeta, e *HistoryEntry, seq uint64) bool {
 }
 
 // setRun makes m keep, as entry seq, the EventFinished of a run whose
-// Report is rep, at time at, with err its Error, and reports true; or
-// reports false when it has no compact form.
-func (m *memEntry) setRun(s *slotMeta, seq uint64, at time.Time, err string, rep *Report) bool {
-	if rep.Job != s.job || !s.sameInstance(rep.Instance) || !m.setHead(s, seq, at, rep.Trigger, rep.Tick) {
+// Report is rep, at time *at, with err its Error, and reports true; or
+// reports false when it has no compact form. It runs at the end of every
+// run on the run's goroutine (addDone): its frame is kept small (no time
+// copied, no helper that is not inlined but zoneOf).
+func (m *memEntry) setRun(s *slotMeta, seq uint64, at *time.Time, err string, rep *Report) bool {
+	zones := uint(s.zoneOf(at)) | uint(s.zoneOf(&rep.Tick))<<2 | uint(s.zoneOf(&rep.Start))<<4
+	ti := triggerIndex(rep.Trigger)
+	if zones >= zoneNone || ti < 0 || rep.Job != s.job || !s.sameInstance(rep.Instance) ||
+		uint64(rep.Batches)|uint64(rep.Processed)|uint64(rep.Failed)|uint64(rep.Duplicates) > math.MaxUint32 { // negatives too
 		return false
 	}
-	start, zs, ok := s.packTime(rep.Start)
-	if !ok || !fits32(rep.Batches, rep.Processed, rep.Failed, rep.Duplicates) {
-		return false
-	}
-	m.kind = slotRun
-	m.start, m.zones = start, m.zones|zs<<4
+	m.seq, m.kind, m.trigger, m.zones = seq, slotRun, uint8(ti), uint8(zones)
+	m.at, m.tick, m.start = unixNano(at), unixNano(&rep.Tick), unixNano(&rep.Start)
 	m.dur, m.token = rep.Duration, rep.Token
 	m.batches, m.processed = uint32(rep.Batches), uint32(rep.Processed)
 	m.failed, m.dups = uint32(rep.Failed), uint32(rep.Duplicates)
@@ -191,18 +206,28 @@ func (m *memEntry) setRun(s *slotMeta, seq uint64, at time.Time, err string, rep
 	}
 	m.skip, m.err, m.rare = 0, err, nil
 	if rep.Err != nil || rep.By != "" {
-		m.rare = &memRare{err: rep.Err, by: rep.By}
+		m.setRare(rep.Err, rep.By, "")
 	}
 	return true
 }
 
+// setRare gives m what a run without error does not have. Apart so that
+// its object is not in setRun's frame.
+//
+//go:noinline
+func (m *memEntry) setRare(err error, by, skip string) {
+	m.rare = &memRare{err: err, by: by, skip: skip}
+}
+
 // setSkip keeps the EventSkipped e in m (see setRun).
 func (m *memEntry) setSkip(s *slotMeta, seq uint64, e *HistoryEntry) bool {
-	if !m.setHead(s, seq, e.Time, e.Trigger, e.Tick) {
+	zones := uint(s.zoneOf(&e.Time)) | uint(s.zoneOf(&e.Tick))<<2
+	ti := triggerIndex(e.Trigger)
+	if zones >= zoneNone || ti < 0 {
 		return false
 	}
-	m.kind = slotSkip
-	m.start, m.dur, m.token = 0, 0, 0
+	m.seq, m.kind, m.trigger, m.zones = seq, slotSkip, uint8(ti), uint8(zones)
+	m.at, m.tick, m.start, m.dur, m.token = unixNano(&e.Time), unixNano(&e.Tick), 0, 0, 0
 	m.batches, m.processed, m.failed, m.dups, m.flags = 0, 0, 0, 0, 0
 	m.err, m.rare, m.skip = e.Error, nil, 0
 	for i, o := range skipOutcomes {
@@ -211,43 +236,24 @@ func (m *memEntry) setSkip(s *slotMeta, seq uint64, e *HistoryEntry) bool {
 		}
 	}
 	if (m.skip == 0 && e.Skip != "") || e.By != "" {
-		m.rare = &memRare{by: e.By, skip: e.Skip}
+		m.setRare(nil, e.By, e.Skip)
 	}
-	return true
-}
-
-// setHead sets what runs and skips share: sequence, time, trigger and
-// tick; false when one has no compact form.
-func (m *memEntry) setHead(s *slotMeta, seq uint64, at time.Time, trig Trigger, tick time.Time) bool {
-	atNs, za, ok1 := s.packTime(at)
-	tickNs, zt, ok2 := s.packTime(tick)
-	ti := triggerIndex(trig)
-	if !ok1 || !ok2 || ti < 0 {
-		return false
-	}
-	m.seq, m.at, m.tick = seq, atNs, tickNs
-	m.trigger, m.zones = uint8(ti), za|zt<<2
 	return true
 }
 
 // triggerIndex is trig's index in slotTriggers, or -1.
 func triggerIndex(trig Trigger) int {
-	for i, t := range slotTriggers {
-		if t == trig {
-			return i
-		}
+	switch trig {
+	case "":
+		return 0
+	case TriggerSchedule:
+		return 1
+	case TriggerManual:
+		return 2
+	case TriggerCatchUp:
+		return 3
 	}
 	return -1
-}
-
-// fits32 reports whether every count fits a slot's 32 bits.
-func fits32(counts ...int) bool {
-	for _, c := range counts {
-		if c < 0 || c > math.MaxUint32 {
-			return false
-		}
-	}
-	return true
 }
 
 // report is the Report of the run m keeps (kind slotRun).
@@ -303,10 +309,10 @@ func (m *memEntry) entry(s *slotMeta) HistoryEntry {
 // entry it builds is not in the frame of every run's addDone.
 //
 //go:noinline
-func (m *memEntry) setDoneWhole(s *slotMeta, seq uint64, at time.Time, rep *Report) {
+func (m *memEntry) setDoneWhole(s *slotMeta, seq uint64, at *time.Time, rep *Report) {
 	own := new(Report) // rep is on the run's stack: the entry keeps a copy
 	*own = *rep
-	m.set(s, &HistoryEntry{Kind: EventFinished, Job: rep.Job, Time: at, Instance: rep.Instance,
+	m.set(s, &HistoryEntry{Kind: EventFinished, Job: rep.Job, Time: *at, Instance: rep.Instance,
 		Trigger: rep.Trigger, Tick: rep.Tick, By: rep.By, Report: own}, seq)
 }
 

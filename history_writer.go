@@ -97,7 +97,7 @@ func (h *historyRecorder) appendDone(s *Scheduler, e *entry, rep *Report) bool {
 	if rep.Start.IsZero() {            // a middleware returned without running the job
 		end = time.Now()
 	}
-	h.storeOf(s).(*memoryHistory).addDone(e, rep, end)
+	h.storeOf(s).(*memoryHistory).addDone(e, rep, &end)
 	return true
 }
 
