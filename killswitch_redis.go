@@ -74,7 +74,11 @@ const defaultResync = 10 * time.Second
 // Meanwhile Enabled answers from that re-read cache with an error (the
 // switch is degraded): the Scheduler acts on the answer and raises an
 // EventFlag for it, so a flip whose message was lost is honoured within
-// 2.5s at worst and the degradation shows.
+// 2.5s at worst and the degradation shows. That holds while a new
+// subscription's connection hangs as it is made: go-redis holds the
+// subscription's lock for the whole dial (up to the client's dial or read
+// timeout), so the PINGs and the close of a dropped subscription are sent
+// apart from the health check, which never waits on it.
 //
 // Each read of the hash is bounded by the call budget (WithCallBudget; WithRedis
 // passes WithCallBudget). SetEnabled keeps its caller's deadline, or is
@@ -129,6 +133,7 @@ type RedisKillSwitch struct {
 	lastGarbageLog time.Time     // such messages are logged once a second at most
 	wake           chan struct{} // tells the reader there is work
 
+	pings    chan *redis.PubSub // to the pinger: the subscription to PING
 	psMu     sync.Mutex
 	ps       *redis.PubSub // nil until made, and after the health check dropped it
 	pingSent time.Time     // zero when no PING is waiting for its PONG

@@ -45,14 +45,16 @@ func clientDB(rdb redis.UniversalClient) int {
 }
 
 // start starts following Redis in the background: the receive loop, the
-// health check and the reader of the hash.
+// health check, its pinger and the reader of the hash.
 func (k *RedisKillSwitch) start() {
 	k.subSince = time.Now()
 	k.wake = make(chan struct{}, 1)
+	k.pings = make(chan *redis.PubSub, 1)
 	k.ctx, k.cancel = context.WithCancel(context.Background())
-	k.wg.Add(3)
+	k.wg.Add(4)
 	go k.receive()
 	go k.healthCheck()
+	go k.pinger()
 	go k.readLoop()
 }
 
@@ -83,13 +85,32 @@ func (k *RedisKillSwitch) current(ps *redis.PubSub) bool {
 // drop closes ps and forgets it, so that the next pubsub call makes a new
 // one.
 func (k *RedisKillSwitch) drop(ps *redis.PubSub) {
+	k.forget(ps)
+	_ = ps.Close()
+}
+
+// dropSoon is drop for the health check, which must not wait: closing a
+// go-redis PubSub takes its lock, which it holds while it dials, until
+// the client's dial or read timeout when a new connection hangs. ps is
+// forgotten now (the next pubsub call makes a new one) and closed on a
+// goroutine of its own, which Close waits for.
+func (k *RedisKillSwitch) dropSoon(ps *redis.PubSub) {
+	k.forget(ps)
+	k.wg.Add(1) // the health check's own count is not yet done: Close's Wait has not returned
+	go func() {
+		defer k.wg.Done()
+		_ = ps.Close()
+	}()
+}
+
+// forget makes ps no longer the subscription in use.
+func (k *RedisKillSwitch) forget(ps *redis.PubSub) {
 	k.psMu.Lock()
 	defer k.psMu.Unlock()
 	if k.ps == ps {
 		k.ps = nil
 		k.pingSent = time.Time{}
 	}
-	_ = ps.Close()
 }
 
 // receive is the loop that reads the subscription: it asks the reader to
@@ -416,12 +437,15 @@ func (k *RedisKillSwitch) healthCheck() {
 	}
 }
 
-// checkSubscription sends a PING through the subscription every
-// ksPingEvery; one left unanswered for ksPongTimeout, or that cannot be
-// sent, drops the connection, and receive makes a new one. Both periods are
-// counted in checks (half a check of slack absorbs ticker jitter), so a
+// checkSubscription has the pinger send a PING through the subscription
+// every ksPingEvery; one left unanswered for ksPongTimeout, or that cannot
+// be sent, drops the connection, and receive makes a new one. Both periods
+// are counted in checks (half a check of slack absorbs ticker jitter), so a
 // subscription that goes silent is noticed within ksPingEvery+ksPongTimeout
-// (1.5s) plus scheduling delays: 2s is the stated bound.
+// (1.5s) plus scheduling delays: 2s is the stated bound. Nothing here waits
+// on the subscription (see pinger and dropSoon): while it is being made
+// again, however long that takes, the check goes on, and with it the
+// reloads every ksPollEvery (scheduleReload).
 func (k *RedisKillSwitch) checkSubscription(now time.Time) {
 	const slack = ksCheckEvery / 2
 	k.psMu.Lock()
@@ -438,15 +462,36 @@ func (k *RedisKillSwitch) checkSubscription(now time.Time) {
 	case !sent.IsZero() && now.Sub(sent) >= ksPongTimeout-slack:
 		err = fmt.Errorf("subscription silent: no PONG within %s", ksPongTimeout)
 	case send:
-		ctx, cancel := context.WithTimeout(k.ctx, ksPongTimeout)
-		if perr := ps.Ping(ctx); perr != nil && k.ctx.Err() == nil {
-			err = fmt.Errorf("PING on the subscription: %w", perr)
+		select {
+		case k.pings <- ps:
+		default: // the pinger is still on the last PING: its PONG timeout covers this one
 		}
-		cancel()
 	}
 	if err != nil {
 		k.subLost(err)
-		k.drop(ps)
+		k.dropSoon(ps)
+	}
+}
+
+// pinger sends the health check's PINGs. It is apart because a go-redis
+// PubSub's Ping takes the PubSub's lock, which a dial that hangs holds
+// until the client's dial or read timeout (5s and 3s by default, more if
+// the client is set so): the health check must not wait that long.
+func (k *RedisKillSwitch) pinger() {
+	defer k.wg.Done()
+	for {
+		select {
+		case <-k.ctx.Done():
+			return
+		case ps := <-k.pings:
+			ctx, cancel := context.WithTimeout(k.ctx, ksPongTimeout)
+			err := ps.Ping(ctx)
+			cancel()
+			if err != nil && k.ctx.Err() == nil && k.current(ps) {
+				k.subLost(fmt.Errorf("PING on the subscription: %w", err))
+				k.dropSoon(ps)
+			}
+		}
 	}
 }
 
