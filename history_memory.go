@@ -117,6 +117,7 @@ func (r *historyRing) push(size int) (seq uint64, i int, slot *memEntry) {
 	if r.done == i+1 {
 		r.keep(slot)
 	}
+	r.meta.release(slot)
 	r.seq++
 	r.next = (i + 1) % size
 	r.n = min(r.n+1, size)

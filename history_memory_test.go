@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
+	"os/exec"
 	"reflect"
 	"runtime"
 	"strconv"
@@ -432,5 +434,106 @@ func TestMemoryHistoryAddDoneKeepsACopyOfWhatItCannotPack(t *testing.T) {
 func TestMemoryHistorySlotSize(t *testing.T) {
 	if n := unsafe.Sizeof(memEntry{}); n > 96 {
 		t.Errorf("memEntry is %d B, want at most 96", n)
+	}
+}
+
+// A program that sets time.Local = time.UTC gets times from time.Now
+// whose location is the UTC location itself, not nil as .UTC() gives:
+// they read the same but are not ==, and the history gives back each as
+// it was. The check runs in a process of its own, where setting
+// time.Local races with nothing.
+func TestMemoryHistoryLocalSetToUTC(t *testing.T) {
+	if os.Getenv("CRONGUARD_LOCAL_UTC") == "" {
+		// Here time.Local is not UTC: a time whose location is the UTC
+		// pointer (made as time.Now makes it there) is kept whole.
+		at := t0.Round(0)
+		(*struct {
+			wall uint64
+			ext  int64
+			loc  *time.Location
+		})(unsafe.Pointer(&at)).loc = time.UTC
+		if at == at.UTC() {
+			t.Fatal("could not make a time whose location is the UTC pointer")
+		}
+		checkLocalUTC(t, at, false)
+		cmd := exec.Command(os.Args[0], "-test.run=^TestMemoryHistoryLocalSetToUTC$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "CRONGUARD_LOCAL_UTC=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("with time.Local = time.UTC: %v\n%s", err, out)
+		}
+		return
+	}
+	time.Local = time.UTC
+	checkLocalUTC(t, time.Now().Round(0), true)
+}
+
+// checkLocalUTC adds a run whose times are now (and a UTC tick) and reads
+// it back exactly; compact says whether its slot is compact.
+func checkLocalUTC(t *testing.T, now time.Time, compact bool) {
+	t.Helper()
+	m := newMemoryHistory(2).(*memoryHistory)
+	e := &entry{}
+	rep := Report{Job: "j", Trigger: TriggerSchedule, Tick: now.UTC(), Start: now, Duration: time.Second}
+	at := now.Add(time.Second)
+	m.addDone(e, &rep, &at)
+	r := e.ring.Load()
+	if got := r.lastDone(); got == nil || !reflect.DeepEqual(*got, rep) || got.Start != now || got.Tick != now.UTC() {
+		t.Errorf("last report %+v, want %+v", got, rep)
+	}
+	h, _ := m.History(context.Background(), "j", 1)
+	if len(h) != 1 || h[0].Time != at || !reflect.DeepEqual(*h[0].Report, rep) {
+		t.Errorf("History %+v, want the run at %v", h, at)
+	}
+	if kind := r.slot(0, 2).kind; (kind == slotRun) != compact {
+		t.Errorf("slot kind %d, want compact %v", kind, compact)
+	}
+}
+
+// A ring keeps one location besides UTC and Local, but not the first one
+// it saw for good: once no live slot uses it, another can take its place.
+// A tick parsed from "+02:00" (a RunTick from an admin) must not make every
+// later run of a Europe/Berlin job a whole entry for the life of the process.
+func TestMemoryHistoryRingLocationIsNotSticky(t *testing.T) {
+	berlin := time.FixedZone("Europe/Berlin", 3600) // stands for a loaded zone: any *Location other than UTC and Local
+	odd, err := time.Parse(time.RFC3339, "2026-11-27T14:00:00+02:00")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One entry with two such locations: one is the ring's, the other's
+	// time makes the entry whole, and both come back.
+	two := newMemoryHistory(2).(*memoryHistory)
+	rep := Report{Job: "j", Trigger: TriggerSchedule, Tick: t0.In(berlin), Start: odd}
+	at := t0.Local()
+	two.addDone(&entry{}, &rep, &at)
+	if h, _ := two.History(context.Background(), "j", 0); len(h) != 1 || !reflect.DeepEqual(*h[0].Report, rep) {
+		t.Fatalf("a run with two locations came back as %+v, want %+v", h, rep)
+	}
+
+	const size = 10
+	m := newMemoryHistory(size).(*memoryHistory)
+	e := &entry{}
+	add := func(tick time.Time) {
+		rep := Report{Job: "j", Trigger: TriggerSchedule, Tick: tick, Start: t0.Local()}
+		at := t0.Local()
+		m.addDone(e, &rep, &at)
+	}
+	add(odd)
+	for i := range 3 * size {
+		add(t0.Add(time.Duration(i) * time.Second).In(berlin))
+	}
+	r := e.ring.Load()
+	r.mu.Lock()
+	for i := range size {
+		if s := r.slot(i, size); s.kind != slotRun {
+			t.Errorf("slot %d: kind %d, want every run of the job compact once the odd tick left the ring", i, s.kind)
+		}
+	}
+	if r.meta.loc != berlin || r.meta.locUses != size {
+		t.Errorf("ring location %v used by %d times, want %v by %d", r.meta.loc, r.meta.locUses, berlin, size)
+	}
+	r.mu.Unlock()
+	h, _ := m.History(context.Background(), "j", 0)
+	if len(h) != size || h[0].Tick != t0.Add(time.Duration(3*size-1)*time.Second).In(berlin) {
+		t.Errorf("History %+v", h)
 	}
 }

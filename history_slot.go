@@ -69,7 +69,7 @@ const (
 	zoneZero  = iota // time.Time{}
 	zoneUTC          // time.UTC
 	zoneLocal        // time.Local
-	zoneRing         // the ring's loc: the first other location its entries had
+	zoneRing         // the ring's loc: one other location, while slots use it (slotMeta)
 
 	// zoneNone: no compact form. Past two bits even shifted by 4, so that
 	// zones ORed together say at once whether one is none.
@@ -89,13 +89,19 @@ type slotMeta struct {
 	instance string
 	instSet  bool           // instance was set by a compact entry
 	loc      *time.Location // zoneRing's location; nil until one is seen
+	// locUses counts the times in live compact slots kept in zoneRing:
+	// while it is 0, loc may become another location (a ring does not keep
+	// the first one it saw for good). pending counts those of the entry
+	// being packed, added to locUses when it is kept compact (commit).
+	locUses, pending int
 }
 
 // zoneOf is the slotZone *t is kept with, its time being t.UnixNano(), or
 // zoneNone. A monotonic clock reading is not kept (no store keeps one).
-// The first location other than UTC and Local becomes the ring's. It
-// takes a pointer and returns one byte: it runs at the end of every run,
-// whose stack it must not grow.
+// A location other than UTC and Local becomes the ring's when no live
+// slot uses the ring's. It takes a pointer and returns one byte: it runs
+// at the end of every run, whose stack it must not grow. Call it only
+// between s.begin and s.commit.
 func (s *slotMeta) zoneOf(t *time.Time) uint8 {
 	if *t == (time.Time{}) {
 		return zoneZero
@@ -105,14 +111,52 @@ func (s *slotMeta) zoneOf(t *time.Time) uint8 {
 	}
 	switch loc := t.Location(); {
 	case loc == time.UTC:
-		return zoneUTC
+		if utcIsNil(t) {
+			return zoneUTC
+		}
+		if loc == time.Local {
+			return zoneLocal
+		}
+		return zoneNone
 	case loc == time.Local:
 		return zoneLocal
-	case s.loc == nil || s.loc == loc:
+	case loc == s.loc:
+	case s.locUses == 0 && s.pending == 0:
 		s.loc = loc
-		return zoneRing
+	default:
+		return zoneNone
 	}
-	return zoneNone
+	s.pending++
+	return zoneRing
+}
+
+// utcIsNil reports whether t, in UTC, has the nil location (what .UTC()
+// gives) rather than the UTC location itself (what time.Now gives when a
+// program set time.Local = time.UTC): they read the same but are not ==.
+// Apart, and not inlined, so that its two times are not in zoneOf's frame
+// at the end of every run.
+//
+//go:noinline
+func utcIsNil(t *time.Time) bool { return t.Round(0) == t.UTC() }
+
+// begin starts packing an entry's times (zoneOf).
+func (s *slotMeta) begin() { s.pending = 0 }
+
+// commit counts the packed entry's times kept in zoneRing, once the
+// entry is kept compact.
+func (s *slotMeta) commit() { s.locUses += s.pending }
+
+// release uncounts the times in zoneRing of m, a slot about to be
+// reused.
+func (s *slotMeta) release(m *memEntry) {
+	if m.kind == slotFull {
+		return
+	}
+	for z := m.zones; z != 0; z >>= 2 {
+		if z&3 == zoneRing {
+			s.locUses--
+		}
+	}
 }
 
 // unixNano is t's Unix nanoseconds, 0 for the zero time (zoneZero).
@@ -186,6 +230,7 @@ func (m *memEntry) setCompact(s *slotMeta, e *HistoryEntry, seq uint64) bool {
 // run on the run's goroutine (addDone): its frame is kept small (no time
 // copied, no helper that is not inlined but zoneOf).
 func (m *memEntry) setRun(s *slotMeta, seq uint64, at *time.Time, err string, rep *Report) bool {
+	s.begin()
 	zones := uint(s.zoneOf(at)) | uint(s.zoneOf(&rep.Tick))<<2 | uint(s.zoneOf(&rep.Start))<<4
 	ti := triggerIndex(rep.Trigger)
 	if zones >= zoneNone || ti < 0 || rep.Job != s.job || !s.sameInstance(rep.Instance) ||
@@ -208,6 +253,7 @@ func (m *memEntry) setRun(s *slotMeta, seq uint64, at *time.Time, err string, re
 	if rep.Err != nil || rep.By != "" {
 		m.setRare(rep.Err, rep.By, "")
 	}
+	s.commit()
 	return true
 }
 
@@ -221,6 +267,7 @@ func (m *memEntry) setRare(err error, by, skip string) {
 
 // setSkip keeps the EventSkipped e in m (see setRun).
 func (m *memEntry) setSkip(s *slotMeta, seq uint64, e *HistoryEntry) bool {
+	s.begin()
 	zones := uint(s.zoneOf(&e.Time)) | uint(s.zoneOf(&e.Tick))<<2
 	ti := triggerIndex(e.Trigger)
 	if zones >= zoneNone || ti < 0 {
@@ -238,6 +285,7 @@ func (m *memEntry) setSkip(s *slotMeta, seq uint64, e *HistoryEntry) bool {
 	if (m.skip == 0 && e.Skip != "") || e.By != "" {
 		m.setRare(nil, e.By, e.Skip)
 	}
+	s.commit()
 	return true
 }
 
