@@ -952,8 +952,32 @@ func TestRedisRedlockClaimRace(t *testing.T) {
 	srvs := []*redistest.Server{redistest.Start(t), redistest.Start(t), redistest.Start(t)}
 	ctx := context.Background()
 	var lockers []*redisLocker
+	var clients [][]*redis.Client // clients[i]: every locker's client of server i
+	clients = make([][]*redis.Client, len(srvs))
 	for range 5 {
-		lockers = append(lockers, rlQuorum(t, []*redis.Client{srvs[0].Client(t), srvs[1].Client(t), srvs[2].Client(t)}))
+		cs := []*redis.Client{srvs[0].Client(t), srvs[1].Client(t), srvs[2].Client(t)}
+		for i, c := range cs {
+			clients[i] = append(clients[i], c)
+		}
+		lockers = append(lockers, rlQuorum(t, cs))
+	}
+	// restart brings server i back and waits until every locker's client
+	// reaches it: go-redis keeps failing for up to a second after a server
+	// returns (its pool's dial breaker probes once a second), and a claimant
+	// whose client still fails there can miss a tick, which is the bound
+	// the race phases do not test.
+	restart := func(i int) {
+		t.Helper()
+		srvs[i].Restart(t)
+		for _, c := range clients[i] {
+			deadline := time.Now().Add(5 * time.Second)
+			for c.Ping(ctx).Err() != nil {
+				if time.Now().After(deadline) {
+					t.Fatalf("server %d restarted, a client still cannot reach it", i)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
 	}
 	type res struct {
 		id     string
@@ -985,7 +1009,11 @@ func TestRedisRedlockClaimRace(t *testing.T) {
 		for k := range ticks {
 			winners, rs := claimAll("race", base.Add(time.Duration(k)*time.Second))
 			if len(winners) != 1 {
-				t.Fatalf("%s: tick %d: winners %v: %v", phase, k, winners, rs)
+				var why []string
+				for _, r := range rs {
+					why = append(why, fmt.Sprintf("%s: won=%v holder=%q err=%v", r.id, r.ok, r.holder, r.err))
+				}
+				t.Fatalf("%s: tick %d: winners %v:\n%s", phase, k, winners, strings.Join(why, "\n"))
 			}
 			for _, r := range rs {
 				if r.err != nil || !r.ok && r.holder != winners[0] {
@@ -998,10 +1026,10 @@ func TestRedisRedlockClaimRace(t *testing.T) {
 	race("3 up", t0, 30)
 	srvs[2].Stop(t)
 	race("last down", t0.Add(time.Hour), 30)
-	srvs[2].Restart(t)
+	restart(2)
 	srvs[0].Stop(t)
 	race("first down", t0.Add(2*time.Hour), 8)
-	srvs[0].Restart(t)
+	restart(0)
 
 	// A mark on the first server only (its claimant died before the
 	// majority): every claimant of that tick loses to it, none wins twice.
