@@ -243,6 +243,11 @@ func NewRedisLocker(client redis.UniversalClient, opts ...Option) (Locker, error
 // It takes the options NewRedisLocker takes; no client, a nil client or a
 // nil option is an error wrapping ErrInvalidOption. WithRedis with several
 // clients uses it.
+//
+// A claim asks the servers in turn, so a server that is down delays every
+// claim by what its client spends on it, at most budget/N. go-redis's
+// default retries spend most of that on a refused connection; clients with
+// MaxRetries -1 and DialerRetries 1 fail it at once.
 func NewRedlock(clients []redis.UniversalClient, opts ...Option) (Locker, error) {
 	if len(clients) == 0 {
 		return nil, fmt.Errorf("%w: %s: no client", ErrInvalidOption, forRedlock.ctor)
