@@ -124,6 +124,13 @@ func TestRedisHistoryThreeInstances(t *testing.T) {
 	if err := scheds[0].SetEnabled(WithActor(ctx, "bob"), "j", false, "bad data"); err != nil {
 		t.Fatal(err)
 	}
+	// The flip is written by i1's writer and a skip by whichever instance's
+	// writer comes first: wait for the flip, so the order checked below is
+	// the order the events happened in.
+	waitFor(t, 15*time.Second, "the flip recorded", func() bool {
+		h, err := scheds[2].History(ctx, "j", 1)
+		return err == nil && len(h) == 1 && h[0].Kind == EventFlag
+	})
 	for _, s := range scheds {
 		waitFor(t, 5*time.Second, s.cfg.instance+" sees the switch off", func() bool {
 			info, _ := s.Job("j")
@@ -137,10 +144,15 @@ func TestRedisHistoryThreeInstances(t *testing.T) {
 		}
 	}
 	h := waitHistory(t, scheds[2], "j", 1)
-	waitFor(t, 15*time.Second, "the skip recorded", func() bool {
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		h, _ = scheds[2].History(ctx, "j", 5)
-		return len(h) > 0 && h[0].Kind == EventSkipped
-	})
+		if len(h) > 0 && h[0].Kind == EventSkipped {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the skip not recorded within 15s; newest entries: %s", strings.Join(kinds(h), " "))
+		}
+	}
 	time.Sleep(200 * time.Millisecond) // let the other writers add theirs, if they were to
 	h, _ = scheds[2].History(ctx, "j", 5)
 	if got := strings.Join(kinds(h[:3]), " "); got != "skipped:killed flag finished" {
