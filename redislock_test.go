@@ -952,8 +952,7 @@ func TestRedisRedlockClaimRace(t *testing.T) {
 	srvs := []*redistest.Server{redistest.Start(t), redistest.Start(t), redistest.Start(t)}
 	ctx := context.Background()
 	var lockers []*redisLocker
-	var clients [][]*redis.Client // clients[i]: every locker's client of server i
-	clients = make([][]*redis.Client, len(srvs))
+	clients := make([][]*redis.Client, len(srvs)) // clients[i]: every locker's client of server i
 	for range 5 {
 		cs := []*redis.Client{srvs[0].Client(t), srvs[1].Client(t), srvs[2].Client(t)}
 		for i, c := range cs {
