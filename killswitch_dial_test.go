@@ -2,11 +2,14 @@ package cronguard
 
 import (
 	"context"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cronguard/cronguard/internal/redistest"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 )
 
 // A new subscription whose connection hangs while it is made (its
@@ -71,4 +74,101 @@ func TestRedisKillSwitchHangingDialStillPolls(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 2*time.Second, "flip by message after recovery", ksIs(k, "emails", true))
+}
+
+// Close while the subscription's connection hangs as it is made: go-redis
+// holds the PubSub's lock for the whole dial, so Close (and the goroutine
+// closing a dropped subscription, and the pinger) wait for it, up to the
+// client's read timeout (3s here), never longer, and leave no goroutine
+// behind: while the subscription is the current one being made, while the
+// pinger waits on it, and after the health check dropped it.
+func TestRedisKillSwitchCloseWhileDialHangs(t *testing.T) {
+	const timeout = 3 * time.Second
+	for _, tc := range []struct {
+		name  string
+		after time.Duration // since the handshake is held
+	}{{"current", 0}, {"pinging", 700 * time.Millisecond}, {"dropped", 2500 * time.Millisecond}} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			proxy := redistest.StartProxy(t, srv.Addr())
+			killer := srv.Client(t)
+			before := goleak.IgnoreCurrent()
+			opts := proxy.Options()
+			opts.ReadTimeout, opts.DialTimeout = timeout, timeout
+			rdb := redis.NewClient(opts)
+			k, err := NewRedisKillSwitch(rdb, WithLogger(ksQuiet))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ksLoaded(t, k)
+			seen, release := proxy.StallNext("HELLO")
+			if err := killer.Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-seen:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the subscription was not made again")
+			}
+			time.Sleep(tc.after)
+			start := time.Now()
+			_ = k.Close()
+			took := time.Since(start)
+			ksNoGoroutineLeft(t)
+			release()
+			_ = rdb.Close()
+			proxy.Close()
+			t.Logf("Close took %s with the handshake held (client read timeout %s)", took, timeout)
+			if took > timeout+3*time.Second {
+				t.Errorf("Close took %s: more than the client's read timeout %s", took, timeout)
+			}
+			if _, err := k.Enabled(context.Background(), "x"); err == nil {
+				t.Error("Enabled has no error after Close")
+			}
+			goleak.VerifyNone(t, before)
+		})
+	}
+}
+
+// Close at any moment while the subscription is lost and remade every
+// 1.5s (its connection black-holed: no PONG comes): Close racing the
+// health check, the pinger and the goroutines closing dropped
+// subscriptions ends them all (goleak), without a race or a panic.
+func TestRedisKillSwitchCloseDuringChurn(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr())
+	before := goleak.IgnoreCurrent()
+	proxy.BlackholeSubscribers()
+	for i := range 8 {
+		opts := proxy.Options()
+		opts.ReadTimeout, opts.DialTimeout = 2*time.Second, 2*time.Second
+		rdb := redis.NewClient(opts)
+		k, err := NewRedisKillSwitch(rdb, WithLogger(ksQuiet))
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(i) * 700 * time.Millisecond) // 0 to 4.9s: before, during and after drops
+		start := time.Now()
+		_ = k.Close()
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("Close %d took %s", i, d)
+		}
+		ksNoGoroutineLeft(t)
+		_ = rdb.Close()
+	}
+	proxy.Close()
+	goleak.VerifyNone(t, before)
+}
+
+// ksNoGoroutineLeft fails the test when a goroutine of a RedisKillSwitch
+// runs: after Close, none may, even one still waiting on go-redis (which
+// the package's goleak would miss once that wait ends).
+func ksNoGoroutineLeft(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 4<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	if i := strings.Index(stacks, "(*RedisKillSwitch)"); i >= 0 {
+		start := strings.LastIndex(stacks[:i], "\n\ngoroutine ")
+		t.Errorf("a goroutine of the switch outlived Close:\n%s", stacks[max(start, 0):min(i+500, len(stacks))])
+	}
 }

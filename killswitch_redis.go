@@ -341,6 +341,14 @@ func (k *RedisKillSwitch) watch(flag string, fn func()) (stop func()) {
 // Close stops following Redis and waits for the background goroutines to
 // end. Enabled fails afterwards. It does not close the Redis client. Close
 // may be called more than once.
+//
+// Close waits for a subscription connection being made: go-redis holds the
+// subscription's lock for the whole dial and does not end it when the
+// switch's context is canceled, so Close takes up to the client's dial or
+// read timeout (5s and 3s by default; TestRedisKillSwitchCloseWhileDialHangs), and
+// with ReadTimeout -1 (no timeout) until the handshake is answered or the
+// connection fails. Scheduler.Stop closes the switch WithRedis made after
+// its runs, so it waits for this too, beyond its context and grace.
 func (k *RedisKillSwitch) Close() error {
 	k.once.Do(func() {
 		k.mu.Lock()
