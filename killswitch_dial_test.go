@@ -2,6 +2,7 @@ package cronguard
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"strings"
 	"testing"
@@ -171,4 +172,71 @@ func ksNoGoroutineLeft(t *testing.T) {
 		start := strings.LastIndex(stacks[:i], "\n\ngoroutine ")
 		t.Errorf("a goroutine of the switch outlived Close:\n%s", stacks[max(start, 0):min(i+500, len(stacks))])
 	}
+}
+
+// A subscription the health check has dropped can still deliver what its
+// connection read before it was closed, its confirmation among them. That
+// late confirmation must not mark the switch live while its successor is
+// still being made (its handshake held here): the switch would stop
+// re-reading the hash every 500ms with nothing subscribed, and a flip would
+// wait for the next resync. A second drop of the same subscription (the
+// pinger's, after the health check's) records no second loss.
+func TestRedisKillSwitchDroppedSubscriptionConfirmsNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr())
+	opts := proxy.Options()
+	opts.ReadTimeout, opts.DialTimeout = 10*time.Second, 10*time.Second
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+	k, err := NewRedisKillSwitch(rdb, WithLogger(ksQuiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k.Close() })
+	ksLoaded(t, k)
+	// Every connection the client needs for reads is made by now: the next
+	// HELLO is the new subscription's.
+	seen, release := proxy.StallNext("HELLO")
+	t.Cleanup(release)
+
+	k.psMu.Lock()
+	old := k.ps
+	k.psMu.Unlock()
+	if !k.lose(old, errors.New("test: dropped")) {
+		t.Fatal("lose: the subscription in use was not dropped")
+	}
+	select {
+	case <-seen:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the subscription was not made again")
+	}
+	k.psMu.Lock()
+	succ := k.ps
+	k.psMu.Unlock()
+	if succ == nil || succ == old {
+		t.Fatalf("no new subscription is being made (%p, the old one %p)", succ, old)
+	}
+
+	k.subscribed(old) // the late confirmation
+	k.mu.RLock()
+	gen, confirmed := k.subGen, k.confirmedGen == k.subGen
+	k.mu.RUnlock()
+	if confirmed {
+		t.Fatal("a dropped subscription's confirmation marked the switch live while its successor's handshake hangs")
+	}
+	if k.lose(old, errors.New("test: dropped again")) {
+		t.Fatal("lose dropped a subscription that was no longer in use")
+	}
+	k.mu.RLock()
+	again := k.subGen
+	k.mu.RUnlock()
+	if again != gen {
+		t.Fatalf("a second drop of the same subscription recorded a loss: generation %d, then %d", gen, again)
+	}
+	if k.Err() == nil {
+		t.Fatal("Err is nil while the subscription is being made")
+	}
+
+	release()
+	ksLoaded(t, k) // the successor (or the one after it) is confirmed: live again
 }

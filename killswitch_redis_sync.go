@@ -89,18 +89,33 @@ func (k *RedisKillSwitch) drop(ps *redis.PubSub) {
 	_ = ps.Close()
 }
 
-// dropSoon is drop for the health check, which must not wait: closing a
-// go-redis PubSub takes its lock, which it holds while it dials, until
-// the client's dial or read timeout when a new connection hangs. ps is
-// forgotten now (the next pubsub call makes a new one) and closed on a
-// goroutine of its own, which Close waits for.
-func (k *RedisKillSwitch) dropSoon(ps *redis.PubSub) {
-	k.forget(ps)
-	k.wg.Add(1) // the health check's own count is not yet done: Close's Wait has not returned
+// lose is the health check's and the pinger's drop of ps: if ps is still
+// the subscription in use, it forgets it and records the loss in one step
+// under psMu (so a confirmation, subscribed, falls wholly before or after
+// it, and a loss already recorded for ps by the other is not recorded
+// again over its successor), then closes ps on a goroutine of its own,
+// which Close waits for: closing a go-redis PubSub takes its lock, which
+// it holds while it dials, until the client's dial or read timeout when a
+// new connection hangs, and the caller must not wait that long. It reports
+// whether ps was in use.
+func (k *RedisKillSwitch) lose(ps *redis.PubSub, err error) bool {
+	k.psMu.Lock()
+	if k.ps != ps {
+		k.psMu.Unlock()
+		return false
+	}
+	k.ps, k.pingSent = nil, time.Time{}
+	k.mu.Lock() // psMu, then mu: nothing takes them the other way
+	began := k.lostLocked(err)
+	k.mu.Unlock()
+	k.psMu.Unlock()
+	k.afterLoss(began, err)
+	k.wg.Add(1) // the caller's own count is not yet done: Close's Wait has not returned
 	go func() {
 		defer k.wg.Done()
 		_ = ps.Close()
 	}()
+	return true
 }
 
 // forget makes ps no longer the subscription in use.
@@ -151,14 +166,19 @@ func (k *RedisKillSwitch) receive() {
 			continue
 		}
 		backoff = ksMinBackoff
+		// A subscription the health check dropped can still deliver what
+		// its connection had read: its confirmation or PONG must not mark
+		// the one in use as healthy.
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
-				k.subscribed()
+				k.subscribed(ps)
 			}
 		case *redis.Pong:
 			k.psMu.Lock()
-			k.pingSent = time.Time{}
+			if k.ps == ps {
+				k.pingSent = time.Time{}
+			}
 			k.psMu.Unlock()
 		case *redis.Message:
 			k.onMessage(m.Payload)
@@ -166,22 +186,45 @@ func (k *RedisKillSwitch) receive() {
 	}
 }
 
-// subscribed records that the subscription is confirmed and asks for the
-// reload that ends a loss: messages may have been missed until now.
-func (k *RedisKillSwitch) subscribed() {
-	k.mu.Lock()
-	k.confirmedGen, k.confirmedAt = k.subGen, k.ticket
-	k.mu.Unlock()
-	k.requestAll("subscribed")
+// subscribed records that ps is confirmed, if it is still the subscription
+// in use, and asks for the reload that ends a loss: messages may have been
+// missed until now. psMu is held across the check and the record, so a
+// drop (forget, then subLost) falls wholly before or after it: a dropped
+// subscription never confirms the next one's generation.
+func (k *RedisKillSwitch) subscribed(ps *redis.PubSub) {
+	k.psMu.Lock()
+	ok := k.ps == ps
+	if ok {
+		k.mu.Lock() // psMu, then mu: nothing takes them the other way
+		k.confirmedGen, k.confirmedAt = k.subGen, k.ticket
+		k.mu.Unlock()
+	}
+	k.psMu.Unlock()
+	if ok {
+		k.requestAll("subscribed")
+	}
 }
 
 // subLost records that the subscription stopped being live, and asks for a
 // reload at once: from now on the cache follows the hash by re-reading it.
+// receive calls it for the subscription it reads; a new one is made only
+// by receive, so none can be confirmed between its check and this record.
 func (k *RedisKillSwitch) subLost(err error) {
 	k.mu.Lock()
-	k.subGen++
-	began := k.failingLocked(&k.subErr, &k.subSince, err)
+	began := k.lostLocked(err)
 	k.mu.Unlock()
+	k.afterLoss(began, err)
+}
+
+// lostLocked records a loss: the confirmed generation is now behind. k.mu
+// is held.
+func (k *RedisKillSwitch) lostLocked(err error) (began bool) {
+	k.subGen++
+	return k.failingLocked(&k.subErr, &k.subSince, err)
+}
+
+// afterLoss logs a loss that began and asks for the reload that follows it.
+func (k *RedisKillSwitch) afterLoss(began bool, err error) {
 	k.warnIf(began, "cronguard: redis kill switch lost its subscription; re-reading the hash every "+ksPollEvery.String(), err)
 	k.requestAll("subscription lost")
 }
@@ -443,7 +486,7 @@ func (k *RedisKillSwitch) healthCheck() {
 // are counted in checks (half a check of slack absorbs ticker jitter), so a
 // subscription that goes silent is noticed within ksPingEvery+ksPongTimeout
 // (1.5s) plus scheduling delays: 2s is the stated bound. Nothing here waits
-// on the subscription (see pinger and dropSoon): while it is being made
+// on the subscription (see pinger and lose): while it is being made
 // again, however long that takes, the check goes on, and with it the
 // reloads every ksPollEvery (scheduleReload).
 func (k *RedisKillSwitch) checkSubscription(now time.Time) {
@@ -468,8 +511,7 @@ func (k *RedisKillSwitch) checkSubscription(now time.Time) {
 		}
 	}
 	if err != nil {
-		k.subLost(err)
-		k.dropSoon(ps)
+		k.lose(ps, err)
 	}
 }
 
@@ -487,9 +529,8 @@ func (k *RedisKillSwitch) pinger() {
 			ctx, cancel := context.WithTimeout(k.ctx, ksPongTimeout)
 			err := ps.Ping(ctx)
 			cancel()
-			if err != nil && k.ctx.Err() == nil && k.current(ps) {
-				k.subLost(fmt.Errorf("PING on the subscription: %w", err))
-				k.dropSoon(ps)
+			if err != nil && k.ctx.Err() == nil {
+				k.lose(ps, fmt.Errorf("PING on the subscription: %w", err))
 			}
 		}
 	}

@@ -373,8 +373,13 @@ func (s *Scheduler) Start() error {
 // ErrStopped), waits a grace of 5s more for them to return, and returns an
 // error wrapping ctx's cause that names the jobs it canceled — and says
 // which were still running when the grace ran out (Stop then returns
-// without them). A stopped scheduler leaves no goroutine behind and cannot
-// be started again. Stop may be called more than once.
+// without them). After the runs it writes the history entries still queued
+// (for at most 5s or until ctx ends), waits for Redlock calls still on
+// their way to a slow server (each within the call budget) and closes the
+// backends it made: the kill switch WithRedis made waits for a
+// subscription being dialed, up to the client's dial or read timeout
+// (RedisKillSwitch.Close). A stopped scheduler leaves no goroutine behind
+// and cannot be started again. Stop may be called more than once.
 func (s *Scheduler) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	wasStarted := s.state == started
