@@ -240,3 +240,86 @@ func TestRedisKillSwitchDroppedSubscriptionConfirmsNothing(t *testing.T) {
 	release()
 	ksLoaded(t, k) // the successor (or the one after it) is confirmed: live again
 }
+
+// A link where making a connection takes 2.5s (every handshake held that
+// long: a distant Redis behind TLS, a slow proxy) is slow, not dead: the
+// switch must end up subscribed on it. A subscription is PINGed only once
+// it is confirmed; until then it has ksSubscribeWithin (5s) to be, while
+// the hash is re-read every 500ms as for any loss.
+func TestRedisKillSwitchSlowHandshakeSubscribes(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr())
+	opts := proxy.Options()
+	opts.ReadTimeout, opts.DialTimeout = 10*time.Second, 10*time.Second
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+	k, err := NewRedisKillSwitch(rdb, WithLogger(ksQuiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k.Close() })
+	ksLoaded(t, k)
+
+	// From now on every new connection's handshake takes 2.5s.
+	stop := make(chan struct{})
+	held := make(chan struct{})
+	go func() {
+		defer close(held)
+		for {
+			seen, release := proxy.StallNext("HELLO")
+			select {
+			case <-stop:
+				release()
+				return
+			case <-seen:
+			}
+			select {
+			case <-stop:
+			case <-time.After(2500 * time.Millisecond):
+			}
+			release()
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-held })
+	if err := srv.Client(t).Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the loss noticed", func() bool { return k.Err() != nil })
+	took := waitFor(t, 15*time.Second, "subscribed again over the slow link", func() bool { return k.Err() == nil })
+	t.Logf("subscribed again %s after the loss was noticed, each handshake taking 2.5s", took)
+}
+
+// A subscription whose SUBSCRIBE is never answered (its connection made,
+// its replies held) is not PINGed, since it is not confirmed: it is given
+// up after ksSubscribeWithin and another is made, which is answered. (A
+// subscription whose dial itself hangs holds the switch's reader until the
+// client's dial or read timeout: go-redis dials under the PubSub's lock;
+// the hash is re-read every 500ms meanwhile, see
+// TestRedisKillSwitchHangingDialStillPolls.)
+func TestRedisKillSwitchUnconfirmedSubscriptionIsReplaced(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr())
+	opts := proxy.Options()
+	opts.ReadTimeout, opts.DialTimeout = -1, 30*time.Second
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+	k, err := NewRedisKillSwitch(rdb, WithLogger(ksQuiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k.Close() })
+	ksLoaded(t, k)
+	seen, release := proxy.StallNext("SUBSCRIBE")
+	t.Cleanup(release)
+	if err := srv.Client(t).Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-seen:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the subscription was not made again")
+	}
+	waitFor(t, 5*time.Second, "the loss noticed", func() bool { return k.Err() != nil })
+	took := waitFor(t, 15*time.Second, "live again while the first SUBSCRIBE is unanswered", func() bool { return k.Err() == nil })
+	t.Logf("live again %s after the loss was noticed (ksSubscribeWithin %s)", took, ksSubscribeWithin)
+}

@@ -65,12 +65,15 @@ const defaultResync = 10 * time.Second
 //
 // # Health, and what Enabled answers
 //
-// A PING goes through the subscription's connection every 500ms; one whose
-// PONG has not come within 1s means the subscription is silent (a dead or
-// black-holed connection): within 1.5s of going silent, plus scheduling
-// delays (2s stated and tested), the switch notices it, drops the
-// connection, subscribes again, and until a new subscription is confirmed
-// it re-reads the whole hash at once and then every 500ms.
+// A PING goes through a confirmed subscription's connection every 500ms;
+// one whose PONG has not come within 1s means the subscription is silent
+// (a dead or black-holed connection): within 1.5s of going silent, plus
+// scheduling delays (2s stated and tested), the switch notices it, drops
+// the connection, subscribes again, and until a new subscription is
+// confirmed it re-reads the whole hash at once and then every 500ms. A
+// subscription being made (new, or its connection lost) is not PINGed: it
+// has 5s to be confirmed, then another is tried, so a link slow to set up
+// a connection still subscribes.
 // Meanwhile Enabled answers from that re-read cache with an error (the
 // switch is degraded): the Scheduler acts on the answer and raises an
 // EventFlag for it, so a flip whose message was lost is honoured within
@@ -136,8 +139,10 @@ type RedisKillSwitch struct {
 	pings    chan *redis.PubSub // to the pinger: the subscription to PING
 	psMu     sync.Mutex
 	ps       *redis.PubSub // nil until made, and after the health check dropped it
+	live     bool          // ps is confirmed and has not lost its connection since
+	notSince time.Time     // when ps was made or lost its connection (live false)
 	pingSent time.Time     // zero when no PING is waiting for its PONG
-	lastPing time.Time     // when the last PING was sent (or the subscription made)
+	lastPing time.Time     // when the last PING was sent (or the subscription confirmed)
 }
 
 // cachedFlag is one flag in a RedisKillSwitch's cache.

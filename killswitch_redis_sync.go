@@ -23,6 +23,11 @@ const (
 	ksPollEvery   = 500 * time.Millisecond // full reload period while not live or reads fail
 	ksMaxMessage  = 64 << 10               // a longer message is not parsed
 	ksMaxPending  = 256                    // more flags waiting for a re-read wait for a full reload
+	// ksSubscribeWithin is how long a subscription being made (dialed,
+	// its handshake, SUBSCRIBE) has to be confirmed before it is dropped
+	// and another tried: longer than a slow link's setup, and short of
+	// what a hung dial can take with the client's timeouts.
+	ksSubscribeWithin = 5 * time.Second
 )
 
 // ksWork is the reads waiting for the reader goroutine.
@@ -69,17 +74,10 @@ func (k *RedisKillSwitch) pubsub() (ps *redis.PubSub, fresh bool) {
 	if k.ps == nil {
 		// Without a channel, Subscribe does not dial: nothing blocks here.
 		k.ps = k.rdb.Subscribe(k.ctx)
-		k.pingSent, k.lastPing = time.Time{}, time.Now()
+		k.live, k.notSince, k.pingSent = false, time.Now(), time.Time{}
 		fresh = true
 	}
 	return k.ps, fresh
-}
-
-// current reports whether ps is still the subscription in use.
-func (k *RedisKillSwitch) current(ps *redis.PubSub) bool {
-	k.psMu.Lock()
-	defer k.psMu.Unlock()
-	return k.ps == ps
 }
 
 // drop closes ps and forgets it, so that the next pubsub call makes a new
@@ -118,6 +116,22 @@ func (k *RedisKillSwitch) lose(ps *redis.PubSub, err error) bool {
 	return true
 }
 
+// connLost notes that ps, if it is still the subscription in use, lost
+// its connection: go-redis makes it again at the next Receive, and until
+// it is confirmed again it is not PINGed (see checkSubscription). It
+// reports whether ps is in use.
+func (k *RedisKillSwitch) connLost(ps *redis.PubSub) bool {
+	k.psMu.Lock()
+	defer k.psMu.Unlock()
+	if k.ps != ps {
+		return false
+	}
+	if k.live {
+		k.live, k.notSince, k.pingSent = false, time.Now(), time.Time{}
+	}
+	return true
+}
+
 // forget makes ps no longer the subscription in use.
 func (k *RedisKillSwitch) forget(ps *redis.PubSub) {
 	k.psMu.Lock()
@@ -149,7 +163,7 @@ func (k *RedisKillSwitch) receive() {
 			if k.ctx.Err() != nil {
 				return
 			}
-			if !k.current(ps) {
+			if !k.connLost(ps) {
 				continue // the health check dropped it (a loss it recorded); a new one is made now
 			}
 			k.subLost(err)
@@ -195,6 +209,7 @@ func (k *RedisKillSwitch) subscribed(ps *redis.PubSub) {
 	k.psMu.Lock()
 	ok := k.ps == ps
 	if ok {
+		k.live, k.pingSent, k.lastPing = true, time.Time{}, time.Now()
 		k.mu.Lock() // psMu, then mu: nothing takes them the other way
 		k.confirmedGen, k.confirmedAt = k.subGen, k.ticket
 		k.mu.Unlock()
@@ -480,20 +495,25 @@ func (k *RedisKillSwitch) healthCheck() {
 	}
 }
 
-// checkSubscription has the pinger send a PING through the subscription
-// every ksPingEvery; one left unanswered for ksPongTimeout, or that cannot
-// be sent, drops the connection, and receive makes a new one. Both periods
-// are counted in checks (half a check of slack absorbs ticker jitter), so a
-// subscription that goes silent is noticed within ksPingEvery+ksPongTimeout
-// (1.5s) plus scheduling delays: 2s is the stated bound. Nothing here waits
-// on the subscription (see pinger and lose): while it is being made
-// again, however long that takes, the check goes on, and with it the
-// reloads every ksPollEvery (scheduleReload).
+// checkSubscription has the pinger send a PING through a confirmed
+// subscription every ksPingEvery; one left unanswered for ksPongTimeout,
+// or that cannot be sent, drops the connection, and receive makes a new
+// one. Both periods are counted in checks (half a check of slack absorbs
+// ticker jitter), so a subscription that goes silent is noticed within
+// ksPingEvery+ksPongTimeout (1.5s) plus scheduling delays: 2s is the
+// stated bound. A subscription being made (new, or its connection lost)
+// is not PINGed, since a PING would wait for its dial and count that as
+// silence, and a link slow to set up would never subscribe: it has
+// ksSubscribeWithin to be confirmed, or it is dropped and made again.
+// Nothing here waits on the subscription (see pinger and lose): while it
+// is being made, however long that takes, the check goes on, and with it
+// the reloads every ksPollEvery (scheduleReload), which the loss began.
 func (k *RedisKillSwitch) checkSubscription(now time.Time) {
 	const slack = ksCheckEvery / 2
 	k.psMu.Lock()
-	ps, sent := k.ps, k.pingSent
-	send := ps != nil && sent.IsZero() && now.Sub(k.lastPing) >= ksPingEvery-slack
+	ps, live, sent := k.ps, k.live, k.pingSent
+	making := now.Sub(k.notSince)
+	send := ps != nil && live && sent.IsZero() && now.Sub(k.lastPing) >= ksPingEvery-slack
 	if send {
 		k.pingSent, k.lastPing = now, now // before the PING: its PONG may come at once
 	}
@@ -502,6 +522,8 @@ func (k *RedisKillSwitch) checkSubscription(now time.Time) {
 	switch {
 	case ps == nil:
 		return
+	case !live && making >= ksSubscribeWithin-slack:
+		err = fmt.Errorf("subscription not confirmed within %s", ksSubscribeWithin)
 	case !sent.IsZero() && now.Sub(sent) >= ksPongTimeout-slack:
 		err = fmt.Errorf("subscription silent: no PONG within %s", ksPongTimeout)
 	case send:
