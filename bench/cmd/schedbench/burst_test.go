@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"runtime"
 	"runtime/trace"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ func TestAnalyzeBurst(t *testing.T) {
 	if err := trace.Start(&buf); err != nil {
 		t.Fatal(err)
 	}
+	base := runtime.NumGoroutine() // with the tracer's own
 	var wg sync.WaitGroup
 	done := make(chan struct{})
 	go func() { // the "cron loop"
@@ -31,6 +33,13 @@ func TestAnalyzeBurst(t *testing.T) {
 	}()
 	<-done
 	wg.Wait()
+	// wg.Done comes before a goroutine's exit: wait for the exits, or the
+	// last goroutines' ends are not in the trace (and they do not count).
+	for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > base; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines, %d before the burst", runtime.NumGoroutine(), base)
+		}
+	}
 	trace.Stop()
 	st, err := analyzeBurst(&buf)
 	if err != nil {
