@@ -207,3 +207,30 @@ func TestRedisKillSwitchReviewRefusedSubscriptionRecovers(t *testing.T) {
 	}
 	waitFor(t, 2*time.Second, "flip by message", ksIs(k, "emails", false))
 }
+
+// The server stopped (SIGSTOP) for 2s and for 7s (past the 5s a new
+// subscription has, and the client's 3s read timeout): the silence is
+// noticed within the stated 2s plus a margin, and once the server runs
+// again the switch is live again and flips arrive by message.
+func TestRedisKillSwitchReviewServerPausedRecovers(t *testing.T) {
+	srv := redistest.Start(t)
+	k := ksNew(t, srv)
+	other := ksNew(t, srv)
+	ksLoaded(t, k, other)
+	ctx := context.Background()
+	on := true
+	for _, pause := range []time.Duration{2 * time.Second, 7 * time.Second} {
+		srv.Pause(t)
+		took := waitFor(t, 4*time.Second, "the pause noticed", func() bool { return k.Err() != nil })
+		t.Logf("pause of %s noticed after %s", pause, took)
+		time.Sleep(pause - took)
+		srv.Continue(t)
+		took = waitFor(t, 15*time.Second, "live again", func() bool { return k.Err() == nil && other.Err() == nil })
+		t.Logf("live again %s after the server ran again", took)
+		on = !on
+		if err := other.SetEnabled(ctx, "emails", on, "after the pause"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 2*time.Second, "flip by message", ksIs(k, "emails", on))
+	}
+}
