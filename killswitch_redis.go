@@ -73,7 +73,13 @@ const defaultResync = 10 * time.Second
 // confirmed it re-reads the whole hash at once and then every 500ms. A
 // subscription being made (new, or its connection lost) is not PINGed: it
 // has 5s to be confirmed, then another is tried, so a link slow to set up
-// a connection still subscribes.
+// a connection still subscribes. Another is tried only once the dial of
+// the one given up has returned (go-redis dials inside Receive): a
+// handshake that hangs delays it up to the client's dial or read timeout,
+// without bound with ReadTimeout -1, the hash re-read every 500ms
+// meanwhile (TestRedisKillSwitchReviewRefusedSubscriptionRecovers covers
+// a SUBSCRIBE refused with NOPERM: live again once allowed, when the
+// attempt under way has had its 5s, plus a check).
 // Meanwhile Enabled answers from that re-read cache with an error (the
 // switch is degraded): the Scheduler acts on the answer and raises an
 // EventFlag for it, so a flip whose message was lost is honoured within
