@@ -77,10 +77,9 @@ const defaultResync = 10 * time.Second
 // the one given up has returned (go-redis dials inside Receive): a
 // handshake that hangs delays it up to the client's dial or read timeout,
 // without bound with ReadTimeout -1, the hash re-read every 500ms
-// meanwhile (TestRedisKillSwitchReviewRefusedSubscriptionRecovers covers
-// a SUBSCRIBE refused with NOPERM: live again once allowed, when the
-// attempt under way has had its 5s, plus a check).
-// Meanwhile Enabled answers from that re-read cache with an error (the
+// meanwhile.
+//
+// While the subscription is not live, Enabled answers from that re-read cache with an error (the
 // switch is degraded): the Scheduler acts on the answer and raises an
 // EventFlag for it, so a flip whose message was lost is honoured within
 // 2.5s at worst and the degradation shows. That holds while a new

@@ -55,7 +55,7 @@ func ksChurn(t *testing.T, srv *redistest.Server, proxy *redistest.Proxy, stop <
 // another instance is honoured by this one within the stated 2.5s (a
 // margin for the busy machine on top), whatever Err says; once the churn
 // ends the switch is live again and flips arrive by message.
-func TestRedisKillSwitchReviewChurnHonoursFlips(t *testing.T) {
+func TestRedisKillSwitchChurnHonoursFlips(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr())
 	opts := proxy.Options()
@@ -122,7 +122,7 @@ func TestRedisKillSwitchReviewChurnHonoursFlips(t *testing.T) {
 // Receive, its handshake held for 0 to 3s (the switch still says live
 // while Receive has not returned). The flip is honoured within the stated
 // 2.5s (plus a margin), and the switch is live again afterwards.
-func TestRedisKillSwitchReviewLostFlipDuringReconnect(t *testing.T) {
+func TestRedisKillSwitchLostFlipDuringReconnect(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr())
 	rdb := redis.NewClient(proxy.Options())
@@ -180,7 +180,7 @@ func TestRedisKillSwitchReviewLostFlipDuringReconnect(t *testing.T) {
 // degraded, not live. Once the channels are given back, a subscription is
 // confirmed again within ksSubscribeWithin and a check or two: never
 // degraded for good while Redis is healthy.
-func TestRedisKillSwitchReviewRefusedSubscriptionRecovers(t *testing.T) {
+func TestRedisKillSwitchRefusedSubscriptionRecovers(t *testing.T) {
 	srv := redistest.Start(t)
 	k := ksNew(t, srv)
 	admin := srv.Client(t)
@@ -212,7 +212,7 @@ func TestRedisKillSwitchReviewRefusedSubscriptionRecovers(t *testing.T) {
 // subscription has, and the client's 3s read timeout): the silence is
 // noticed within the stated 2s plus a margin, and once the server runs
 // again the switch is live again and flips arrive by message.
-func TestRedisKillSwitchReviewServerPausedRecovers(t *testing.T) {
+func TestRedisKillSwitchServerPausedRecovers(t *testing.T) {
 	srv := redistest.Start(t)
 	k := ksNew(t, srv)
 	other := ksNew(t, srv)
