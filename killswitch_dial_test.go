@@ -21,19 +21,9 @@ import (
 // the hash every 500ms, so a flip is seen within the stated 2s, not when
 // the dial gives up.
 func TestRedisKillSwitchHangingDialStillPolls(t *testing.T) {
-	srv := redistest.Start(t)
-	proxy := redistest.StartProxy(t, srv.Addr())
-	opts := proxy.Options()
-	opts.ReadTimeout, opts.DialTimeout = 10*time.Second, 10*time.Second
-	rdb := redis.NewClient(opts)
-	t.Cleanup(func() { _ = rdb.Close() })
-	k, err := NewRedisKillSwitch(rdb, WithLogger(ksQuiet), redisResync(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k.Close() })
+	srv, proxy, k := ksViaProxy(t, 10*time.Second, 10*time.Second, redisResync(time.Minute))
 	other := ksNew(t, srv)
-	ksLoaded(t, k, other)
+	ksLoaded(t, other)
 	ctx := context.Background()
 
 	// The next connection to say HELLO is the subscription's, made again
@@ -182,20 +172,7 @@ func ksNoGoroutineLeft(t *testing.T) {
 // wait for the next resync. A second drop of the same subscription (the
 // pinger's, after the health check's) records no second loss.
 func TestRedisKillSwitchDroppedSubscriptionConfirmsNothing(t *testing.T) {
-	srv := redistest.Start(t)
-	proxy := redistest.StartProxy(t, srv.Addr())
-	opts := proxy.Options()
-	opts.ReadTimeout, opts.DialTimeout = 10*time.Second, 10*time.Second
-	rdb := redis.NewClient(opts)
-	t.Cleanup(func() { _ = rdb.Close() })
-	k, err := NewRedisKillSwitch(rdb, WithLogger(ksQuiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k.Close() })
-	ksLoaded(t, k)
-	// Every connection the client needs for reads is made by now: the next
-	// HELLO is the new subscription's.
+	_, proxy, k := ksViaProxy(t, 10*time.Second, 10*time.Second)
 	seen, release := proxy.StallNext("HELLO")
 	t.Cleanup(release)
 
@@ -247,18 +224,7 @@ func TestRedisKillSwitchDroppedSubscriptionConfirmsNothing(t *testing.T) {
 // it is confirmed; until then it has ksSubscribeWithin (5s) to be, while
 // the hash is re-read every 500ms as for any loss.
 func TestRedisKillSwitchSlowHandshakeSubscribes(t *testing.T) {
-	srv := redistest.Start(t)
-	proxy := redistest.StartProxy(t, srv.Addr())
-	opts := proxy.Options()
-	opts.ReadTimeout, opts.DialTimeout = 10*time.Second, 10*time.Second
-	rdb := redis.NewClient(opts)
-	t.Cleanup(func() { _ = rdb.Close() })
-	k, err := NewRedisKillSwitch(rdb, WithLogger(ksQuiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k.Close() })
-	ksLoaded(t, k)
+	srv, proxy, k := ksViaProxy(t, 10*time.Second, 10*time.Second)
 
 	// From now on every new connection's handshake takes 2.5s.
 	stop := make(chan struct{})
@@ -297,18 +263,7 @@ func TestRedisKillSwitchSlowHandshakeSubscribes(t *testing.T) {
 // the hash is re-read every 500ms meanwhile, see
 // TestRedisKillSwitchHangingDialStillPolls.)
 func TestRedisKillSwitchUnconfirmedSubscriptionIsReplaced(t *testing.T) {
-	srv := redistest.Start(t)
-	proxy := redistest.StartProxy(t, srv.Addr())
-	opts := proxy.Options()
-	opts.ReadTimeout, opts.DialTimeout = -1, 30*time.Second
-	rdb := redis.NewClient(opts)
-	t.Cleanup(func() { _ = rdb.Close() })
-	k, err := NewRedisKillSwitch(rdb, WithLogger(ksQuiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k.Close() })
-	ksLoaded(t, k)
+	srv, proxy, k := ksViaProxy(t, -1, 30*time.Second)
 	seen, release := proxy.StallNext("SUBSCRIBE")
 	t.Cleanup(release)
 	if err := srv.Client(t).Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
@@ -322,4 +277,29 @@ func TestRedisKillSwitchUnconfirmedSubscriptionIsReplaced(t *testing.T) {
 	waitFor(t, 5*time.Second, "the loss noticed", func() bool { return k.Err() != nil })
 	took := waitFor(t, 15*time.Second, "live again while the first SUBSCRIBE is unanswered", func() bool { return k.Err() == nil })
 	t.Logf("live again %s after the loss was noticed (ksSubscribeWithin %s)", took, ksSubscribeWithin)
+}
+
+// ksViaProxy starts a redis-server, a proxy in front of it and a switch
+// whose client goes through the proxy with the given read and dial
+// timeouts (0: go-redis's defaults), and waits until the switch has loaded.
+// The client's connections for reads are made by then, so the next
+// handshake the proxy sees is a subscription's.
+func ksViaProxy(t *testing.T, read, dial time.Duration, opts ...Option) (*redistest.Server, *redistest.Proxy, *RedisKillSwitch) {
+	t.Helper()
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr())
+	o := proxy.Options()
+	o.ReadTimeout, o.DialTimeout = read, dial
+	rdb := redis.NewClient(o)
+	t.Cleanup(func() { _ = rdb.Close() })
+	k, err := NewRedisKillSwitch(rdb, append([]Option{WithLogger(ksQuiet)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k.Close() })
+	ksLoaded(t, k)
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return srv, proxy, k
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/cronguard/cronguard/internal/redistest"
-	"github.com/redis/go-redis/v9"
 )
 
 // ksChurn runs faults on the switch's subscription until stop is closed:
@@ -56,23 +55,9 @@ func ksChurn(t *testing.T, srv *redistest.Server, proxy *redistest.Proxy, stop <
 // margin for the busy machine on top), whatever Err says; once the churn
 // ends the switch is live again and flips arrive by message.
 func TestRedisKillSwitchChurnHonoursFlips(t *testing.T) {
-	srv := redistest.Start(t)
-	proxy := redistest.StartProxy(t, srv.Addr())
-	opts := proxy.Options()
-	rdb := redis.NewClient(opts)
-	t.Cleanup(func() { _ = rdb.Close() })
-	k, err := NewRedisKillSwitch(rdb, WithLogger(ksQuiet), redisResync(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k.Close() })
+	srv, proxy, k := ksViaProxy(t, 0, 0, redisResync(time.Hour))
 	other := ksNew(t, srv)
-	ksLoaded(t, k, other)
-	// Make the client's pool connections for reads now, so that held
-	// handshakes are the subscription's.
-	if err := rdb.Ping(context.Background()).Err(); err != nil {
-		t.Fatal(err)
-	}
+	ksLoaded(t, other)
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -123,21 +108,10 @@ func TestRedisKillSwitchChurnHonoursFlips(t *testing.T) {
 // while Receive has not returned). The flip is honoured within the stated
 // 2.5s (plus a margin), and the switch is live again afterwards.
 func TestRedisKillSwitchLostFlipDuringReconnect(t *testing.T) {
-	srv := redistest.Start(t)
-	proxy := redistest.StartProxy(t, srv.Addr())
-	rdb := redis.NewClient(proxy.Options())
-	t.Cleanup(func() { _ = rdb.Close() })
-	k, err := NewRedisKillSwitch(rdb, WithLogger(ksQuiet), redisResync(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k.Close() })
+	srv, proxy, k := ksViaProxy(t, 0, 0, redisResync(time.Hour))
 	other := ksNew(t, srv)
 	killer := srv.Client(t)
-	ksLoaded(t, k, other)
-	if err := rdb.Ping(context.Background()).Err(); err != nil {
-		t.Fatal(err)
-	}
+	ksLoaded(t, other)
 	ctx := context.Background()
 	on := true
 	for _, hold := range []time.Duration{0, 500 * time.Millisecond, time.Second, 1300 * time.Millisecond, 1800 * time.Millisecond, 3 * time.Second} {
