@@ -202,9 +202,9 @@ func (k *RedisKillSwitch) receive() {
 
 // subscribed records that ps is confirmed, if it is still the subscription
 // in use, and asks for the reload that ends a loss: messages may have been
-// missed until now. psMu is held across the check and the record, so a
-// drop (forget, then subLost) falls wholly before or after it: a dropped
-// subscription never confirms the next one's generation.
+// missed until now. psMu is held across the check and the record, as lose
+// holds it across its own, so a drop falls wholly before or after it: a
+// dropped subscription never confirms the next one's generation.
 func (k *RedisKillSwitch) subscribed(ps *redis.PubSub) {
 	k.psMu.Lock()
 	ok := k.ps == ps
